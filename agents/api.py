@@ -1,0 +1,376 @@
+"""Capture REST API: agents, config versions, runs (bulk, idempotent) and feedback."""
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents import services
+from agents.access import Principal, get_agent_for, get_run_for, principal_for
+from agents.ingest import IngestError, check_sizes, ingest_runs
+from agents.models import Agent, ConfigVersion, Feedback, Run
+from agents.selectors import agents_for, runs_for, versions_for
+from config.api import DefaultPagination, error_response
+
+
+class WorkspaceMixin:
+    """Resolves the caller's workspace once; every queryset starts from it."""
+
+    request: Request
+
+    @property
+    def principal(self) -> Principal:
+        if not hasattr(self, "_principal"):
+            self._principal = principal_for(self.request)
+        return self._principal
+
+
+# -- Agents --------------------------------------------------------------------------------
+
+
+class ConfigVersionSerializer(serializers.ModelSerializer):
+    parent = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    author = serializers.StringRelatedField()
+
+    class Meta:
+        model = ConfigVersion
+        fields = ["number", "system_prompt", "memory_documents", "tools", "model", "parent", "source", "author", "note", "content_hash", "created_at"]
+        read_only_fields = ["number", "parent", "source", "author", "content_hash", "created_at"]
+
+    def validate_memory_documents(self, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise serializers.ValidationError("must map document paths to text")
+        return value
+
+    def validate_tools(self, value: Any) -> list[Any]:
+        if not isinstance(value, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in value):
+            raise serializers.ValidationError("must be a list of tool definitions with a name")
+        return value
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    stable_version = serializers.IntegerField(source="stable_version.number", read_only=True, allow_null=True)
+    canary_version = serializers.IntegerField(source="canary_version.number", read_only=True, allow_null=True)
+    webhook_secret = serializers.CharField(write_only=True, required=False, allow_blank=True)
+
+    class Meta:
+        model = Agent
+        fields = [
+            "slug", "name", "description", "model", "dreaming_enabled", "dream_frequency",
+            "dream_window_start", "dream_window_end", "failure_threshold", "cycle_token_budget",
+            "monthly_token_budget", "replay_concurrency", "required_approvals", "protected_sections",
+            "sandbox_tools", "write_tools", "webhook_url", "webhook_secret", "is_paused",
+            "rollout_stages", "stable_version", "canary_version", "canary_percent", "created_at", "updated_at",
+        ]
+        read_only_fields = ["canary_percent", "created_at", "updated_at"]
+
+    def validate_required_approvals(self, value: int) -> int:
+        if value not in (1, 2):
+            raise serializers.ValidationError("must be 1 or 2")
+        return value
+
+
+class AgentUpdateSerializer(AgentSerializer):
+    set_stable_version = serializers.IntegerField(required=False, write_only=True, help_text="Make this version number the stable one")
+
+    class Meta(AgentSerializer.Meta):
+        fields = [*AgentSerializer.Meta.fields, "set_stable_version"]
+        read_only_fields = [*AgentSerializer.Meta.read_only_fields, "slug"]
+
+
+class AgentListCreate(WorkspaceMixin, generics.ListCreateAPIView):
+    serializer_class = AgentSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> Any:
+        return agents_for(self.principal.workspace)
+
+    def perform_create(self, serializer: AgentSerializer) -> None:
+        if not self.principal.is_admin:
+            from rest_framework.exceptions import PermissionDenied
+
+            raise PermissionDenied("Only workspace admins can create agents.")
+        if Agent.objects.filter(workspace=self.principal.workspace, slug=serializer.validated_data["slug"]).exists():
+            raise ValidationError({"slug": ["an agent with this slug already exists"]})
+        serializer.instance = services.create_agent(workspace=self.principal.workspace, actor=self.principal.actor, **serializer.validated_data)
+
+
+class AgentDetail(WorkspaceMixin, APIView):
+    @extend_schema(responses=AgentSerializer)
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(AgentSerializer(get_agent_for(self.principal, slug)).data)
+
+    @extend_schema(request=AgentUpdateSerializer, responses=AgentSerializer)
+    def patch(self, request: Request, slug: str) -> Response:
+        agent = get_agent_for(self.principal, slug, write=True)
+        serializer = AgentUpdateSerializer(agent, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        changes = dict(serializer.validated_data)
+        stable_number = changes.pop("set_stable_version", None)
+        with transaction.atomic():
+            if changes:
+                agent = services.update_agent_settings(agent=agent, actor=self.principal.actor, changes=changes)
+            if stable_number is not None:
+                version = ConfigVersion.objects.filter(agent=agent, number=stable_number).first()
+                if version is None:
+                    raise ValidationError({"set_stable_version": [f"agent has no version {stable_number}"]})
+                agent = services.set_stable_version(agent=agent, version=version, actor=self.principal.actor)
+        agent = get_agent_for(self.principal, slug)
+        return Response(AgentSerializer(agent).data)
+
+
+class ConfigVersionListCreate(WorkspaceMixin, generics.ListCreateAPIView):
+    serializer_class = ConfigVersionSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> Any:
+        return versions_for(get_agent_for(self.principal, self.kwargs["slug"]))
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        agent = get_agent_for(self.principal, kwargs["slug"], write=True)
+        serializer = ConfigVersionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        version = services.create_config_version(
+            agent=agent,
+            system_prompt=data.get("system_prompt", ""),
+            memory_documents=data.get("memory_documents", {}),
+            tools=data.get("tools", []),
+            model=data.get("model", ""),
+            parent=agent.stable_version,
+            source=ConfigVersion.Source.HUMAN,
+            author=request.user,
+            note=data.get("note", ""),
+            actor=self.principal.actor,
+        )
+        return Response(ConfigVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class ConfigVersionDetail(WorkspaceMixin, APIView):
+    @extend_schema(responses=ConfigVersionSerializer)
+    def get(self, request: Request, slug: str, number: int) -> Response:
+        agent = get_agent_for(self.principal, slug)
+        version = ConfigVersion.objects.filter(agent=agent, number=number).first()
+        if version is None:
+            return error_response("not_found", "No such version.", status_code=404)
+        return Response(ConfigVersionSerializer(version).data)
+
+
+# -- Runs ----------------------------------------------------------------------------------
+
+
+class RunSummarySerializer(serializers.ModelSerializer):
+    agent = serializers.CharField(source="agent.slug")
+    config_version = serializers.IntegerField(source="config_version.number", allow_null=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id", "agent", "external_id", "status", "score", "outcome_reason", "model", "config_version",
+            "step_count", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+            "cost_usd", "latency_ms", "started_at", "created_at", "tags",
+        ]
+
+
+class FeedbackSerializer(serializers.ModelSerializer):
+    author = serializers.StringRelatedField()
+
+    class Meta:
+        model = Feedback
+        fields = ["id", "rating", "score", "comment", "source", "author", "created_at"]
+
+
+class RunDetailSerializer(RunSummarySerializer):
+    feedback = FeedbackSerializer(many=True)
+
+    class Meta(RunSummarySerializer.Meta):
+        fields = [*RunSummarySerializer.Meta.fields, "system", "tools", "messages", "metadata", "expectations", "source_format", "feedback"]
+
+
+RUN_IN_DOC = inline_serializer(
+    "RunIn",
+    fields={
+        "agent": serializers.CharField(help_text="agent slug"),
+        "external_id": serializers.CharField(help_text="your id; re-posting it is a no-op"),
+        "status": serializers.ChoiceField(choices=Run.Status.choices, required=False),
+        "format": serializers.ChoiceField(choices=["anthropic", "anthropic_exchange", "openai"], required=False, help_text="detected when omitted"),
+        "system": serializers.CharField(required=False),
+        "tools": serializers.ListField(child=serializers.DictField(), required=False),
+        "messages": serializers.ListField(child=serializers.DictField(), required=False, help_text="Anthropic or OpenAI chat form"),
+        "request": serializers.DictField(required=False, help_text="anthropic_exchange: the Messages API request"),
+        "response": serializers.DictField(required=False, help_text="anthropic_exchange: the Messages API response"),
+        "usage": serializers.DictField(required=False),
+        "model": serializers.CharField(required=False),
+        "config_version": serializers.IntegerField(required=False, help_text="defaults to the agent's stable version"),
+        "score": serializers.FloatField(required=False),
+        "outcome_reason": serializers.CharField(required=False),
+        "started_at": serializers.DateTimeField(required=False),
+        "latency_ms": serializers.IntegerField(required=False),
+        "cost_usd": serializers.DecimalField(max_digits=12, decimal_places=6, required=False),
+        "tags": serializers.ListField(child=serializers.CharField(), required=False),
+        "metadata": serializers.DictField(required=False),
+        "expectations": serializers.DictField(required=False),
+    },
+)
+RUN_OUT_DOC = inline_serializer(
+    "RunIngestResult",
+    fields={
+        "created": serializers.IntegerField(),
+        "existing": serializers.IntegerField(),
+        "results": serializers.ListField(child=serializers.DictField()),
+    },
+)
+
+
+def _parse_bool(value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ValidationError({"negative_feedback": ["must be true or false"]})
+
+
+class RunCursorPagination(DefaultPagination):
+    ordering = ("-started_at", "-id")
+
+
+class RunListIngest(WorkspaceMixin, generics.ListAPIView):
+    """GET lists runs (cursor-paginated, newest first); POST stores one run or a batch."""
+
+    serializer_class = RunSummarySerializer
+    pagination_class = RunCursorPagination
+
+    def get_queryset(self) -> Any:
+        params = self.request.query_params
+        since = until = None
+        for name in ("since", "until"):
+            if params.get(name):
+                parsed = parse_datetime(params[name])
+                if parsed is None:
+                    raise ValidationError({name: ["must be an ISO 8601 date-time"]})
+                if name == "since":
+                    since = parsed
+                else:
+                    until = parsed
+        status_filter = params.get("status")
+        if status_filter and status_filter not in Run.Status.values:
+            raise ValidationError({"status": [f"must be one of {', '.join(Run.Status.values)}"]})
+        version = params.get("config_version")
+        if version is not None and not version.isdigit():
+            raise ValidationError({"config_version": ["must be a version number"]})
+        return runs_for(
+            self.principal.workspace,
+            agent_slug=params.get("agent"),
+            status=status_filter,
+            since=since,
+            until=until,
+            negative_feedback=_parse_bool(params.get("negative_feedback")),
+            config_version=int(version) if version is not None else None,
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("agent", str), OpenApiParameter("status", str), OpenApiParameter("since", OpenApiTypes.DATETIME),
+            OpenApiParameter("until", OpenApiTypes.DATETIME), OpenApiParameter("negative_feedback", bool), OpenApiParameter("config_version", int),
+        ]
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=RUN_IN_DOC, responses={201: RUN_OUT_DOC, 200: RUN_OUT_DOC})
+    def post(self, request: Request) -> Response:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if length > settings.REVERIE_REQUEST_MAX_BYTES:
+            return error_response("too_large", f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.", status_code=413)
+        try:
+            body = request.data
+        except RequestDataTooBig:
+            return error_response("too_large", f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.", status_code=413)
+        single = isinstance(body, dict) and "runs" not in body
+        items = [body] if single else (body.get("runs") if isinstance(body, dict) else body)
+        if not isinstance(items, list) or not items:
+            return error_response("invalid", "Send one run object, a list of runs, or {\"runs\": [...]}.", fields={"runs": ["expected a run object or a non-empty list"]})
+        if len(items) > settings.REVERIE_BATCH_MAX_RUNS:
+            return error_response("too_large", f"At most {settings.REVERIE_BATCH_MAX_RUNS} runs per request.", fields={"runs": [f"{len(items)} runs sent"]}, status_code=413)
+        oversized = check_sizes(items, body_size=length or len(json.dumps(items)))
+        if oversized is not None:
+            return error_response("too_large", f"Run {oversized} is over {settings.REVERIE_RUN_MAX_BYTES} bytes.", fields={f"runs[{oversized}]": ["too large"]}, status_code=413)
+        try:
+            results = ingest_runs(workspace=self.principal.workspace, items=items)
+        except IngestError as exc:
+            fields = exc.fields
+            if single:
+                fields = {k.removeprefix("runs[0].").removeprefix("runs[0]") or "run": v for k, v in fields.items()}
+            return error_response("invalid", str(exc) if not single else next(f"{k}: {v[0]}" for k, v in fields.items()), fields=fields)
+        created = sum(r.created for r in results)
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        if single:
+            r = results[0]
+            return Response({"id": r.id, "external_id": r.external_id, "agent": r.agent, "created": r.created}, status=code)
+        return Response(
+            {
+                "created": created,
+                "existing": len(results) - created,
+                "results": [{"index": r.index, "id": r.id, "external_id": r.external_id, "agent": r.agent, "created": r.created} for r in results],
+            },
+            status=code,
+        )
+
+
+class RunDetail(WorkspaceMixin, APIView):
+    @extend_schema(responses=RunDetailSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(RunDetailSerializer(get_run_for(self.principal, pk)).data)
+
+
+# -- Feedback ------------------------------------------------------------------------------
+
+
+class FeedbackIn(serializers.Serializer):
+    run_id = serializers.IntegerField(required=False)
+    agent = serializers.CharField(required=False, help_text="with external_id, instead of run_id")
+    external_id = serializers.CharField(required=False)
+    rating = serializers.ChoiceField(choices=Feedback.Rating.choices)
+    score = serializers.FloatField(required=False, allow_null=True)
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "run_id" not in attrs and not ("agent" in attrs and "external_id" in attrs):
+            raise serializers.ValidationError({"run_id": ["give run_id, or agent and external_id"]})
+        return attrs
+
+
+class FeedbackCreate(WorkspaceMixin, APIView):
+    @extend_schema(request=FeedbackIn, responses={201: FeedbackSerializer})
+    def post(self, request: Request) -> Response:
+        data_in = FeedbackIn(data=request.data)
+        data_in.is_valid(raise_exception=True)
+        data = data_in.validated_data
+        if "run_id" in data:
+            run = get_run_for(self.principal, data["run_id"])
+        else:
+            agent = get_agent_for(self.principal, data["agent"])
+            run = Run.objects.filter(agent=agent, external_id=data["external_id"]).first()
+            if run is None:
+                return error_response("not_found", "No run with this external_id for this agent.", fields={"external_id": ["unknown"]}, status_code=404)
+        feedback = services.add_feedback(
+            run=run,
+            rating=data["rating"],
+            score=data.get("score"),
+            comment=data.get("comment", ""),
+            source=Feedback.Source.API if request.auth is not None else Feedback.Source.HUMAN,
+            author=request.user,
+        )
+        return Response(FeedbackSerializer(feedback).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,38 @@
+"""Write the append-only audit log. Call inside the transaction of the change it records."""
+
+from typing import Any
+
+from django.db import models
+
+from agents.models import ApiKey, AuditEvent, Workspace
+
+
+def actor_fields(actor: Any) -> dict[str, Any]:
+    if isinstance(actor, ApiKey):
+        return {"actor": None, "actor_label": f"API key {actor.name} ({actor.prefix}…)"}
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        return {"actor": None, "actor_label": "system"}
+    return {"actor": actor, "actor_label": actor.get_username()}
+
+
+def record(
+    *,
+    workspace: Workspace,
+    actor: Any,
+    action: str,
+    target: models.Model,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    comment: str = "",
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        workspace=workspace,
+        action=action,
+        target_type=target._meta.model_name or "",
+        target_id=str(target.pk),
+        target_label=str(target)[:300],
+        before=before or {},
+        after=after or {},
+        comment=comment,
+        **actor_fields(actor),
+    )

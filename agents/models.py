@@ -1,0 +1,293 @@
+"""Capture store: workspaces, members, API keys, agents, their config versions, runs, feedback."""
+
+import hashlib
+import json
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+
+class Workspace(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "Viewer"
+        REVIEWER = "reviewer", "Reviewer"
+        ADMIN = "admin", "Admin"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "workspace"], name="membership_unique_user_workspace")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.workspace} ({self.role})"
+
+    @property
+    def can_review(self) -> bool:
+        return self.role in (self.Role.REVIEWER, self.Role.ADMIN)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == self.Role.ADMIN
+
+
+def hash_api_key(raw_key: str) -> str:
+    # Keys are 256-bit random tokens, so a fast hash is enough (as GitHub tokens); no salt needed.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    """A workspace-scoped bearer key. Only its hash and a short visible prefix are stored."""
+
+    PREFIX = "rv_"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, db_index=True, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def generate_raw_key(cls) -> str:
+        return cls.PREFIX + secrets.token_urlsafe(32)
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Agent(models.Model):
+    class Frequency(models.TextChoices):
+        HOURLY = "hourly", "Hourly"
+        DAILY = "daily", "Daily"
+        WEEKLY = "weekly", "Weekly"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="agents")
+    slug = models.SlugField(max_length=80)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    model = models.CharField(max_length=100, default="claude-sonnet-4-5")
+
+    # Dreaming
+    dreaming_enabled = models.BooleanField(default=True)
+    dream_frequency = models.CharField(max_length=10, choices=Frequency.choices, default=Frequency.DAILY)
+    dream_window_start = models.TimeField(null=True, blank=True, help_text="UTC; empty = any time")
+    dream_window_end = models.TimeField(null=True, blank=True, help_text="UTC; may wrap past midnight")
+    failure_threshold = models.PositiveIntegerField(default=20, help_text="New failures that trigger a cycle; 0 = off")
+    cycle_token_budget = models.PositiveBigIntegerField(default=2_000_000)
+    monthly_token_budget = models.PositiveBigIntegerField(default=50_000_000)
+    replay_concurrency = models.PositiveIntegerField(default=8)
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    protected_sections = models.JSONField(default=list, blank=True, help_text="Headings or literal texts that dreams may not change")
+    sandbox_tools = models.JSONField(default=dict, blank=True, help_text="tool name → dotted path of a read-only Python callable used in replays")
+    write_tools = models.JSONField(default=list, blank=True, help_text="names of tools with side effects")
+
+    # Notifications
+    webhook_url = models.URLField(blank=True)
+    webhook_secret = models.CharField(max_length=200, blank=True)
+
+    # Routing (rollouts write these through services)
+    is_paused = models.BooleanField(default=False, help_text="Kill switch: no dreaming, config endpoint answers 423")
+    stable_version = models.ForeignKey("ConfigVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    canary_version = models.ForeignKey("ConfigVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    canary_percent = models.PositiveSmallIntegerField(default=0)
+    routing_salt = models.CharField(max_length=32, default=secrets.token_hex, editable=False)
+    rollout_stages = models.JSONField(default=list, blank=True, help_text="Canary percents, e.g. [5, 25, 100]; empty = default")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "slug"], name="agent_unique_slug_per_workspace")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ConfigVersion(models.Model):
+    """An immutable snapshot of what the agent runs with. A change is a new version."""
+
+    class Source(models.TextChoices):
+        HUMAN = "human", "Human"
+        DREAM = "dream", "Dream"
+        IMPORT = "import", "Import"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    system_prompt = models.TextField(blank=True)
+    memory_documents = models.JSONField(default=dict, blank=True, help_text="path → text")
+    tools = models.JSONField(default=list, blank=True)
+    model = models.CharField(max_length=100)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.HUMAN)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    content_hash = models.CharField(max_length=64, editable=False)
+
+    class Meta:
+        ordering = ["agent", "-number"]
+        constraints = [models.UniqueConstraint(fields=["agent", "number"], name="configversion_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug} v{self.number}"
+
+    @staticmethod
+    def compute_hash(*, system_prompt: str, memory_documents: dict[str, str], tools: list[Any], model: str) -> str:
+        payload = json.dumps(
+            {"system": system_prompt, "memory": memory_documents, "tools": tools, "model": model},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Immutability is an invariant of the data, so it lives with the data.
+        if self.pk is not None and not self._state.adding:
+            raise ValidationError("Config versions are immutable; create a new version instead.")
+        self.content_hash = self.compute_hash(
+            system_prompt=self.system_prompt, memory_documents=self.memory_documents, tools=self.tools, model=self.model
+        )
+        super().save(*args, **kwargs)
+
+
+class Run(models.Model):
+    """One recorded agent run: a replayable artifact in Anthropic Messages form."""
+
+    class Status(models.TextChoices):
+        SUCCESS = "success", "Success"
+        FAILURE = "failure", "Failure"
+        ERROR = "error", "Error"
+        UNKNOWN = "unknown", "Unknown"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
+    config_version = models.ForeignKey(ConfigVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    external_id = models.CharField(max_length=255)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.UNKNOWN)
+    score = models.FloatField(null=True, blank=True)
+    outcome_reason = models.TextField(blank=True, help_text="Grader explanation or error type")
+    model = models.CharField(max_length=100, blank=True)
+    system = models.TextField(blank=True)
+    tools = models.JSONField(default=list, blank=True)
+    messages = models.JSONField(default=list)
+    step_count = models.PositiveIntegerField(default=0, help_text="assistant turns")
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    tags = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    expectations = models.JSONField(default=dict, blank=True, help_text="expected_answer_pattern, expected_tools, forbidden_tools, rubric")
+    source_format = models.CharField(max_length=24, default="anthropic")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["agent", "external_id"], name="run_unique_external_id")]
+        indexes = [
+            models.Index(fields=["agent", "status", "-started_at"], name="run_agent_status_time"),
+            models.Index(fields=["agent", "-started_at"], name="run_agent_time"),
+            models.Index(fields=["agent", "config_version", "-started_at"], name="run_agent_version_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug}:{self.external_id}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def is_failure(self) -> bool:
+        return self.status in (self.Status.FAILURE, self.Status.ERROR)
+
+
+class Feedback(models.Model):
+    class Rating(models.TextChoices):
+        POSITIVE = "positive", "Positive"
+        NEGATIVE = "negative", "Negative"
+
+    class Source(models.TextChoices):
+        HUMAN = "human", "Human"
+        API = "api", "API"
+        INFERRED = "inferred", "Inferred"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="feedback")
+    rating = models.CharField(max_length=10, choices=Rating.choices)
+    score = models.FloatField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.API)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "feedback"
+        indexes = [models.Index(fields=["run", "rating"], name="feedback_run_rating")]
+
+    def __str__(self) -> str:
+        return f"{self.rating} on {self.run_id}"
+
+
+class AuditEvent(models.Model):
+    """Append-only log of who changed what. Lives in the lowest app so every app can write it."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_label = models.CharField(max_length=200, blank=True, help_text="user, API key or system")
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=64)
+    target_label = models.CharField(max_length=300, blank=True)
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="audit_workspace_time")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_type}:{self.target_id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise ValidationError("The audit log is append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValidationError("The audit log is append-only.")
+
+

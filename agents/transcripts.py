@@ -1,0 +1,393 @@
+"""Canonical run format (Anthropic Messages form) and the importers that produce it.
+
+Canonical: ``{"system": str, "tools": [{name, description, input_schema}], "messages":
+[{"role": "user"|"assistant", "content": [blocks]}], "usage": {...}, "model": str}`` where blocks
+are ``text``, ``thinking``, ``redacted_thinking``, ``tool_use`` (id, name, input) and
+``tool_result`` (tool_use_id, content, is_error). Content given as a string is normalised to one
+text block. Importers accept:
+
+* ``anthropic`` – the canonical form itself (``messages`` with Anthropic content);
+* ``anthropic_exchange`` – ``{"request": {...}, "response": {...}}`` or ``{"exchanges": [...]}``:
+  the Messages API request(s) an agent sent and the response(s) it got;
+* ``openai`` – chat-completions transcripts (``role``, ``tool_calls`` with JSON-string
+  ``arguments``, ``tool`` messages with ``tool_call_id``).
+
+Errors are raised as ``TranscriptError(path, message)`` naming the offending field.
+"""
+
+import json
+from typing import Any
+
+FORMATS = ("anthropic", "anthropic_exchange", "openai")
+BLOCK_TYPES = {"text", "thinking", "redacted_thinking", "tool_use", "tool_result", "image", "document"}
+EXPECTED_SHAPE = (
+    "expected `messages` (Anthropic Messages or OpenAI chat-completions form), "
+    "or `request` + `response` / `exchanges` (Anthropic API transcript)"
+)
+
+
+class TranscriptError(ValueError):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+def detect_format(item: dict[str, Any]) -> str:
+    declared = item.get("format")
+    if declared is not None:
+        if declared not in FORMATS:
+            raise TranscriptError("format", f"must be one of {', '.join(FORMATS)}")
+        return declared
+    if "exchanges" in item or ("request" in item and "response" in item):
+        return "anthropic_exchange"
+    messages = item.get("messages")
+    if not isinstance(messages, list):
+        raise TranscriptError("messages", f"unknown transcript shape: {EXPECTED_SHAPE}")
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") in ("system", "tool", "developer") or "tool_calls" in message:
+            return "openai"
+    return "anthropic"
+
+
+def to_canonical(item: dict[str, Any]) -> dict[str, Any]:
+    """Convert one incoming run's transcript to canonical form (system, tools, messages, usage, model)."""
+    fmt = detect_format(item)
+    if fmt == "anthropic":
+        result = _from_anthropic(item)
+    elif fmt == "anthropic_exchange":
+        result = _from_anthropic_exchange(item)
+    else:
+        result = _from_openai(item)
+    result["format"] = fmt
+    return result
+
+
+# -- Anthropic ----------------------------------------------------------------------------
+
+
+def _system_text(system: Any, path: str) -> str:
+    if system is None:
+        return ""
+    if isinstance(system, str):
+        return system
+    if isinstance(system, list):
+        parts = []
+        for i, block in enumerate(system):
+            if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+                raise TranscriptError(f"{path}[{i}]", "system blocks must be {type: text, text: str}")
+            parts.append(block["text"])
+        return "\n\n".join(parts)
+    raise TranscriptError(path, "must be a string or a list of text blocks")
+
+
+def _anthropic_tools(tools: Any, path: str) -> list[dict[str, Any]]:
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise TranscriptError(path, "must be a list")
+    out = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise TranscriptError(f"{path}[{i}].name", "each tool needs a non-empty name")
+        clean = {k: v for k, v in tool.items() if k != "cache_control"}
+        clean.setdefault("input_schema", {"type": "object"})
+        out.append(clean)
+    return out
+
+
+def _normalise_block(block: Any, path: str, seen_tool_ids: set[str], role: str) -> dict[str, Any]:
+    if not isinstance(block, dict):
+        raise TranscriptError(path, "content blocks must be objects")
+    kind = block.get("type")
+    if kind not in BLOCK_TYPES:
+        raise TranscriptError(f"{path}.type", f"unknown block type {kind!r}; expected one of {', '.join(sorted(BLOCK_TYPES))}")
+    block = {k: v for k, v in block.items() if k not in ("cache_control", "citations") or v}
+    if kind == "text" and not isinstance(block.get("text"), str):
+        raise TranscriptError(f"{path}.text", "must be a string")
+    if kind == "thinking" and not isinstance(block.get("thinking"), str):
+        raise TranscriptError(f"{path}.thinking", "must be a string")
+    if kind == "tool_use":
+        if role != "assistant":
+            raise TranscriptError(f"{path}.type", "tool_use blocks belong to assistant messages")
+        if not isinstance(block.get("id"), str) or not block["id"]:
+            raise TranscriptError(f"{path}.id", "tool_use needs an id")
+        if not isinstance(block.get("name"), str) or not block["name"]:
+            raise TranscriptError(f"{path}.name", "tool_use needs a name")
+        if not isinstance(block.get("input", {}), dict):
+            raise TranscriptError(f"{path}.input", "must be an object")
+        block.setdefault("input", {})
+        seen_tool_ids.add(block["id"])
+    if kind == "tool_result":
+        if role != "user":
+            raise TranscriptError(f"{path}.type", "tool_result blocks belong to user messages")
+        tool_use_id = block.get("tool_use_id")
+        if not isinstance(tool_use_id, str) or tool_use_id not in seen_tool_ids:
+            raise TranscriptError(f"{path}.tool_use_id", "must reference an earlier tool_use id")
+        content = block.get("content", "")
+        if isinstance(content, list):
+            block["content"] = [
+                _normalise_block(b, f"{path}.content[{j}]", seen_tool_ids, "tool_result_inner") for j, b in enumerate(content)
+            ]
+        elif not isinstance(content, str):
+            raise TranscriptError(f"{path}.content", "must be a string or a list of blocks")
+    return block
+
+
+def normalise_messages(messages: Any, path: str = "messages") -> list[dict[str, Any]]:
+    """Validate Anthropic-form messages and return them with every content as a block list."""
+    if not isinstance(messages, list) or not messages:
+        raise TranscriptError(path, "must be a non-empty list of messages")
+    seen_tool_ids: set[str] = set()
+    out = []
+    for i, message in enumerate(messages):
+        mpath = f"{path}[{i}]"
+        if not isinstance(message, dict):
+            raise TranscriptError(mpath, "must be an object with role and content")
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            raise TranscriptError(f"{mpath}.role", "must be 'user' or 'assistant'")
+        content = message.get("content")
+        if isinstance(content, str):
+            blocks = [{"type": "text", "text": content}]
+        elif isinstance(content, list):
+            blocks = [
+                _normalise_block(b, f"{mpath}.content[{j}]", seen_tool_ids, role) for j, b in enumerate(content)
+            ]
+        else:
+            raise TranscriptError(f"{mpath}.content", "must be a string or a list of content blocks")
+        out.append({"role": role, "content": blocks})
+    return out
+
+
+def _anthropic_usage(usage: Any, path: str) -> dict[str, int]:
+    if usage is None:
+        return {}
+    if not isinstance(usage, dict):
+        raise TranscriptError(path, "must be an object")
+    out = {}
+    for key in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+        value = usage.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise TranscriptError(f"{path}.{key}", "must be a non-negative integer")
+        out[key] = value
+    return out
+
+
+def _from_anthropic(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "system": _system_text(item.get("system"), "system"),
+        "tools": _anthropic_tools(item.get("tools"), "tools"),
+        "messages": normalise_messages(item.get("messages")),
+        "usage": _anthropic_usage(item.get("usage"), "usage"),
+        "model": item.get("model") or "",
+    }
+
+
+def _from_anthropic_exchange(item: dict[str, Any]) -> dict[str, Any]:
+    exchanges = item.get("exchanges")
+    path = "exchanges"
+    if exchanges is None:
+        exchanges = [{"request": item.get("request"), "response": item.get("response")}]
+        path = ""
+    if not isinstance(exchanges, list) or not exchanges:
+        raise TranscriptError("exchanges", "must be a non-empty list of {request, response}")
+    totals: dict[str, int] = {}
+    for i, exchange in enumerate(exchanges):
+        prefix = f"{path}[{i}]." if path else ""
+        if not isinstance(exchange, dict) or not isinstance(exchange.get("request"), dict):
+            raise TranscriptError(f"{prefix}request", "must be the Messages API request object")
+        if not isinstance(exchange.get("response"), dict):
+            raise TranscriptError(f"{prefix}response", "must be the Messages API response object")
+        for key, value in _anthropic_usage(exchange["response"].get("usage"), f"{prefix}response.usage").items():
+            totals[key] = totals.get(key, 0) + value
+    # The last request carries the whole history; its response is the final assistant turn.
+    last = exchanges[-1]
+    prefix = f"{path}[{len(exchanges) - 1}]." if path else ""
+    request, response = last["request"], last["response"]
+    content = response.get("content")
+    if not isinstance(content, list):
+        raise TranscriptError(f"{prefix}response.content", "must be a list of content blocks")
+    messages = list(request.get("messages") or []) + [{"role": "assistant", "content": content}]
+    return {
+        "system": _system_text(request.get("system"), f"{prefix}request.system"),
+        "tools": _anthropic_tools(request.get("tools"), f"{prefix}request.tools"),
+        "messages": normalise_messages(messages, f"{prefix}request.messages"),
+        "usage": totals,
+        "model": response.get("model") or request.get("model") or "",
+    }
+
+
+def to_anthropic_exchange(canonical: dict[str, Any]) -> dict[str, Any]:
+    """Export a canonical run as one Messages API request + response (its final assistant turn)."""
+    messages = canonical["messages"]
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("the run does not end with an assistant turn")
+    request: dict[str, Any] = {"model": canonical.get("model", ""), "messages": messages[:-1]}
+    if canonical.get("system"):
+        request["system"] = canonical["system"]
+    if canonical.get("tools"):
+        request["tools"] = canonical["tools"]
+    response = {"type": "message", "role": "assistant", "model": canonical.get("model", ""), "content": messages[-1]["content"], "usage": canonical.get("usage", {})}
+    return {"request": request, "response": response}
+
+
+# -- OpenAI chat completions --------------------------------------------------------------
+
+
+def _openai_text(content: Any, path: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text"):
+                parts.append(str(part.get("text", "")))
+            else:
+                raise TranscriptError(f"{path}[{j}]", "only text content parts are supported")
+        return "".join(parts)
+    raise TranscriptError(path, "must be a string, null or a list of text parts")
+
+
+def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
+    raw_messages = item.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise TranscriptError("messages", "must be a non-empty list of chat messages")
+    system_parts: list[str] = []
+    messages: list[dict[str, Any]] = []
+
+    def append(role: str, blocks: list[dict[str, Any]]) -> None:
+        # Anthropic form alternates roles; consecutive tool results join one user turn.
+        if messages and messages[-1]["role"] == role and role == "user" and blocks and blocks[0]["type"] == "tool_result":
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+
+    for i, message in enumerate(raw_messages):
+        path = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise TranscriptError(path, "must be an object")
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system_parts.append(_openai_text(message.get("content"), f"{path}.content"))
+        elif role == "user":
+            append("user", [{"type": "text", "text": _openai_text(message.get("content"), f"{path}.content")}])
+        elif role == "assistant":
+            blocks: list[dict[str, Any]] = []
+            text = _openai_text(message.get("content"), f"{path}.content")
+            if text:
+                blocks.append({"type": "text", "text": text})
+            for j, call in enumerate(message.get("tool_calls") or []):
+                cpath = f"{path}.tool_calls[{j}]"
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                    raise TranscriptError(f"{cpath}.function.name", "tool call needs a function name")
+                arguments = function.get("arguments") or "{}"
+                try:
+                    parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+                except json.JSONDecodeError as exc:
+                    raise TranscriptError(f"{cpath}.function.arguments", f"is not valid JSON ({exc.msg})") from exc
+                if not isinstance(parsed, dict):
+                    raise TranscriptError(f"{cpath}.function.arguments", "must encode a JSON object")
+                if not isinstance(call.get("id"), str):
+                    raise TranscriptError(f"{cpath}.id", "tool call needs an id")
+                blocks.append({"type": "tool_use", "id": call["id"], "name": function["name"], "input": parsed})
+            if not blocks:
+                blocks.append({"type": "text", "text": ""})
+            append("assistant", blocks)
+        elif role == "tool":
+            if not isinstance(message.get("tool_call_id"), str):
+                raise TranscriptError(f"{path}.tool_call_id", "tool messages need a tool_call_id")
+            append("user", [{"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": _openai_text(message.get("content"), f"{path}.content")}])
+        else:
+            raise TranscriptError(f"{path}.role", "must be system, developer, user, assistant or tool")
+
+    tools = []
+    for i, tool in enumerate(item.get("tools") or []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise TranscriptError(f"tools[{i}].function.name", "each tool needs a function name")
+        converted = {"name": function["name"], "input_schema": function.get("parameters") or {"type": "object"}}
+        if function.get("description"):
+            converted["description"] = function["description"]
+        tools.append(converted)
+
+    usage_in = item.get("usage") or {}
+    if not isinstance(usage_in, dict):
+        raise TranscriptError("usage", "must be an object")
+    cached = int((usage_in.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    usage = {}
+    if "prompt_tokens" in usage_in:
+        usage["input_tokens"] = int(usage_in["prompt_tokens"]) - cached
+        usage["cache_read_input_tokens"] = cached
+    if "completion_tokens" in usage_in:
+        usage["output_tokens"] = int(usage_in["completion_tokens"])
+    return {
+        "system": "\n\n".join(system_parts),
+        "tools": tools,
+        "messages": normalise_messages(messages),
+        "usage": usage,
+        "model": item.get("model") or "",
+    }
+
+
+def to_openai(canonical: dict[str, Any]) -> dict[str, Any]:
+    """Export a canonical run as an OpenAI chat-completions transcript (text and tool calls)."""
+    out: list[dict[str, Any]] = []
+    if canonical.get("system"):
+        out.append({"role": "system", "content": canonical["system"]})
+    for message in canonical["messages"]:
+        if message["role"] == "assistant":
+            text = "".join(b["text"] for b in message["content"] if b["type"] == "text")
+            calls = [
+                {"id": b["id"], "type": "function", "function": {"name": b["name"], "arguments": json.dumps(b["input"])}}
+                for b in message["content"]
+                if b["type"] == "tool_use"
+            ]
+            entry: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if calls:
+                entry["tool_calls"] = calls
+            out.append(entry)
+            continue
+        for block in message["content"]:
+            if block["type"] == "tool_result":
+                content = block.get("content", "")
+                if isinstance(content, list):
+                    content = "".join(b.get("text", "") for b in content)
+                out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": content})
+            elif block["type"] == "text":
+                out.append({"role": "user", "content": block["text"]})
+    tools = [
+        {"type": "function", "function": {k: v for k, v in (("name", t["name"]), ("description", t.get("description")), ("parameters", t.get("input_schema"))) if v is not None}}
+        for t in canonical.get("tools", [])
+    ]
+    result: dict[str, Any] = {"messages": out}
+    if tools:
+        result["tools"] = tools
+    return result
+
+
+def count_steps(messages: list[dict[str, Any]]) -> int:
+    return sum(1 for m in messages if m["role"] == "assistant")
+
+
+def iter_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every tool_use block in order, each with its result text and error flag attached."""
+    results: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        for block in message["content"]:
+            if block.get("type") == "tool_result":
+                results[block["tool_use_id"]] = block
+    calls = []
+    for step, message in enumerate(m for m in messages if m["role"] == "assistant"):
+        for block in message["content"]:
+            if block.get("type") == "tool_use":
+                result = results.get(block["id"], {})
+                calls.append({"step": step, "id": block["id"], "name": block["name"], "input": block.get("input", {}), "result": result.get("content"), "is_error": bool(result.get("is_error"))})
+    return calls

@@ -1,0 +1,1 @@
+"""Dream cycles, failure patterns, proposals, experiments and replays (see DESIGN.md)."""

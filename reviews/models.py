@@ -1,0 +1,1 @@
+"""Review decisions, rollouts and notifications (see DESIGN.md)."""
