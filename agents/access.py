@@ -13,7 +13,9 @@ SESSION_KEY = "workspace_id"
 def memberships_for(user: Any) -> list[Membership]:
     if not getattr(user, "is_authenticated", False) or user.pk is None:
         return []
-    return list(Membership.objects.filter(user=user).select_related("workspace").order_by("workspace__name"))
+    return list(
+        Membership.objects.filter(user=user).select_related("workspace").order_by("workspace__name")
+    )
 
 
 def current_membership(request: Any) -> Membership | None:
@@ -61,7 +63,11 @@ def principal_for(request: Any) -> Principal:
 
 
 def get_agent_for(principal: Principal, slug: str, *, write: bool = False) -> Agent:
-    agent = Agent.objects.filter(workspace=principal.workspace, slug=slug).select_related("stable_version").first()
+    agent = (
+        Agent.objects.filter(workspace=principal.workspace, slug=slug)
+        .select_related("stable_version")
+        .first()
+    )
     if agent is None:
         raise Http404("No such agent in this workspace.")
     if write and not principal.is_admin:
@@ -70,7 +76,11 @@ def get_agent_for(principal: Principal, slug: str, *, write: bool = False) -> Ag
 
 
 def get_run_for(principal: Principal, pk: int) -> Run:
-    run = Run.objects.filter(agent__workspace=principal.workspace, pk=pk).select_related("agent", "config_version").first()
+    run = (
+        Run.objects.filter(agent__workspace=principal.workspace, pk=pk)
+        .select_related("agent", "config_version")
+        .first()
+    )
     if run is None:
         raise Http404("No such run in this workspace.")
     return run

@@ -6,7 +6,16 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from agents import services
-from agents.models import Agent, ApiKey, AuditEvent, ConfigVersion, Feedback, Membership, Run, Workspace
+from agents.models import (
+    Agent,
+    ApiKey,
+    AuditEvent,
+    ConfigVersion,
+    Feedback,
+    Membership,
+    Run,
+    Workspace,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -34,7 +43,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "workspace", "prefix", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["workspace"]
     readonly_fields = ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
-    fields = ["workspace", "name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    fields = [
+        "workspace",
+        "name",
+        "prefix",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     actions = ["revoke"]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -42,7 +59,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         # Creation goes through the service so the key is hashed, audited and shown exactly once.
-        key, raw = services.create_api_key(workspace=obj.workspace, name=obj.name, created_by=request.user)
+        key, raw = services.create_api_key(
+            workspace=obj.workspace, name=obj.name, created_by=request.user
+        )
         obj.pk = key.pk
         obj.prefix = key.prefix
         messages.warning(request, f"Copy this API key now; it will not be shown again: {raw}")
@@ -68,18 +87,54 @@ class ConfigVersionInline(admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "workspace", "model", "dreaming_enabled", "is_paused", "stable_version"]
+    list_display = [
+        "name",
+        "slug",
+        "workspace",
+        "model",
+        "dreaming_enabled",
+        "is_paused",
+        "stable_version",
+    ]
     list_filter = ["workspace", "dreaming_enabled", "is_paused"]
     search_fields = ["name", "slug"]
     readonly_fields = ["stable_version", "canary_version", "canary_percent", "new_version_link"]
     inlines = [ConfigVersionInline]
     fieldsets = [
-        (None, {"fields": ["workspace", "slug", "name", "description", "model", "new_version_link"]}),
-        ("Dreaming", {"fields": ["dreaming_enabled", "dream_frequency", "dream_window_start", "dream_window_end", "failure_threshold", "cycle_token_budget", "monthly_token_budget", "replay_concurrency"]}),
+        (
+            None,
+            {"fields": ["workspace", "slug", "name", "description", "model", "new_version_link"]},
+        ),
+        (
+            "Dreaming",
+            {
+                "fields": [
+                    "dreaming_enabled",
+                    "dream_frequency",
+                    "dream_window_start",
+                    "dream_window_end",
+                    "failure_threshold",
+                    "cycle_token_budget",
+                    "monthly_token_budget",
+                    "replay_concurrency",
+                ]
+            },
+        ),
         ("Review", {"fields": ["required_approvals", "protected_sections"]}),
         ("Replay sandbox", {"fields": ["sandbox_tools", "write_tools"]}),
         ("Notifications", {"fields": ["webhook_url", "webhook_secret"]}),
-        ("Routing", {"fields": ["is_paused", "stable_version", "canary_version", "canary_percent", "rollout_stages"]}),
+        (
+            "Routing",
+            {
+                "fields": [
+                    "is_paused",
+                    "stable_version",
+                    "canary_version",
+                    "canary_percent",
+                    "rollout_stages",
+                ]
+            },
+        ),
     ]
 
     @admin.display(description="Config")
@@ -93,7 +148,9 @@ class AgentAdmin(admin.ModelAdmin):
         if not change:
             super().save_model(request, obj, form, change)
             return
-        changes = {f: form.cleaned_data[f] for f in form.changed_data if f in services.AGENT_SETTING_FIELDS}
+        changes = {
+            f: form.cleaned_data[f] for f in form.changed_data if f in services.AGENT_SETTING_FIELDS
+        }
         original = Agent.objects.get(pk=obj.pk)
         services.update_agent_settings(agent=original, actor=request.user, changes=changes)
 
@@ -114,8 +171,14 @@ class ConfigVersionAdmin(admin.ModelAdmin):
         if change:
             return  # immutable: the form is read-only
         version = services.create_config_version(
-            agent=obj.agent, system_prompt=obj.system_prompt, memory_documents=obj.memory_documents,
-            tools=obj.tools, model=obj.model, parent=obj.agent.stable_version, author=request.user, note=obj.note,
+            agent=obj.agent,
+            system_prompt=obj.system_prompt,
+            memory_documents=obj.memory_documents,
+            tools=obj.tools,
+            model=obj.model,
+            parent=obj.agent.stable_version,
+            author=request.user,
+            note=obj.note,
         )
         obj.pk, obj.number = version.pk, version.number
         obj._state.adding = False
@@ -130,7 +193,15 @@ class FeedbackInline(admin.TabularInline):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["external_id", "agent", "status", "config_version", "step_count", "started_at", "view_link"]
+    list_display = [
+        "external_id",
+        "agent",
+        "status",
+        "config_version",
+        "step_count",
+        "started_at",
+        "view_link",
+    ]
     list_filter = ["status", "agent", "source_format"]
     search_fields = ["external_id"]
     date_hierarchy = "started_at"
@@ -153,7 +224,14 @@ class FeedbackAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "workspace", "actor_label", "action", "target_type", "target_label"]
+    list_display = [
+        "created_at",
+        "workspace",
+        "actor_label",
+        "action",
+        "target_type",
+        "target_label",
+    ]
     list_filter = ["action", "workspace"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

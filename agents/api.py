@@ -44,33 +44,73 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ConfigVersion
-        fields = ["number", "system_prompt", "memory_documents", "tools", "model", "parent", "source", "author", "note", "content_hash", "created_at"]
+        fields = [
+            "number",
+            "system_prompt",
+            "memory_documents",
+            "tools",
+            "model",
+            "parent",
+            "source",
+            "author",
+            "note",
+            "content_hash",
+            "created_at",
+        ]
         read_only_fields = ["number", "parent", "source", "author", "content_hash", "created_at"]
 
     def validate_memory_documents(self, value: Any) -> dict[str, str]:
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
             raise serializers.ValidationError("must map document paths to text")
         return value
 
     def validate_tools(self, value: Any) -> list[Any]:
-        if not isinstance(value, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in value):
+        if not isinstance(value, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("name"), str) for t in value
+        ):
             raise serializers.ValidationError("must be a list of tool definitions with a name")
         return value
 
 
 class AgentSerializer(serializers.ModelSerializer):
-    stable_version = serializers.IntegerField(source="stable_version.number", read_only=True, allow_null=True)
-    canary_version = serializers.IntegerField(source="canary_version.number", read_only=True, allow_null=True)
+    stable_version = serializers.IntegerField(
+        source="stable_version.number", read_only=True, allow_null=True
+    )
+    canary_version = serializers.IntegerField(
+        source="canary_version.number", read_only=True, allow_null=True
+    )
     webhook_secret = serializers.CharField(write_only=True, required=False, allow_blank=True)
 
     class Meta:
         model = Agent
         fields = [
-            "slug", "name", "description", "model", "dreaming_enabled", "dream_frequency",
-            "dream_window_start", "dream_window_end", "failure_threshold", "cycle_token_budget",
-            "monthly_token_budget", "replay_concurrency", "required_approvals", "protected_sections",
-            "sandbox_tools", "write_tools", "webhook_url", "webhook_secret", "is_paused",
-            "rollout_stages", "stable_version", "canary_version", "canary_percent", "created_at", "updated_at",
+            "slug",
+            "name",
+            "description",
+            "model",
+            "dreaming_enabled",
+            "dream_frequency",
+            "dream_window_start",
+            "dream_window_end",
+            "failure_threshold",
+            "cycle_token_budget",
+            "monthly_token_budget",
+            "replay_concurrency",
+            "required_approvals",
+            "protected_sections",
+            "sandbox_tools",
+            "write_tools",
+            "webhook_url",
+            "webhook_secret",
+            "is_paused",
+            "rollout_stages",
+            "stable_version",
+            "canary_version",
+            "canary_percent",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = ["canary_percent", "created_at", "updated_at"]
 
@@ -81,7 +121,9 @@ class AgentSerializer(serializers.ModelSerializer):
 
 
 class AgentUpdateSerializer(AgentSerializer):
-    set_stable_version = serializers.IntegerField(required=False, write_only=True, help_text="Make this version number the stable one")
+    set_stable_version = serializers.IntegerField(
+        required=False, write_only=True, help_text="Make this version number the stable one"
+    )
 
     class Meta(AgentSerializer.Meta):
         fields = [*AgentSerializer.Meta.fields, "set_stable_version"]
@@ -100,9 +142,15 @@ class AgentListCreate(WorkspaceMixin, generics.ListCreateAPIView):
             from rest_framework.exceptions import PermissionDenied
 
             raise PermissionDenied("Only workspace admins can create agents.")
-        if Agent.objects.filter(workspace=self.principal.workspace, slug=serializer.validated_data["slug"]).exists():
+        if Agent.objects.filter(
+            workspace=self.principal.workspace, slug=serializer.validated_data["slug"]
+        ).exists():
             raise ValidationError({"slug": ["an agent with this slug already exists"]})
-        serializer.instance = services.create_agent(workspace=self.principal.workspace, actor=self.principal.actor, **serializer.validated_data)
+        serializer.instance = services.create_agent(
+            workspace=self.principal.workspace,
+            actor=self.principal.actor,
+            **serializer.validated_data,
+        )
 
 
 class AgentDetail(WorkspaceMixin, APIView):
@@ -119,12 +167,18 @@ class AgentDetail(WorkspaceMixin, APIView):
         stable_number = changes.pop("set_stable_version", None)
         with transaction.atomic():
             if changes:
-                agent = services.update_agent_settings(agent=agent, actor=self.principal.actor, changes=changes)
+                agent = services.update_agent_settings(
+                    agent=agent, actor=self.principal.actor, changes=changes
+                )
             if stable_number is not None:
                 version = ConfigVersion.objects.filter(agent=agent, number=stable_number).first()
                 if version is None:
-                    raise ValidationError({"set_stable_version": [f"agent has no version {stable_number}"]})
-                agent = services.set_stable_version(agent=agent, version=version, actor=self.principal.actor)
+                    raise ValidationError(
+                        {"set_stable_version": [f"agent has no version {stable_number}"]}
+                    )
+                agent = services.set_stable_version(
+                    agent=agent, version=version, actor=self.principal.actor
+                )
         agent = get_agent_for(self.principal, slug)
         return Response(AgentSerializer(agent).data)
 
@@ -176,9 +230,24 @@ class RunSummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = Run
         fields = [
-            "id", "agent", "external_id", "status", "score", "outcome_reason", "model", "config_version",
-            "step_count", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-            "cost_usd", "latency_ms", "started_at", "created_at", "tags",
+            "id",
+            "agent",
+            "external_id",
+            "status",
+            "score",
+            "outcome_reason",
+            "model",
+            "config_version",
+            "step_count",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cost_usd",
+            "latency_ms",
+            "started_at",
+            "created_at",
+            "tags",
         ]
 
 
@@ -194,7 +263,16 @@ class RunDetailSerializer(RunSummarySerializer):
     feedback = FeedbackSerializer(many=True)
 
     class Meta(RunSummarySerializer.Meta):
-        fields = [*RunSummarySerializer.Meta.fields, "system", "tools", "messages", "metadata", "expectations", "source_format", "feedback"]
+        fields = [
+            *RunSummarySerializer.Meta.fields,
+            "system",
+            "tools",
+            "messages",
+            "metadata",
+            "expectations",
+            "source_format",
+            "feedback",
+        ]
 
 
 RUN_IN_DOC = inline_serializer(
@@ -203,15 +281,27 @@ RUN_IN_DOC = inline_serializer(
         "agent": serializers.CharField(help_text="agent slug"),
         "external_id": serializers.CharField(help_text="your id; re-posting it is a no-op"),
         "status": serializers.ChoiceField(choices=Run.Status.choices, required=False),
-        "format": serializers.ChoiceField(choices=["anthropic", "anthropic_exchange", "openai"], required=False, help_text="detected when omitted"),
+        "format": serializers.ChoiceField(
+            choices=["anthropic", "anthropic_exchange", "openai"],
+            required=False,
+            help_text="detected when omitted",
+        ),
         "system": serializers.CharField(required=False),
         "tools": serializers.ListField(child=serializers.DictField(), required=False),
-        "messages": serializers.ListField(child=serializers.DictField(), required=False, help_text="Anthropic or OpenAI chat form"),
-        "request": serializers.DictField(required=False, help_text="anthropic_exchange: the Messages API request"),
-        "response": serializers.DictField(required=False, help_text="anthropic_exchange: the Messages API response"),
+        "messages": serializers.ListField(
+            child=serializers.DictField(), required=False, help_text="Anthropic or OpenAI chat form"
+        ),
+        "request": serializers.DictField(
+            required=False, help_text="anthropic_exchange: the Messages API request"
+        ),
+        "response": serializers.DictField(
+            required=False, help_text="anthropic_exchange: the Messages API response"
+        ),
         "usage": serializers.DictField(required=False),
         "model": serializers.CharField(required=False),
-        "config_version": serializers.IntegerField(required=False, help_text="defaults to the agent's stable version"),
+        "config_version": serializers.IntegerField(
+            required=False, help_text="defaults to the agent's stable version"
+        ),
         "score": serializers.FloatField(required=False),
         "outcome_reason": serializers.CharField(required=False),
         "started_at": serializers.DateTimeField(required=False),
@@ -282,8 +372,12 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("agent", str), OpenApiParameter("status", str), OpenApiParameter("since", OpenApiTypes.DATETIME),
-            OpenApiParameter("until", OpenApiTypes.DATETIME), OpenApiParameter("negative_feedback", bool), OpenApiParameter("config_version", int),
+            OpenApiParameter("agent", str),
+            OpenApiParameter("status", str),
+            OpenApiParameter("since", OpenApiTypes.DATETIME),
+            OpenApiParameter("until", OpenApiTypes.DATETIME),
+            OpenApiParameter("negative_feedback", bool),
+            OpenApiParameter("config_version", int),
         ]
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -293,37 +387,78 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
     def post(self, request: Request) -> Response:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
         if length > settings.REVERIE_REQUEST_MAX_BYTES:
-            return error_response("too_large", f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.", status_code=413)
+            return error_response(
+                "too_large",
+                f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.",
+                status_code=413,
+            )
         try:
             body = request.data
         except RequestDataTooBig:
-            return error_response("too_large", f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.", status_code=413)
+            return error_response(
+                "too_large",
+                f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.",
+                status_code=413,
+            )
         single = isinstance(body, dict) and "runs" not in body
         items = [body] if single else (body.get("runs") if isinstance(body, dict) else body)
         if not isinstance(items, list) or not items:
-            return error_response("invalid", "Send one run object, a list of runs, or {\"runs\": [...]}.", fields={"runs": ["expected a run object or a non-empty list"]})
+            return error_response(
+                "invalid",
+                'Send one run object, a list of runs, or {"runs": [...]}.',
+                fields={"runs": ["expected a run object or a non-empty list"]},
+            )
         if len(items) > settings.REVERIE_BATCH_MAX_RUNS:
-            return error_response("too_large", f"At most {settings.REVERIE_BATCH_MAX_RUNS} runs per request.", fields={"runs": [f"{len(items)} runs sent"]}, status_code=413)
+            return error_response(
+                "too_large",
+                f"At most {settings.REVERIE_BATCH_MAX_RUNS} runs per request.",
+                fields={"runs": [f"{len(items)} runs sent"]},
+                status_code=413,
+            )
         oversized = check_sizes(items, body_size=length or len(json.dumps(items)))
         if oversized is not None:
-            return error_response("too_large", f"Run {oversized} is over {settings.REVERIE_RUN_MAX_BYTES} bytes.", fields={f"runs[{oversized}]": ["too large"]}, status_code=413)
+            return error_response(
+                "too_large",
+                f"Run {oversized} is over {settings.REVERIE_RUN_MAX_BYTES} bytes.",
+                fields={f"runs[{oversized}]": ["too large"]},
+                status_code=413,
+            )
         try:
             results = ingest_runs(workspace=self.principal.workspace, items=items)
         except IngestError as exc:
             fields = exc.fields
             if single:
-                fields = {k.removeprefix("runs[0].").removeprefix("runs[0]") or "run": v for k, v in fields.items()}
-            return error_response("invalid", str(exc) if not single else next(f"{k}: {v[0]}" for k, v in fields.items()), fields=fields)
+                fields = {
+                    k.removeprefix("runs[0].").removeprefix("runs[0]") or "run": v
+                    for k, v in fields.items()
+                }
+            return error_response(
+                "invalid",
+                str(exc) if not single else next(f"{k}: {v[0]}" for k, v in fields.items()),
+                fields=fields,
+            )
         created = sum(r.created for r in results)
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         if single:
             r = results[0]
-            return Response({"id": r.id, "external_id": r.external_id, "agent": r.agent, "created": r.created}, status=code)
+            return Response(
+                {"id": r.id, "external_id": r.external_id, "agent": r.agent, "created": r.created},
+                status=code,
+            )
         return Response(
             {
                 "created": created,
                 "existing": len(results) - created,
-                "results": [{"index": r.index, "id": r.id, "external_id": r.external_id, "agent": r.agent, "created": r.created} for r in results],
+                "results": [
+                    {
+                        "index": r.index,
+                        "id": r.id,
+                        "external_id": r.external_id,
+                        "agent": r.agent,
+                        "created": r.created,
+                    }
+                    for r in results
+                ],
             },
             status=code,
         )
@@ -364,7 +499,12 @@ class FeedbackCreate(WorkspaceMixin, APIView):
             agent = get_agent_for(self.principal, data["agent"])
             run = Run.objects.filter(agent=agent, external_id=data["external_id"]).first()
             if run is None:
-                return error_response("not_found", "No run with this external_id for this agent.", fields={"external_id": ["unknown"]}, status_code=404)
+                return error_response(
+                    "not_found",
+                    "No run with this external_id for this agent.",
+                    fields={"external_id": ["unknown"]},
+                    status_code=404,
+                )
         feedback = services.add_feedback(
             run=run,
             rating=data["rating"],

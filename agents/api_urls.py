@@ -6,7 +6,11 @@ urlpatterns = [
     path("agents", api.AgentListCreate.as_view(), name="api-agents"),
     path("agents/<slug:slug>", api.AgentDetail.as_view(), name="api-agent"),
     path("agents/<slug:slug>/versions", api.ConfigVersionListCreate.as_view(), name="api-versions"),
-    path("agents/<slug:slug>/versions/<int:number>", api.ConfigVersionDetail.as_view(), name="api-version"),
+    path(
+        "agents/<slug:slug>/versions/<int:number>",
+        api.ConfigVersionDetail.as_view(),
+        name="api-version",
+    ),
     path("runs", api.RunListIngest.as_view(), name="api-runs"),
     path("runs/<int:pk>", api.RunDetail.as_view(), name="api-run"),
     path("feedback", api.FeedbackCreate.as_view(), name="api-feedback"),

@@ -7,7 +7,6 @@ insert runs in one transaction. Re-posting a run returns the stored id and write
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -62,15 +61,22 @@ def _validate_expectations(value: Any) -> dict[str, Any]:
     allowed = {"expected_answer_pattern", "expected_tools", "forbidden_tools", "rubric"}
     unknown = set(value) - allowed
     if unknown:
-        raise _fail(f"expectations.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+        raise _fail(
+            f"expectations.{sorted(unknown)[0]}",
+            f"unknown key; allowed: {', '.join(sorted(allowed))}",
+        )
     pattern = value.get("expected_answer_pattern")
     if pattern is not None:
         if not isinstance(pattern, str):
-            raise _fail("expectations.expected_answer_pattern", "must be a string (a regular expression)")
+            raise _fail(
+                "expectations.expected_answer_pattern", "must be a string (a regular expression)"
+            )
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise _fail("expectations.expected_answer_pattern", f"is not a valid regular expression ({exc})") from exc
+            raise _fail(
+                "expectations.expected_answer_pattern", f"is not a valid regular expression ({exc})"
+            ) from exc
     for key in ("expected_tools", "forbidden_tools"):
         calls = value.get(key)
         if calls is None:
@@ -83,7 +89,9 @@ def _validate_expectations(value: Any) -> dict[str, Any]:
             if not isinstance(call, dict) or not isinstance(call.get("name"), str):
                 raise _fail(f"expectations.{key}[{j}].name", "must be a tool name")
             if not isinstance(call.get("arguments", {}), dict):
-                raise _fail(f"expectations.{key}[{j}].arguments", "must be an object (an argument subset)")
+                raise _fail(
+                    f"expectations.{key}[{j}].arguments", "must be an object (an argument subset)"
+                )
     if value.get("rubric") is not None and not isinstance(value["rubric"], str):
         raise _fail("expectations.rubric", "must be a string")
     return value
@@ -101,7 +109,10 @@ def parse_run(item: Any, *, agents: dict[str, Agent]) -> Run:
         raise _fail("agent", f"unknown agent {slug!r} in this workspace")
     external_id = item.get("external_id")
     if not isinstance(external_id, str) or not external_id or len(external_id) > MAX_EXTERNAL_ID:
-        raise _fail("external_id", f"is required: a non-empty string of at most {MAX_EXTERNAL_ID} characters")
+        raise _fail(
+            "external_id",
+            f"is required: a non-empty string of at most {MAX_EXTERNAL_ID} characters",
+        )
     status = item.get("status", Run.Status.UNKNOWN)
     if status not in Run.Status.values:
         raise _fail("status", f"must be one of {', '.join(Run.Status.values)}")
@@ -111,9 +122,13 @@ def parse_run(item: Any, *, agents: dict[str, Agent]) -> Run:
         parsed = parse_datetime(raw) if isinstance(raw, str) else None
         if parsed is None:
             raise _fail("started_at", "must be an ISO 8601 date-time")
-        started_at = parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
+        started_at = (
+            parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
+        )
     latency = item.get("latency_ms")
-    if latency is not None and (isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0):
+    if latency is not None and (
+        isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0
+    ):
         raise _fail("latency_ms", "must be a non-negative number")
     tags = item.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
@@ -181,7 +196,9 @@ def parse_run(item: Any, *, agents: dict[str, Agent]) -> Run:
 def _load_agents(workspace: Workspace, slugs: set[str]) -> dict[str, Agent]:
     agents = {a.slug: a for a in Agent.objects.filter(workspace=workspace, slug__in=slugs)}
     versions: dict[int, dict[int, int]] = {}
-    for agent_id, number, pk in ConfigVersion.objects.filter(agent__in=agents.values()).values_list("agent_id", "number", "pk"):
+    for agent_id, number, pk in ConfigVersion.objects.filter(agent__in=agents.values()).values_list(
+        "agent_id", "number", "pk"
+    ):
         versions.setdefault(agent_id, {})[number] = pk
     for agent in agents.values():
         agent._version_ids = versions.get(agent.pk, {})  # type: ignore[attr-defined]
@@ -201,7 +218,9 @@ def check_sizes(items: list[Any], *, body_size: int) -> int | None:
 
 def ingest_runs(*, workspace: Workspace, items: list[Any]) -> list[IngestResult]:
     """Store a batch of runs; existing (agent, external_id) pairs are returned, not re-written."""
-    slugs = {i.get("agent") for i in items if isinstance(i, dict) and isinstance(i.get("agent"), str)}
+    slugs = {
+        i.get("agent") for i in items if isinstance(i, dict) and isinstance(i.get("agent"), str)
+    }
     agents = _load_agents(workspace, slugs)
     runs: list[Run] = []
     errors: dict[str, list[str]] = {}
@@ -234,7 +253,9 @@ def _insert(runs: list[Run]) -> list[IngestResult]:
         for agent_id, external_ids in by_agent.items():
             for chunk_start in range(0, len(external_ids), 1000):
                 chunk = external_ids[chunk_start : chunk_start + 1000]
-                for ext, pk in Run.objects.filter(agent_id=agent_id, external_id__in=chunk).values_list("external_id", "pk"):
+                for ext, pk in Run.objects.filter(
+                    agent_id=agent_id, external_id__in=chunk
+                ).values_list("external_id", "pk"):
                     existing[(agent_id, ext)] = pk
         to_create: list[Run] = []
         planned: dict[tuple[int, str], Run] = {}
@@ -247,7 +268,9 @@ def _insert(runs: list[Run]) -> list[IngestResult]:
         if created and created[0].pk is None:  # backends without RETURNING
             ids = dict(
                 ((a, e), pk)
-                for a, e, pk in Run.objects.filter(agent_id__in=by_agent, external_id__in=[r.external_id for r in created]).values_list("agent_id", "external_id", "pk")
+                for a, e, pk in Run.objects.filter(
+                    agent_id__in=by_agent, external_id__in=[r.external_id for r in created]
+                ).values_list("agent_id", "external_id", "pk")
             )
             for run in created:
                 run.pk = ids[(run.agent_id, run.external_id)]
@@ -255,10 +278,12 @@ def _insert(runs: list[Run]) -> list[IngestResult]:
     for index, run in enumerate(runs):
         key = (run.agent_id, run.external_id)
         if key in existing:
-            results.append(IngestResult(index, existing[key], run.external_id, run.agent.slug, False))
+            results.append(
+                IngestResult(index, existing[key], run.external_id, run.agent.slug, False)
+            )
         else:
             stored = planned[key]
-            results.append(IngestResult(index, stored.pk, run.external_id, run.agent.slug, stored is run))
+            results.append(
+                IngestResult(index, stored.pk, run.external_id, run.agent.slug, stored is run)
+            )
     return results
-
-

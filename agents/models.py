@@ -10,7 +10,6 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 
-
 class Workspace(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
@@ -29,13 +28,19 @@ class Membership(models.Model):
         REVIEWER = "reviewer", "Reviewer"
         ADMIN = "admin", "Admin"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "workspace"], name="membership_unique_user_workspace")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "workspace"], name="membership_unique_user_workspace"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.user} in {self.workspace} ({self.role})"
@@ -63,7 +68,9 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, db_index=True, editable=False)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -83,6 +90,10 @@ class ApiKey(models.Model):
         return self.revoked_at is None
 
 
+def new_routing_salt() -> str:
+    return secrets.token_hex(16)
+
+
 class Agent(models.Model):
     class Frequency(models.TextChoices):
         HOURLY = "hourly", "Hourly"
@@ -93,40 +104,66 @@ class Agent(models.Model):
     slug = models.SlugField(max_length=80)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
-    model = models.CharField(max_length=100, default="claude-sonnet-4-5")
+    model = models.CharField(max_length=100, default="claude-sonnet-5-5")
 
     # Dreaming
     dreaming_enabled = models.BooleanField(default=True)
-    dream_frequency = models.CharField(max_length=10, choices=Frequency.choices, default=Frequency.DAILY)
+    dream_frequency = models.CharField(
+        max_length=10, choices=Frequency.choices, default=Frequency.DAILY
+    )
     dream_window_start = models.TimeField(null=True, blank=True, help_text="UTC; empty = any time")
-    dream_window_end = models.TimeField(null=True, blank=True, help_text="UTC; may wrap past midnight")
-    failure_threshold = models.PositiveIntegerField(default=20, help_text="New failures that trigger a cycle; 0 = off")
+    dream_window_end = models.TimeField(
+        null=True, blank=True, help_text="UTC; may wrap past midnight"
+    )
+    failure_threshold = models.PositiveIntegerField(
+        default=20, help_text="New failures that trigger a cycle; 0 = off"
+    )
     cycle_token_budget = models.PositiveBigIntegerField(default=2_000_000)
     monthly_token_budget = models.PositiveBigIntegerField(default=50_000_000)
     replay_concurrency = models.PositiveIntegerField(default=8)
     required_approvals = models.PositiveSmallIntegerField(default=1)
-    protected_sections = models.JSONField(default=list, blank=True, help_text="Headings or literal texts that dreams may not change")
-    sandbox_tools = models.JSONField(default=dict, blank=True, help_text="tool name → dotted path of a read-only Python callable used in replays")
-    write_tools = models.JSONField(default=list, blank=True, help_text="names of tools with side effects")
+    protected_sections = models.JSONField(
+        default=list, blank=True, help_text="Headings or literal texts that dreams may not change"
+    )
+    sandbox_tools = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="tool name → dotted path of a read-only Python callable used in replays",
+    )
+    write_tools = models.JSONField(
+        default=list, blank=True, help_text="names of tools with side effects"
+    )
 
     # Notifications
     webhook_url = models.URLField(blank=True)
     webhook_secret = models.CharField(max_length=200, blank=True)
 
     # Routing (rollouts write these through services)
-    is_paused = models.BooleanField(default=False, help_text="Kill switch: no dreaming, config endpoint answers 423")
-    stable_version = models.ForeignKey("ConfigVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    canary_version = models.ForeignKey("ConfigVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    is_paused = models.BooleanField(
+        default=False, help_text="Kill switch: no dreaming, config endpoint answers 423"
+    )
+    stable_version = models.ForeignKey(
+        "ConfigVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    canary_version = models.ForeignKey(
+        "ConfigVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     canary_percent = models.PositiveSmallIntegerField(default=0)
-    routing_salt = models.CharField(max_length=32, default=secrets.token_hex, editable=False)
-    rollout_stages = models.JSONField(default=list, blank=True, help_text="Canary percents, e.g. [5, 25, 100]; empty = default")
+    routing_salt = models.CharField(max_length=32, default=new_routing_salt, editable=False)
+    rollout_stages = models.JSONField(
+        default=list, blank=True, help_text="Canary percents, e.g. [5, 25, 100]; empty = default"
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["workspace", "slug"], name="agent_unique_slug_per_workspace")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "slug"], name="agent_unique_slug_per_workspace"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -146,22 +183,30 @@ class ConfigVersion(models.Model):
     memory_documents = models.JSONField(default=dict, blank=True, help_text="path → text")
     tools = models.JSONField(default=list, blank=True)
     model = models.CharField(max_length=100)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.HUMAN)
-    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
     note = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     content_hash = models.CharField(max_length=64, editable=False)
 
     class Meta:
         ordering = ["agent", "-number"]
-        constraints = [models.UniqueConstraint(fields=["agent", "number"], name="configversion_unique_number")]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "number"], name="configversion_unique_number")
+        ]
 
     def __str__(self) -> str:
         return f"{self.agent.slug} v{self.number}"
 
     @staticmethod
-    def compute_hash(*, system_prompt: str, memory_documents: dict[str, str], tools: list[Any], model: str) -> str:
+    def compute_hash(
+        *, system_prompt: str, memory_documents: dict[str, str], tools: list[Any], model: str
+    ) -> str:
         payload = json.dumps(
             {"system": system_prompt, "memory": memory_documents, "tools": tools, "model": model},
             sort_keys=True,
@@ -174,7 +219,10 @@ class ConfigVersion(models.Model):
         if self.pk is not None and not self._state.adding:
             raise ValidationError("Config versions are immutable; create a new version instead.")
         self.content_hash = self.compute_hash(
-            system_prompt=self.system_prompt, memory_documents=self.memory_documents, tools=self.tools, model=self.model
+            system_prompt=self.system_prompt,
+            memory_documents=self.memory_documents,
+            tools=self.tools,
+            model=self.model,
         )
         super().save(*args, **kwargs)
 
@@ -189,7 +237,9 @@ class Run(models.Model):
         UNKNOWN = "unknown", "Unknown"
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
-    config_version = models.ForeignKey(ConfigVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    config_version = models.ForeignKey(
+        ConfigVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
     external_id = models.CharField(max_length=255)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.UNKNOWN)
     score = models.FloatField(null=True, blank=True)
@@ -209,16 +259,24 @@ class Run(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     tags = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
-    expectations = models.JSONField(default=dict, blank=True, help_text="expected_answer_pattern, expected_tools, forbidden_tools, rubric")
+    expectations = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="expected_answer_pattern, expected_tools, forbidden_tools, rubric",
+    )
     source_format = models.CharField(max_length=24, default="anthropic")
 
     class Meta:
         ordering = ["-started_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["agent", "external_id"], name="run_unique_external_id")]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "external_id"], name="run_unique_external_id")
+        ]
         indexes = [
             models.Index(fields=["agent", "status", "-started_at"], name="run_agent_status_time"),
             models.Index(fields=["agent", "-started_at"], name="run_agent_time"),
-            models.Index(fields=["agent", "config_version", "-started_at"], name="run_agent_version_time"),
+            models.Index(
+                fields=["agent", "config_version", "-started_at"], name="run_agent_version_time"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -226,7 +284,12 @@ class Run(models.Model):
 
     @property
     def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
 
     @property
     def is_failure(self) -> bool:
@@ -248,7 +311,9 @@ class Feedback(models.Model):
     score = models.FloatField(null=True, blank=True)
     comment = models.TextField(blank=True)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.API)
-    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -264,7 +329,9 @@ class AuditEvent(models.Model):
     """Append-only log of who changed what. Lives in the lowest app so every app can write it."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="audit_events")
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
     actor_label = models.CharField(max_length=200, blank=True, help_text="user, API key or system")
     action = models.CharField(max_length=64, db_index=True)
     target_type = models.CharField(max_length=64)
@@ -289,5 +356,3 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> Any:
         raise ValidationError("The audit log is append-only.")
-
-

@@ -12,7 +12,9 @@ def cost_of(model: str, usage: dict[str, int]) -> Decimal:
     prices = settings.REVERIE_MODEL_PRICES.get(model)
     if prices is None:
         # Dated ids ("claude-x-20250101") price like their alias.
-        prices = next((p for name, p in settings.REVERIE_MODEL_PRICES.items() if model.startswith(name)), None)
+        prices = next(
+            (p for name, p in settings.REVERIE_MODEL_PRICES.items() if model.startswith(name)), None
+        )
     if prices is None:
         return Decimal(0)
     total = (

@@ -9,13 +9,17 @@ from agents.models import Agent, ConfigVersion, Feedback, Run, Workspace
 
 
 def agents_for(workspace: Workspace) -> QuerySet[Agent]:
-    return Agent.objects.filter(workspace=workspace).select_related("stable_version", "canary_version")
+    return Agent.objects.filter(workspace=workspace).select_related(
+        "stable_version", "canary_version"
+    )
 
 
 def agents_with_run_counts(workspace: Workspace) -> QuerySet[Agent]:
     return agents_for(workspace).annotate(
         run_count=Count("runs"),
-        failure_count=Count("runs", filter=Q(runs__status__in=[Run.Status.FAILURE, Run.Status.ERROR])),
+        failure_count=Count(
+            "runs", filter=Q(runs__status__in=[Run.Status.FAILURE, Run.Status.ERROR])
+        ),
     )
 
 
@@ -47,7 +51,9 @@ def runs_for(
     if until:
         runs = runs.filter(started_at__lt=until)
     if negative_feedback is not None:
-        runs = runs.annotate(has_negative=negative_feedback_exists()).filter(has_negative=negative_feedback)
+        runs = runs.annotate(has_negative=negative_feedback_exists()).filter(
+            has_negative=negative_feedback
+        )
     if config_version is not None:
         runs = runs.filter(config_version__number=config_version)
     return runs

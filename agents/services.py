@@ -10,10 +10,25 @@ from agents import audit
 from agents.models import Agent, ApiKey, ConfigVersion, Feedback, Run, Workspace, hash_api_key
 
 AGENT_SETTING_FIELDS = (
-    "name", "description", "model", "dreaming_enabled", "dream_frequency", "dream_window_start",
-    "dream_window_end", "failure_threshold", "cycle_token_budget", "monthly_token_budget",
-    "replay_concurrency", "required_approvals", "protected_sections", "sandbox_tools", "write_tools",
-    "webhook_url", "webhook_secret", "is_paused", "rollout_stages",
+    "name",
+    "description",
+    "model",
+    "dreaming_enabled",
+    "dream_frequency",
+    "dream_window_start",
+    "dream_window_end",
+    "failure_threshold",
+    "cycle_token_budget",
+    "monthly_token_budget",
+    "replay_concurrency",
+    "required_approvals",
+    "protected_sections",
+    "sandbox_tools",
+    "write_tools",
+    "webhook_url",
+    "webhook_secret",
+    "is_paused",
+    "rollout_stages",
 )
 SECRET_FIELDS = {"webhook_secret"}
 
@@ -30,14 +45,26 @@ def _settings_snapshot(agent: Agent, fields: list[str]) -> dict[str, Any]:
     return out
 
 
-def create_api_key(*, workspace: Workspace, name: str, created_by: Any = None) -> tuple[ApiKey, str]:
+def create_api_key(
+    *, workspace: Workspace, name: str, created_by: Any = None
+) -> tuple[ApiKey, str]:
     """Create a key; the raw key is returned once and only its hash is kept."""
     raw = ApiKey.generate_raw_key()
     with transaction.atomic():
         key = ApiKey.objects.create(
-            workspace=workspace, name=name, prefix=raw[:10], key_hash=hash_api_key(raw), created_by=created_by
+            workspace=workspace,
+            name=name,
+            prefix=raw[:10],
+            key_hash=hash_api_key(raw),
+            created_by=created_by,
         )
-        audit.record(workspace=workspace, actor=created_by, action="api_key.create", target=key, after={"name": name, "prefix": key.prefix})
+        audit.record(
+            workspace=workspace,
+            actor=created_by,
+            action="api_key.create",
+            target=key,
+            after={"name": name, "prefix": key.prefix},
+        )
     return key, raw
 
 
@@ -53,7 +80,13 @@ def revoke_api_key(*, key: ApiKey, actor: Any = None) -> ApiKey:
 def create_agent(*, workspace: Workspace, actor: Any = None, **fields: Any) -> Agent:
     with transaction.atomic():
         agent = Agent.objects.create(workspace=workspace, **fields)
-        audit.record(workspace=workspace, actor=actor, action="agent.create", target=agent, after={"slug": agent.slug})
+        audit.record(
+            workspace=workspace,
+            actor=actor,
+            action="agent.create",
+            target=agent,
+            after={"slug": agent.slug},
+        )
     return agent
 
 
@@ -72,7 +105,14 @@ def update_agent_settings(*, agent: Agent, actor: Any = None, changes: dict[str,
             setattr(agent, field, changes[field])
         agent.full_clean(exclude=["stable_version", "canary_version"])
         agent.save(update_fields=[*fields, "updated_at"])
-        audit.record(workspace=agent.workspace, actor=actor, action="agent.settings", target=agent, before=before, after=_settings_snapshot(agent, fields))
+        audit.record(
+            workspace=agent.workspace,
+            actor=actor,
+            action="agent.settings",
+            target=agent,
+            before=before,
+            after=_settings_snapshot(agent, fields),
+        )
     return agent
 
 
@@ -92,7 +132,9 @@ def create_config_version(
     """Append a new immutable version with the next number (the agent row serialises numbering)."""
     with transaction.atomic():
         Agent.objects.select_for_update().filter(pk=agent.pk).first()
-        number = (ConfigVersion.objects.filter(agent=agent).aggregate(n=Max("number"))["n"] or 0) + 1
+        number = (
+            ConfigVersion.objects.filter(agent=agent).aggregate(n=Max("number"))["n"] or 0
+        ) + 1
         version = ConfigVersion.objects.create(
             agent=agent,
             number=number,
@@ -105,7 +147,13 @@ def create_config_version(
             author=author if getattr(author, "is_authenticated", False) else None,
             note=note,
         )
-        audit.record(workspace=agent.workspace, actor=actor if actor is not None else author, action="config_version.create", target=version, after={"number": number, "source": source})
+        audit.record(
+            workspace=agent.workspace,
+            actor=actor if actor is not None else author,
+            action="config_version.create",
+            target=version,
+            after={"number": number, "source": source},
+        )
     return version
 
 
@@ -117,7 +165,14 @@ def set_stable_version(*, agent: Agent, version: ConfigVersion, actor: Any = Non
         before = {"stable_version": agent.stable_version_id}
         agent.stable_version = version
         agent.save(update_fields=["stable_version", "updated_at"])
-        audit.record(workspace=agent.workspace, actor=actor, action="agent.set_stable", target=agent, before=before, after={"stable_version": version.pk, "number": version.number})
+        audit.record(
+            workspace=agent.workspace,
+            actor=actor,
+            action="agent.set_stable",
+            target=agent,
+            before=before,
+            after={"stable_version": version.pk, "number": version.number},
+        )
     return agent
 
 

@@ -19,7 +19,15 @@ import json
 from typing import Any
 
 FORMATS = ("anthropic", "anthropic_exchange", "openai")
-BLOCK_TYPES = {"text", "thinking", "redacted_thinking", "tool_use", "tool_result", "image", "document"}
+BLOCK_TYPES = {
+    "text",
+    "thinking",
+    "redacted_thinking",
+    "tool_use",
+    "tool_result",
+    "image",
+    "document",
+}
 EXPECTED_SHAPE = (
     "expected `messages` (Anthropic Messages or OpenAI chat-completions form), "
     "or `request` + `response` / `exchanges` (Anthropic API transcript)"
@@ -76,8 +84,14 @@ def _system_text(system: Any, path: str) -> str:
     if isinstance(system, list):
         parts = []
         for i, block in enumerate(system):
-            if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-                raise TranscriptError(f"{path}[{i}]", "system blocks must be {type: text, text: str}")
+            if (
+                not isinstance(block, dict)
+                or block.get("type") != "text"
+                or not isinstance(block.get("text"), str)
+            ):
+                raise TranscriptError(
+                    f"{path}[{i}]", "system blocks must be {type: text, text: str}"
+                )
             parts.append(block["text"])
         return "\n\n".join(parts)
     raise TranscriptError(path, "must be a string or a list of text blocks")
@@ -103,7 +117,10 @@ def _normalise_block(block: Any, path: str, seen_tool_ids: set[str], role: str) 
         raise TranscriptError(path, "content blocks must be objects")
     kind = block.get("type")
     if kind not in BLOCK_TYPES:
-        raise TranscriptError(f"{path}.type", f"unknown block type {kind!r}; expected one of {', '.join(sorted(BLOCK_TYPES))}")
+        raise TranscriptError(
+            f"{path}.type",
+            f"unknown block type {kind!r}; expected one of {', '.join(sorted(BLOCK_TYPES))}",
+        )
     block = {k: v for k, v in block.items() if k not in ("cache_control", "citations") or v}
     if kind == "text" and not isinstance(block.get("text"), str):
         raise TranscriptError(f"{path}.text", "must be a string")
@@ -129,7 +146,8 @@ def _normalise_block(block: Any, path: str, seen_tool_ids: set[str], role: str) 
         content = block.get("content", "")
         if isinstance(content, list):
             block["content"] = [
-                _normalise_block(b, f"{path}.content[{j}]", seen_tool_ids, "tool_result_inner") for j, b in enumerate(content)
+                _normalise_block(b, f"{path}.content[{j}]", seen_tool_ids, "tool_result_inner")
+                for j, b in enumerate(content)
             ]
         elif not isinstance(content, str):
             raise TranscriptError(f"{path}.content", "must be a string or a list of blocks")
@@ -154,10 +172,13 @@ def normalise_messages(messages: Any, path: str = "messages") -> list[dict[str, 
             blocks = [{"type": "text", "text": content}]
         elif isinstance(content, list):
             blocks = [
-                _normalise_block(b, f"{mpath}.content[{j}]", seen_tool_ids, role) for j, b in enumerate(content)
+                _normalise_block(b, f"{mpath}.content[{j}]", seen_tool_ids, role)
+                for j, b in enumerate(content)
             ]
         else:
-            raise TranscriptError(f"{mpath}.content", "must be a string or a list of content blocks")
+            raise TranscriptError(
+                f"{mpath}.content", "must be a string or a list of content blocks"
+            )
         out.append({"role": role, "content": blocks})
     return out
 
@@ -168,7 +189,12 @@ def _anthropic_usage(usage: Any, path: str) -> dict[str, int]:
     if not isinstance(usage, dict):
         raise TranscriptError(path, "must be an object")
     out = {}
-    for key in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+    for key in (
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+    ):
         value = usage.get(key)
         if value is None:
             continue
@@ -203,7 +229,9 @@ def _from_anthropic_exchange(item: dict[str, Any]) -> dict[str, Any]:
             raise TranscriptError(f"{prefix}request", "must be the Messages API request object")
         if not isinstance(exchange.get("response"), dict):
             raise TranscriptError(f"{prefix}response", "must be the Messages API response object")
-        for key, value in _anthropic_usage(exchange["response"].get("usage"), f"{prefix}response.usage").items():
+        for key, value in _anthropic_usage(
+            exchange["response"].get("usage"), f"{prefix}response.usage"
+        ).items():
             totals[key] = totals.get(key, 0) + value
     # The last request carries the whole history; its response is the final assistant turn.
     last = exchanges[-1]
@@ -232,7 +260,13 @@ def to_anthropic_exchange(canonical: dict[str, Any]) -> dict[str, Any]:
         request["system"] = canonical["system"]
     if canonical.get("tools"):
         request["tools"] = canonical["tools"]
-    response = {"type": "message", "role": "assistant", "model": canonical.get("model", ""), "content": messages[-1]["content"], "usage": canonical.get("usage", {})}
+    response = {
+        "type": "message",
+        "role": "assistant",
+        "model": canonical.get("model", ""),
+        "content": messages[-1]["content"],
+        "usage": canonical.get("usage", {}),
+    }
     return {"request": request, "response": response}
 
 
@@ -264,7 +298,13 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
 
     def append(role: str, blocks: list[dict[str, Any]]) -> None:
         # Anthropic form alternates roles; consecutive tool results join one user turn.
-        if messages and messages[-1]["role"] == role and role == "user" and blocks and blocks[0]["type"] == "tool_result":
+        if (
+            messages
+            and messages[-1]["role"] == role
+            and role == "user"
+            and blocks
+            and blocks[0]["type"] == "tool_result"
+        ):
             messages[-1]["content"].extend(blocks)
         else:
             messages.append({"role": role, "content": blocks})
@@ -277,7 +317,10 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
         if role in ("system", "developer"):
             system_parts.append(_openai_text(message.get("content"), f"{path}.content"))
         elif role == "user":
-            append("user", [{"type": "text", "text": _openai_text(message.get("content"), f"{path}.content")}])
+            append(
+                "user",
+                [{"type": "text", "text": _openai_text(message.get("content"), f"{path}.content")}],
+            )
         elif role == "assistant":
             blocks: list[dict[str, Any]] = []
             text = _openai_text(message.get("content"), f"{path}.content")
@@ -287,33 +330,60 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
                 cpath = f"{path}.tool_calls[{j}]"
                 function = call.get("function") if isinstance(call, dict) else None
                 if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                    raise TranscriptError(f"{cpath}.function.name", "tool call needs a function name")
+                    raise TranscriptError(
+                        f"{cpath}.function.name", "tool call needs a function name"
+                    )
                 arguments = function.get("arguments") or "{}"
                 try:
                     parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
                 except json.JSONDecodeError as exc:
-                    raise TranscriptError(f"{cpath}.function.arguments", f"is not valid JSON ({exc.msg})") from exc
+                    raise TranscriptError(
+                        f"{cpath}.function.arguments", f"is not valid JSON ({exc.msg})"
+                    ) from exc
                 if not isinstance(parsed, dict):
-                    raise TranscriptError(f"{cpath}.function.arguments", "must encode a JSON object")
+                    raise TranscriptError(
+                        f"{cpath}.function.arguments", "must encode a JSON object"
+                    )
                 if not isinstance(call.get("id"), str):
                     raise TranscriptError(f"{cpath}.id", "tool call needs an id")
-                blocks.append({"type": "tool_use", "id": call["id"], "name": function["name"], "input": parsed})
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call["id"],
+                        "name": function["name"],
+                        "input": parsed,
+                    }
+                )
             if not blocks:
                 blocks.append({"type": "text", "text": ""})
             append("assistant", blocks)
         elif role == "tool":
             if not isinstance(message.get("tool_call_id"), str):
                 raise TranscriptError(f"{path}.tool_call_id", "tool messages need a tool_call_id")
-            append("user", [{"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": _openai_text(message.get("content"), f"{path}.content")}])
+            append(
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": message["tool_call_id"],
+                        "content": _openai_text(message.get("content"), f"{path}.content"),
+                    }
+                ],
+            )
         else:
-            raise TranscriptError(f"{path}.role", "must be system, developer, user, assistant or tool")
+            raise TranscriptError(
+                f"{path}.role", "must be system, developer, user, assistant or tool"
+            )
 
     tools = []
     for i, tool in enumerate(item.get("tools") or []):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise TranscriptError(f"tools[{i}].function.name", "each tool needs a function name")
-        converted = {"name": function["name"], "input_schema": function.get("parameters") or {"type": "object"}}
+        converted = {
+            "name": function["name"],
+            "input_schema": function.get("parameters") or {"type": "object"},
+        }
         if function.get("description"):
             converted["description"] = function["description"]
         tools.append(converted)
@@ -346,7 +416,11 @@ def to_openai(canonical: dict[str, Any]) -> dict[str, Any]:
         if message["role"] == "assistant":
             text = "".join(b["text"] for b in message["content"] if b["type"] == "text")
             calls = [
-                {"id": b["id"], "type": "function", "function": {"name": b["name"], "arguments": json.dumps(b["input"])}}
+                {
+                    "id": b["id"],
+                    "type": "function",
+                    "function": {"name": b["name"], "arguments": json.dumps(b["input"])},
+                }
                 for b in message["content"]
                 if b["type"] == "tool_use"
             ]
@@ -360,11 +434,24 @@ def to_openai(canonical: dict[str, Any]) -> dict[str, Any]:
                 content = block.get("content", "")
                 if isinstance(content, list):
                     content = "".join(b.get("text", "") for b in content)
-                out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": content})
+                out.append(
+                    {"role": "tool", "tool_call_id": block["tool_use_id"], "content": content}
+                )
             elif block["type"] == "text":
                 out.append({"role": "user", "content": block["text"]})
     tools = [
-        {"type": "function", "function": {k: v for k, v in (("name", t["name"]), ("description", t.get("description")), ("parameters", t.get("input_schema"))) if v is not None}}
+        {
+            "type": "function",
+            "function": {
+                k: v
+                for k, v in (
+                    ("name", t["name"]),
+                    ("description", t.get("description")),
+                    ("parameters", t.get("input_schema")),
+                )
+                if v is not None
+            },
+        }
         for t in canonical.get("tools", [])
     ]
     result: dict[str, Any] = {"messages": out}
@@ -389,5 +476,14 @@ def iter_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for block in message["content"]:
             if block.get("type") == "tool_use":
                 result = results.get(block["id"], {})
-                calls.append({"step": step, "id": block["id"], "name": block["name"], "input": block.get("input", {}), "result": result.get("content"), "is_error": bool(result.get("is_error"))})
+                calls.append(
+                    {
+                        "step": step,
+                        "id": block["id"],
+                        "name": block["name"],
+                        "input": block.get("input", {}),
+                        "result": result.get("content"),
+                        "is_error": bool(result.get("is_error")),
+                    }
+                )
     return calls

@@ -13,7 +13,9 @@ from agents.selectors import agents_with_run_counts, run_detail
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     principal = principal_for(request)
-    return render(request, "agents/home.html", {"agents": agents_with_run_counts(principal.workspace)})
+    return render(
+        request, "agents/home.html", {"agents": agents_with_run_counts(principal.workspace)}
+    )
 
 
 @login_required

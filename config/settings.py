@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "django_celery_beat",
     "agents",
@@ -39,6 +40,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -70,7 +72,11 @@ TEMPLATES = [
 
 DATABASE_URL = env_str("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60))}
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60)
+        )
+    }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -97,6 +103,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# Static files are served by the app itself (WhiteNoise), from the finders when not collected.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # Request bodies: the capture API enforces its own limits (413), so Django's must be higher.
 REVERIE_RUN_MAX_BYTES = env_int("REVERIE_RUN_MAX_BYTES", 2 * 1024 * 1024, minimum=1024)
@@ -122,6 +131,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI assets are served locally, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: eager (in-process) unless a Redis broker is configured.
@@ -144,14 +157,16 @@ REVERIE_MODEL_BACKEND = env_choice(
     "anthropic" if ANTHROPIC_API_KEY else "simulated",
     ("anthropic", "simulated"),
 )
-REVERIE_DREAM_MODEL = env_str("REVERIE_DREAM_MODEL", "claude-sonnet-4-5")
-REVERIE_REPLAY_MODEL = env_str("REVERIE_REPLAY_MODEL", "claude-sonnet-4-5")
-REVERIE_JUDGE_MODEL = env_str("REVERIE_JUDGE_MODEL", "claude-haiku-4-5")
+REVERIE_DREAM_MODEL = env_str("REVERIE_DREAM_MODEL", "claude-sonnet-5-5")
+REVERIE_REPLAY_MODEL = env_str("REVERIE_REPLAY_MODEL", "claude-sonnet-5-5")
+REVERIE_JUDGE_MODEL = env_str("REVERIE_JUDGE_MODEL", "claude-haiku-5-5")
 # USD per million tokens: input, output, cache read, cache write (5-minute).
 REVERIE_MODEL_PRICES = {
-    "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_read": 0.30, "cache_write": 3.75},
+    "claude-sonnet-5-5": {"input": 3.0, "output": 15.0, "cache_read": 0.30, "cache_write": 3.75},
+    "claude-haiku-5-5": {"input": 1.0, "output": 5.0, "cache_read": 0.10, "cache_write": 1.25},
+    "claude-opus-5-5": {"input": 5.0, "output": 25.0, "cache_read": 0.50, "cache_write": 6.25},
+    "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "cache_read": 0.30, "cache_write": 3.75},
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_read": 0.10, "cache_write": 1.25},
-    "claude-opus-4-5": {"input": 5.0, "output": 25.0, "cache_read": 0.50, "cache_write": 6.25},
 }
 
 # Outgoing webhooks refuse private and loopback targets unless this is on.
@@ -166,4 +181,3 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("REVERIE_LOG_LEVEL", "INFO")},
 }
-

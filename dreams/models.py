@@ -1,1 +1,344 @@
-"""Dream cycles, failure patterns, proposals, experiments and replays (see DESIGN.md)."""
+"""Dreaming data: cycles, failure patterns, proposals, experiments, replays, model calls.
+
+States follow DESIGN.md; transitions happen only in services (dreams/proposals.py,
+dreams/cycles.py), each in one transaction with the row locked.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from agents.models import Agent, ConfigVersion, Run
+
+
+class DreamCycle(models.Model):
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        THRESHOLD = "threshold", "Failure threshold"
+        MANUAL = "manual", "Manual"
+        API = "api", "API"
+        HOSTED = "hosted", "Anthropic Dreams API"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="dream_cycles")
+    trigger = models.CharField(max_length=12, choices=Trigger.choices)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(
+        max_length=20, blank=True, help_text="select, group, diagnose, draft, guard, replay, report"
+    )
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    runs = models.ManyToManyField(
+        Run, blank=True, related_name="dream_cycles", help_text="failures this cycle studied"
+    )
+    tokens_used = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    external_id = models.CharField(
+        max_length=100, blank=True, help_text="hosted dream id, when the Dreams API did the work"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent"],
+                condition=Q(status__in=["queued", "running"]),
+                name="dreamcycle_one_active_per_agent",
+            ),
+        ]
+        indexes = [models.Index(fields=["agent", "-created_at"], name="dreamcycle_agent_time")]
+
+    def __str__(self) -> str:
+        return f"cycle {self.pk} of {self.agent.slug}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class FailurePattern(models.Model):
+    cycle = models.ForeignKey(DreamCycle, on_delete=models.CASCADE, related_name="patterns")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="failure_patterns")
+    signature = models.CharField(max_length=200)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    grouping_reason = models.TextField(blank=True, help_text="why these runs are grouped")
+    severity = models.CharField(max_length=10, default="medium")
+    count = models.PositiveIntegerField(default=0)
+    runs = models.ManyToManyField(Run, through="PatternRun", related_name="failure_patterns")
+
+    class Meta:
+        ordering = ["-count", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cycle", "signature"], name="pattern_unique_signature_per_cycle"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class PatternRun(models.Model):
+    class Split(models.TextChoices):
+        DRAFTING = "drafting", "Drafting"
+        HELDOUT = "heldout", "Held out"
+
+    pattern = models.ForeignKey(
+        FailurePattern, on_delete=models.CASCADE, related_name="pattern_runs"
+    )
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="pattern_memberships")
+    split = models.CharField(max_length=10, choices=Split.choices, default=Split.DRAFTING)
+    divergence_step = models.PositiveIntegerField(null=True, blank=True)
+    divergence_explanation = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pattern", "run"], name="patternrun_unique")]
+
+
+class Proposal(models.Model):
+    class Status(models.TextChoices):
+        DRAFTED = "drafted", "Drafted"
+        REPLAYING = "replaying", "Replaying"
+        READY = "ready", "Ready for review"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        CHANGES_REQUESTED = "changes_requested", "Changes requested"
+        ROLLING_OUT = "rolling_out", "Rolling out"
+        ROLLED_OUT = "rolled_out", "Rolled out"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+        SUPERSEDED = "superseded", "Superseded"
+
+    class Source(models.TextChoices):
+        DREAM = "dream", "Dream"
+        HOSTED_DREAM = "hosted_dream", "Anthropic Dreams API"
+        HUMAN = "human", "Person"
+
+    OPEN = (
+        Status.DRAFTED,
+        Status.REPLAYING,
+        Status.READY,
+        Status.CHANGES_REQUESTED,
+        Status.APPROVED,
+    )
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="proposals")
+    cycle = models.ForeignKey(
+        DreamCycle, null=True, blank=True, on_delete=models.SET_NULL, related_name="proposals"
+    )
+    patterns = models.ManyToManyField(FailurePattern, blank=True, related_name="proposals")
+    base_version = models.ForeignKey(ConfigVersion, on_delete=models.PROTECT, related_name="+")
+    candidate_version = models.ForeignKey(ConfigVersion, on_delete=models.PROTECT, related_name="+")
+    revision_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="revisions"
+    )
+    revision = models.PositiveIntegerField(default=1)
+    title = models.CharField(max_length=300)
+    rationale = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFTED)
+    source = models.CharField(max_length=14, choices=Source.choices, default=Source.DREAM)
+    flags = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="[{code, message}]: protected_section, possible_injection, growth, …",
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="authored_proposals",
+    )
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_proposals",
+    )
+    expected_value = models.FloatField(
+        default=0, help_text="queue order: fixes − regressions weighted by confidence"
+    )
+    lock_version = models.PositiveIntegerField(
+        default=0, help_text="bumped by every state change; forms send it back"
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["agent", "status"], name="proposal_agent_status"),
+            models.Index(fields=["status", "-expected_value"], name="proposal_status_value"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title}"
+
+    @property
+    def is_flagged(self) -> bool:
+        return bool(self.flags)
+
+    @property
+    def latest_experiment(self) -> "Experiment | None":
+        return self.experiments.order_by("-id").first()
+
+
+class Experiment(models.Model):
+    """One candidate config against the stable one on target and regression runs."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        STOPPED_EARLY = "stopped_early", "Stopped early"
+        FAILED = "failed", "Failed"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="experiments")
+    proposal = models.ForeignKey(
+        Proposal, null=True, blank=True, on_delete=models.CASCADE, related_name="experiments"
+    )
+    baseline_version = models.ForeignKey(ConfigVersion, on_delete=models.PROTECT, related_name="+")
+    candidate_version = models.ForeignKey(ConfigVersion, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=14, choices=Status.choices, default=Status.PENDING)
+    replicates = models.PositiveSmallIntegerField(default=1)
+    target_runs = models.ManyToManyField(Run, blank=True, related_name="+")
+    regression_runs = models.ManyToManyField(Run, blank=True, related_name="+")
+    stats = models.JSONField(default=dict, blank=True)
+    fidelity = models.FloatField(null=True, blank=True)
+    stop_reason = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"experiment {self.pk}"
+
+
+class Replay(models.Model):
+    class Arm(models.TextChoices):
+        BASELINE = "baseline", "Baseline"
+        CANDIDATE = "candidate", "Candidate"
+
+    class RunSet(models.TextChoices):
+        TARGET = "target", "Target"
+        REGRESSION = "regression", "Regression"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    class Verdict(models.TextChoices):
+        PASS = "pass", "Pass"
+        FAIL = "fail", "Fail"
+        UNVERIFIABLE = "unverifiable", "Unverifiable"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="replays")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="replays")
+    arm = models.CharField(max_length=10, choices=Arm.choices)
+    replicate = models.PositiveSmallIntegerField(default=0)
+    run_set = models.CharField(max_length=10, choices=RunSet.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    verdict = models.CharField(max_length=12, choices=Verdict.choices, blank=True)
+    grader = models.CharField(max_length=20, blank=True, help_text="expectations, rubric, feedback")
+    reason = models.TextField(blank=True)
+    messages = models.JSONField(default=list, blank=True)
+    divergence_step = models.PositiveIntegerField(null=True, blank=True)
+    divergence_kind = models.CharField(
+        max_length=12, blank=True, help_text="tool, arguments, extra, missing, text"
+    )
+    off_recording = models.BooleanField(default=False)
+    unverifiable = models.BooleanField(default=False)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["experiment", "run_id", "arm", "replicate"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "run", "arm", "replicate"], name="replay_unique_slot"
+            )
+        ]
+        indexes = [models.Index(fields=["experiment", "status"], name="replay_experiment_status")]
+
+
+class ModelCall(models.Model):
+    """Accounting row for every model call the gateway makes."""
+
+    class Purpose(models.TextChoices):
+        DREAM = "dream", "Dreaming"
+        REPLAY = "replay", "Replay"
+        JUDGE = "judge", "Judge"
+        HOSTED_DREAM = "hosted_dream", "Hosted dream"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="model_calls")
+    purpose = models.CharField(max_length=14, choices=Purpose.choices)
+    cycle = models.ForeignKey(
+        DreamCycle, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_calls"
+    )
+    experiment = models.ForeignKey(
+        Experiment, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_calls"
+    )
+    replay = models.ForeignKey(
+        Replay, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_calls"
+    )
+    model = models.CharField(max_length=100)
+    backend = models.CharField(max_length=12, default="simulated")
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    ok = models.BooleanField(default=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["agent", "created_at"], name="modelcall_agent_time"),
+            models.Index(fields=["cycle"], name="modelcall_cycle"),
+            models.Index(fields=["experiment"], name="modelcall_experiment"),
+        ]
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )

@@ -10,7 +10,11 @@ from agents import demo, services
 from agents.ingest import ingest_runs
 from agents.models import Agent, Membership, Run, Workspace
 
-DEMO_USERS = [("demo", "reverie-demo", Membership.Role.ADMIN), ("riley", "reverie-demo", Membership.Role.REVIEWER), ("vic", "reverie-demo", Membership.Role.VIEWER)]
+DEMO_USERS = [
+    ("demo", "reverie-demo", Membership.Role.ADMIN),
+    ("riley", "reverie-demo", Membership.Role.REVIEWER),
+    ("vic", "reverie-demo", Membership.Role.VIEWER),
+]
 
 
 class Command(BaseCommand):
@@ -22,13 +26,23 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         User = get_user_model()
         with transaction.atomic():
-            workspace, _ = Workspace.objects.get_or_create(slug="northwind", defaults={"name": "Northwind Outfitters"})
+            workspace, _ = Workspace.objects.get_or_create(
+                slug="northwind", defaults={"name": "Northwind Outfitters"}
+            )
             for username, password, role in DEMO_USERS:
-                user, created = User.objects.get_or_create(username=username, defaults={"is_staff": role == Membership.Role.ADMIN, "is_superuser": role == Membership.Role.ADMIN})
+                user, created = User.objects.get_or_create(
+                    username=username,
+                    defaults={
+                        "is_staff": role == Membership.Role.ADMIN,
+                        "is_superuser": role == Membership.Role.ADMIN,
+                    },
+                )
                 if created:
                     user.set_password(password)
                     user.save()
-                Membership.objects.get_or_create(user=user, workspace=workspace, defaults={"role": role})
+                Membership.objects.get_or_create(
+                    user=user, workspace=workspace, defaults={"role": role}
+                )
             agent = Agent.objects.filter(workspace=workspace, slug="refunds-desk").first()
             if agent is None:
                 agent = services.create_agent(
@@ -36,15 +50,22 @@ class Command(BaseCommand):
                     slug="refunds-desk",
                     name="Refunds desk",
                     description="Handles refund requests for Northwind Outfitters' web shop.",
-                    model="claude-sonnet-4-5",
+                    model="claude-sonnet-5-5",
                     failure_threshold=25,
-                    sandbox_tools={"check_refund_policy": "agents.demo.sandbox_check_refund_policy"},
+                    sandbox_tools={
+                        "check_refund_policy": "agents.demo.sandbox_check_refund_policy"
+                    },
                     write_tools=["issue_refund", "escalate_to_human"],
                     rollout_stages=[5, 25, 100],
                 )
                 version = services.create_config_version(
-                    agent=agent, system_prompt=demo.SYSTEM_PROMPT, memory_documents=demo.MEMORY_DOCUMENTS, tools=demo.TOOLS,
-                    model=agent.model, source="import", note="Initial production config",
+                    agent=agent,
+                    system_prompt=demo.SYSTEM_PROMPT,
+                    memory_documents=demo.MEMORY_DOCUMENTS,
+                    tools=demo.TOOLS,
+                    model=agent.model,
+                    source="import",
+                    note="Initial production config",
                 )
                 services.set_stable_version(agent=agent, version=version)
                 agent.refresh_from_db()
@@ -64,6 +85,8 @@ class Command(BaseCommand):
         for external_id, run_id in created_ids.items():
             if external_id in feedback:
                 services.add_feedback(run=runs[run_id], source="human", **feedback[external_id])
-        self.stdout.write(self.style.SUCCESS(
-            f"Demo ready: workspace {workspace.name!r}, agent {agent.slug!r}, {existing + len(created_ids)} runs ({len(created_ids)} new). Log in as demo / reverie-demo."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo ready: workspace {workspace.name!r}, agent {agent.slug!r}, {existing + len(created_ids)} runs ({len(created_ids)} new). Log in as demo / reverie-demo."
+            )
+        )

@@ -1,0 +1,52 @@
+# Reverie: `make demo` serves the seeded dashboard; `make test` runs the whole suite.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+# Django 6 needs Python >= 3.12: use the first interpreter on this machine that qualifies.
+PYTHON ?= $(shell for c in python3.13 python3.12 python3 $(wildcard /root/.pyenv/versions/3.1[23]*/bin/python3) $(wildcard /usr/local/bin/python3.1[23]) $(wildcard /usr/bin/python3.1[23]); do \
+	if "$$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then echo "$$c"; break; fi; done)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install demo test bench lint format browser clean
+
+$(BIN)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required (Django 6)."; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/python manage.py migrate --no-input -v 0
+	$(BIN)/python manage.py seed_demo
+	@echo ""
+	@echo "  Reverie is running at http://$(HOST):$(PORT)/  (log in as demo / reverie-demo)"
+	@echo "  Admin: http://$(HOST):$(PORT)/admin/   API docs: http://$(HOST):$(PORT)/api/docs/"
+	@echo ""
+	$(BIN)/python manage.py runserver $(HOST):$(PORT) --noreload
+
+# Browser tests drive Debian's Chromium; never a downloaded browser build.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "Install Debian's chromium (sudo apt-get install chromium) for the browser tests."; exit 1; fi; }
+
+test: install browser
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python tests/bench/ingest.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,98 @@
+"""Shared fixtures: the fixed cast (owner, reviewer, viewer, outsider) and API clients."""
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from agents import services
+from agents.models import Membership
+from config.celery import app as celery_app
+from tests.factories import (
+    AgentFactory,
+    ConfigVersionFactory,
+    MembershipFactory,
+    UserFactory,
+    WorkspaceFactory,
+)
+
+
+@pytest.fixture(autouse=True)
+def eager_celery() -> Any:
+    """Tasks run in-process in tests (a dedicated test covers a real Redis worker)."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def workspace(db: Any) -> Any:
+    return WorkspaceFactory(name="Northwind", slug="northwind")
+
+
+@pytest.fixture
+def other_workspace(db: Any) -> Any:
+    return WorkspaceFactory(name="Elsewhere", slug="elsewhere")
+
+
+def _member(workspace: Any, username: str, role: str) -> Any:
+    user = UserFactory(username=username)
+    MembershipFactory(user=user, workspace=workspace, role=role)
+    return user
+
+
+@pytest.fixture
+def owner(workspace: Any) -> Any:
+    return _member(workspace, "olive-owner", Membership.Role.ADMIN)
+
+
+@pytest.fixture
+def reviewer(workspace: Any) -> Any:
+    return _member(workspace, "riley-reviewer", Membership.Role.REVIEWER)
+
+
+@pytest.fixture
+def second_reviewer(workspace: Any) -> Any:
+    return _member(workspace, "sam-reviewer", Membership.Role.REVIEWER)
+
+
+@pytest.fixture
+def viewer(workspace: Any) -> Any:
+    return _member(workspace, "vic-viewer", Membership.Role.VIEWER)
+
+
+@pytest.fixture
+def outsider(other_workspace: Any) -> Any:
+    return _member(other_workspace, "otto-outsider", Membership.Role.ADMIN)
+
+
+@pytest.fixture
+def agent(workspace: Any) -> Any:
+    agent = AgentFactory(workspace=workspace, slug="support", name="Support")
+    version = ConfigVersionFactory(agent=agent, number=1)
+    agent.stable_version = version
+    agent.save(update_fields=["stable_version"])
+    return agent
+
+
+@pytest.fixture
+def api_key(workspace: Any) -> str:
+    _, raw = services.create_api_key(workspace=workspace, name="tests")
+    return raw
+
+
+@pytest.fixture
+def api(api_key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    return client
+
+
+@pytest.fixture
+def outsider_api(other_workspace: Any) -> APIClient:
+    _, raw = services.create_api_key(workspace=other_workspace, name="outsider")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
