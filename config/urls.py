@@ -10,5 +10,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("agents.api_urls")),
+    path("api/v1/", include("dreams.api_urls")),
+    path("api/v1/", include("reviews.api_urls")),
+    path("", include("reviews.urls")),
     path("", include("agents.urls")),
 ]

@@ -1,1 +1,0 @@
-"""Review decisions, rollouts and notifications (see DESIGN.md)."""

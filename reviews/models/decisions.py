@@ -1,0 +1,1 @@
+"""Review decisions, comments and assignments."""
