@@ -583,3 +583,66 @@ def _handler_for(fake: FakeManaged) -> type[BaseHTTPRequestHandler]:
         do_GET = do_POST = do_DELETE = _dispatch
 
     return Handler
+
+
+def chat_turns(question: str, answer: str, *, tool: str | None = None, tool_result: str = "") -> list[dict[str, Any]]:
+    """Session events for: user asks, agent (optionally) calls a tool, agent answers."""
+    turns: list[dict[str, Any]] = [
+        {"type": "user.message", "content": [{"type": "text", "text": question}]}
+    ]
+    if tool:
+        turns += [
+            {"type": "agent.thinking"},
+            {"type": "agent.tool_use", "id": "sevt_tool_" + tool, "name": tool, "input": {"q": question}},
+            {
+                "type": "agent.tool_result",
+                "tool_use_id": "sevt_tool_" + tool,
+                "content": [{"type": "text", "text": tool_result}],
+            },
+        ]
+    turns.append({"type": "agent.message", "content": [{"type": "text", "text": answer}]})
+    return turns
+
+
+def failed_outcome(explanation: str = "The refund window was stated wrongly.") -> dict[str, Any]:
+    return {
+        "description": "Answer the refund question correctly",
+        "rubric": "- states the 30-day window\n- offers the refund form",
+        "result": "failed",
+        "explanation": explanation,
+    }
+
+
+# -- pytest fixtures (import them into a test module to use them) -----------------------------
+
+import pytest  # noqa: E402
+
+API_KEY_ENV = "REVERIE_TEST_MANAGED_KEY"
+
+
+@pytest.fixture
+def fake_managed(settings: Any, monkeypatch: Any) -> Any:
+    """A running fake; the app's Managed Agents client points at it with a per-workspace key."""
+    fake = FakeManaged().start()
+    monkeypatch.setenv(API_KEY_ENV, fake.api_key)
+    settings.REVERIE_MANAGED_BASE_URL = fake.base_url
+    settings.REVERIE_MANAGED_API_KEYS = f"northwind={API_KEY_ENV}"
+    settings.ANTHROPIC_API_KEY = ""
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def managed_link(agent: Any, fake_managed: FakeManaged) -> Any:
+    """The `agent` fixture linked to a fake Managed Agent with a three-memory live store."""
+    from dreams.managed.services import link_agent
+
+    remote_agent = fake_managed.add_agent(system=agent.stable_version.system_prompt)
+    store = fake_managed.add_store(
+        memories={
+            "/policies/refunds.md": "Refunds within 30 days.",
+            "/policies/shipping.md": "Ships in 2 days.",
+            "/notes/old.md": "Legacy note.",
+        }
+    )
+    return link_agent(agent=agent, managed_agent_id=remote_agent, memory_store_id=store)

@@ -54,10 +54,12 @@ def poll_delay(poll_count: int) -> int:
 
 
 def failed_session_runs(*, agent: Agent, limit: int = MAX_SESSIONS) -> list[Run]:
-    """Newest synced failures that no hosted dream has studied yet."""
-    studied = DreamCycle.objects.filter(agent=agent, trigger=DreamCycle.Trigger.HOSTED).values(
-        "runs"
-    )
+    """Newest synced failures that no running or successful hosted dream has studied yet."""
+    studied = DreamCycle.objects.filter(
+        agent=agent,
+        trigger=DreamCycle.Trigger.HOSTED,
+        status__in=[*DreamCycle.ACTIVE, DreamCycle.Status.SUCCEEDED],
+    ).values("runs")
     return list(
         Run.objects.filter(
             agent=agent,
@@ -82,6 +84,8 @@ def start_hosted_dream(
     link = ManagedAgentLink.objects.filter(agent=agent).first()
     if link is None:
         raise HostedDreamError("This agent is not linked to a Managed Agent.")
+    if DreamCycle.objects.filter(agent=agent, status__in=DreamCycle.ACTIVE).exists():
+        raise HostedDreamError("A dream cycle is already running for this agent.")
     if session_ids is not None:
         if len(session_ids) > MAX_SESSIONS or len(set(session_ids)) != len(session_ids):
             raise HostedDreamError(f"Give at most {MAX_SESSIONS} distinct session ids.")

@@ -1,0 +1,151 @@
+"""Managed Agents sessions → canonical runs, through the real SDK against the loopback fake."""
+
+import pytest
+
+from agents.models import AuditEvent, Run
+from dreams.managed.models import ManagedAgentLink
+from dreams.managed.sync import sync_link
+from tests.fake_managed import (  # noqa: F401 - fixtures
+    chat_turns,
+    failed_outcome,
+    fake_managed,
+    managed_link,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _outcome(result, explanation):
+    return {
+        "description": "Answer the refund question correctly",
+        "rubric": "- states the 30-day window",
+        "result": result,
+        "explanation": explanation,
+    }
+
+
+def test_sync_stores_each_session_once_and_maps_outcomes(managed_link, fake_managed):
+    remote = managed_link.managed_agent_id
+    ok = fake_managed.add_session(
+        agent_id=remote,
+        turns=chat_turns("Refund?", "Yes, within 30 days.", tool="lookup_order", tool_result="order 7"),
+        outcome=_outcome("satisfied", "Window stated correctly."),
+    )
+    failed = fake_managed.add_session(
+        agent_id=remote,
+        turns=chat_turns("Refund?", "Never."),
+        outcome=_outcome("failed", "Denied a valid refund."),
+    )
+    exhausted = fake_managed.add_session(
+        agent_id=remote,
+        turns=chat_turns("Refund?", "Maybe."),
+        outcome=_outcome("max_iterations_reached", "Still vague after 3 tries."),
+    )
+    other_agent = fake_managed.add_agent(name="Other")
+    fake_managed.add_session(agent_id=other_agent, turns=chat_turns("Hi", "Hello"))
+
+    first = sync_link(link_id=managed_link.pk)
+    second = sync_link(link_id=managed_link.pk)
+
+    assert sorted(first.created) == sorted([ok, failed, exhausted])
+    assert second.created == []
+    runs = {r.external_id: r for r in Run.objects.filter(agent=managed_link.agent)}
+    assert set(runs) == {ok, failed, exhausted}
+    assert runs[ok].status == Run.Status.SUCCESS
+    assert runs[failed].status == Run.Status.FAILURE
+    assert runs[exhausted].status == Run.Status.FAILURE
+    assert runs[failed].outcome_reason == "Denied a valid refund."
+    assert runs[failed].expectations["rubric"] == (
+        "Answer the refund question correctly\n\n- states the 30-day window"
+    )
+    # Messages in canonical form: the tool call and its result survive, thinking is dropped.
+    blocks = [(m["role"], [b["type"] for b in m["content"]]) for m in runs[ok].messages]
+    assert blocks == [
+        ("user", ["text"]),
+        ("assistant", ["tool_use"]),
+        ("user", ["tool_result"]),
+        ("assistant", ["text"]),
+    ]
+    assert runs[ok].step_count == 2
+    assert runs[ok].input_tokens == 1200 and runs[ok].cache_read_tokens == 100
+    assert runs[ok].latency_ms == 4500
+    assert runs[ok].tools[0]["name"] == "lookup_order"
+    assert runs[ok].metadata["managed"]["session_id"] == ok
+    assert AuditEvent.objects.filter(action="managed.sync").count() == 1
+
+
+def test_a_session_still_being_graded_waits_and_holds_the_cursor(managed_link, fake_managed):
+    remote = managed_link.managed_agent_id
+    grading = fake_managed.add_session(
+        agent_id=remote, turns=chat_turns("Q", "A"), outcome=_outcome("evaluating", "")
+    )
+    later = fake_managed.add_session(
+        agent_id=remote, turns=chat_turns("Q2", "A2"), outcome=_outcome("satisfied", "fine")
+    )
+
+    result = sync_link(link_id=managed_link.pk)
+    assert result.created == [later] and result.pending == [grading]
+
+    fake_managed.finish_evaluation(grading, result="failed", explanation="Wrong answer.")
+    again = sync_link(link_id=managed_link.pk)
+
+    assert again.created == [grading]
+    assert Run.objects.get(external_id=grading).status == Run.Status.FAILURE
+    link = ManagedAgentLink.objects.get(pk=managed_link.pk)
+    assert link.sync_cursor is not None and link.last_synced_at is not None
+
+
+def test_sync_requests_are_scoped_to_the_linked_agent_and_beta(managed_link, fake_managed):
+    sync_link(link_id=managed_link.pk)
+    listing = [r for r in fake_managed.requests if r["path"] == "/v1/sessions"][0]
+    assert listing["query"]["agent_id"] == [managed_link.managed_agent_id]
+    assert "managed-agents-2026-04-01" in listing["beta"]
+
+
+def test_sync_endpoint_queues_a_sync_that_stores_runs(
+    api, managed_link, fake_managed, django_capture_on_commit_callbacks
+):
+    session = fake_managed.add_session(
+        agent_id=managed_link.managed_agent_id,
+        turns=chat_turns("Refund?", "No."),
+        outcome=failed_outcome(),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post("/api/v1/agents/support/managed/sync")
+    assert response.status_code == 202
+    assert Run.objects.get(external_id=session).status == Run.Status.FAILURE
+
+
+def test_linking_shows_whether_a_key_is_configured_but_never_the_key(api, agent, fake_managed):
+    remote = fake_managed.add_agent()
+    store = fake_managed.add_store()
+    response = api.put(
+        "/api/v1/agents/support/managed",
+        {"managed_agent_id": remote, "memory_store_id": store},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["api_key_configured"] is True
+    assert fake_managed.api_key not in response.content.decode()
+    assert AuditEvent.objects.filter(action="managed.link").exists()
+
+    bad = api.put(
+        "/api/v1/agents/support/managed",
+        {"managed_agent_id": remote, "memory_store_id": store, "api_key_name": "nope"},
+        format="json",
+    )
+    assert bad.status_code == 400
+    assert "api_key_name" in bad.json()["error"]["fields"]
+
+
+def test_a_missing_key_is_recorded_as_a_sync_error_without_secrets(
+    managed_link, fake_managed, settings, monkeypatch
+):
+    from dreams.managed.tasks import sync_agent_sessions
+
+    monkeypatch.delenv("REVERIE_TEST_MANAGED_KEY")
+    sync_agent_sessions(managed_link.pk)
+    link = ManagedAgentLink.objects.get(pk=managed_link.pk)
+    assert "ManagedNotConfigured" in link.last_sync_error
+    assert fake_managed.api_key not in link.last_sync_error
+    assert fake_managed.requests == []
