@@ -178,7 +178,9 @@ class FakeManaged:
                     }
                 )
             for turn in turns:
-                events.append({**turn, "id": turn.get("id") or self._id("sevt"), "processed_at": self._now()})
+                events.append(
+                    {**turn, "id": turn.get("id") or self._id("sevt"), "processed_at": self._now()}
+                )
             if outcome is not None:
                 result = outcome["result"]
                 done = result not in ("pending", "running", "evaluating")
@@ -255,7 +257,9 @@ class FakeManaged:
 
     # -- memory stores --------------------------------------------------------------------
 
-    def add_store(self, *, name: str = "support-memory", memories: dict[str, str] | None = None) -> str:
+    def add_store(
+        self, *, name: str = "support-memory", memories: dict[str, str] | None = None
+    ) -> str:
         with self.lock:
             store_id = self._id("memstore")
             now = self._now()
@@ -333,7 +337,9 @@ class FakeManaged:
         self._version(memory, "created")
         return memory
 
-    def _write_memory(self, memory: dict[str, Any], content: str, path: str, *, operation: str) -> None:
+    def _write_memory(
+        self, memory: dict[str, Any], content: str, path: str, *, operation: str
+    ) -> None:
         memory.update(
             content=content,
             path=path,
@@ -365,7 +371,9 @@ class FakeManaged:
         stores = [i for i in inputs if i.get("type") == "memory_store"]
         sessions = [i for i in inputs if i.get("type") == "sessions"]
         if len(stores) != 1 or len(sessions) != 1:
-            raise FakeManagedError(400, "invalid_request_error", "need one memory_store and one sessions input")
+            raise FakeManagedError(
+                400, "invalid_request_error", "need one memory_store and one sessions input"
+            )
         ids = sessions[0]["session_ids"]
         if not 1 <= len(ids) <= 100 or len(set(ids)) != len(ids):
             raise FakeManagedError(400, "invalid_request_error", "session_ids: 1-100 unique ids")
@@ -420,7 +428,9 @@ class FakeManaged:
             )
             return store_id
 
-    def dream_failed(self, dream_id: str, *, kind: str = "timeout", message: str = "took too long") -> None:
+    def dream_failed(
+        self, dream_id: str, *, kind: str = "timeout", message: str = "took too long"
+    ) -> None:
         with self.lock:
             self.dreams[dream_id].update(
                 status="failed",
@@ -471,15 +481,21 @@ class FakeManaged:
                     memory = self._create_memory(store_id, body["path"], body["content"])
                     return self._memory_view(memory, q.get("view", "basic"))
                 case ("GET", ["memory_stores", store_id, "memories", memory_id]):
-                    return self._memory_view(self._memory(store_id, memory_id), q.get("view", "full"))
+                    return self._memory_view(
+                        self._memory(store_id, memory_id), q.get("view", "full")
+                    )
                 case ("POST", ["memory_stores", store_id, "memories", memory_id]):
                     memory = self._memory(store_id, memory_id)
                     content = body.get("content", memory["content"])
                     new_path = body.get("path", memory["path"])
                     pre = body.get("precondition")
-                    if pre and pre.get("content_sha256") != memory["content_sha256"]:
-                        if not (content == memory["content"] and new_path == memory["path"]):
-                            raise self._precondition_failed()
+                    unchanged = content == memory["content"] and new_path == memory["path"]
+                    if (
+                        pre
+                        and pre.get("content_sha256") != memory["content_sha256"]
+                        and not unchanged
+                    ):
+                        raise self._precondition_failed()
                     if content != memory["content"] or new_path != memory["path"]:
                         self._write_memory(memory, content, new_path, operation="modified")
                     return self._memory_view(memory, q.get("view", "basic"))
@@ -585,7 +601,9 @@ def _handler_for(fake: FakeManaged) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def chat_turns(question: str, answer: str, *, tool: str | None = None, tool_result: str = "") -> list[dict[str, Any]]:
+def chat_turns(
+    question: str, answer: str, *, tool: str | None = None, tool_result: str = ""
+) -> list[dict[str, Any]]:
     """Session events for: user asks, agent (optionally) calls a tool, agent answers."""
     turns: list[dict[str, Any]] = [
         {"type": "user.message", "content": [{"type": "text", "text": question}]}
@@ -593,7 +611,12 @@ def chat_turns(question: str, answer: str, *, tool: str | None = None, tool_resu
     if tool:
         turns += [
             {"type": "agent.thinking"},
-            {"type": "agent.tool_use", "id": "sevt_tool_" + tool, "name": tool, "input": {"q": question}},
+            {
+                "type": "agent.tool_use",
+                "id": "sevt_tool_" + tool,
+                "name": tool,
+                "input": {"q": question},
+            },
             {
                 "type": "agent.tool_result",
                 "tool_use_id": "sevt_tool_" + tool,
@@ -613,7 +636,7 @@ def failed_outcome(explanation: str = "The refund window was stated wrongly.") -
     }
 
 
-# -- pytest fixtures (import them into a test module to use them) -----------------------------
+# -- pytest fixtures (tests/conftest.py loads this module as a plugin) -----------------------------
 
 import pytest  # noqa: E402
 

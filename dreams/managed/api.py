@@ -68,7 +68,9 @@ class ManagedLinkSerializer(serializers.ModelSerializer):
 
     def validate_api_key_name(self, value: str) -> str:
         if value and value not in configured_key_names():
-            raise serializers.ValidationError("is not a key name listed in REVERIE_MANAGED_API_KEYS")
+            raise serializers.ValidationError(
+                "is not a key name listed in REVERIE_MANAGED_API_KEYS"
+            )
         return value
 
 
@@ -77,7 +79,9 @@ class ManagedLinkDetail(PrincipalMixin, APIView):
 
     def _link(self, slug: str) -> ManagedAgentLink:
         agent = get_agent_for(self.principal, slug)
-        link = ManagedAgentLink.objects.filter(agent=agent).select_related("agent__workspace").first()
+        link = (
+            ManagedAgentLink.objects.filter(agent=agent).select_related("agent__workspace").first()
+        )
         if link is None:
             raise Http404("This agent is not linked to a Managed Agent.")
         return link
@@ -96,7 +100,9 @@ class ManagedLinkDetail(PrincipalMixin, APIView):
                 agent=agent, actor=self.principal.actor, **serializer.validated_data
             )
         except DjangoValidationError as exc:
-            raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from exc
+            raise ValidationError(
+                exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+            ) from exc
         return Response(ManagedLinkSerializer(link).data)
 
     @extend_schema(responses={204: None})
@@ -119,7 +125,9 @@ class ManagedSync(PrincipalMixin, APIView):
         agent = get_agent_for(self.principal, slug, write=True)
         link = ManagedAgentLink.objects.filter(agent=agent).first()
         if link is None:
-            return error_response("not_linked", "This agent is not linked to a Managed Agent.", status_code=409)
+            return error_response(
+                "not_linked", "This agent is not linked to a Managed Agent.", status_code=409
+            )
         sync_agent_sessions.delay_on_commit(link.pk)
         return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
 
@@ -162,7 +170,7 @@ class HostedDreamStartSerializer(serializers.Serializer):
 
 
 class HostedDreamListCreate(PrincipalMixin, APIView):
-    """"Dream with Anthropic": list this agent's hosted dreams or start one."""
+    """ "Dream with Anthropic": list this agent's hosted dreams or start one."""
 
     @extend_schema(responses=HostedDreamSerializer(many=True))
     def get(self, request: Request, slug: str) -> Response:
@@ -223,13 +231,17 @@ class MemoryApply(PrincipalMixin, APIView):
         applications = self._proposal().memory_applications.all()
         return Response(MemoryApplicationSerializer(applications, many=True).data)
 
-    @extend_schema(request=None, responses={200: MemoryApplicationSerializer, 409: MemoryApplicationSerializer})
+    @extend_schema(
+        request=None, responses={200: MemoryApplicationSerializer, 409: MemoryApplicationSerializer}
+    )
     def post(self, request: Request, pk: int) -> Response:
         if not self.principal.can_review:
             raise PermissionDenied("Only reviewers can apply proposals.")
         proposal = self._proposal()
         try:
-            application = apply.apply_approved_memory(proposal_id=proposal.pk, actor=self.principal.actor)
+            application = apply.apply_approved_memory(
+                proposal_id=proposal.pk, actor=self.principal.actor
+            )
         except apply.ApplyError as exc:
             return error_response("cannot_apply", str(exc), status_code=409)
         except ManagedNotConfigured as exc:
@@ -240,7 +252,11 @@ class MemoryApply(PrincipalMixin, APIView):
 
 WEBHOOK_OUT_DOC = inline_serializer(
     "ManagedWebhookReceipt",
-    fields={"received": serializers.BooleanField(), "duplicate": serializers.BooleanField(), "queued": serializers.BooleanField()},
+    fields={
+        "received": serializers.BooleanField(),
+        "duplicate": serializers.BooleanField(),
+        "queued": serializers.BooleanField(),
+    },
 )
 
 
@@ -257,7 +273,9 @@ class ManagedWebhook(APIView):
                 body=request.body, headers=webhooks.headers_of(request)
             )
         except webhooks.InvalidWebhook:
-            return error_response("invalid_signature", "Webhook verification failed.", status_code=400)
+            return error_response(
+                "invalid_signature", "Webhook verification failed.", status_code=400
+            )
         except ManagedNotConfigured:
             return error_response(
                 "not_configured", "No webhook signing secret is configured.", status_code=503

@@ -37,7 +37,9 @@ def plan_for(proposal: Proposal) -> list[dict[str, Any]]:
     before = proposal.base_version.memory_documents
     after = proposal.candidate_version.memory_documents
     plan = [
-        {"op": "update", "path": p} for p in sorted(set(before) & set(after)) if before[p] != after[p]
+        {"op": "update", "path": p}
+        for p in sorted(set(before) & set(after))
+        if before[p] != after[p]
     ]
     plan += [{"op": "create", "path": p} for p in sorted(set(after) - set(before))]
     plan += [{"op": "delete", "path": p} for p in sorted(set(before) - set(after))]
@@ -103,7 +105,12 @@ def _write_one(
     path, op = step["path"], step["op"]
     if op == "create":
         created = memories.create(memory_store_id=store_id, path=path, content=new_text or "")
-        return {"op": op, "path": path, "memory_id": created.id, "content_sha256": created.content_sha256}
+        return {
+            "op": op,
+            "path": path,
+            "memory_id": created.id,
+            "content_sha256": created.content_sha256,
+        }
     if memory_id is None:
         raise LookupError(path)
     expected = sha256(base_text or "")
@@ -114,7 +121,12 @@ def _write_one(
             content=new_text or "",
             precondition={"type": "content_sha256", "content_sha256": expected},
         )
-        return {"op": op, "path": path, "memory_id": memory_id, "content_sha256": updated.content_sha256}
+        return {
+            "op": op,
+            "path": path,
+            "memory_id": memory_id,
+            "content_sha256": updated.content_sha256,
+        }
     memories.delete(memory_id, memory_store_id=store_id, expected_content_sha256=expected)
     return {"op": op, "path": path, "memory_id": memory_id, "content_sha256": None}
 
@@ -127,7 +139,9 @@ def _start(*, proposal_id: int, actor: Any) -> tuple[MemoryApplication, Proposal
             .get(pk=proposal_id)
         )
         if proposal.status != Proposal.Status.APPROVED:
-            raise ApplyError(f"Proposal #{proposal.pk} is {proposal.status}; only approved ones apply.")
+            raise ApplyError(
+                f"Proposal #{proposal.pk} is {proposal.status}; only approved ones apply."
+            )
         link = ManagedAgentLink.objects.filter(agent=proposal.agent).first()
         if link is None:
             raise ApplyError("The proposal's agent is not linked to a Managed Agent.")
@@ -173,14 +187,22 @@ def apply_approved_memory(*, proposal_id: int, actor: Any = None) -> MemoryAppli
             if step["op"] != "create" and memory_id is None:
                 status = MemoryApplication.Status.CONFLICT
                 conflict = _conflict(
-                    client=client, store_id=store_id, path=path, memory_id=None,
-                    expected=sha256(before.get(path, "")), message="memory no longer exists live",
+                    client=client,
+                    store_id=store_id,
+                    path=path,
+                    memory_id=None,
+                    expected=sha256(before.get(path, "")),
+                    message="memory no longer exists live",
                 )
                 break
             try:
                 record = _write_one(
-                    client=writer, store_id=store_id, step=step,
-                    base_text=before.get(path), new_text=after.get(path), memory_id=memory_id,
+                    client=writer,
+                    store_id=store_id,
+                    step=step,
+                    base_text=before.get(path),
+                    new_text=after.get(path),
+                    memory_id=memory_id,
                 )
             except anthropic.NotFoundError:
                 if step["op"] != "delete":
@@ -190,7 +212,9 @@ def apply_approved_memory(*, proposal_id: int, actor: Any = None) -> MemoryAppli
                 if getattr(exc, "type", None) not in PRECONDITION_ERRORS:
                     raise
                 found = _conflict(
-                    client=client, store_id=store_id, path=path,
+                    client=client,
+                    store_id=store_id,
+                    path=path,
                     memory_id=None if step["op"] == "create" else memory_id,
                     expected=None if step["op"] == "create" else sha256(before.get(path, "")),
                     message=str(getattr(exc, "message", exc)),
@@ -202,19 +226,33 @@ def apply_approved_memory(*, proposal_id: int, actor: Any = None) -> MemoryAppli
             written.append(record)
             _save(application, written=list(written))
         if status == MemoryApplication.Status.APPLIED:
-            _apply_system_prompt(client=writer, link=link, proposal=proposal, application=application)
+            _apply_system_prompt(
+                client=writer, link=link, proposal=proposal, application=application
+            )
             if application.conflict:
                 status, conflict = MemoryApplication.Status.CONFLICT, application.conflict
     except anthropic.APIError as exc:
-        status, error = MemoryApplication.Status.FAILED, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+        status, error = (
+            MemoryApplication.Status.FAILED,
+            f"{type(exc).__name__}: {getattr(exc, 'message', exc)}",
+        )
     return _finish(
-        application=application, proposal=proposal, actor=actor,
-        status=status, written=written, conflict=conflict, error=error,
+        application=application,
+        proposal=proposal,
+        actor=actor,
+        status=status,
+        written=written,
+        conflict=conflict,
+        error=error,
     )
 
 
 def _apply_system_prompt(
-    *, client: anthropic.Anthropic, link: ManagedAgentLink, proposal: Proposal, application: MemoryApplication
+    *,
+    client: anthropic.Anthropic,
+    link: ManagedAgentLink,
+    proposal: Proposal,
+    application: MemoryApplication,
 ) -> None:
     old, new = proposal.base_version.system_prompt, proposal.candidate_version.system_prompt
     if old == new:
@@ -234,12 +272,21 @@ def _apply_system_prompt(
         )
         return
     try:
-        updated = client.beta.agents.update(link.managed_agent_id, version=remote.version, system=new)
+        updated = client.beta.agents.update(
+            link.managed_agent_id, version=remote.version, system=new
+        )
     except anthropic.ConflictError as exc:
-        _save(application, conflict={
-            "path": "system_prompt", "memory_id": None, "expected_sha256": sha256(old),
-            "live_sha256": None, "live_content": None, "message": str(getattr(exc, "message", exc)),
-        })
+        _save(
+            application,
+            conflict={
+                "path": "system_prompt",
+                "memory_id": None,
+                "expected_sha256": sha256(old),
+                "live_sha256": None,
+                "live_content": None,
+                "message": str(getattr(exc, "message", exc)),
+            },
+        )
         return
     _save(application, agent_version_before=remote.version, agent_version_after=updated.version)
     ManagedAgentLink.objects.filter(pk=link.pk).update(managed_agent_version=updated.version)
@@ -264,7 +311,9 @@ def _finish(
         application.finished_at = timezone.now()
         application.save(update_fields=["status", "written", "conflict", "error", "finished_at"])
         if status == MemoryApplication.Status.APPLIED:
-            set_stable_version(agent=proposal.agent, version=proposal.candidate_version, actor=actor)
+            set_stable_version(
+                agent=proposal.agent, version=proposal.candidate_version, actor=actor
+            )
         audit.record(
             workspace=proposal.agent.workspace,
             actor=actor,

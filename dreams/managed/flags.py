@@ -70,13 +70,19 @@ def minimal_flags(
     for path, line in added:
         if INJECTION_PATTERNS.search(line):
             flags.append(
-                {"code": "possible_injection", "message": f"{path}: instruction-like text {line[:80]!r}"}
+                {
+                    "code": "possible_injection",
+                    "message": f"{path}: instruction-like text {line[:80]!r}",
+                }
             )
             continue
         chunk = line.strip()
         if len(chunk) >= COPY_MIN_CHARS and any(chunk in text for text in untrusted):
             flags.append(
-                {"code": "possible_injection", "message": f"{path}: copies run content {chunk[:80]!r}"}
+                {
+                    "code": "possible_injection",
+                    "message": f"{path}: copies run content {chunk[:80]!r}",
+                }
             )
     old_size = sum(len(t) for t in old_docs.values())
     new_size = sum(len(t) for t in new_docs.values())

@@ -280,9 +280,15 @@ def memory_diff(before: dict[str, str], after: dict[str, str]) -> dict[str, list
 def _record_usage(
     *, hosted: HostedDream, usage: dict[str, Any], ok: bool, error: str, elapsed_ms: int | None
 ) -> None:
-    tokens = {k: int(usage.get(k) or 0) for k in (
-        "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"
-    )}
+    tokens = {
+        k: int(usage.get(k) or 0)
+        for k in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        )
+    }
     cost = cost_of(hosted.model, tokens)
     ModelCall.objects.create(
         agent_id=hosted.agent_id,
@@ -306,8 +312,10 @@ def _record_usage(
 
 def _claim_terminal(hosted_id: int, status: str) -> HostedDream | None:
     """Lock the row; None when another worker already finished it."""
-    hosted = HostedDream.objects.select_for_update().select_related("cycle", "agent__workspace").get(
-        pk=hosted_id
+    hosted = (
+        HostedDream.objects.select_for_update()
+        .select_related("cycle", "agent__workspace")
+        .get(pk=hosted_id)
     )
     if hosted.finished_at is not None:
         return None
@@ -316,7 +324,9 @@ def _claim_terminal(hosted_id: int, status: str) -> HostedDream | None:
     return hosted
 
 
-def _finish_cycle(cycle: DreamCycle, *, status: str, error: str = "", report: dict[str, Any]) -> None:
+def _finish_cycle(
+    cycle: DreamCycle, *, status: str, error: str = "", report: dict[str, Any]
+) -> None:
     cycle.status = status
     cycle.error = error
     cycle.report = {**cycle.report, **report}
@@ -324,7 +334,13 @@ def _finish_cycle(cycle: DreamCycle, *, status: str, error: str = "", report: di
     cycle.progress_done = cycle.progress_total
     cycle.save(
         update_fields=[
-            "status", "error", "report", "finished_at", "progress_done", "tokens_used", "cost_usd"
+            "status",
+            "error",
+            "report",
+            "finished_at",
+            "progress_done",
+            "tokens_used",
+            "cost_usd",
         ]
     )
     transaction.on_commit(lambda: cycle_finished.send(sender=DreamCycle, cycle_id=cycle.pk))
@@ -365,9 +381,7 @@ def _finish_without_output(
         )
 
 
-def _base_version(
-    *, agent: Agent, live: dict[str, str], dream_id: str
-) -> ConfigVersion:
+def _base_version(*, agent: Agent, live: dict[str, str], dream_id: str) -> ConfigVersion:
     """The stable version, or a snapshot of it whose memory documents equal the live store."""
     stable = agent.stable_version
     if stable is not None and stable.memory_documents == live:

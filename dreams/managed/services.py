@@ -22,7 +22,10 @@ def link_agent(*, agent: Agent, actor: Any = None, **fields: Any) -> ManagedAgen
         before = {f: getattr(link, f) for f in LINK_FIELDS} if link else {}
         if link is None:
             link = ManagedAgentLink(agent=agent)
-        if link.pk and fields.get("managed_agent_id", link.managed_agent_id) != link.managed_agent_id:
+        if (
+            link.pk
+            and fields.get("managed_agent_id", link.managed_agent_id) != link.managed_agent_id
+        ):
             link.sync_cursor = None
             link.managed_agent_version = None
         for key, value in fields.items():
@@ -48,5 +51,9 @@ def unlink_agent(*, agent: Agent, actor: Any = None) -> None:
         before = {f: getattr(link, f) for f in LINK_FIELDS}
         link.delete()
         audit.record(
-            workspace=agent.workspace, actor=actor, action="managed.unlink", target=agent, before=before
+            workspace=agent.workspace,
+            actor=actor,
+            action="managed.unlink",
+            target=agent,
+            before=before,
         )

@@ -50,7 +50,9 @@ def is_settled(session: dict[str, Any]) -> bool:
     """Finished running and no outcome evaluation still in progress."""
     if session.get("status") not in FINISHED_STATUSES:
         return False
-    return all(e.get("result") not in UNSETTLED_RESULTS for e in session.get("outcome_evaluations") or [])
+    return all(
+        e.get("result") not in UNSETTLED_RESULTS for e in session.get("outcome_evaluations") or []
+    )
 
 
 def _result_blocks(content: Any) -> list[dict[str, Any]] | str:
@@ -97,7 +99,12 @@ def events_to_messages(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "input": event.get("input") or {},
                 },
             )
-        elif kind in ("agent.tool_result", "agent.mcp_tool_result", "user.custom_tool_result", "user.tool_result"):
+        elif kind in (
+            "agent.tool_result",
+            "agent.mcp_tool_result",
+            "user.custom_tool_result",
+            "user.tool_result",
+        ):
             tool_use_id = (
                 event.get("tool_use_id")
                 or event.get("mcp_tool_use_id")
@@ -225,7 +232,9 @@ def _as_datetime(value: Any) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def _store(link: ManagedAgentLink, session: dict[str, Any], client: anthropic.Anthropic, result: SyncResult) -> None:
+def _store(
+    link: ManagedAgentLink, session: dict[str, Any], client: anthropic.Anthropic, result: SyncResult
+) -> None:
     events = _read_events(client, session["id"])
     item = session_to_run(agent_slug=link.agent.slug, session=session, events=events)
     try:
@@ -244,7 +253,9 @@ def sync_link(*, link_id: int, session_ids: list[str] | None = None) -> SyncResu
     result = SyncResult()
     if session_ids is not None:
         sessions = [_dump(client.beta.sessions.retrieve(sid)) for sid in session_ids]
-        sessions = [s for s in sessions if (s.get("agent") or {}).get("id") == link.managed_agent_id]
+        sessions = [
+            s for s in sessions if (s.get("agent") or {}).get("id") == link.managed_agent_id
+        ]
     else:
         params: dict[str, Any] = {"agent_id": link.managed_agent_id, "order": "asc", "limit": 100}
         if link.sync_cursor is not None:
@@ -273,7 +284,11 @@ def sync_link(*, link_id: int, session_ids: list[str] | None = None) -> SyncResu
             cursor = max(cursor, created_at) if cursor else created_at
 
     with transaction.atomic():
-        link = ManagedAgentLink.objects.select_for_update().select_related("agent__workspace").get(pk=link_id)
+        link = (
+            ManagedAgentLink.objects.select_for_update()
+            .select_related("agent__workspace")
+            .get(pk=link_id)
+        )
         fields = ["last_synced_at", "last_sync_error", "updated_at"]
         link.last_synced_at = timezone.now()
         link.last_sync_error = ""

@@ -9,12 +9,7 @@ from dreams.managed import hosted
 from dreams.managed.models import HostedDream
 from dreams.managed.sync import sync_link
 from dreams.models import DreamCycle, ModelCall, Proposal
-from tests.fake_managed import (  # noqa: F401 - fixtures
-    chat_turns,
-    failed_outcome,
-    fake_managed,
-    managed_link,
-)
+from tests.fake_managed import chat_turns, failed_outcome
 
 pytestmark = pytest.mark.django_db
 
@@ -62,8 +57,8 @@ def start(django_capture_on_commit_callbacks):
 
 
 def test_a_completed_dream_becomes_a_proposal_with_the_exact_memory_diff(
-    managed_link, fake_managed, failed_sessions, owner
-, start):
+    managed_link, fake_managed, failed_sessions, owner, start
+):
     dream = start(managed_link.agent, actor=owner)
     assert dream.status == HostedDream.Status.PENDING and dream.dream_id
 
@@ -112,8 +107,8 @@ def test_a_completed_dream_becomes_a_proposal_with_the_exact_memory_diff(
 
 
 def test_a_failed_dream_is_recorded_with_its_error_and_no_proposal(
-    managed_link, fake_managed, failed_sessions
-, start):
+    managed_link, fake_managed, failed_sessions, start
+):
     dream = start(managed_link.agent)
     fake_managed.dream_failed(dream.dream_id, kind="timeout", message="took too long")
 
@@ -132,7 +127,9 @@ def test_a_failed_dream_is_recorded_with_its_error_and_no_proposal(
     assert ModelCall.objects.filter(cycle=cycle).count() == 1
 
 
-def test_a_dream_with_instruction_like_text_is_flagged(managed_link, fake_managed, failed_sessions, start):
+def test_a_dream_with_instruction_like_text_is_flagged(
+    managed_link, fake_managed, failed_sessions, start
+):
     dream = start(managed_link.agent)
     fake_managed.dream_completed(
         dream.dream_id,
@@ -146,7 +143,9 @@ def test_a_dream_with_instruction_like_text_is_flagged(managed_link, fake_manage
     assert "possible_injection" in codes
 
 
-def test_a_dream_that_changed_nothing_makes_no_proposal(managed_link, fake_managed, failed_sessions, start):
+def test_a_dream_that_changed_nothing_makes_no_proposal(
+    managed_link, fake_managed, failed_sessions, start
+):
     dream = start(managed_link.agent)
     fake_managed.dream_completed(
         dream.dream_id, memories=fake_managed.store_contents(managed_link.memory_store_id)
@@ -160,7 +159,9 @@ def test_a_dream_that_changed_nothing_makes_no_proposal(managed_link, fake_manag
     }
 
 
-def test_only_synced_failed_sessions_can_be_dreamt_about(managed_link, fake_managed, failed_sessions):
+def test_only_synced_failed_sessions_can_be_dreamt_about(
+    managed_link, fake_managed, failed_sessions
+):
     passing = Run.objects.get(agent=managed_link.agent, status=Run.Status.SUCCESS)
     with pytest.raises(hosted.HostedDreamError, match="Not synced failed sessions"):
         hosted.start_hosted_dream(agent=managed_link.agent, session_ids=[passing.external_id])
@@ -172,8 +173,8 @@ def test_only_synced_failed_sessions_can_be_dreamt_about(managed_link, fake_mana
 
 
 def test_one_dream_at_a_time_and_studied_sessions_are_not_reused(
-    managed_link, fake_managed, failed_sessions
-, start):
+    managed_link, fake_managed, failed_sessions, start
+):
     dream = start(managed_link.agent)
     with pytest.raises(hosted.HostedDreamError, match="already running"):
         hosted.start_hosted_dream(agent=managed_link.agent)
@@ -208,7 +209,9 @@ def test_the_api_starts_a_hosted_dream_and_lists_its_status(
     assert listed[0]["session_ids"] == sorted(failed_sessions[:2])
 
 
-def test_the_fake_answers_pass_the_sdks_strict_validation(managed_link, fake_managed, failed_sessions, start):
+def test_the_fake_answers_pass_the_sdks_strict_validation(
+    managed_link, fake_managed, failed_sessions, start
+):
     import anthropic
 
     client = anthropic.Anthropic(
@@ -225,5 +228,7 @@ def test_the_fake_answers_pass_the_sdks_strict_validation(managed_link, fake_man
     memories = list(
         client.beta.memory_stores.memories.list(managed_link.memory_store_id, view="full")
     )
-    assert {m.path for m in memories} == set(fake_managed.store_contents(managed_link.memory_store_id))
+    assert {m.path for m in memories} == set(
+        fake_managed.store_contents(managed_link.memory_store_id)
+    )
     assert client.beta.agents.retrieve(managed_link.managed_agent_id).version == 1

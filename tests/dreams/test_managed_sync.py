@@ -5,12 +5,7 @@ import pytest
 from agents.models import AuditEvent, Run
 from dreams.managed.models import ManagedAgentLink
 from dreams.managed.sync import sync_link
-from tests.fake_managed import (  # noqa: F401 - fixtures
-    chat_turns,
-    failed_outcome,
-    fake_managed,
-    managed_link,
-)
+from tests.fake_managed import chat_turns, failed_outcome
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +23,9 @@ def test_sync_stores_each_session_once_and_maps_outcomes(managed_link, fake_mana
     remote = managed_link.managed_agent_id
     ok = fake_managed.add_session(
         agent_id=remote,
-        turns=chat_turns("Refund?", "Yes, within 30 days.", tool="lookup_order", tool_result="order 7"),
+        turns=chat_turns(
+            "Refund?", "Yes, within 30 days.", tool="lookup_order", tool_result="order 7"
+        ),
         outcome=_outcome("satisfied", "Window stated correctly."),
     )
     failed = fake_managed.add_session(

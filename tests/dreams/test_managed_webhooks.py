@@ -11,12 +11,7 @@ from standardwebhooks import Webhook
 
 from agents.models import Run
 from dreams.managed.models import ManagedWebhookEvent
-from tests.fake_managed import (  # noqa: F401 - fixtures
-    chat_turns,
-    failed_outcome,
-    fake_managed,
-    managed_link,
-)
+from tests.fake_managed import chat_turns, failed_outcome
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +24,9 @@ def signing_secret(settings):
     settings.REVERIE_MANAGED_WEBHOOK_SECRET = SECRET
 
 
-def payload(session_id: str, kind: str = "session.outcome_evaluation_ended", event_id: str = "wevt_01") -> str:
+def payload(
+    session_id: str, kind: str = "session.outcome_evaluation_ended", event_id: str = "wevt_01"
+) -> str:
     return json.dumps(
         {
             "type": "event",
