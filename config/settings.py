@@ -135,6 +135,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "agents.models.Run.Status",
+        "HostedDreamStatusEnum": "dreams.managed.models.HostedDream.Status",
+        "MemoryApplicationStatusEnum": "dreams.managed.models.MemoryApplication.Status",
+    },
 }
 
 # Celery: eager (in-process) unless a Redis broker is configured.

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from agents.access import Principal, get_agent_for, principal_for
 from config.api import error_response
 from dreams.managed import apply, hosted, services, webhooks
-from dreams.managed.client import ManagedNotConfigured, configured_key_names
+from dreams.managed.client import ManagedNotConfigured, api_key_configured, configured_key_names
 from dreams.managed.models import HostedDream, ManagedAgentLink, MemoryApplication
 from dreams.models import Proposal
 
@@ -58,13 +58,7 @@ class ManagedLinkSerializer(serializers.ModelSerializer):
         validators: list[Any] = []
 
     def get_api_key_configured(self, link: ManagedAgentLink) -> bool:
-        from dreams.managed.client import _api_key_for
-
-        try:
-            _api_key_for(link)
-        except ManagedNotConfigured:
-            return False
-        return True
+        return api_key_configured(link)
 
     def validate_api_key_name(self, value: str) -> str:
         if value and value not in configured_key_names():

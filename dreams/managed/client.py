@@ -49,6 +49,15 @@ def _api_key_for(link: ManagedAgentLink) -> str:
     )
 
 
+def api_key_configured(link: ManagedAgentLink) -> bool:
+    """Whether a key resolves for this link (for pages and APIs; the key itself is never shown)."""
+    try:
+        _api_key_for(link)
+    except ManagedNotConfigured:
+        return False
+    return True
+
+
 def client_for(link: ManagedAgentLink, *, max_retries: int = 2) -> anthropic.Anthropic:
     """An SDK client scoped to the link's Anthropic workspace."""
     headers = {}

@@ -13,6 +13,7 @@ from typing import Any
 import anthropic
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from agents import audit
@@ -53,6 +54,18 @@ def poll_delay(poll_count: int) -> int:
     return min(300, 10 * 2 ** min(poll_count, 5))
 
 
+def monthly_tokens_used(*, agent: Agent) -> int:
+    """Tokens every model call of this agent spent since the start of the month (UTC)."""
+    start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    totals = ModelCall.objects.filter(agent=agent, created_at__gte=start).aggregate(
+        i=Sum("input_tokens"),
+        o=Sum("output_tokens"),
+        r=Sum("cache_read_tokens"),
+        w=Sum("cache_write_tokens"),
+    )
+    return sum(v or 0 for v in totals.values())
+
+
 def failed_session_runs(*, agent: Agent, limit: int = MAX_SESSIONS) -> list[Run]:
     """Newest synced failures that no running or successful hosted dream has studied yet."""
     studied = DreamCycle.objects.filter(
@@ -84,6 +97,10 @@ def start_hosted_dream(
     link = ManagedAgentLink.objects.filter(agent=agent).first()
     if link is None:
         raise HostedDreamError("This agent is not linked to a Managed Agent.")
+    if agent.is_paused:
+        raise HostedDreamError("This agent is paused.")
+    if monthly_tokens_used(agent=agent) >= agent.monthly_token_budget:
+        raise HostedDreamError("The agent's monthly token budget is spent.")
     if DreamCycle.objects.filter(agent=agent, status__in=DreamCycle.ACTIVE).exists():
         raise HostedDreamError("A dream cycle is already running for this agent.")
     if session_ids is not None:
@@ -232,14 +249,36 @@ def poll(*, hosted_id: int) -> HostedDream:
     return HostedDream.objects.get(pk=hosted_id)
 
 
-def poll_due(*, now: datetime | None = None) -> list[int]:
-    """Poll every unfinished hosted dream whose next poll is due (found again from the database)."""
+def poll_due(*, now: datetime | None = None, agent_id: int | None = None) -> list[int]:
+    """Poll every unfinished hosted dream whose next poll is due (found again from the database).
+
+    Also repairs lost work: a dream still queued after two minutes is submitted again, and one
+    claimed but never created at Anthropic after ten minutes is marked failed.
+    """
     now = now or timezone.now()
+    dreams = HostedDream.objects.all()
+    if agent_id is not None:
+        dreams = dreams.filter(agent_id=agent_id)
+    for hosted_id in dreams.filter(
+        status=HostedDream.Status.QUEUED, created_at__lte=now - timedelta(minutes=2)
+    ).values_list("pk", flat=True):
+        submit(hosted_id=hosted_id)
+    for hosted_id in dreams.filter(
+        status=HostedDream.Status.PENDING, dream_id="", created_at__lte=now - timedelta(minutes=10)
+    ).values_list("pk", flat=True):
+        _finish_without_output(
+            hosted_id=hosted_id,
+            status=HostedDream.Status.FAILED,
+            error_type="submission_lost",
+            error="The dream was never created at Anthropic (worker stopped while submitting).",
+        )
     due = list(
-        HostedDream.objects.filter(
+        dreams.filter(
             status__in=[HostedDream.Status.PENDING, HostedDream.Status.RUNNING],
             next_poll_at__lte=now,
-        ).values_list("pk", flat=True)
+        )
+        .exclude(dream_id="")
+        .values_list("pk", flat=True)
     )
     for hosted_id in due:
         try:
@@ -487,20 +526,25 @@ def start_replay(*, proposal_id: int) -> bool:
     except ImportError:
         logger.info("dreams.experiments is not installed; proposal %s stays drafted", proposal_id)
         return False
-    with transaction.atomic():
-        proposal = transition_proposal(
-            proposal_id=proposal_id,
-            to=Proposal.Status.REPLAYING,
-            action="proposal.replay",
-        )
-        targets = list(proposal.cycle.runs.all()) if proposal.cycle_id else []
-        start_experiment(
-            agent=proposal.agent,
-            baseline_version=proposal.base_version,
-            candidate_version=proposal.candidate_version,
-            target_runs=targets,
-            proposal=proposal,
-        )
+    try:
+        with transaction.atomic():
+            proposal = transition_proposal(
+                proposal_id=proposal_id,
+                to=Proposal.Status.REPLAYING,
+                action="proposal.replay",
+            )
+            targets = list(proposal.cycle.runs.all()) if proposal.cycle_id else []
+            start_experiment(
+                agent=proposal.agent,
+                baseline_version=proposal.base_version,
+                candidate_version=proposal.candidate_version,
+                target_runs=targets,
+                proposal=proposal,
+            )
+    except Exception:
+        # The dream's result is already safe in the database; a reviewer can start replay later.
+        logger.exception("could not start the experiment of proposal %s", proposal_id)
+        return False
     return True
 
 

@@ -27,6 +27,9 @@ def sync_agent_sessions(link_id: int) -> None:
         return
     try:
         sync.sync_link(link_id=link_id)
+        # Embedded mode has no timer for polls: a sync also advances this agent's hosted dreams.
+        link = ManagedAgentLink.objects.get(pk=link_id)
+        hosted.poll_due(agent_id=link.agent_id)
     except (anthropic.APIError, ManagedNotConfigured) as exc:
         # The message names the failure, never a key.
         sync.record_sync_error(link_id=link_id, message=f"{type(exc).__name__}: {exc}")

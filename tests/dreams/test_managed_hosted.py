@@ -232,3 +232,15 @@ def test_the_fake_answers_pass_the_sdks_strict_validation(
         fake_managed.store_contents(managed_link.memory_store_id)
     )
     assert client.beta.agents.retrieve(managed_link.managed_agent_id).version == 1
+
+
+def test_a_spent_monthly_budget_blocks_hosted_dreams(managed_link, failed_sessions):
+    agent = managed_link.agent
+    agent.monthly_token_budget = 1000
+    agent.save(update_fields=["monthly_token_budget"])
+    ModelCall.objects.create(
+        agent=agent, purpose=ModelCall.Purpose.DREAM, model="claude-sonnet-5-5", input_tokens=1000
+    )
+    with pytest.raises(hosted.HostedDreamError, match="budget"):
+        hosted.start_hosted_dream(agent=agent)
+    assert not HostedDream.objects.exists()

@@ -146,3 +146,44 @@ def test_a_missing_key_is_recorded_as_a_sync_error_without_secrets(
     assert "ManagedNotConfigured" in link.last_sync_error
     assert fake_managed.api_key not in link.last_sync_error
     assert fake_managed.requests == []
+
+
+def test_the_periodic_task_syncs_every_link_and_advances_hosted_dreams(
+    managed_link, fake_managed, django_capture_on_commit_callbacks
+):
+    from config.celery import app
+    from dreams.managed import hosted
+    from dreams.managed.models import HostedDream
+    from dreams.managed.tasks import sync_all
+
+    assert "dreams.managed.sync_all" in app.tasks
+    fake_managed.add_session(
+        agent_id=managed_link.managed_agent_id,
+        turns=chat_turns("Refund?", "No."),
+        outcome=failed_outcome(),
+    )
+    sync_all()
+    with django_capture_on_commit_callbacks(execute=True):
+        dream = hosted.start_hosted_dream(agent=managed_link.agent)
+    dream.refresh_from_db()
+    fake_managed.dream_failed(dream.dream_id)
+    HostedDream.objects.filter(pk=dream.pk).update(next_poll_at=dream.created_at)
+
+    sync_all()
+
+    assert HostedDream.objects.get(pk=dream.pk).status == HostedDream.Status.FAILED
+    assert Run.objects.filter(agent=managed_link.agent).count() == 1
+
+
+def test_another_workspace_cannot_see_or_change_the_link(outsider_api, managed_link):
+    assert outsider_api.get("/api/v1/agents/support/managed").status_code == 404
+    assert outsider_api.post("/api/v1/agents/support/managed/sync").status_code == 404
+    assert outsider_api.post("/api/v1/agents/support/managed/dreams", {}).status_code == 404
+
+
+def test_a_viewer_cannot_link_or_dream(client, viewer, managed_link):
+    client.force_login(viewer)
+    assert client.get("/api/v1/agents/support/managed").status_code == 200
+    assert client.post("/api/v1/agents/support/managed/dreams").status_code == 403
+    assert client.delete("/api/v1/agents/support/managed").status_code == 403
+    assert ManagedAgentLink.objects.filter(pk=managed_link.pk).exists()
