@@ -248,6 +248,41 @@ class FakeManaged:
             }
             return session_id
 
+    def grade_later(self, session_id: str, *, outcome: dict[str, Any]) -> None:
+        """The user defines an outcome on an already idle session and the grader finishes it."""
+        with self.lock:
+            outcome_id = self._id("outc")
+            self.events[session_id].append(
+                {
+                    "type": "user.define_outcome",
+                    "id": self._id("sevt"),
+                    "description": outcome["description"],
+                    "outcome_id": outcome_id,
+                    "max_iterations": 3,
+                    "rubric": {"type": "text", "content": outcome["rubric"]},
+                    "processed_at": self._now(),
+                }
+            )
+            self.events[session_id].append(
+                {
+                    "type": "agent.message",
+                    "id": self._id("sevt"),
+                    "content": [{"type": "text", "text": "Revised answer."}],
+                    "processed_at": self._now(),
+                }
+            )
+            self.sessions[session_id]["outcome_evaluations"].append(
+                {
+                    "type": "outcome_evaluation",
+                    "outcome_id": outcome_id,
+                    "description": outcome["description"],
+                    "result": outcome["result"],
+                    "iteration": 0,
+                    "explanation": outcome.get("explanation"),
+                    "completed_at": self._now(),
+                }
+            )
+
     def finish_evaluation(self, session_id: str, *, result: str, explanation: str) -> None:
         with self.lock:
             session = self.sessions[session_id]

@@ -43,6 +43,7 @@ class ManagedLinkSerializer(serializers.ModelSerializer):
             "anthropic_workspace_id",
             "api_key_name",
             "api_key_configured",
+            "hosted_dream_enabled",
             "managed_agent_version",
             "sync_cursor",
             "last_synced_at",
@@ -179,7 +180,7 @@ class HostedDreamListCreate(PrincipalMixin, APIView):
         serializer.is_valid(raise_exception=True)
         try:
             dream = hosted.start_hosted_dream(
-                agent=agent, actor=self.principal.actor, **serializer.validated_data
+                agent=agent, actor=self.principal.actor, trigger="api", **serializer.validated_data
             )
         except hosted.HostedDreamError as exc:
             return error_response("hosted_dream", str(exc), status_code=409)

@@ -7,6 +7,7 @@ MemoryApplication row says exactly which writes happened and what the live text 
 
 import hashlib
 import logging
+from datetime import timedelta
 from typing import Any
 
 import anthropic
@@ -18,9 +19,11 @@ from agents.services import set_stable_version
 from dreams.managed.client import client_for
 from dreams.managed.models import ManagedAgentLink, MemoryApplication
 from dreams.models import Proposal
+from dreams.proposals import transition_proposal
 
 logger = logging.getLogger(__name__)
 
+STALE_AFTER = timedelta(minutes=15)
 PRECONDITION_ERRORS = {"memory_precondition_failed_error", "memory_path_conflict_error"}
 
 
@@ -148,6 +151,15 @@ def _start(*, proposal_id: int, actor: Any) -> tuple[MemoryApplication, Proposal
         if proposal.memory_applications.filter(status=MemoryApplication.Status.APPLIED).exists():
             raise ApplyError("This proposal was already applied.")
         store_id = proposal.metadata.get("memory_store_id") or link.memory_store_id
+        # An attempt whose worker died long ago must not block a new one forever.
+        proposal.memory_applications.filter(
+            status=MemoryApplication.Status.APPLYING,
+            created_at__lt=timezone.now() - STALE_AFTER,
+        ).update(
+            status=MemoryApplication.Status.FAILED,
+            error="interrupted: the worker stopped while applying",
+            finished_at=timezone.now(),
+        )
         try:
             application = MemoryApplication.objects.create(
                 proposal=proposal,
@@ -311,9 +323,15 @@ def _finish(
         application.finished_at = timezone.now()
         application.save(update_fields=["status", "written", "conflict", "error", "finished_at"])
         if status == MemoryApplication.Status.APPLIED:
+            # A Managed Agent reads one memory store: the change is live for all traffic at once,
+            # so applying it is the whole rollout.
             set_stable_version(
                 agent=proposal.agent, version=proposal.candidate_version, actor=actor
             )
+            for step in (Proposal.Status.ROLLING_OUT, Proposal.Status.ROLLED_OUT):
+                transition_proposal(
+                    proposal_id=proposal.pk, to=step, actor=actor, action=f"proposal.{step}"
+                )
         audit.record(
             workspace=proposal.agent.workspace,
             actor=actor,

@@ -7,7 +7,7 @@ record usage → on `completed` diff the input and output memory stores into an 
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anthropic
@@ -72,6 +72,7 @@ def failed_session_runs(*, agent: Agent, limit: int = MAX_SESSIONS) -> list[Run]
         agent=agent,
         trigger=DreamCycle.Trigger.HOSTED,
         status__in=[*DreamCycle.ACTIVE, DreamCycle.Status.SUCCEEDED],
+        runs__isnull=False,
     ).values("runs")
     return list(
         Run.objects.filter(
@@ -84,6 +85,56 @@ def failed_session_runs(*, agent: Agent, limit: int = MAX_SESSIONS) -> list[Run]
     )
 
 
+FREQUENCY = {
+    Agent.Frequency.HOURLY: timedelta(hours=1),
+    Agent.Frequency.DAILY: timedelta(days=1),
+    Agent.Frequency.WEEKLY: timedelta(weeks=1),
+}
+
+
+def in_dream_window(agent: Agent, moment: datetime) -> bool:
+    start, end = agent.dream_window_start, agent.dream_window_end
+    if start is None or end is None:
+        return True
+    now = moment.astimezone(UTC).time()
+    return start <= now < end if start <= end else (now >= start or now < end)
+
+
+def start_due_hosted_dreams(*, now: datetime | None = None) -> list[int]:
+    """Schedule: start a hosted dream for each opted-in link whose frequency has elapsed (in its
+    window) or whose unstudied failures reached the agent's failure threshold."""
+    now = now or timezone.now()
+    started = []
+    links = ManagedAgentLink.objects.filter(
+        hosted_dream_enabled=True, agent__dreaming_enabled=True, agent__is_paused=False
+    ).select_related("agent")
+    for link in links:
+        agent = link.agent
+        runs = failed_session_runs(agent=agent)
+        if not runs:
+            continue
+        last = (
+            DreamCycle.objects.filter(agent=agent, trigger=DreamCycle.Trigger.HOSTED)
+            .order_by("-created_at")
+            .first()
+        )
+        scheduled = in_dream_window(agent, now) and (
+            last is None or last.created_at <= now - FREQUENCY[agent.dream_frequency]
+        )
+        threshold = 0 < agent.failure_threshold <= len(runs)
+        if not (scheduled or threshold):
+            continue
+        try:
+            dream = start_hosted_dream(
+                agent=agent, trigger="schedule" if scheduled else "threshold"
+            )
+        except HostedDreamError as exc:
+            logger.info("no scheduled hosted dream for %s: %s", agent.slug, exc)
+            continue
+        started.append(dream.pk)
+    return started
+
+
 def start_hosted_dream(
     *,
     agent: Agent,
@@ -91,7 +142,7 @@ def start_hosted_dream(
     session_ids: list[str] | None = None,
     model: str = "",
     instructions: str = "",
-    trigger: str = DreamCycle.Trigger.HOSTED,
+    trigger: str = "manual",
 ) -> HostedDream:
     """Record a queued hosted dream over up to 100 failed sessions and submit it after commit."""
     link = ManagedAgentLink.objects.filter(agent=agent).first()
@@ -122,8 +173,6 @@ def start_hosted_dream(
         runs = failed_session_runs(agent=agent)
     if not runs:
         raise HostedDreamError("No failed sessions to dream about; sync sessions first.")
-    if trigger not in DreamCycle.Trigger.values:
-        trigger = DreamCycle.Trigger.HOSTED
     from dreams.managed.tasks import submit_hosted_dream
 
     try:
@@ -134,6 +183,7 @@ def start_hosted_dream(
                 created_by=actor if getattr(actor, "is_authenticated", False) else None,
                 stage="hosted",
                 progress_total=1,
+                report={"trigger": trigger},
             )
             cycle.runs.set(runs)
             hosted = HostedDream.objects.create(
@@ -209,17 +259,16 @@ def poll(*, hosted_id: int) -> HostedDream:
     client = client_for(link)
     dream = client.beta.dreams.retrieve(hosted.dream_id)
     if dream.status not in HostedDream.TERMINAL:
-        over = hosted.poll_count + 1 >= settings.REVERIE_HOSTED_DREAM_MAX_POLLS
         HostedDream.objects.filter(pk=hosted_id).update(
             status=dream.status,
             poll_count=hosted.poll_count + 1,
             next_poll_at=timezone.now() + timedelta(seconds=poll_delay(hosted.poll_count + 1)),
         )
-        if over:
-            # Stop paying for a dream nobody will wait for; its usage is recorded at cancel.
-            client.beta.dreams.cancel(hosted.dream_id)
-            return poll(hosted_id=hosted_id)
-        return HostedDream.objects.get(pk=hosted_id)
+        if hosted.poll_count + 1 >= settings.REVERIE_HOSTED_DREAM_MAX_POLLS:
+            # Stop paying for a dream nobody will wait for any more.
+            dream = client.beta.dreams.cancel(hosted.dream_id)
+        if dream.status not in HostedDream.TERMINAL:
+            return HostedDream.objects.get(pk=hosted_id)
     usage = dream.usage.to_dict(mode="json") if dream.usage else {}
     elapsed_ms = None
     if dream.ended_at and dream.created_at:

@@ -26,6 +26,10 @@ class ManagedAgentLink(models.Model):
         blank=True,
         help_text="name in REVERIE_MANAGED_API_KEYS; empty = the workspace slug, then ANTHROPIC_API_KEY",
     )
+    hosted_dream_enabled = models.BooleanField(
+        default=False,
+        help_text="start hosted dreams on the agent's dream schedule / failure threshold",
+    )
     managed_agent_version = models.PositiveIntegerField(null=True, blank=True)
     sync_cursor = models.DateTimeField(
         null=True, blank=True, help_text="sessions created from here on are listed at next sync"

@@ -8,7 +8,13 @@ from agents import audit
 from agents.models import Agent
 from dreams.managed.models import ManagedAgentLink
 
-LINK_FIELDS = ("managed_agent_id", "memory_store_id", "anthropic_workspace_id", "api_key_name")
+LINK_FIELDS = (
+    "managed_agent_id",
+    "memory_store_id",
+    "anthropic_workspace_id",
+    "api_key_name",
+    "hosted_dream_enabled",
+)
 
 
 def link_agent(*, agent: Agent, actor: Any = None, **fields: Any) -> ManagedAgentLink:

@@ -16,8 +16,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents import audit
-from agents.ingest import IngestError, ingest_runs
+from agents.ingest import IngestError, ingest_runs, parse_run
 from agents.models import Run
+from agents.transcripts import TranscriptError
 from dreams.managed.client import client_for
 from dreams.managed.models import ManagedAgentLink
 
@@ -39,6 +40,7 @@ class SyncResult:
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
 
@@ -246,6 +248,52 @@ def _store(
     (result.created if stored.created else result.existing).append(session["id"])
 
 
+def _graded(session: dict[str, Any]) -> bool:
+    evaluations = session.get("outcome_evaluations") or []
+    return (
+        is_settled(session)
+        and bool(evaluations)
+        and evaluations[-1].get("result") in OUTCOME_STATUS
+    )
+
+
+def _refresh(
+    link: ManagedAgentLink, session: dict[str, Any], client: anthropic.Anthropic, result: SyncResult
+) -> None:
+    """A run stored before its outcome was defined gets the transcript and grade it has now."""
+    events = _read_events(client, session["id"])
+    item = session_to_run(agent_slug=link.agent.slug, session=session, events=events)
+    try:
+        fresh = parse_run(item, agents=_agents_by_slug(link))
+    except TranscriptError as exc:
+        result.skipped[session["id"]] = str(exc)
+        return
+    fields = [
+        "status",
+        "outcome_reason",
+        "expectations",
+        "messages",
+        "step_count",
+        "metadata",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cost_usd",
+        "latency_ms",
+    ]
+    updated = Run.objects.filter(
+        agent=link.agent, external_id=session["id"], status=Run.Status.UNKNOWN
+    ).update(**{f: getattr(fresh, f) for f in fields})
+    (result.updated if updated else result.existing).append(session["id"])
+
+
+def _agents_by_slug(link: ManagedAgentLink) -> dict[str, Any]:
+    agent = link.agent
+    agent._version_ids = {}  # type: ignore[attr-defined]  # parse_run reads it for explicit versions
+    return {agent.slug: agent}
+
+
 def sync_link(*, link_id: int, session_ids: list[str] | None = None) -> SyncResult:
     """List sessions since the cursor (or fetch the given ones) and store the settled ones as runs."""
     link = ManagedAgentLink.objects.select_related("agent__workspace").get(pk=link_id)
@@ -262,17 +310,20 @@ def sync_link(*, link_id: int, session_ids: list[str] | None = None) -> SyncResu
             params["created_at_gte"] = link.sync_cursor.isoformat()
         sessions = [_dump(s) for s in client.beta.sessions.list(**params)]
 
-    known = set(
+    known = dict(
         Run.objects.filter(
             agent=link.agent, external_id__in=[s["id"] for s in sessions]
-        ).values_list("external_id", flat=True)
+        ).values_list("external_id", "status")
     )
     cursor = link.sync_cursor
     blocked = False  # the cursor stops at the first session that is not settled yet
     for session in sessions:
         created_at = _as_datetime(session["created_at"])
         if session["id"] in known:
-            result.existing.append(session["id"])
+            if known[session["id"]] == Run.Status.UNKNOWN and _graded(session):
+                _refresh(link, session, client, result)
+            else:
+                result.existing.append(session["id"])
         elif not is_settled(session):
             result.pending.append(session["id"])
             if session_ids is None and not blocked:

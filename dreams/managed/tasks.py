@@ -14,9 +14,10 @@ logger = logging.getLogger(__name__)
 
 @shared_task(name="dreams.managed.sync_all", acks_late=True)
 def sync_all() -> None:
-    """Periodic: sync every link, then poll hosted dreams that are due."""
+    """Periodic: sync every link, start scheduled hosted dreams, poll the ones that are due."""
     for link_id in ManagedAgentLink.objects.values_list("pk", flat=True):
         sync_agent_sessions.delay(link_id)
+    hosted.start_due_hosted_dreams()
     hosted.poll_due()
 
 

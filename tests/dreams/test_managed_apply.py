@@ -87,7 +87,9 @@ def test_approval_applies_the_memory_diff_to_the_live_store(
         )
     )
     assert {"managed.apply.start", "managed.apply.applied"} <= actions
-    with pytest.raises(ApplyError, match="already applied"):
+    # Applying is the whole rollout for a Managed Agent: the proposal is rolled out.
+    assert Proposal.objects.get(pk=dreamt_proposal.pk).status == Proposal.Status.ROLLED_OUT
+    with pytest.raises(ApplyError, match="only approved"):
         apply_approved_memory(proposal_id=dreamt_proposal.pk, actor=reviewer)
 
 
@@ -123,9 +125,27 @@ def test_a_concurrent_live_change_stops_the_apply_with_a_conflict(
     assert application.conflict["live_sha256"] == _sha("Ships in 5 days (carrier strike).")
     agent = Agent.objects.get(pk=managed_link.agent_id)
     assert agent.stable_version_id != dreamt_proposal.candidate_version_id
+    assert Proposal.objects.get(pk=dreamt_proposal.pk).status == Proposal.Status.APPROVED
     event = AuditEvent.objects.get(action="managed.apply.conflict")
     assert event.after["written"] == ["update /policies/refunds.md"]
     assert event.after["conflict_path"] == "/policies/shipping.md"
+
+
+def test_after_a_conflict_is_resolved_a_new_attempt_finishes_the_diff(
+    managed_link, fake_managed, dreamt_proposal, reviewer
+):
+    _approve(dreamt_proposal, reviewer)
+    store = managed_link.memory_store_id
+    fake_managed.edit_live(store, "/policies/shipping.md", "Ships in 5 days.")
+    first = apply_approved_memory(proposal_id=dreamt_proposal.pk, actor=reviewer)
+    fake_managed.edit_live(store, "/policies/shipping.md", "Ships in 2 days.")  # reverted
+
+    second = apply_approved_memory(proposal_id=dreamt_proposal.pk, actor=reviewer)
+
+    assert first.status == MemoryApplication.Status.CONFLICT
+    assert second.status == MemoryApplication.Status.APPLIED
+    assert fake_managed.store_contents(store) == DREAMT
+    assert MemoryApplication.objects.filter(proposal=dreamt_proposal).count() == 2
 
 
 def test_a_system_prompt_change_creates_a_new_managed_agent_version(

@@ -187,3 +187,46 @@ def test_a_viewer_cannot_link_or_dream(client, viewer, managed_link):
     assert client.post("/api/v1/agents/support/managed/dreams").status_code == 403
     assert client.delete("/api/v1/agents/support/managed").status_code == 403
     assert ManagedAgentLink.objects.filter(pk=managed_link.pk).exists()
+
+
+def test_a_run_stored_before_its_outcome_was_graded_gets_the_grade_once(managed_link, fake_managed):
+    session = fake_managed.add_session(
+        agent_id=managed_link.managed_agent_id, turns=chat_turns("Refund?", "No.")
+    )
+    sync_link(link_id=managed_link.pk)
+    assert Run.objects.get(external_id=session).status == Run.Status.UNKNOWN
+
+    fake_managed.grade_later(session, outcome=failed_outcome("Still refused."))
+    result = sync_link(link_id=managed_link.pk, session_ids=[session])
+    again = sync_link(link_id=managed_link.pk, session_ids=[session])
+
+    run = Run.objects.get(external_id=session)
+    assert result.updated == [session] and again.existing == [session]
+    assert run.status == Run.Status.FAILURE and run.outcome_reason == "Still refused."
+    assert run.messages[-1]["content"][-1]["text"] == "Revised answer."
+    assert run.expectations["rubric"].startswith("Answer the refund question correctly")
+
+
+def test_hosted_dreams_start_on_schedule_for_opted_in_links(
+    managed_link, fake_managed, django_capture_on_commit_callbacks
+):
+    from dreams.managed.models import HostedDream
+    from dreams.managed.tasks import sync_all
+
+    fake_managed.add_session(
+        agent_id=managed_link.managed_agent_id,
+        turns=chat_turns("Refund?", "No."),
+        outcome=failed_outcome(),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_all()
+    assert not HostedDream.objects.exists()  # not opted in
+
+    ManagedAgentLink.objects.filter(pk=managed_link.pk).update(hosted_dream_enabled=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_all()
+        sync_all()
+
+    dream = HostedDream.objects.get()
+    assert dream.dream_id in fake_managed.dreams
+    assert dream.cycle.report["trigger"] == "schedule"
