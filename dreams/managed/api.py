@@ -17,6 +17,7 @@ from config.api import error_response
 from dreams.managed import apply, hosted, services, webhooks
 from dreams.managed.client import ManagedNotConfigured, api_key_configured, configured_key_names
 from dreams.managed.models import HostedDream, ManagedAgentLink, MemoryApplication
+from dreams.managed.selectors import hosted_dreams_for, memory_applications_for
 from dreams.models import Proposal
 
 
@@ -170,8 +171,7 @@ class HostedDreamListCreate(PrincipalMixin, APIView):
     @extend_schema(responses=HostedDreamSerializer(many=True))
     def get(self, request: Request, slug: str) -> Response:
         agent = get_agent_for(self.principal, slug)
-        dreams = HostedDream.objects.filter(agent=agent)[:50]
-        return Response(HostedDreamSerializer(dreams, many=True).data)
+        return Response(HostedDreamSerializer(hosted_dreams_for(agent), many=True).data)
 
     @extend_schema(request=HostedDreamStartSerializer, responses={202: HostedDreamSerializer})
     def post(self, request: Request, slug: str) -> Response:
@@ -223,7 +223,7 @@ class MemoryApply(PrincipalMixin, APIView):
 
     @extend_schema(responses=MemoryApplicationSerializer(many=True))
     def get(self, request: Request, pk: int) -> Response:
-        applications = self._proposal().memory_applications.all()
+        applications = memory_applications_for(self._proposal())
         return Response(MemoryApplicationSerializer(applications, many=True).data)
 
     @extend_schema(

@@ -230,3 +230,12 @@ def test_hosted_dreams_start_on_schedule_for_opted_in_links(
     dream = HostedDream.objects.get()
     assert dream.dream_id in fake_managed.dreams
     assert dream.cycle.report["trigger"] == "schedule"
+
+
+def test_a_link_with_an_anthropic_workspace_sends_it_on_every_request(managed_link, fake_managed):
+    ManagedAgentLink.objects.filter(pk=managed_link.pk).update(
+        anthropic_workspace_id="wrkspc_support"
+    )
+    sync_link(link_id=managed_link.pk)
+    assert fake_managed.requests
+    assert {r["workspace"] for r in fake_managed.requests} == {"wrkspc_support"}
