@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from agents import audit
 from agents.services import set_stable_version
-from dreams.managed.client import client_for
+from dreams.managed.client import ManagedNotConfigured, client_for
 from dreams.managed.models import ManagedAgentLink, MemoryApplication
 from dreams.models import Proposal
 from dreams.proposals import transition_proposal
@@ -186,12 +186,12 @@ def apply_approved_memory(*, proposal_id: int, actor: Any = None) -> MemoryAppli
     before = proposal.base_version.memory_documents
     after = proposal.candidate_version.memory_documents
     known = proposal.metadata.get("memory_base") or {}
-    client = client_for(link, max_retries=2)
-    # Conditional writes are never retried blindly: a 409 is an answer, not a glitch.
-    writer = client.with_options(max_retries=0)
     written: list[dict[str, Any]] = []
     status, conflict, error = MemoryApplication.Status.APPLIED, {}, ""
     try:
+        client = client_for(link, max_retries=2)
+        # Conditional writes are never retried blindly: a 409 is an answer, not a glitch.
+        writer = client.with_options(max_retries=0)
         live_ids = _live_ids(client, store_id)
         for step in application.planned:
             path = step["path"]
@@ -217,9 +217,18 @@ def apply_approved_memory(*, proposal_id: int, actor: Any = None) -> MemoryAppli
                     memory_id=memory_id,
                 )
             except anthropic.NotFoundError:
-                if step["op"] != "delete":
-                    raise
-                continue  # already gone live: the goal of the write holds
+                if step["op"] == "delete":
+                    continue  # already gone live: the goal of the write holds
+                status = MemoryApplication.Status.CONFLICT
+                conflict = {
+                    "path": path,
+                    "memory_id": memory_id,
+                    "expected_sha256": sha256(before.get(path, "")),
+                    "live_sha256": None,
+                    "live_content": None,
+                    "message": "memory was deleted live since the proposal",
+                }
+                break
             except anthropic.ConflictError as exc:
                 if getattr(exc, "type", None) not in PRECONDITION_ERRORS:
                     raise
@@ -243,11 +252,22 @@ def apply_approved_memory(*, proposal_id: int, actor: Any = None) -> MemoryAppli
             )
             if application.conflict:
                 status, conflict = MemoryApplication.Status.CONFLICT, application.conflict
-    except anthropic.APIError as exc:
+    except (anthropic.APIError, ManagedNotConfigured) as exc:
         status, error = (
             MemoryApplication.Status.FAILED,
             f"{type(exc).__name__}: {getattr(exc, 'message', exc)}",
         )
+    except Exception as exc:
+        _finish(
+            application=application,
+            proposal=proposal,
+            actor=actor,
+            status=MemoryApplication.Status.FAILED,
+            written=written,
+            conflict={},
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        raise
     return _finish(
         application=application,
         proposal=proposal,

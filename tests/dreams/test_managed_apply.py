@@ -202,3 +202,34 @@ def test_the_apply_endpoint_answers_409_with_the_conflict(
     assert body["conflict"]["live_content"] == "Refunds within 14 days."
     assert "/policies/escalation.md" not in fake_managed.store_contents(store)
     assert client.get(url).json()[0]["status"] == "conflict"
+
+
+def test_a_memory_deleted_live_is_a_conflict_not_a_silent_create(
+    managed_link, fake_managed, dreamt_proposal, reviewer
+):
+    _approve(dreamt_proposal, reviewer)
+    store = managed_link.memory_store_id
+    refunds = fake_managed.memory_id(store, "/policies/refunds.md")
+    del fake_managed.memories[store][refunds]
+
+    application = apply_approved_memory(proposal_id=dreamt_proposal.pk, actor=reviewer)
+
+    assert application.status == MemoryApplication.Status.CONFLICT
+    assert application.written == []
+    assert application.conflict["path"] == "/policies/refunds.md"
+    assert application.conflict["live_content"] is None
+    assert "/policies/refunds.md" not in fake_managed.store_contents(store)
+
+
+def test_without_an_api_key_the_attempt_fails_and_writes_nothing(
+    managed_link, fake_managed, dreamt_proposal, reviewer, monkeypatch
+):
+    _approve(dreamt_proposal, reviewer)
+    monkeypatch.delenv("REVERIE_TEST_MANAGED_KEY")
+    fake_managed.requests.clear()
+
+    application = apply_approved_memory(proposal_id=dreamt_proposal.pk, actor=reviewer)
+
+    assert application.status == MemoryApplication.Status.FAILED
+    assert "ManagedNotConfigured" in application.error
+    assert fake_managed.requests == []
