@@ -20,7 +20,7 @@ from agents import audit
 from agents.models import Agent, ConfigVersion, Run
 from agents.pricing import cost_of
 from agents.services import create_config_version
-from dreams.managed.client import client_for
+from dreams.managed.client import ManagedNotConfigured, client_for
 from dreams.managed.flags import flags_for
 from dreams.managed.models import HostedDream, ManagedAgentLink
 from dreams.managed.sync import MANAGED_TAG
@@ -229,7 +229,7 @@ def submit(*, hosted_id: int) -> HostedDream:
             instructions=hosted.instructions or None,
             output_behavior={"type": "create_new"},
         )
-    except anthropic.APIError as exc:
+    except (anthropic.APIError, ManagedNotConfigured) as exc:
         _finish_without_output(
             hosted_id=hosted_id,
             status=HostedDream.Status.FAILED,

@@ -244,3 +244,19 @@ def test_a_spent_monthly_budget_blocks_hosted_dreams(managed_link, failed_sessio
     with pytest.raises(hosted.HostedDreamError, match="budget"):
         hosted.start_hosted_dream(agent=agent)
     assert not HostedDream.objects.exists()
+
+
+def test_a_dream_the_api_refuses_is_recorded_as_failed(
+    managed_link, fake_managed, failed_sessions, start
+):
+    from dreams.managed.models import ManagedAgentLink
+
+    ManagedAgentLink.objects.filter(pk=managed_link.pk).update(memory_store_id="memstore_gone")
+
+    dream = start(managed_link.agent)
+
+    assert dream.status == HostedDream.Status.FAILED and dream.dream_id == ""
+    assert dream.error_type == "not_found_error"
+    cycle = DreamCycle.objects.get(pk=dream.cycle_id)
+    assert cycle.status == DreamCycle.Status.FAILED and "not_found_error" in cycle.error
+    assert not DreamCycle.objects.filter(status__in=DreamCycle.ACTIVE).exists()
