@@ -260,3 +260,40 @@ def test_a_dream_the_api_refuses_is_recorded_as_failed(
     cycle = DreamCycle.objects.get(pk=dream.cycle_id)
     assert cycle.status == DreamCycle.Status.FAILED and "not_found_error" in cycle.error
     assert not DreamCycle.objects.filter(status__in=DreamCycle.ACTIVE).exists()
+
+
+def test_with_the_replay_module_installed_the_proposal_goes_to_replay(
+    managed_link, fake_managed, failed_sessions, start, monkeypatch
+):
+    """Contract 3 (dreams.experiments.start_experiment): baseline = base, target = the dreamt runs."""
+    import sys
+    import types
+
+    from dreams.models import Experiment
+
+    def start_experiment(
+        *, agent, baseline_version, candidate_version, target_runs, proposal=None, **kwargs
+    ):
+        experiment = Experiment.objects.create(
+            agent=agent,
+            proposal=proposal,
+            baseline_version=baseline_version,
+            candidate_version=candidate_version,
+        )
+        experiment.target_runs.set(target_runs)
+        return experiment
+
+    module = types.ModuleType("dreams.experiments")
+    module.start_experiment = start_experiment
+    monkeypatch.setitem(sys.modules, "dreams.experiments", module)
+
+    dream = start(managed_link.agent)
+    fake_managed.dream_completed(dream.dream_id, memories=DREAMT)
+    dream = hosted.poll(hosted_id=dream.pk)
+
+    proposal = Proposal.objects.get(pk=dream.proposal_id)
+    assert proposal.status == Proposal.Status.REPLAYING
+    experiment = proposal.experiments.get()
+    assert experiment.baseline_version_id == proposal.base_version_id
+    assert experiment.candidate_version_id == proposal.candidate_version_id
+    assert {r.external_id for r in experiment.target_runs.all()} == set(failed_sessions)
