@@ -502,6 +502,10 @@ class FakeManaged:
                     if session_id not in self.events:
                         raise FakeManagedError(404, "not_found_error", session_id)
                     return self._page(self.events[session_id], q)
+                case ("GET", ["memory_stores", store_id]):
+                    if store_id not in self.stores:
+                        raise FakeManagedError(404, "not_found_error", store_id)
+                    return self.stores[store_id]
                 case ("GET", ["memory_stores", store_id, "memories"]):
                     if store_id not in self.memories:
                         raise FakeManagedError(404, "not_found_error", store_id)

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import anthropic
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -93,7 +94,17 @@ class ManagedLinkDetail(PrincipalMixin, APIView):
         serializer.is_valid(raise_exception=True)
         try:
             link = services.link_agent(
-                agent=agent, actor=self.principal.actor, **serializer.validated_data
+                agent=agent, actor=self.principal.actor, verify=True, **serializer.validated_data
+            )
+        except services.LinkCheckFailed as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from exc
+        except ManagedNotConfigured as exc:
+            raise ValidationError({"api_key_name": [str(exc)]}) from exc
+        except anthropic.APIError as exc:
+            return error_response(
+                "anthropic_unavailable",
+                f"Anthropic API answered {type(exc).__name__}; try again.",
+                status_code=502,
             )
         except DjangoValidationError as exc:
             raise ValidationError(

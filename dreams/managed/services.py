@@ -2,11 +2,36 @@
 
 from typing import Any
 
+import anthropic
 from django.db import transaction
 
 from agents import audit
 from agents.models import Agent
+from dreams.managed.client import client_for
 from dreams.managed.models import ManagedAgentLink
+
+
+class LinkCheckFailed(Exception):
+    """The Managed Agent or memory store could not be read with the configured key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_remote(*, link: ManagedAgentLink) -> int:
+    """Read the remote agent and memory store once; returns the agent's current version."""
+    client = client_for(link)
+    try:
+        remote = client.beta.agents.retrieve(link.managed_agent_id)
+    except anthropic.NotFoundError as exc:
+        raise LinkCheckFailed("managed_agent_id", "no such Managed Agent for this key") from exc
+    try:
+        client.beta.memory_stores.retrieve(link.memory_store_id)
+    except anthropic.NotFoundError as exc:
+        raise LinkCheckFailed("memory_store_id", "no such memory store for this key") from exc
+    return remote.version
+
 
 LINK_FIELDS = (
     "managed_agent_id",
@@ -17,11 +42,25 @@ LINK_FIELDS = (
 )
 
 
-def link_agent(*, agent: Agent, actor: Any = None, **fields: Any) -> ManagedAgentLink:
-    """Create or change the agent's link; changing the remote agent restarts the sync cursor."""
+def link_agent(
+    *, agent: Agent, actor: Any = None, verify: bool = False, **fields: Any
+) -> ManagedAgentLink:
+    """Create or change the agent's link; changing the remote agent restarts the sync cursor.
+
+    With `verify`, the remote agent and store are read first (LinkCheckFailed names the field).
+    """
     unknown = set(fields) - set(LINK_FIELDS)
     if unknown:
         raise ValueError(f"not link fields: {', '.join(sorted(unknown))}")
+    version = None
+    if verify:  # network first, outside the transaction and its row lock
+        current = ManagedAgentLink.objects.filter(agent=agent).first()
+        probe = ManagedAgentLink(
+            agent=agent, **({f: getattr(current, f) for f in LINK_FIELDS} if current else {})
+        )
+        for key, value in fields.items():
+            setattr(probe, key, value)
+        version = check_remote(link=probe)
     with transaction.atomic():
         Agent.objects.select_for_update().filter(pk=agent.pk).first()
         link = ManagedAgentLink.objects.filter(agent=agent).first()
@@ -37,6 +76,8 @@ def link_agent(*, agent: Agent, actor: Any = None, **fields: Any) -> ManagedAgen
         for key, value in fields.items():
             setattr(link, key, value)
         link.full_clean(exclude=["agent"])
+        if version is not None:
+            link.managed_agent_version = version
         link.save()
         audit.record(
             workspace=agent.workspace,

@@ -239,3 +239,29 @@ def test_a_link_with_an_anthropic_workspace_sends_it_on_every_request(managed_li
     sync_link(link_id=managed_link.pk)
     assert fake_managed.requests
     assert {r["workspace"] for r in fake_managed.requests} == {"wrkspc_support"}
+
+
+def test_linking_checks_the_remote_agent_and_store_first(api, agent, fake_managed):
+    remote = fake_managed.add_agent()
+    store = fake_managed.add_store()
+
+    missing_store = api.put(
+        "/api/v1/agents/support/managed",
+        {"managed_agent_id": remote, "memory_store_id": "memstore_nope"},
+        format="json",
+    )
+    missing_agent = api.put(
+        "/api/v1/agents/support/managed",
+        {"managed_agent_id": "agent_nope", "memory_store_id": store},
+        format="json",
+    )
+    linked = api.put(
+        "/api/v1/agents/support/managed",
+        {"managed_agent_id": remote, "memory_store_id": store},
+        format="json",
+    )
+
+    assert "memory_store_id" in missing_store.json()["error"]["fields"]
+    assert "managed_agent_id" in missing_agent.json()["error"]["fields"]
+    assert linked.status_code == 200 and linked.json()["managed_agent_version"] == 1
+    assert ManagedAgentLink.objects.count() == 1
