@@ -137,6 +137,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "agents.models.Run.Status",
+        "HostedDreamStatusEnum": "dreams.managed.models.HostedDream.Status",
+        "MemoryApplicationStatusEnum": "dreams.managed.models.MemoryApplication.Status",
+    },
 }
 
 # Celery: eager (in-process) unless a Redis broker is configured.
@@ -171,6 +176,23 @@ REVERIE_MODEL_PRICES = {
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_read": 0.10, "cache_write": 1.25},
 }
 
+# Claude Managed Agents connector (dreams/managed/). API keys are never stored in the database:
+# REVERIE_MANAGED_API_KEYS maps a key name (usually the Reverie workspace slug) to the name of the
+# environment variable holding the Anthropic key, e.g. "northwind=ANTHROPIC_KEY_NORTHWIND,acme=KEY_ACME".
+REVERIE_MANAGED_API_KEYS = env_str("REVERIE_MANAGED_API_KEYS", "")
+REVERIE_MANAGED_BASE_URL = env_str("REVERIE_MANAGED_BASE_URL", "")
+REVERIE_MANAGED_WEBHOOK_SECRET = env_str(
+    "REVERIE_MANAGED_WEBHOOK_SECRET", env_str("ANTHROPIC_WEBHOOK_SIGNING_KEY", "")
+)
+REVERIE_MANAGED_SYNC_MINUTES = env_int("REVERIE_MANAGED_SYNC_MINUTES", 15, minimum=1)
+REVERIE_HOSTED_DREAM_MODEL = env_str("REVERIE_HOSTED_DREAM_MODEL", "claude-sonnet-5-5")
+REVERIE_HOSTED_DREAM_INSTRUCTIONS = env_str(
+    "REVERIE_HOSTED_DREAM_INSTRUCTIONS",
+    "Study the failed sessions and update the memory so the agent avoids these failures. "
+    "Write general instructions, not copies of one conversation's facts or personal data.",
+)
+REVERIE_HOSTED_DREAM_MAX_POLLS = env_int("REVERIE_HOSTED_DREAM_MAX_POLLS", 120, minimum=1)
+
 # Outgoing webhooks refuse private and loopback targets unless this is on.
 REVERIE_WEBHOOKS_ALLOW_PRIVATE = env_bool("REVERIE_WEBHOOKS_ALLOW_PRIVATE", False)
 
@@ -182,4 +204,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("REVERIE_LOG_LEVEL", "INFO")},
+}
+
+# Periodic tasks (django-celery-beat copies these into its database schedule at start-up).
+CELERY_BEAT_SCHEDULE = {
+    "managed-sync-all": {
+        "task": "dreams.managed.sync_all",
+        "schedule": REVERIE_MANAGED_SYNC_MINUTES * 60,
+    },
 }

@@ -342,3 +342,5 @@ class ModelCall(models.Model):
             + self.cache_read_tokens
             + self.cache_write_tokens
         )
+
+from dreams.managed.models import *  # noqa: E402,F403

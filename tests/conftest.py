@@ -16,6 +16,9 @@ from tests.factories import (
     WorkspaceFactory,
 )
 
+# Fixtures of the loopback Managed Agents fake (fake_managed, managed_link).
+pytest_plugins = ["tests.fake_managed"]
+
 
 @pytest.fixture(autouse=True)
 def eager_celery() -> Any:

@@ -1,0 +1,1 @@
+"""Claude Managed Agents connector: link, session sync, webhooks, hosted dreams, memory apply."""
