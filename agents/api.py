@@ -1,11 +1,13 @@
 """Capture REST API: agents, config versions, runs (bulk, idempotent) and feedback."""
 
-import json
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -17,7 +19,7 @@ from rest_framework.views import APIView
 
 from agents import services
 from agents.access import Principal, get_agent_for, get_run_for, principal_for
-from agents.ingest import IngestError, check_sizes, ingest_runs
+from agents.ingest import IngestError, PayloadRejected, ingest_runs, load_payload
 from agents.models import Agent, ConfigVersion, Feedback, Run
 from agents.selectors import agents_for, runs_for, versions_for
 from config.api import DefaultPagination, error_response
@@ -332,6 +334,17 @@ def _parse_bool(value: str | None) -> bool | None:
     raise ValidationError({"negative_feedback": ["must be true or false"]})
 
 
+def _parse_time(raw: str) -> datetime | None:
+    """An ISO 8601 time from a query string; naive means UTC, an unencoded '+' is tolerated."""
+    try:
+        parsed = parse_datetime(raw) or parse_datetime(re.sub(r" (\d\d:?\d\d)$", r"+\1", raw))
+    except ValueError:
+        return None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, UTC)
+    return parsed
+
+
 class RunCursorPagination(DefaultPagination):
     ordering = ("-started_at", "-id")
 
@@ -347,7 +360,7 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
         since = until = None
         for name in ("since", "until"):
             if params.get(name):
-                parsed = parse_datetime(params[name])
+                parsed = _parse_time(params[name])
                 if parsed is None:
                     raise ValidationError({name: ["must be an ISO 8601 date-time"]})
                 if name == "since":
@@ -386,45 +399,33 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
     @extend_schema(request=RUN_IN_DOC, responses={201: RUN_OUT_DOC, 200: RUN_OUT_DOC})
     def post(self, request: Request) -> Response:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
-        if length > settings.REVERIE_REQUEST_MAX_BYTES:
+        if length > settings.REVERIE_REQUEST_MAX_BYTES:  # refuse before reading the body
             return error_response(
                 "too_large",
                 f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.",
                 status_code=413,
             )
+        if "json" not in (request.content_type or ""):
+            return error_response(
+                "unsupported_media_type",
+                "Send the runs as JSON (Content-Type: application/json).",
+                status_code=415,
+            )
         try:
-            body = request.data
+            body = request.body
+            items, single = load_payload(body)
         except RequestDataTooBig:
             return error_response(
                 "too_large",
                 f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.",
                 status_code=413,
             )
-        single = isinstance(body, dict) and "runs" not in body
-        items = [body] if single else (body.get("runs") if isinstance(body, dict) else body)
-        if not isinstance(items, list) or not items:
-            return error_response(
-                "invalid",
-                'Send one run object, a list of runs, or {"runs": [...]}.',
-                fields={"runs": ["expected a run object or a non-empty list"]},
-            )
-        if len(items) > settings.REVERIE_BATCH_MAX_RUNS:
-            return error_response(
-                "too_large",
-                f"At most {settings.REVERIE_BATCH_MAX_RUNS} runs per request.",
-                fields={"runs": [f"{len(items)} runs sent"]},
-                status_code=413,
-            )
-        oversized = check_sizes(items, body_size=length or len(json.dumps(items)))
-        if oversized is not None:
-            return error_response(
-                "too_large",
-                f"Run {oversized} is over {settings.REVERIE_RUN_MAX_BYTES} bytes.",
-                fields={f"runs[{oversized}]": ["too large"]},
-                status_code=413,
-            )
+        except PayloadRejected as exc:
+            return error_response(exc.code, exc.message, fields=exc.fields, status_code=exc.status)
         try:
-            results = ingest_runs(workspace=self.principal.workspace, items=items)
+            results = ingest_runs(
+                workspace=self.principal.workspace, items=items, check_nul=b"\\u0000" in body
+            )
         except IngestError as exc:
             fields = exc.fields
             if single:

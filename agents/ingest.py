@@ -5,6 +5,7 @@ insert runs in one transaction. Re-posting a run returns the stored id and write
 """
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -20,6 +21,8 @@ from agents.pricing import cost_of
 from agents.transcripts import TranscriptError, count_steps, to_canonical
 
 MAX_EXTERNAL_ID = 255
+MAX_LATENCY_MS = 2**31 - 1  # the column is a PostgreSQL integer
+MAX_COST_USD = Decimal(1_000_000)  # the column holds 12 digits, 6 after the point
 
 
 class IngestError(ValueError):
@@ -50,7 +53,13 @@ def _optional_number(item: dict[str, Any], key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(key, "must be a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise _fail(key, "must be a finite number")
+    return number
 
 
 def _validate_expectations(value: Any) -> dict[str, Any]:
@@ -97,10 +106,34 @@ def _validate_expectations(value: Any) -> dict[str, Any]:
     return value
 
 
-def parse_run(item: Any, *, agents: dict[str, Agent]) -> Run:
+def _nul_path(value: Any, path: str = "") -> str | None:
+    """The path of the first string (or key) holding U+0000, which PostgreSQL cannot store."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, child in value.items():
+            child_path = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return child_path
+            found = _nul_path(child, child_path)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found = _nul_path(child, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def parse_run(item: Any, *, agents: dict[str, Agent], check_nul: bool = True) -> Run:
     """Validate one incoming run and build an unsaved Run; raises TranscriptError naming the field."""
     if not isinstance(item, dict):
         raise _fail("", "each run must be a JSON object")
+    if check_nul:
+        nul_at = _nul_path(item)
+        if nul_at is not None:
+            raise _fail(nul_at, "contains a NUL character (\\u0000), which cannot be stored")
     slug = item.get("agent")
     if not isinstance(slug, str) or not slug:
         raise _fail("agent", "is required (the agent's slug)")
@@ -119,7 +152,10 @@ def parse_run(item: Any, *, agents: dict[str, Agent]) -> Run:
     started_at = timezone.now()
     if item.get("started_at") is not None:
         raw = item["started_at"]
-        parsed = parse_datetime(raw) if isinstance(raw, str) else None
+        try:
+            parsed = parse_datetime(raw) if isinstance(raw, str) else None
+        except ValueError:  # well-formed but impossible, e.g. month 13
+            parsed = None
         if parsed is None:
             raise _fail("started_at", "must be an ISO 8601 date-time")
         started_at = (
@@ -127,9 +163,11 @@ def parse_run(item: Any, *, agents: dict[str, Agent]) -> Run:
         )
     latency = item.get("latency_ms")
     if latency is not None and (
-        isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0
+        isinstance(latency, bool)
+        or not isinstance(latency, int | float)
+        or not 0 <= latency < MAX_LATENCY_MS
     ):
-        raise _fail("latency_ms", "must be a non-negative number")
+        raise _fail("latency_ms", f"must be a number of milliseconds below {MAX_LATENCY_MS}")
     tags = item.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise _fail("tags", "must be a list of strings")
@@ -160,10 +198,14 @@ def parse_run(item: Any, *, agents: dict[str, Agent]) -> Run:
         version_id = agent.stable_version_id
 
     if item.get("cost_usd") is not None:
+        raw_cost = item["cost_usd"]
         try:
-            cost = Decimal(str(item["cost_usd"]))
-        except InvalidOperation as exc:
-            raise _fail("cost_usd", "must be a number") from exc
+            cost = Decimal(str(raw_cost)) if not isinstance(raw_cost, bool) else Decimal("NaN")
+        except InvalidOperation:
+            cost = Decimal("NaN")
+        if not cost.is_finite() or not 0 <= cost < MAX_COST_USD:
+            raise _fail("cost_usd", f"must be a number of dollars from 0 to below {MAX_COST_USD}")
+        cost = cost.quantize(Decimal("0.000001"))
     else:
         cost = cost_of(model, usage)
 
@@ -205,19 +247,88 @@ def _load_agents(workspace: Workspace, slugs: set[str]) -> dict[str, Agent]:
     return agents
 
 
-def check_sizes(items: list[Any], *, body_size: int) -> int | None:
+class PayloadRejected(ValueError):
+    """The body of POST /runs as a whole is unusable (not JSON, wrong shape, too large)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "invalid",
+        fields: dict[str, list[str]] | None = None,
+        status: int = 400,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.fields = fields or {}
+        self.status = status
+
+
+EXPECTED_BODY = 'one run object, a list of runs, or {"runs": [...]}'
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def load_payload(body: bytes) -> tuple[list[Any], bool]:
+    """Decode a POST /runs body into its run items; the flag says whether one bare run was sent."""
+    if len(body) > settings.REVERIE_REQUEST_MAX_BYTES:
+        raise PayloadRejected(
+            f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.",
+            code="too_large",
+            status=413,
+        )
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadRejected(
+            f"Malformed JSON ({exc}); expected {EXPECTED_BODY}.", code="parse_error"
+        ) from exc
+    single = isinstance(data, dict) and "runs" not in data
+    items = [data] if single else (data.get("runs") if isinstance(data, dict) else data)
+    if not isinstance(items, list) or not items:
+        raise PayloadRejected(
+            f"Expected {EXPECTED_BODY}.",
+            fields={"runs": ["expected a run object or a non-empty list of runs"]},
+        )
+    if len(items) > settings.REVERIE_BATCH_MAX_RUNS:
+        raise PayloadRejected(
+            f"At most {settings.REVERIE_BATCH_MAX_RUNS} runs per request.",
+            code="too_large",
+            fields={"runs": [f"{len(items)} runs sent"]},
+            status=413,
+        )
+    oversized = _first_oversized(items, body_size=len(body))
+    if oversized is not None:
+        raise PayloadRejected(
+            f"Run {oversized} is over {settings.REVERIE_RUN_MAX_BYTES} bytes.",
+            code="too_large",
+            fields={f"runs[{oversized}]": ["too large"]},
+            status=413,
+        )
+    return items, single
+
+
+def _first_oversized(items: list[Any], *, body_size: int) -> int | None:
     """Return the index of the first run over the per-run limit, or None."""
     limit = settings.REVERIE_RUN_MAX_BYTES
     if body_size <= limit:
         return None  # no single item can be larger than the whole body
     for index, item in enumerate(items):
-        if len(json.dumps(item, separators=(",", ":"))) > limit:
+        if len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()) > limit:
             return index
     return None
 
 
-def ingest_runs(*, workspace: Workspace, items: list[Any]) -> list[IngestResult]:
-    """Store a batch of runs; existing (agent, external_id) pairs are returned, not re-written."""
+def ingest_runs(
+    *, workspace: Workspace, items: list[Any], check_nul: bool = True
+) -> list[IngestResult]:
+    """Store a batch of runs; existing (agent, external_id) pairs are returned, not re-written.
+
+    `check_nul=False` skips the scan for U+0000 when the caller knows the raw body has none.
+    """
     slugs = {
         i.get("agent") for i in items if isinstance(i, dict) and isinstance(i.get("agent"), str)
     }
@@ -226,7 +337,7 @@ def ingest_runs(*, workspace: Workspace, items: list[Any]) -> list[IngestResult]
     errors: dict[str, list[str]] = {}
     for index, item in enumerate(items):
         try:
-            runs.append(parse_run(item, agents=agents))
+            runs.append(parse_run(item, agents=agents, check_nul=check_nul))
         except TranscriptError as exc:
             path = f"runs[{index}].{exc.path}" if exc.path else f"runs[{index}]"
             errors[path] = [exc.message]

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -31,6 +32,11 @@ AGENT_SETTING_FIELDS = (
     "rollout_stages",
 )
 SECRET_FIELDS = {"webhook_secret"}
+
+
+def _user_or_none(actor: Any) -> Any:
+    """The Django user behind an actor, or None for API keys, the system and anonymous callers."""
+    return actor if isinstance(actor, get_user_model()) and actor.is_authenticated else None
 
 
 def _settings_snapshot(agent: Agent, fields: list[str]) -> dict[str, Any]:
@@ -144,7 +150,7 @@ def create_config_version(
             model=model or agent.model,
             parent=parent,
             source=source,
-            author=author if getattr(author, "is_authenticated", False) else None,
+            author=_user_or_none(author),
             note=note,
         )
         audit.record(
@@ -191,5 +197,5 @@ def add_feedback(
         score=score,
         comment=comment,
         source=source,
-        author=author if getattr(author, "is_authenticated", False) else None,
+        author=_user_or_none(author),
     )

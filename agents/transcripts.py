@@ -183,6 +183,15 @@ def normalise_messages(messages: Any, path: str = "messages") -> list[dict[str, 
     return out
 
 
+MAX_TOKENS = 2**62  # far above any real count, well inside a PostgreSQL bigint
+
+
+def _token_count(value: Any, path: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_TOKENS:
+        raise TranscriptError(path, "must be a non-negative integer")
+    return value
+
+
 def _anthropic_usage(usage: Any, path: str) -> dict[str, int]:
     if usage is None:
         return {}
@@ -198,9 +207,7 @@ def _anthropic_usage(usage: Any, path: str) -> dict[str, int]:
         value = usage.get(key)
         if value is None:
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise TranscriptError(f"{path}.{key}", "must be a non-negative integer")
-        out[key] = value
+        out[key] = _token_count(value, f"{path}.{key}")
     return out
 
 
@@ -297,14 +304,9 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
 
     def append(role: str, blocks: list[dict[str, Any]]) -> None:
-        # Anthropic form alternates roles; consecutive tool results join one user turn.
-        if (
-            messages
-            and messages[-1]["role"] == role
-            and role == "user"
-            and blocks
-            and blocks[0]["type"] == "tool_result"
-        ):
+        # Anthropic form alternates roles: tool results and any user text that follows them
+        # join one user turn (to_openai splits them back into separate messages).
+        if messages and messages[-1]["role"] == role == "user":
             messages[-1]["content"].extend(blocks)
         else:
             messages.append({"role": role, "content": blocks})
@@ -391,13 +393,19 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
     usage_in = item.get("usage") or {}
     if not isinstance(usage_in, dict):
         raise TranscriptError("usage", "must be an object")
-    cached = int((usage_in.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    details = usage_in.get("prompt_tokens_details") or {}
+    if not isinstance(details, dict):
+        raise TranscriptError("usage.prompt_tokens_details", "must be an object")
+    cached = _token_count(details.get("cached_tokens") or 0, "usage.prompt_tokens_details")
     usage = {}
-    if "prompt_tokens" in usage_in:
-        usage["input_tokens"] = int(usage_in["prompt_tokens"]) - cached
+    if usage_in.get("prompt_tokens") is not None:
+        prompt = _token_count(usage_in["prompt_tokens"], "usage.prompt_tokens")
+        usage["input_tokens"] = max(prompt - cached, 0)
         usage["cache_read_input_tokens"] = cached
-    if "completion_tokens" in usage_in:
-        usage["output_tokens"] = int(usage_in["completion_tokens"])
+    if usage_in.get("completion_tokens") is not None:
+        usage["output_tokens"] = _token_count(
+            usage_in["completion_tokens"], "usage.completion_tokens"
+        )
     return {
         "system": "\n\n".join(system_parts),
         "tools": tools,
