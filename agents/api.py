@@ -60,6 +60,7 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["number", "parent", "source", "author", "content_hash", "created_at"]
+        extra_kwargs = {"model": {"required": False, "help_text": "defaults to the agent's model"}}
 
     def validate_memory_documents(self, value: Any) -> dict[str, str]:
         if not isinstance(value, dict) or not all(
