@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from agents import audit
 from agents.models import Agent, ApiKey, ConfigVersion, Feedback, Run, Workspace, hash_api_key
+from agents.transcripts import count_steps
 
 AGENT_SETTING_FIELDS = (
     "name",
@@ -199,3 +200,16 @@ def add_feedback(
         source=source,
         author=_user_or_none(author),
     )
+
+
+def recount_steps(*, run_id: int) -> int | None:
+    """Re-derive a run's assistant-turn count from its messages; None when the run is gone."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return None
+        steps = count_steps(run.messages)
+        if run.step_count != steps:
+            run.step_count = steps
+            run.save(update_fields=["step_count"])
+    return steps
