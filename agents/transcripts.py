@@ -112,46 +112,65 @@ def _anthropic_tools(tools: Any, path: str) -> list[dict[str, Any]]:
     return out
 
 
-def _normalise_block(block: Any, path: str, seen_tool_ids: set[str], role: str) -> dict[str, Any]:
+_DROPPED_KEYS = ("cache_control", "citations")
+
+
+def _normalise_block(block: Any, seen_tool_ids: set[str], role: str) -> dict[str, Any]:
+    """Validate one content block. Error paths are relative ("", ".text", ".content[0].text"):
+    the caller prefixes them, so the hot path builds no strings."""
     if not isinstance(block, dict):
-        raise TranscriptError(path, "content blocks must be objects")
+        raise TranscriptError("", "content blocks must be objects")
     kind = block.get("type")
     if kind not in BLOCK_TYPES:
         raise TranscriptError(
-            f"{path}.type",
+            ".type",
             f"unknown block type {kind!r}; expected one of {', '.join(sorted(BLOCK_TYPES))}",
         )
-    block = {k: v for k, v in block.items() if k not in ("cache_control", "citations") or v}
-    if kind == "text" and not isinstance(block.get("text"), str):
-        raise TranscriptError(f"{path}.text", "must be a string")
-    if kind == "thinking" and not isinstance(block.get("thinking"), str):
-        raise TranscriptError(f"{path}.thinking", "must be a string")
-    if kind == "tool_use":
+    if "cache_control" in block or "citations" in block:
+        block = {k: v for k, v in block.items() if k not in _DROPPED_KEYS or v}
+        block.pop("cache_control", None)
+    if kind == "text":
+        if not isinstance(block.get("text"), str):
+            raise TranscriptError(".text", "must be a string")
+    elif kind == "thinking":
+        if not isinstance(block.get("thinking"), str):
+            raise TranscriptError(".thinking", "must be a string")
+    elif kind == "tool_use":
         if role != "assistant":
-            raise TranscriptError(f"{path}.type", "tool_use blocks belong to assistant messages")
+            raise TranscriptError(".type", "tool_use blocks belong to assistant messages")
         if not isinstance(block.get("id"), str) or not block["id"]:
-            raise TranscriptError(f"{path}.id", "tool_use needs an id")
+            raise TranscriptError(".id", "tool_use needs an id")
         if not isinstance(block.get("name"), str) or not block["name"]:
-            raise TranscriptError(f"{path}.name", "tool_use needs a name")
-        if not isinstance(block.get("input", {}), dict):
-            raise TranscriptError(f"{path}.input", "must be an object")
-        block.setdefault("input", {})
+            raise TranscriptError(".name", "tool_use needs a name")
+        if "input" not in block:
+            block = {**block, "input": {}}
+        elif not isinstance(block["input"], dict):
+            raise TranscriptError(".input", "must be an object")
         seen_tool_ids.add(block["id"])
-    if kind == "tool_result":
+    elif kind == "tool_result":
         if role != "user":
-            raise TranscriptError(f"{path}.type", "tool_result blocks belong to user messages")
+            raise TranscriptError(".type", "tool_result blocks belong to user messages")
         tool_use_id = block.get("tool_use_id")
         if not isinstance(tool_use_id, str) or tool_use_id not in seen_tool_ids:
-            raise TranscriptError(f"{path}.tool_use_id", "must reference an earlier tool_use id")
+            raise TranscriptError(".tool_use_id", "must reference an earlier tool_use id")
         content = block.get("content", "")
         if isinstance(content, list):
-            block["content"] = [
-                _normalise_block(b, f"{path}.content[{j}]", seen_tool_ids, "tool_result_inner")
-                for j, b in enumerate(content)
-            ]
+            block = {**block, "content": _normalise_blocks(content, seen_tool_ids, "", ".content")}
         elif not isinstance(content, str):
-            raise TranscriptError(f"{path}.content", "must be a string or a list of blocks")
+            raise TranscriptError(".content", "must be a string or a list of blocks")
     return block
+
+
+def _normalise_blocks(
+    blocks: list[Any], seen_tool_ids: set[str], role: str, path: str
+) -> list[dict[str, Any]]:
+    out = []
+    for j, block in enumerate(blocks):
+        try:
+            out.append(_normalise_block(block, seen_tool_ids, role))
+        except TranscriptError as exc:
+            raise TranscriptError(f"{path}[{j}]{exc.path}", exc.message) from None
+    return out
 
 
 def normalise_messages(messages: Any, path: str = "messages") -> list[dict[str, Any]]:
@@ -161,23 +180,19 @@ def normalise_messages(messages: Any, path: str = "messages") -> list[dict[str, 
     seen_tool_ids: set[str] = set()
     out = []
     for i, message in enumerate(messages):
-        mpath = f"{path}[{i}]"
         if not isinstance(message, dict):
-            raise TranscriptError(mpath, "must be an object with role and content")
+            raise TranscriptError(f"{path}[{i}]", "must be an object with role and content")
         role = message.get("role")
         if role not in ("user", "assistant"):
-            raise TranscriptError(f"{mpath}.role", "must be 'user' or 'assistant'")
+            raise TranscriptError(f"{path}[{i}].role", "must be 'user' or 'assistant'")
         content = message.get("content")
         if isinstance(content, str):
             blocks = [{"type": "text", "text": content}]
         elif isinstance(content, list):
-            blocks = [
-                _normalise_block(b, f"{mpath}.content[{j}]", seen_tool_ids, role)
-                for j, b in enumerate(content)
-            ]
+            blocks = _normalise_blocks(content, seen_tool_ids, role, f"{path}[{i}].content")
         else:
             raise TranscriptError(
-                f"{mpath}.content", "must be a string or a list of content blocks"
+                f"{path}[{i}].content", "must be a string or a list of content blocks"
             )
         out.append({"role": role, "content": blocks})
     return out
