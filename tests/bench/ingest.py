@@ -4,7 +4,7 @@ Run: `.venv/bin/python tests/bench/ingest.py` (PostgreSQL must answer; it create
 own database, starts gunicorn on 127.0.0.1, posts the runs from several client threads, then
 truncates the run table and COPYs the same rows in). Sizes and knobs come from the environment:
 
-  BENCH_RUNS (20000)  BENCH_MESSAGES (10)  BENCH_BATCH (500)  BENCH_CLIENTS (4)  BENCH_WORKERS (2)
+  BENCH_RUNS (20000)  BENCH_MESSAGES (10)  BENCH_BATCH (1000)  BENCH_CLIENTS (3)  BENCH_WORKERS (2)
   BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/reverie_bench_ingest; dropped and re-created)
 """
 
@@ -27,8 +27,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = int(os.environ.get("BENCH_RUNS", "20000"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "10"))
-BATCH = int(os.environ.get("BENCH_BATCH", "500"))
-CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
+BATCH = int(os.environ.get("BENCH_BATCH", "1000"))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "3"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/reverie_bench_ingest"
@@ -313,10 +313,10 @@ def copy_rows(
             conn.execute("TRUNCATE agents_run RESTART IDENTITY CASCADE")
             conn.commit()
             start = time.perf_counter()
-            with conn.cursor() as cur:
-                with cur.copy(f"COPY agents_run ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
+            sql = f"COPY agents_run ({', '.join(COLUMNS)}) FROM STDIN"
+            with conn.cursor() as cur, cur.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
             conn.commit()
             return time.perf_counter() - start
 
