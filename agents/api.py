@@ -133,9 +133,17 @@ class AgentUpdateSerializer(AgentSerializer):
         read_only_fields = [*AgentSerializer.Meta.read_only_fields, "slug"]
 
 
+class AgentPagination(DefaultPagination):
+    ordering = "slug"  # unique within a workspace
+
+
+class VersionPagination(DefaultPagination):
+    ordering = "-number"  # unique within an agent
+
+
 class AgentListCreate(WorkspaceMixin, generics.ListCreateAPIView):
     serializer_class = AgentSerializer
-    pagination_class = None
+    pagination_class = AgentPagination
 
     def get_queryset(self) -> Any:
         return agents_for(self.principal.workspace)
@@ -188,7 +196,7 @@ class AgentDetail(WorkspaceMixin, APIView):
 
 class ConfigVersionListCreate(WorkspaceMixin, generics.ListCreateAPIView):
     serializer_class = ConfigVersionSerializer
-    pagination_class = None
+    pagination_class = VersionPagination
 
     def get_queryset(self) -> Any:
         return versions_for(get_agent_for(self.principal, self.kwargs["slug"]))

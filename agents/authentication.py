@@ -40,7 +40,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         scheme, _, raw = header.partition(" ")
-        if scheme != self.keyword:
+        if scheme.lower() != self.keyword.lower():  # auth schemes are case-insensitive
             return None
         raw = raw.strip()
         if not raw:

@@ -373,7 +373,8 @@ def _insert(rows: list[dict[str, Any]], *, slugs_by_id: dict[int, str]) -> list[
             if key not in existing and key not in planned:
                 planned[key] = row
         if planned:
-            _store(list(planned.values()))
+            # A fixed order: two batches racing on the same keys then wait, never deadlock.
+            _store([planned[key] for key in sorted(planned)])
     results = []
     for index, row in enumerate(rows):
         key = (row["agent_id"], row["external_id"])

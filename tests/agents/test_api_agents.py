@@ -14,10 +14,10 @@ def test_agents_are_listed_for_the_callers_workspace_only(api, outsider_api, age
     ours = api.get("/api/v1/agents")
     theirs = outsider_api.get("/api/v1/agents")
 
-    assert [a["slug"] for a in ours.json()] == ["support"]
-    assert ours.json()[0]["stable_version"] == 1
-    assert "webhook_secret" not in ours.json()[0]
-    assert theirs.json() == []
+    assert [a["slug"] for a in ours.json()["results"]] == ["support"]
+    assert ours.json()["results"][0]["stable_version"] == 1
+    assert "webhook_secret" not in ours.json()["results"][0]
+    assert theirs.json()["results"] == []
 
 
 def test_an_admin_key_creates_an_agent_and_the_audit_log_records_it(api, workspace):
@@ -208,7 +208,7 @@ def test_bad_version_content_is_a_400(api, agent, payload: dict[str, Any], field
 def test_versions_are_listed_newest_first_and_retrievable(api, agent):
     ConfigVersionFactory(agent=agent, number=2, system_prompt="v2 prompt")
 
-    listed = api.get("/api/v1/agents/support/versions").json()
+    listed = api.get("/api/v1/agents/support/versions").json()["results"]
     detail = api.get("/api/v1/agents/support/versions/2").json()
 
     assert [v["number"] for v in listed] == [2, 1]

@@ -342,3 +342,9 @@ def test_a_member_can_post_runs_with_a_browser_session(client, owner, agent):
 
     assert response.status_code == 201
     assert Run.objects.filter(agent=agent, created_at__lte=timezone.now()).count() == 1
+
+
+def test_the_bearer_scheme_is_case_insensitive(client, agent, api_key):
+    response = client.get(URL, HTTP_AUTHORIZATION=f"bearer {api_key}")
+
+    assert response.status_code == 200

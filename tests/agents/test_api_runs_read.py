@@ -223,3 +223,16 @@ def test_another_workspace_cannot_give_feedback_on_our_runs(outsider_api, runs):
     assert by_id.status_code == 404
     assert by_external.status_code == 404
     assert Feedback.objects.count() == 2
+
+
+def test_listing_runs_takes_the_same_number_of_queries_for_more_runs(
+    api, agent, django_assert_max_num_queries
+):
+    RunFactory.create_batch(3, agent=agent)
+    with django_assert_max_num_queries(4) as few:
+        api.get("/api/v1/runs")
+    RunFactory.create_batch(20, agent=agent)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        response = api.get("/api/v1/runs")
+
+    assert len(response.json()["results"]) == 23
