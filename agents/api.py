@@ -10,7 +10,12 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -22,7 +27,7 @@ from agents.access import Principal, get_agent_for, get_run_for, principal_for
 from agents.ingest import IngestError, PayloadRejected, ingest_runs, load_payload
 from agents.models import Agent, ConfigVersion, Feedback, Run
 from agents.selectors import agents_for, runs_for, versions_for
-from config.api import DefaultPagination, error_response
+from config.api import ERROR_DOC, DefaultPagination, error_response
 
 
 class WorkspaceMixin:
@@ -323,13 +328,40 @@ RUN_IN_DOC = inline_serializer(
         "expectations": serializers.DictField(required=False),
     },
 )
-RUN_OUT_DOC = inline_serializer(
-    "RunIngestResult",
-    fields={
-        "created": serializers.IntegerField(),
-        "existing": serializers.IntegerField(),
-        "results": serializers.ListField(child=serializers.DictField()),
-    },
+RUN_RESULT_FIELDS = {
+    "id": serializers.IntegerField(),
+    "external_id": serializers.CharField(),
+    "agent": serializers.CharField(),
+    "created": serializers.BooleanField(help_text="false: the run was already stored"),
+}
+RUN_OUT_DOC = PolymorphicProxySerializer(
+    component_name="RunIngestResponse",
+    serializers=[
+        inline_serializer(
+            "RunBatchResult",
+            fields={
+                "created": serializers.IntegerField(),
+                "existing": serializers.IntegerField(),
+                "results": inline_serializer(
+                    "RunBatchItem",
+                    fields={"index": serializers.IntegerField(), **RUN_RESULT_FIELDS},
+                    many=True,
+                ),
+            },
+        ),
+        inline_serializer("RunSingleResult", fields=RUN_RESULT_FIELDS),
+    ],
+    resource_type_field_name=None,
+)
+INGEST_DESCRIPTION = (
+    'Send one run object, a list of runs, or `{"runs": [...]}` (at most '
+    "`REVERIE_BATCH_MAX_RUNS`, default 1,000). Idempotent on `(agent, external_id)`: a stored run "
+    "is answered with its id and `created: false`, and is never rewritten; inside one batch the "
+    "first occurrence wins. **All-or-nothing per batch:** if any item is invalid, the 400 names "
+    "every bad item by index and field (`runs[3].messages[2].role`) and nothing of the batch is "
+    "stored. 201 when something was created, else 200. 413 over `REVERIE_RUN_MAX_BYTES` a run "
+    "or `REVERIE_REQUEST_MAX_BYTES` a request. Transcripts: Anthropic Messages form, Anthropic "
+    "request/response exchanges, or OpenAI chat completions (converted on import)."
 )
 
 
@@ -405,7 +437,17 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=RUN_IN_DOC, responses={201: RUN_OUT_DOC, 200: RUN_OUT_DOC})
+    @extend_schema(
+        request=RUN_IN_DOC,
+        responses={
+            201: RUN_OUT_DOC,
+            200: RUN_OUT_DOC,
+            400: ERROR_DOC,
+            413: ERROR_DOC,
+            415: ERROR_DOC,
+        },
+        description=INGEST_DESCRIPTION,
+    )
     def post(self, request: Request) -> Response:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
         if length > settings.REVERIE_REQUEST_MAX_BYTES:  # refuse before reading the body
@@ -498,7 +540,11 @@ class FeedbackIn(serializers.Serializer):
 
 
 class FeedbackCreate(WorkspaceMixin, APIView):
-    @extend_schema(request=FeedbackIn, responses={201: FeedbackSerializer})
+    @extend_schema(
+        request=FeedbackIn,
+        responses={201: FeedbackSerializer, 400: ERROR_DOC, 404: ERROR_DOC},
+        description="Rate a run, found by `run_id` or by `agent` + `external_id`.",
+    )
     def post(self, request: Request) -> Response:
         data_in = FeedbackIn(data=request.data)
         data_in.is_valid(raise_exception=True)
