@@ -120,7 +120,9 @@ class AgentSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["canary_percent", "created_at", "updated_at"]
+        # sandbox_tools names Python callables the replay engine imports and runs: only server
+        # operators set it (Django admin), never an API key.
+        read_only_fields = ["canary_percent", "sandbox_tools", "created_at", "updated_at"]
 
     def validate_required_approvals(self, value: int) -> int:
         if value not in (1, 2):

@@ -226,3 +226,24 @@ def test_a_viewer_session_cannot_create_a_version(client, viewer, agent):
 
     assert response.status_code == 403
     assert agent.versions.count() == 1
+
+
+def test_sandbox_tools_cannot_be_set_with_an_api_key(api, agent):
+    response = api.patch(
+        "/api/v1/agents/support", {"sandbox_tools": {"lookup_order": "os.system"}}, format="json"
+    )
+
+    assert response.status_code == 200
+    agent.refresh_from_db()
+    assert agent.sandbox_tools == {}
+
+
+def test_a_model_validation_error_in_a_service_becomes_a_400_in_the_error_shape():
+    from django.core.exceptions import ValidationError as DjangoValidationError
+
+    from config.api import exception_handler
+
+    response = exception_handler(DjangoValidationError({"webhook_url": ["Enter a URL."]}), {})
+
+    assert response.status_code == 400
+    assert response.data["error"]["fields"] == {"webhook_url": ["Enter a URL."]}
