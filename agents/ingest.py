@@ -22,6 +22,7 @@ from agents.pricing import cost_of
 from agents.transcripts import TranscriptError, count_steps, to_canonical
 
 MAX_EXTERNAL_ID = 255
+STATUSES = frozenset(Run.Status.values)  # the enum rebuilds its value list on every access
 MAX_LATENCY_MS = 2**31 - 1  # the column is a PostgreSQL integer
 MAX_COST_USD = Decimal(1_000_000)  # the column holds 12 digits, 6 after the point
 
@@ -147,8 +148,8 @@ def parse_run(item: Any, *, agents: dict[str, Agent], check_nul: bool = True) ->
             "external_id",
             f"is required: a non-empty string of at most {MAX_EXTERNAL_ID} characters",
         )
-    status = item.get("status", Run.Status.UNKNOWN)
-    if status not in Run.Status.values:
+    status = item.get("status", "unknown")
+    if not isinstance(status, str) or status not in STATUSES:
         raise _fail("status", f"must be one of {', '.join(Run.Status.values)}")
     started_at = timezone.now()
     if item.get("started_at") is not None:

@@ -169,6 +169,7 @@ def test_a_tool_result_without_its_call_is_rejected(api, agent):
         ({"external_id": ""}, "external_id"),
         ({"external_id": 12}, "external_id"),
         ({"status": 3}, "status"),
+        ({"status": ["success"]}, "status"),
         ({"score": True}, "score"),
         ({"latency_ms": -1}, "latency_ms"),
         ({"latency_ms": 10**12}, "latency_ms"),
@@ -348,3 +349,10 @@ def test_the_bearer_scheme_is_case_insensitive(client, agent, api_key):
     response = client.get(URL, HTTP_AUTHORIZATION=f"bearer {api_key}")
 
     assert response.status_code == 200
+
+
+def test_a_naive_started_at_is_taken_as_utc(api, agent):
+    response = post_json(api, run_payload(started_at="2026-11-01T10:00:00"))
+
+    stored = Run.objects.get(pk=response.json()["id"]).started_at
+    assert stored.isoformat() == "2026-11-01T10:00:00+00:00"
