@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 
 from agents import services
 from agents.access import Principal, get_agent_for, get_run_for, principal_for
-from agents.ingest import IngestError, PayloadRejected, ingest_runs, load_payload
+from agents.ingest import IngestError, PayloadRejected, ingest_runs, load_payload, nul_path
 from agents.models import Agent, ConfigVersion, Feedback, Run
 from agents.selectors import agents_for, runs_for, versions_for
 from config.api import ERROR_DOC, DefaultPagination, error_response
@@ -72,6 +72,8 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
             raise serializers.ValidationError("must map document paths to text")
+        if nul_path(value) is not None:
+            raise serializers.ValidationError("must not contain NUL characters")
         return value
 
     def validate_tools(self, value: Any) -> list[Any]:
@@ -79,6 +81,8 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
             isinstance(t, dict) and isinstance(t.get("name"), str) for t in value
         ):
             raise serializers.ValidationError("must be a list of tool definitions with a name")
+        if nul_path(value) is not None:
+            raise serializers.ValidationError("must not contain NUL characters")
         return value
 
 
@@ -400,6 +404,9 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
 
     def get_queryset(self) -> Any:
         params = self.request.query_params
+        for name, value in params.items():
+            if "\x00" in value:
+                raise ValidationError({name: ["must not contain NUL characters"]})
         since = until = None
         for name in ("since", "until"):
             if params.get(name):

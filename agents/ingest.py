@@ -108,7 +108,7 @@ def _validate_expectations(value: Any) -> dict[str, Any]:
     return value
 
 
-def _nul_path(value: Any, path: str = "") -> str | None:
+def nul_path(value: Any, path: str = "") -> str | None:
     """The path of the first string (or key) holding U+0000, which PostgreSQL cannot store."""
     if isinstance(value, str):
         return path if "\x00" in value else None
@@ -117,12 +117,12 @@ def _nul_path(value: Any, path: str = "") -> str | None:
             child_path = f"{path}.{key}" if path else str(key)
             if "\x00" in key:
                 return child_path
-            found = _nul_path(child, child_path)
+            found = nul_path(child, child_path)
             if found is not None:
                 return found
     elif isinstance(value, list):
         for index, child in enumerate(value):
-            found = _nul_path(child, f"{path}[{index}]")
+            found = nul_path(child, f"{path}[{index}]")
             if found is not None:
                 return found
     return None
@@ -133,7 +133,7 @@ def parse_run(item: Any, *, agents: dict[str, Agent], check_nul: bool = True) ->
     if not isinstance(item, dict):
         raise _fail("", "each run must be a JSON object")
     if check_nul:
-        nul_at = _nul_path(item)
+        nul_at = nul_path(item)
         if nul_at is not None:
             raise _fail(nul_at, "contains a NUL character (\\u0000), which cannot be stored")
     slug = item.get("agent")
@@ -329,7 +329,9 @@ def ingest_runs(
     `check_nul=False` skips the scan for U+0000 when the caller knows the raw body has none.
     """
     slugs = {
-        i.get("agent") for i in items if isinstance(i, dict) and isinstance(i.get("agent"), str)
+        i["agent"]
+        for i in items
+        if isinstance(i, dict) and isinstance(i.get("agent"), str) and "\x00" not in i["agent"]
     }
     agents = _load_agents(workspace, slugs)
     rows: list[dict[str, Any]] = []

@@ -121,7 +121,7 @@ def _normalise_block(block: Any, seen_tool_ids: set[str], role: str) -> dict[str
     if not isinstance(block, dict):
         raise TranscriptError("", "content blocks must be objects")
     kind = block.get("type")
-    if kind not in BLOCK_TYPES:
+    if not isinstance(kind, str) or kind not in BLOCK_TYPES:
         raise TranscriptError(
             ".type",
             f"unknown block type {kind!r}; expected one of {', '.join(sorted(BLOCK_TYPES))}",
@@ -262,7 +262,10 @@ def _from_anthropic_exchange(item: dict[str, Any]) -> dict[str, Any]:
     content = response.get("content")
     if not isinstance(content, list):
         raise TranscriptError(f"{prefix}response.content", "must be a list of content blocks")
-    messages = list(request.get("messages") or []) + [{"role": "assistant", "content": content}]
+    history = request.get("messages") or []
+    if not isinstance(history, list):
+        raise TranscriptError(f"{prefix}request.messages", "must be a list of messages")
+    messages = [*history, {"role": "assistant", "content": content}]
     return {
         "system": _system_text(request.get("system"), f"{prefix}request.system"),
         "tools": _anthropic_tools(request.get("tools"), f"{prefix}request.tools"),
@@ -343,7 +346,10 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
             text = _openai_text(message.get("content"), f"{path}.content")
             if text:
                 blocks.append({"type": "text", "text": text})
-            for j, call in enumerate(message.get("tool_calls") or []):
+            tool_calls = message.get("tool_calls") or []
+            if not isinstance(tool_calls, list):
+                raise TranscriptError(f"{path}.tool_calls", "must be a list of tool calls")
+            for j, call in enumerate(tool_calls):
                 cpath = f"{path}.tool_calls[{j}]"
                 function = call.get("function") if isinstance(call, dict) else None
                 if not isinstance(function, dict) or not isinstance(function.get("name"), str):
@@ -393,7 +399,10 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
             )
 
     tools = []
-    for i, tool in enumerate(item.get("tools") or []):
+    raw_tools = item.get("tools") or []
+    if not isinstance(raw_tools, list):
+        raise TranscriptError("tools", "must be a list of tool definitions")
+    for i, tool in enumerate(raw_tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise TranscriptError(f"tools[{i}].function.name", "each tool needs a function name")

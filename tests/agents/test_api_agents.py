@@ -247,3 +247,17 @@ def test_a_model_validation_error_in_a_service_becomes_a_400_in_the_error_shape(
 
     assert response.status_code == 400
     assert response.data["error"]["fields"] == {"webhook_url": ["Enter a URL."]}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"memory_documents": {"a\u0000.md": "b"}},
+        {"tools": [{"name": "x", "input_schema": "\u0000"}]},
+    ],
+)
+def test_a_nul_character_in_version_content_is_a_400(api, agent, payload):
+    response = api.post("/api/v1/agents/support/versions", payload, format="json")
+
+    assert response.status_code == 400
+    assert agent.versions.count() == 1

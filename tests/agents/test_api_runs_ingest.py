@@ -356,3 +356,10 @@ def test_a_naive_started_at_is_taken_as_utc(api, agent):
 
     stored = Run.objects.get(pk=response.json()["id"]).started_at
     assert stored.isoformat() == "2026-11-01T10:00:00+00:00"
+
+
+def test_a_nul_character_in_the_agent_slug_is_a_400(api, agent):
+    response = post_json(api, run_payload(agent="sup\u0000port"))
+
+    assert response.status_code == 400
+    assert list(error_of(response)["fields"]) == ["agent"]

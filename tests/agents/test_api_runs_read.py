@@ -236,3 +236,10 @@ def test_listing_runs_takes_the_same_number_of_queries_for_more_runs(
         response = api.get("/api/v1/runs")
 
     assert len(response.json()["results"]) == 23
+
+
+def test_a_nul_character_in_a_filter_is_a_400(api, runs):
+    response = api.get("/api/v1/runs", {"agent": "sup\x00port"})
+
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["agent"]

@@ -307,6 +307,13 @@ def test_both_formats_are_stored_through_the_api(api, agent, fixture):
             "messages[0].content[0].type",
         ),
         ({"messages": []}, "messages"),
+        ({"request": {"messages": 5}, "response": {"content": []}}, "request.messages"),
+        ({"messages": [{"role": "assistant", "tool_calls": 1.5}]}, "messages[0].tool_calls"),
+        ({"messages": [{"role": "system", "content": "s"}], "tools": True}, "tools"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": []}]}]},
+            "messages[0].content[0].type",
+        ),
     ],
 )
 def test_importer_errors_name_the_offending_field(item, path):
