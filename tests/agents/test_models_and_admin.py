@@ -202,3 +202,30 @@ def test_admin_pages_render(admin_client, agent, path: str, **_: Any):
 
     FeedbackFactory(run=RunFactory(agent=agent))
     assert admin_client.get(path).status_code == 200
+
+
+def test_the_run_admin_keeps_the_recording_read_only(admin_client, agent):
+    from tests.factories import RunFactory
+
+    run = RunFactory(agent=agent, status="failure")
+    url = f"/admin/agents/run/{run.pk}/change/"
+    page = admin_client.get(url).content.decode()
+
+    response = admin_client.post(
+        url,
+        {
+            "status": "success",
+            "outcome_reason": "relabelled",
+            "tags": "[]",
+            "expectations": "{}",
+            "messages": "[]",
+            "feedback-TOTAL_FORMS": "0",
+            "feedback-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert 'name="messages"' not in page
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    run.refresh_from_db()
+    assert (run.status, run.outcome_reason) == ("success", "relabelled")
+    assert run.messages[0]["content"][0]["text"] == "Where is my order?"

@@ -4,7 +4,7 @@ Run: `.venv/bin/python tests/bench/ingest.py` (PostgreSQL must answer; it create
 own database, starts gunicorn on 127.0.0.1, posts the runs from several client threads, then
 truncates the run table and COPYs the same rows in). Sizes and knobs come from the environment:
 
-  BENCH_RUNS (20000)  BENCH_MESSAGES (10)  BENCH_BATCH (1000)  BENCH_CLIENTS (3)  BENCH_WORKERS (2)
+  BENCH_RUNS (20000)  BENCH_MESSAGES (10)  BENCH_BATCH (1000)  BENCH_CLIENTS (3)  BENCH_WORKERS (2)  BENCH_ROUNDS (1)
   BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/reverie_bench_ingest; dropped and re-created)
 """
 
@@ -30,6 +30,7 @@ MESSAGES = int(os.environ.get("BENCH_MESSAGES", "10"))
 BATCH = int(os.environ.get("BENCH_BATCH", "1000"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "3"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/reverie_bench_ingest"
 )
@@ -327,6 +328,11 @@ def copy_rows(
     return encoded + copy_only, copy_only
 
 
+def truncate_runs(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute("TRUNCATE agents_run RESTART IDENTITY CASCADE")
+
+
 def count_runs(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT count(*) FROM agents_run").fetchone()[0]
@@ -341,7 +347,8 @@ def main() -> None:
     }
     env.pop("REDIS_URL", None)
     print(
-        f"runs={RUNS} messages/run={MESSAGES} batch={BATCH} clients={CLIENTS} gunicorn workers={WORKERS}"
+        f"runs={RUNS} messages/run={MESSAGES} batch={BATCH} clients={CLIENTS} "
+        f"gunicorn workers={WORKERS} rounds={ROUNDS} (best of each reported)"
     )
     recreate_database()
     manage("migrate", "--no-input", "-v", "0", env=env)
@@ -375,6 +382,8 @@ def main() -> None:
         cwd=ROOT,
         env=env,
     )
+    api_times: list[float] = []
+    copy_times: list[tuple[float, float]] = []
     try:
         wait_for_server(port, key, server)
         # Warm each worker up (imports, connections) on another agent; not counted.
@@ -384,22 +393,29 @@ def main() -> None:
         ]
         for i in range(0, len(warm), 20):
             post(port, key, json.dumps(warm[i : i + 20]).encode())
-        api_seconds, created = bench_api(port, key, bodies)
+        with psycopg.connect(dsn) as conn:
+            agent_id, version_id = conn.execute(
+                "SELECT a.id, a.stable_version_id FROM agents_agent a WHERE a.slug = 'bench'"
+            ).fetchone()
+        # Rounds alternate API and COPY on an emptied table; the best of each is reported
+        # (on a shared machine the slowest rounds measure the neighbours, not the code).
+        for _round in range(ROUNDS):
+            truncate_runs(dsn)
+            api_seconds, created = bench_api(port, key, bodies)
+            stored = count_runs(dsn)
+            if created != RUNS or stored != RUNS:
+                raise SystemExit(f"API stored {stored} runs (reported {created}), expected {RUNS}")
+            api_times.append(api_seconds)
+            copy_times.append(copy_rows(dsn, runs, agent_id, version_id))
+            if count_runs(dsn) != RUNS:
+                raise SystemExit("COPY did not store every run")
     finally:
         server.terminate()
         server.wait(timeout=30)
-    stored = count_runs(dsn) - len(warm)
-    if created != RUNS or stored != RUNS:
-        raise SystemExit(f"API stored {stored} runs (reported {created}), expected {RUNS}")
 
-    with psycopg.connect(dsn) as conn:
-        agent_id, version_id = conn.execute(
-            "SELECT a.id, a.stable_version_id FROM agents_agent a WHERE a.slug = 'bench'"
-        ).fetchone()
-    copy_seconds, copy_only_seconds = copy_rows(dsn, runs, agent_id, version_id)
-    if count_runs(dsn) != RUNS:
-        raise SystemExit("COPY did not store every run")
-
+    api_seconds = min(api_times)
+    copy_seconds = min(t for t, _ in copy_times)
+    copy_only_seconds = min(t for _, t in copy_times)
     api_rate = RUNS / api_seconds
     copy_rate = RUNS / copy_seconds
     copy_only_rate = RUNS / copy_only_seconds
