@@ -538,11 +538,16 @@ class FeedbackIn(serializers.Serializer):
     run_id = serializers.IntegerField(required=False)
     agent = serializers.CharField(required=False, help_text="with external_id, instead of run_id")
     external_id = serializers.CharField(required=False)
+    interaction_id = serializers.CharField(
+        required=False, help_text="the hosted API's name for external_id"
+    )
     rating = serializers.ChoiceField(choices=Feedback.Rating.choices)
     score = serializers.FloatField(required=False, allow_null=True)
     comment = serializers.CharField(required=False, allow_blank=True, default="")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "interaction_id" in attrs:
+            attrs.setdefault("external_id", attrs.pop("interaction_id"))
         if "run_id" not in attrs and not ("agent" in attrs and "external_id" in attrs):
             raise serializers.ValidationError({"run_id": ["give run_id, or agent and external_id"]})
         return attrs

@@ -243,3 +243,15 @@ def test_a_nul_character_in_a_filter_is_a_400(api, runs):
 
     assert response.status_code == 400
     assert list(response.json()["error"]["fields"]) == ["agent"]
+
+
+def test_feedback_accepts_the_hosted_apis_interaction_id(api, runs):
+    run = runs["old_fail"]
+    response = api.post(
+        "/api/v1/feedback",
+        {"agent": "support", "interaction_id": run.external_id, "rating": "negative"},
+        format="json",
+    )
+
+    assert response.status_code == 201
+    assert run.feedback.filter(rating="negative").count() == 1
