@@ -25,11 +25,17 @@ def broker_worker(eager_celery: Any) -> Any:
     queue = f"reverie-test-{uuid.uuid4().hex[:12]}"
     celery_app.conf.task_always_eager = False  # undo the suite's autouse eager mode
     assert celery_app.conf.broker_url.startswith("redis://")
-    with start_worker(
-        celery_app, pool="solo", perform_ping_check=False, queues=[queue], shutdown_timeout=20
-    ):
-        yield queue
-    celery_app.conf.task_always_eager = True
+    queues = celery_app.amqp.queues
+    consumed_before = queues._consume_from
+    try:
+        with start_worker(
+            celery_app, pool="solo", perform_ping_check=False, queues=[queue], shutdown_timeout=20
+        ):
+            yield queue
+    finally:
+        # start_worker narrows what this app consumes; later workers in the run need the default.
+        queues._consume_from = consumed_before
+        celery_app.conf.task_always_eager = True
 
 
 @pytest.mark.django_db(transaction=True)  # the worker thread reads committed rows only
