@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+import redis
 from celery.contrib.testing.worker import start_worker
 from django.db import connection
 
@@ -36,6 +37,10 @@ def broker_worker(eager_celery: Any) -> Any:
         # start_worker narrows what this app consumes; later workers in the run need the default.
         queues._consume_from = consumed_before
         celery_app.conf.task_always_eager = True
+        # Leave Redis as found: the queue and the exchange bindings kombu declared for it.
+        redis.Redis.from_url(os.environ["REDIS_URL"]).delete(
+            queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"
+        )
 
 
 @pytest.mark.django_db(transaction=True)  # the worker thread reads committed rows only
