@@ -2,6 +2,7 @@
 
 from collections import Counter
 from datetime import timedelta
+from io import StringIO
 
 import pytest
 from django.contrib.auth import authenticate
@@ -30,13 +31,17 @@ def counts() -> dict[str, int]:
 
 @pytest.fixture
 def seeded() -> dict[str, int]:
-    call_command("seed_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    assert "300 runs (300 new)" in out.getvalue()
     return counts()
 
 
 def test_seeding_twice_changes_nothing(seeded):
-    call_command("seed_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
 
+    assert "(0 new)" in out.getvalue()
     assert counts() == seeded
     assert seeded["runs"] == 300
     assert seeded["agents"] == seeded["versions"] == 1
