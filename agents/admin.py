@@ -205,7 +205,27 @@ class RunAdmin(admin.ModelAdmin):
     list_filter = ["status", "agent", "source_format"]
     search_fields = ["external_id"]
     date_hierarchy = "started_at"
-    readonly_fields = ["agent", "config_version", "created_at"]
+    # The recording is evidence for replays: only the outcome labels stay editable.
+    readonly_fields = [
+        "agent",
+        "config_version",
+        "external_id",
+        "model",
+        "system",
+        "tools",
+        "messages",
+        "step_count",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cost_usd",
+        "latency_ms",
+        "started_at",
+        "created_at",
+        "metadata",
+        "source_format",
+    ]
     inlines = [FeedbackInline]
     list_select_related = ["agent", "config_version"]
 

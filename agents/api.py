@@ -1,14 +1,21 @@
 """Capture REST API: agents, config versions, runs (bulk, idempotent) and feedback."""
 
-import json
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -17,10 +24,10 @@ from rest_framework.views import APIView
 
 from agents import services
 from agents.access import Principal, get_agent_for, get_run_for, principal_for
-from agents.ingest import IngestError, check_sizes, ingest_runs
+from agents.ingest import IngestError, PayloadRejected, ingest_runs, load_payload, nul_path
 from agents.models import Agent, ConfigVersion, Feedback, Run
 from agents.selectors import agents_for, runs_for, versions_for
-from config.api import DefaultPagination, error_response
+from config.api import ERROR_DOC, DefaultPagination, error_response
 
 
 class WorkspaceMixin:
@@ -58,12 +65,15 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["number", "parent", "source", "author", "content_hash", "created_at"]
+        extra_kwargs = {"model": {"required": False, "help_text": "defaults to the agent's model"}}
 
     def validate_memory_documents(self, value: Any) -> dict[str, str]:
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
             raise serializers.ValidationError("must map document paths to text")
+        if nul_path(value) is not None:
+            raise serializers.ValidationError("must not contain NUL characters")
         return value
 
     def validate_tools(self, value: Any) -> list[Any]:
@@ -71,6 +81,8 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
             isinstance(t, dict) and isinstance(t.get("name"), str) for t in value
         ):
             raise serializers.ValidationError("must be a list of tool definitions with a name")
+        if nul_path(value) is not None:
+            raise serializers.ValidationError("must not contain NUL characters")
         return value
 
 
@@ -112,7 +124,9 @@ class AgentSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["canary_percent", "created_at", "updated_at"]
+        # sandbox_tools names Python callables the replay engine imports and runs: only server
+        # operators set it (Django admin), never an API key.
+        read_only_fields = ["canary_percent", "sandbox_tools", "created_at", "updated_at"]
 
     def validate_required_approvals(self, value: int) -> int:
         if value not in (1, 2):
@@ -130,9 +144,17 @@ class AgentUpdateSerializer(AgentSerializer):
         read_only_fields = [*AgentSerializer.Meta.read_only_fields, "slug"]
 
 
+class AgentPagination(DefaultPagination):
+    ordering = "slug"  # unique within a workspace
+
+
+class VersionPagination(DefaultPagination):
+    ordering = "-number"  # unique within an agent
+
+
 class AgentListCreate(WorkspaceMixin, generics.ListCreateAPIView):
     serializer_class = AgentSerializer
-    pagination_class = None
+    pagination_class = AgentPagination
 
     def get_queryset(self) -> Any:
         return agents_for(self.principal.workspace)
@@ -185,7 +207,7 @@ class AgentDetail(WorkspaceMixin, APIView):
 
 class ConfigVersionListCreate(WorkspaceMixin, generics.ListCreateAPIView):
     serializer_class = ConfigVersionSerializer
-    pagination_class = None
+    pagination_class = VersionPagination
 
     def get_queryset(self) -> Any:
         return versions_for(get_agent_for(self.principal, self.kwargs["slug"]))
@@ -312,13 +334,40 @@ RUN_IN_DOC = inline_serializer(
         "expectations": serializers.DictField(required=False),
     },
 )
-RUN_OUT_DOC = inline_serializer(
-    "RunIngestResult",
-    fields={
-        "created": serializers.IntegerField(),
-        "existing": serializers.IntegerField(),
-        "results": serializers.ListField(child=serializers.DictField()),
-    },
+RUN_RESULT_FIELDS = {
+    "id": serializers.IntegerField(),
+    "external_id": serializers.CharField(),
+    "agent": serializers.CharField(),
+    "created": serializers.BooleanField(help_text="false: the run was already stored"),
+}
+RUN_OUT_DOC = PolymorphicProxySerializer(
+    component_name="RunIngestResponse",
+    serializers=[
+        inline_serializer(
+            "RunBatchResult",
+            fields={
+                "created": serializers.IntegerField(),
+                "existing": serializers.IntegerField(),
+                "results": inline_serializer(
+                    "RunBatchItem",
+                    fields={"index": serializers.IntegerField(), **RUN_RESULT_FIELDS},
+                    many=True,
+                ),
+            },
+        ),
+        inline_serializer("RunSingleResult", fields=RUN_RESULT_FIELDS),
+    ],
+    resource_type_field_name=None,
+)
+INGEST_DESCRIPTION = (
+    'Send one run object, a list of runs, or `{"runs": [...]}` (at most '
+    "`REVERIE_BATCH_MAX_RUNS`, default 1,000). Idempotent on `(agent, external_id)`: a stored run "
+    "is answered with its id and `created: false`, and is never rewritten; inside one batch the "
+    "first occurrence wins. **All-or-nothing per batch:** if any item is invalid, the 400 names "
+    "every bad item by index and field (`runs[3].messages[2].role`) and nothing of the batch is "
+    "stored. 201 when something was created, else 200. 413 over `REVERIE_RUN_MAX_BYTES` a run "
+    "or `REVERIE_REQUEST_MAX_BYTES` a request. Transcripts: Anthropic Messages form, Anthropic "
+    "request/response exchanges, or OpenAI chat completions (converted on import)."
 )
 
 
@@ -330,6 +379,17 @@ def _parse_bool(value: str | None) -> bool | None:
     if value.lower() in ("0", "false", "no"):
         return False
     raise ValidationError({"negative_feedback": ["must be true or false"]})
+
+
+def _parse_time(raw: str) -> datetime | None:
+    """An ISO 8601 time from a query string; naive means UTC, an unencoded '+' is tolerated."""
+    try:
+        parsed = parse_datetime(raw) or parse_datetime(re.sub(r" (\d\d:?\d\d)$", r"+\1", raw))
+    except ValueError:
+        return None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, UTC)
+    return parsed
 
 
 class RunCursorPagination(DefaultPagination):
@@ -344,10 +404,13 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
 
     def get_queryset(self) -> Any:
         params = self.request.query_params
+        for name, value in params.items():
+            if "\x00" in value:
+                raise ValidationError({name: ["must not contain NUL characters"]})
         since = until = None
         for name in ("since", "until"):
             if params.get(name):
-                parsed = parse_datetime(params[name])
+                parsed = _parse_time(params[name])
                 if parsed is None:
                     raise ValidationError({name: ["must be an ISO 8601 date-time"]})
                 if name == "since":
@@ -383,48 +446,46 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=RUN_IN_DOC, responses={201: RUN_OUT_DOC, 200: RUN_OUT_DOC})
+    @extend_schema(
+        request=RUN_IN_DOC,
+        responses={
+            201: RUN_OUT_DOC,
+            200: RUN_OUT_DOC,
+            400: ERROR_DOC,
+            413: ERROR_DOC,
+            415: ERROR_DOC,
+        },
+        description=INGEST_DESCRIPTION,
+    )
     def post(self, request: Request) -> Response:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
-        if length > settings.REVERIE_REQUEST_MAX_BYTES:
+        if length > settings.REVERIE_REQUEST_MAX_BYTES:  # refuse before reading the body
             return error_response(
                 "too_large",
                 f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.",
                 status_code=413,
             )
+        if "json" not in (request.content_type or ""):
+            return error_response(
+                "unsupported_media_type",
+                "Send the runs as JSON (Content-Type: application/json).",
+                status_code=415,
+            )
         try:
-            body = request.data
+            body = request.body
+            items, single = load_payload(body)
         except RequestDataTooBig:
             return error_response(
                 "too_large",
                 f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.",
                 status_code=413,
             )
-        single = isinstance(body, dict) and "runs" not in body
-        items = [body] if single else (body.get("runs") if isinstance(body, dict) else body)
-        if not isinstance(items, list) or not items:
-            return error_response(
-                "invalid",
-                'Send one run object, a list of runs, or {"runs": [...]}.',
-                fields={"runs": ["expected a run object or a non-empty list"]},
-            )
-        if len(items) > settings.REVERIE_BATCH_MAX_RUNS:
-            return error_response(
-                "too_large",
-                f"At most {settings.REVERIE_BATCH_MAX_RUNS} runs per request.",
-                fields={"runs": [f"{len(items)} runs sent"]},
-                status_code=413,
-            )
-        oversized = check_sizes(items, body_size=length or len(json.dumps(items)))
-        if oversized is not None:
-            return error_response(
-                "too_large",
-                f"Run {oversized} is over {settings.REVERIE_RUN_MAX_BYTES} bytes.",
-                fields={f"runs[{oversized}]": ["too large"]},
-                status_code=413,
-            )
+        except PayloadRejected as exc:
+            return error_response(exc.code, exc.message, fields=exc.fields, status_code=exc.status)
         try:
-            results = ingest_runs(workspace=self.principal.workspace, items=items)
+            results = ingest_runs(
+                workspace=self.principal.workspace, items=items, check_nul=b"\\u0000" in body
+            )
         except IngestError as exc:
             fields = exc.fields
             if single:
@@ -477,18 +538,27 @@ class FeedbackIn(serializers.Serializer):
     run_id = serializers.IntegerField(required=False)
     agent = serializers.CharField(required=False, help_text="with external_id, instead of run_id")
     external_id = serializers.CharField(required=False)
+    interaction_id = serializers.CharField(
+        required=False, help_text="the hosted API's name for external_id"
+    )
     rating = serializers.ChoiceField(choices=Feedback.Rating.choices)
     score = serializers.FloatField(required=False, allow_null=True)
     comment = serializers.CharField(required=False, allow_blank=True, default="")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "interaction_id" in attrs:
+            attrs.setdefault("external_id", attrs.pop("interaction_id"))
         if "run_id" not in attrs and not ("agent" in attrs and "external_id" in attrs):
             raise serializers.ValidationError({"run_id": ["give run_id, or agent and external_id"]})
         return attrs
 
 
 class FeedbackCreate(WorkspaceMixin, APIView):
-    @extend_schema(request=FeedbackIn, responses={201: FeedbackSerializer})
+    @extend_schema(
+        request=FeedbackIn,
+        responses={201: FeedbackSerializer, 400: ERROR_DOC, 404: ERROR_DOC},
+        description="Rate a run, found by `run_id` or by `agent` + `external_id`.",
+    )
     def post(self, request: Request) -> Response:
         data_in = FeedbackIn(data=request.data)
         data_in.is_valid(raise_exception=True)

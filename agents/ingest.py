@@ -2,16 +2,20 @@
 
 A batch is all-or-nothing: every item is validated before anything is written, and the
 insert runs in one transaction. Re-posting a run returns the stored id and writes nothing.
+Hot path (tests/bench/ingest.py): orjson in and out, plain row dicts instead of model
+instances, and on PostgreSQL one COPY per batch into the run table.
 """
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -20,6 +24,9 @@ from agents.pricing import cost_of
 from agents.transcripts import TranscriptError, count_steps, to_canonical
 
 MAX_EXTERNAL_ID = 255
+STATUSES = frozenset(Run.Status.values)  # the enum rebuilds its value list on every access
+MAX_LATENCY_MS = 2**31 - 1  # the column is a PostgreSQL integer
+MAX_COST_USD = Decimal(1_000_000)  # the column holds 12 digits, 6 after the point
 
 
 class IngestError(ValueError):
@@ -50,7 +57,13 @@ def _optional_number(item: dict[str, Any], key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(key, "must be a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise _fail(key, "must be a finite number")
+    return number
 
 
 def _validate_expectations(value: Any) -> dict[str, Any]:
@@ -97,10 +110,34 @@ def _validate_expectations(value: Any) -> dict[str, Any]:
     return value
 
 
-def parse_run(item: Any, *, agents: dict[str, Agent]) -> Run:
-    """Validate one incoming run and build an unsaved Run; raises TranscriptError naming the field."""
+def nul_path(value: Any, path: str = "") -> str | None:
+    """The path of the first string (or key) holding U+0000, which PostgreSQL cannot store."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, child in value.items():
+            child_path = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return child_path
+            found = nul_path(child, child_path)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found = nul_path(child, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def parse_run(item: Any, *, agents: dict[str, Agent], check_nul: bool = True) -> dict[str, Any]:
+    """Validate one incoming run into a row of Run values; raises TranscriptError naming the field."""
     if not isinstance(item, dict):
         raise _fail("", "each run must be a JSON object")
+    if check_nul:
+        nul_at = nul_path(item)
+        if nul_at is not None:
+            raise _fail(nul_at, "contains a NUL character (\\u0000), which cannot be stored")
     slug = item.get("agent")
     if not isinstance(slug, str) or not slug:
         raise _fail("agent", "is required (the agent's slug)")
@@ -113,13 +150,16 @@ def parse_run(item: Any, *, agents: dict[str, Agent]) -> Run:
             "external_id",
             f"is required: a non-empty string of at most {MAX_EXTERNAL_ID} characters",
         )
-    status = item.get("status", Run.Status.UNKNOWN)
-    if status not in Run.Status.values:
+    status = item.get("status", "unknown")
+    if not isinstance(status, str) or status not in STATUSES:
         raise _fail("status", f"must be one of {', '.join(Run.Status.values)}")
     started_at = timezone.now()
     if item.get("started_at") is not None:
         raw = item["started_at"]
-        parsed = parse_datetime(raw) if isinstance(raw, str) else None
+        try:
+            parsed = parse_datetime(raw) if isinstance(raw, str) else None
+        except ValueError:  # well-formed but impossible, e.g. month 13
+            parsed = None
         if parsed is None:
             raise _fail("started_at", "must be an ISO 8601 date-time")
         started_at = (
@@ -127,9 +167,11 @@ def parse_run(item: Any, *, agents: dict[str, Agent]) -> Run:
         )
     latency = item.get("latency_ms")
     if latency is not None and (
-        isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0
+        isinstance(latency, bool)
+        or not isinstance(latency, int | float)
+        or not 0 <= latency < MAX_LATENCY_MS
     ):
-        raise _fail("latency_ms", "must be a non-negative number")
+        raise _fail("latency_ms", f"must be a number of milliseconds below {MAX_LATENCY_MS}")
     tags = item.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise _fail("tags", "must be a list of strings")
@@ -160,37 +202,42 @@ def parse_run(item: Any, *, agents: dict[str, Agent]) -> Run:
         version_id = agent.stable_version_id
 
     if item.get("cost_usd") is not None:
+        raw_cost = item["cost_usd"]
         try:
-            cost = Decimal(str(item["cost_usd"]))
-        except InvalidOperation as exc:
-            raise _fail("cost_usd", "must be a number") from exc
+            cost = Decimal(str(raw_cost)) if not isinstance(raw_cost, bool) else Decimal("NaN")
+        except InvalidOperation:
+            cost = Decimal("NaN")
+        if not cost.is_finite() or not 0 <= cost < MAX_COST_USD:
+            raise _fail("cost_usd", f"must be a number of dollars from 0 to below {MAX_COST_USD}")
+        cost = cost.quantize(Decimal("0.000001"))
     else:
         cost = cost_of(model, usage)
 
-    return Run(
-        agent=agent,
-        config_version_id=version_id,
-        external_id=external_id,
-        status=status,
-        score=score,
-        outcome_reason=reason,
-        model=model,
-        system=canonical["system"],
-        tools=canonical["tools"],
-        messages=canonical["messages"],
-        step_count=count_steps(canonical["messages"]),
-        input_tokens=usage.get("input_tokens", 0),
-        output_tokens=usage.get("output_tokens", 0),
-        cache_read_tokens=usage.get("cache_read_input_tokens", 0),
-        cache_write_tokens=usage.get("cache_creation_input_tokens", 0),
-        cost_usd=cost,
-        latency_ms=int(latency) if latency is not None else None,
-        started_at=started_at,
-        tags=tags,
-        metadata=metadata,
-        expectations=expectations,
-        source_format=canonical["format"],
-    )
+    # A plain row (field attname → value): building model instances costs more than storing them.
+    return {
+        "agent_id": agent.pk,
+        "config_version_id": version_id,
+        "external_id": external_id,
+        "status": status,
+        "score": score,
+        "outcome_reason": reason,
+        "model": model,
+        "system": canonical["system"],
+        "tools": canonical["tools"],
+        "messages": canonical["messages"],
+        "step_count": count_steps(canonical["messages"]),
+        "input_tokens": usage.get("input_tokens", 0),
+        "output_tokens": usage.get("output_tokens", 0),
+        "cache_read_tokens": usage.get("cache_read_input_tokens", 0),
+        "cache_write_tokens": usage.get("cache_creation_input_tokens", 0),
+        "cost_usd": cost,
+        "latency_ms": int(latency) if latency is not None else None,
+        "started_at": started_at,
+        "tags": tags,
+        "metadata": metadata,
+        "expectations": expectations,
+        "source_format": canonical["format"],
+    }
 
 
 def _load_agents(workspace: Workspace, slugs: set[str]) -> dict[str, Agent]:
@@ -205,28 +252,95 @@ def _load_agents(workspace: Workspace, slugs: set[str]) -> dict[str, Agent]:
     return agents
 
 
-def check_sizes(items: list[Any], *, body_size: int) -> int | None:
+class PayloadRejected(ValueError):
+    """The body of POST /runs as a whole is unusable (not JSON, wrong shape, too large)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "invalid",
+        fields: dict[str, list[str]] | None = None,
+        status: int = 400,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.fields = fields or {}
+        self.status = status
+
+
+EXPECTED_BODY = 'one run object, a list of runs, or {"runs": [...]}'
+
+
+def load_payload(body: bytes) -> tuple[list[Any], bool]:
+    """Decode a POST /runs body into its run items; the flag says whether one bare run was sent."""
+    if len(body) > settings.REVERIE_REQUEST_MAX_BYTES:
+        raise PayloadRejected(
+            f"Request body over {settings.REVERIE_REQUEST_MAX_BYTES} bytes.",
+            code="too_large",
+            status=413,
+        )
+    try:
+        data = orjson.loads(body)  # strict: no NaN, no lone surrogates (PostgreSQL refuses them)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadRejected(
+            f"Malformed JSON ({exc}); expected {EXPECTED_BODY}.", code="parse_error"
+        ) from exc
+    single = isinstance(data, dict) and "runs" not in data
+    items = [data] if single else (data.get("runs") if isinstance(data, dict) else data)
+    if not isinstance(items, list) or not items:
+        raise PayloadRejected(
+            f"Expected {EXPECTED_BODY}.",
+            fields={"runs": ["expected a run object or a non-empty list of runs"]},
+        )
+    if len(items) > settings.REVERIE_BATCH_MAX_RUNS:
+        raise PayloadRejected(
+            f"At most {settings.REVERIE_BATCH_MAX_RUNS} runs per request.",
+            code="too_large",
+            fields={"runs": [f"{len(items)} runs sent"]},
+            status=413,
+        )
+    oversized = _first_oversized(items, body_size=len(body))
+    if oversized is not None:
+        raise PayloadRejected(
+            f"Run {oversized} is over {settings.REVERIE_RUN_MAX_BYTES} bytes.",
+            code="too_large",
+            fields={f"runs[{oversized}]": ["too large"]},
+            status=413,
+        )
+    return items, single
+
+
+def _first_oversized(items: list[Any], *, body_size: int) -> int | None:
     """Return the index of the first run over the per-run limit, or None."""
     limit = settings.REVERIE_RUN_MAX_BYTES
     if body_size <= limit:
         return None  # no single item can be larger than the whole body
     for index, item in enumerate(items):
-        if len(json.dumps(item, separators=(",", ":"))) > limit:
+        if len(orjson.dumps(item)) > limit:
             return index
     return None
 
 
-def ingest_runs(*, workspace: Workspace, items: list[Any]) -> list[IngestResult]:
-    """Store a batch of runs; existing (agent, external_id) pairs are returned, not re-written."""
+def ingest_runs(
+    *, workspace: Workspace, items: list[Any], check_nul: bool = True
+) -> list[IngestResult]:
+    """Store a batch of runs; existing (agent, external_id) pairs are returned, not re-written.
+
+    `check_nul=False` skips the scan for U+0000 when the caller knows the raw body has none.
+    """
     slugs = {
-        i.get("agent") for i in items if isinstance(i, dict) and isinstance(i.get("agent"), str)
+        i["agent"]
+        for i in items
+        if isinstance(i, dict) and isinstance(i.get("agent"), str) and "\x00" not in i["agent"]
     }
     agents = _load_agents(workspace, slugs)
-    runs: list[Run] = []
+    rows: list[dict[str, Any]] = []
     errors: dict[str, list[str]] = {}
     for index, item in enumerate(items):
         try:
-            runs.append(parse_run(item, agents=agents))
+            rows.append(parse_run(item, agents=agents, check_nul=check_nul))
         except TranscriptError as exc:
             path = f"runs[{index}].{exc.path}" if exc.path else f"runs[{index}]"
             errors[path] = [exc.message]
@@ -235,21 +349,22 @@ def ingest_runs(*, workspace: Workspace, items: list[Any]) -> list[IngestResult]
     if errors:
         raise IngestError(errors)
 
-    # Duplicates inside the batch itself: the first occurrence wins.
+    slugs_by_id = {agent.pk: slug for slug, agent in agents.items()}
     for _attempt in range(3):
         try:
-            return _insert(runs)
+            return _insert(rows, slugs_by_id=slugs_by_id)
         except IntegrityError:
             continue  # a concurrent request stored some of these first; look again
-    return _insert(runs)
+    return _insert(rows, slugs_by_id=slugs_by_id)
 
 
-def _insert(runs: list[Run]) -> list[IngestResult]:
+def _insert(rows: list[dict[str, Any]], *, slugs_by_id: dict[int, str]) -> list[IngestResult]:
+    """Store the rows not stored yet, in one transaction; duplicates in the batch: first one wins."""
     with transaction.atomic():
         existing: dict[tuple[int, str], int] = {}
         by_agent: dict[int, list[str]] = {}
-        for run in runs:
-            by_agent.setdefault(run.agent_id, []).append(run.external_id)
+        for row in rows:
+            by_agent.setdefault(row["agent_id"], []).append(row["external_id"])
         for agent_id, external_ids in by_agent.items():
             for chunk_start in range(0, len(external_ids), 1000):
                 chunk = external_ids[chunk_start : chunk_start + 1000]
@@ -257,33 +372,63 @@ def _insert(runs: list[Run]) -> list[IngestResult]:
                     agent_id=agent_id, external_id__in=chunk
                 ).values_list("external_id", "pk"):
                     existing[(agent_id, ext)] = pk
-        to_create: list[Run] = []
-        planned: dict[tuple[int, str], Run] = {}
-        for run in runs:
-            key = (run.agent_id, run.external_id)
+        planned: dict[tuple[int, str], dict[str, Any]] = {}
+        for row in rows:
+            key = (row["agent_id"], row["external_id"])
             if key not in existing and key not in planned:
-                planned[key] = run
-                to_create.append(run)
-        created = Run.objects.bulk_create(to_create, batch_size=500)
-        if created and created[0].pk is None:  # backends without RETURNING
-            ids = dict(
-                ((a, e), pk)
-                for a, e, pk in Run.objects.filter(
-                    agent_id__in=by_agent, external_id__in=[r.external_id for r in created]
-                ).values_list("agent_id", "external_id", "pk")
-            )
-            for run in created:
-                run.pk = ids[(run.agent_id, run.external_id)]
+                planned[key] = row
+        if planned:
+            # A fixed order: two batches racing on the same keys then wait, never deadlock.
+            _store([planned[key] for key in sorted(planned)])
     results = []
-    for index, run in enumerate(runs):
-        key = (run.agent_id, run.external_id)
+    for index, row in enumerate(rows):
+        key = (row["agent_id"], row["external_id"])
+        slug = slugs_by_id[row["agent_id"]]
         if key in existing:
-            results.append(
-                IngestResult(index, existing[key], run.external_id, run.agent.slug, False)
-            )
+            results.append(IngestResult(index, existing[key], row["external_id"], slug, False))
         else:
             stored = planned[key]
             results.append(
-                IngestResult(index, stored.pk, run.external_id, run.agent.slug, stored is run)
+                IngestResult(index, stored["id"], row["external_id"], slug, stored is row)
             )
     return results
+
+
+def _store(rows: list[dict[str, Any]]) -> None:
+    """Write new rows and set their "id". On PostgreSQL: ids from the sequence, then one COPY
+    (several times faster than Django's multi-row INSERT, which quotes JSON into arrays)."""
+    if connection.vendor != "postgresql":
+        runs = Run.objects.bulk_create([Run(**row) for row in rows], batch_size=500)
+        for row, run in zip(rows, runs, strict=True):
+            row["id"] = run.pk
+            if run.pk is None:  # backends without RETURNING
+                row["id"] = Run.objects.get(agent_id=run.agent_id, external_id=run.external_id).pk
+        return
+    table = Run._meta.db_table
+    fields = [f for f in Run._meta.concrete_fields if f.attname not in ("id", "created_at")]
+    json_fields = {f.attname for f in fields if isinstance(f, models.JSONField)}
+    names = [f.attname for f in fields]
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [table, len(rows)],
+        )
+        for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
+            row["id"] = pk
+        columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        sql = f"COPY {connection.ops.quote_name(table)} (id, created_at, {columns}) FROM STDIN"
+        with connection.wrap_database_errors, cursor.copy(sql) as copy:  # type: ignore[attr-defined]
+            for row in rows:
+                copy.write_row(
+                    [row["id"], now]
+                    + [dump_json(row[n]) if n in json_fields else row[n] for n in names]
+                )
+
+
+def dump_json(value: Any) -> str:
+    """JSON text for a jsonb column (orjson; the stdlib for what orjson cannot encode)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

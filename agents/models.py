@@ -203,17 +203,6 @@ class ConfigVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.agent.slug} v{self.number}"
 
-    @staticmethod
-    def compute_hash(
-        *, system_prompt: str, memory_documents: dict[str, str], tools: list[Any], model: str
-    ) -> str:
-        payload = json.dumps(
-            {"system": system_prompt, "memory": memory_documents, "tools": tools, "model": model},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()
-
     def save(self, *args: Any, **kwargs: Any) -> None:
         # Immutability is an invariant of the data, so it lives with the data.
         if self.pk is not None and not self._state.adding:
@@ -225,6 +214,17 @@ class ConfigVersion(models.Model):
             model=self.model,
         )
         super().save(*args, **kwargs)
+
+    @staticmethod
+    def compute_hash(
+        *, system_prompt: str, memory_documents: dict[str, str], tools: list[Any], model: str
+    ) -> str:
+        payload = json.dumps(
+            {"system": system_prompt, "memory": memory_documents, "tools": tools, "model": model},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
 
 
 class Run(models.Model):

@@ -2,12 +2,14 @@
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from agents import audit
 from agents.models import Agent, ApiKey, ConfigVersion, Feedback, Run, Workspace, hash_api_key
+from agents.transcripts import count_steps
 
 AGENT_SETTING_FIELDS = (
     "name",
@@ -31,6 +33,11 @@ AGENT_SETTING_FIELDS = (
     "rollout_stages",
 )
 SECRET_FIELDS = {"webhook_secret"}
+
+
+def _user_or_none(actor: Any) -> Any:
+    """The Django user behind an actor, or None for API keys, the system and anonymous callers."""
+    return actor if isinstance(actor, get_user_model()) and actor.is_authenticated else None
 
 
 def _settings_snapshot(agent: Agent, fields: list[str]) -> dict[str, Any]:
@@ -144,7 +151,7 @@ def create_config_version(
             model=model or agent.model,
             parent=parent,
             source=source,
-            author=author if getattr(author, "is_authenticated", False) else None,
+            author=_user_or_none(author),
             note=note,
         )
         audit.record(
@@ -191,5 +198,18 @@ def add_feedback(
         score=score,
         comment=comment,
         source=source,
-        author=author if getattr(author, "is_authenticated", False) else None,
+        author=_user_or_none(author),
     )
+
+
+def recount_steps(*, run_id: int) -> int | None:
+    """Re-derive a run's assistant-turn count from its messages; None when the run is gone."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return None
+        steps = count_steps(run.messages)
+        if run.step_count != steps:
+            run.step_count = steps
+            run.save(update_fields=["step_count"])
+    return steps

@@ -112,46 +112,65 @@ def _anthropic_tools(tools: Any, path: str) -> list[dict[str, Any]]:
     return out
 
 
-def _normalise_block(block: Any, path: str, seen_tool_ids: set[str], role: str) -> dict[str, Any]:
+_DROPPED_KEYS = ("cache_control", "citations")
+
+
+def _normalise_block(block: Any, seen_tool_ids: set[str], role: str) -> dict[str, Any]:
+    """Validate one content block. Error paths are relative ("", ".text", ".content[0].text"):
+    the caller prefixes them, so the hot path builds no strings."""
     if not isinstance(block, dict):
-        raise TranscriptError(path, "content blocks must be objects")
+        raise TranscriptError("", "content blocks must be objects")
     kind = block.get("type")
-    if kind not in BLOCK_TYPES:
+    if not isinstance(kind, str) or kind not in BLOCK_TYPES:
         raise TranscriptError(
-            f"{path}.type",
+            ".type",
             f"unknown block type {kind!r}; expected one of {', '.join(sorted(BLOCK_TYPES))}",
         )
-    block = {k: v for k, v in block.items() if k not in ("cache_control", "citations") or v}
-    if kind == "text" and not isinstance(block.get("text"), str):
-        raise TranscriptError(f"{path}.text", "must be a string")
-    if kind == "thinking" and not isinstance(block.get("thinking"), str):
-        raise TranscriptError(f"{path}.thinking", "must be a string")
-    if kind == "tool_use":
+    if "cache_control" in block or "citations" in block:
+        block = {k: v for k, v in block.items() if k not in _DROPPED_KEYS or v}
+        block.pop("cache_control", None)
+    if kind == "text":
+        if not isinstance(block.get("text"), str):
+            raise TranscriptError(".text", "must be a string")
+    elif kind == "thinking":
+        if not isinstance(block.get("thinking"), str):
+            raise TranscriptError(".thinking", "must be a string")
+    elif kind == "tool_use":
         if role != "assistant":
-            raise TranscriptError(f"{path}.type", "tool_use blocks belong to assistant messages")
+            raise TranscriptError(".type", "tool_use blocks belong to assistant messages")
         if not isinstance(block.get("id"), str) or not block["id"]:
-            raise TranscriptError(f"{path}.id", "tool_use needs an id")
+            raise TranscriptError(".id", "tool_use needs an id")
         if not isinstance(block.get("name"), str) or not block["name"]:
-            raise TranscriptError(f"{path}.name", "tool_use needs a name")
-        if not isinstance(block.get("input", {}), dict):
-            raise TranscriptError(f"{path}.input", "must be an object")
-        block.setdefault("input", {})
+            raise TranscriptError(".name", "tool_use needs a name")
+        if "input" not in block:
+            block = {**block, "input": {}}
+        elif not isinstance(block["input"], dict):
+            raise TranscriptError(".input", "must be an object")
         seen_tool_ids.add(block["id"])
-    if kind == "tool_result":
+    elif kind == "tool_result":
         if role != "user":
-            raise TranscriptError(f"{path}.type", "tool_result blocks belong to user messages")
+            raise TranscriptError(".type", "tool_result blocks belong to user messages")
         tool_use_id = block.get("tool_use_id")
         if not isinstance(tool_use_id, str) or tool_use_id not in seen_tool_ids:
-            raise TranscriptError(f"{path}.tool_use_id", "must reference an earlier tool_use id")
+            raise TranscriptError(".tool_use_id", "must reference an earlier tool_use id")
         content = block.get("content", "")
         if isinstance(content, list):
-            block["content"] = [
-                _normalise_block(b, f"{path}.content[{j}]", seen_tool_ids, "tool_result_inner")
-                for j, b in enumerate(content)
-            ]
+            block = {**block, "content": _normalise_blocks(content, seen_tool_ids, "", ".content")}
         elif not isinstance(content, str):
-            raise TranscriptError(f"{path}.content", "must be a string or a list of blocks")
+            raise TranscriptError(".content", "must be a string or a list of blocks")
     return block
+
+
+def _normalise_blocks(
+    blocks: list[Any], seen_tool_ids: set[str], role: str, path: str
+) -> list[dict[str, Any]]:
+    out = []
+    for j, block in enumerate(blocks):
+        try:
+            out.append(_normalise_block(block, seen_tool_ids, role))
+        except TranscriptError as exc:
+            raise TranscriptError(f"{path}[{j}]{exc.path}", exc.message) from None
+    return out
 
 
 def normalise_messages(messages: Any, path: str = "messages") -> list[dict[str, Any]]:
@@ -161,26 +180,31 @@ def normalise_messages(messages: Any, path: str = "messages") -> list[dict[str, 
     seen_tool_ids: set[str] = set()
     out = []
     for i, message in enumerate(messages):
-        mpath = f"{path}[{i}]"
         if not isinstance(message, dict):
-            raise TranscriptError(mpath, "must be an object with role and content")
+            raise TranscriptError(f"{path}[{i}]", "must be an object with role and content")
         role = message.get("role")
         if role not in ("user", "assistant"):
-            raise TranscriptError(f"{mpath}.role", "must be 'user' or 'assistant'")
+            raise TranscriptError(f"{path}[{i}].role", "must be 'user' or 'assistant'")
         content = message.get("content")
         if isinstance(content, str):
             blocks = [{"type": "text", "text": content}]
         elif isinstance(content, list):
-            blocks = [
-                _normalise_block(b, f"{mpath}.content[{j}]", seen_tool_ids, role)
-                for j, b in enumerate(content)
-            ]
+            blocks = _normalise_blocks(content, seen_tool_ids, role, f"{path}[{i}].content")
         else:
             raise TranscriptError(
-                f"{mpath}.content", "must be a string or a list of content blocks"
+                f"{path}[{i}].content", "must be a string or a list of content blocks"
             )
         out.append({"role": role, "content": blocks})
     return out
+
+
+MAX_TOKENS = 2**62  # far above any real count, well inside a PostgreSQL bigint
+
+
+def _token_count(value: Any, path: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_TOKENS:
+        raise TranscriptError(path, "must be a non-negative integer")
+    return value
 
 
 def _anthropic_usage(usage: Any, path: str) -> dict[str, int]:
@@ -198,9 +222,7 @@ def _anthropic_usage(usage: Any, path: str) -> dict[str, int]:
         value = usage.get(key)
         if value is None:
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise TranscriptError(f"{path}.{key}", "must be a non-negative integer")
-        out[key] = value
+        out[key] = _token_count(value, f"{path}.{key}")
     return out
 
 
@@ -240,7 +262,10 @@ def _from_anthropic_exchange(item: dict[str, Any]) -> dict[str, Any]:
     content = response.get("content")
     if not isinstance(content, list):
         raise TranscriptError(f"{prefix}response.content", "must be a list of content blocks")
-    messages = list(request.get("messages") or []) + [{"role": "assistant", "content": content}]
+    history = request.get("messages") or []
+    if not isinstance(history, list):
+        raise TranscriptError(f"{prefix}request.messages", "must be a list of messages")
+    messages = [*history, {"role": "assistant", "content": content}]
     return {
         "system": _system_text(request.get("system"), f"{prefix}request.system"),
         "tools": _anthropic_tools(request.get("tools"), f"{prefix}request.tools"),
@@ -297,14 +322,9 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
 
     def append(role: str, blocks: list[dict[str, Any]]) -> None:
-        # Anthropic form alternates roles; consecutive tool results join one user turn.
-        if (
-            messages
-            and messages[-1]["role"] == role
-            and role == "user"
-            and blocks
-            and blocks[0]["type"] == "tool_result"
-        ):
+        # Anthropic form alternates roles: tool results and any user text that follows them
+        # join one user turn (to_openai splits them back into separate messages).
+        if messages and messages[-1]["role"] == role == "user":
             messages[-1]["content"].extend(blocks)
         else:
             messages.append({"role": role, "content": blocks})
@@ -326,7 +346,10 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
             text = _openai_text(message.get("content"), f"{path}.content")
             if text:
                 blocks.append({"type": "text", "text": text})
-            for j, call in enumerate(message.get("tool_calls") or []):
+            tool_calls = message.get("tool_calls") or []
+            if not isinstance(tool_calls, list):
+                raise TranscriptError(f"{path}.tool_calls", "must be a list of tool calls")
+            for j, call in enumerate(tool_calls):
                 cpath = f"{path}.tool_calls[{j}]"
                 function = call.get("function") if isinstance(call, dict) else None
                 if not isinstance(function, dict) or not isinstance(function.get("name"), str):
@@ -376,7 +399,10 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
             )
 
     tools = []
-    for i, tool in enumerate(item.get("tools") or []):
+    raw_tools = item.get("tools") or []
+    if not isinstance(raw_tools, list):
+        raise TranscriptError("tools", "must be a list of tool definitions")
+    for i, tool in enumerate(raw_tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise TranscriptError(f"tools[{i}].function.name", "each tool needs a function name")
@@ -391,13 +417,19 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
     usage_in = item.get("usage") or {}
     if not isinstance(usage_in, dict):
         raise TranscriptError("usage", "must be an object")
-    cached = int((usage_in.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    details = usage_in.get("prompt_tokens_details") or {}
+    if not isinstance(details, dict):
+        raise TranscriptError("usage.prompt_tokens_details", "must be an object")
+    cached = _token_count(details.get("cached_tokens") or 0, "usage.prompt_tokens_details")
     usage = {}
-    if "prompt_tokens" in usage_in:
-        usage["input_tokens"] = int(usage_in["prompt_tokens"]) - cached
+    if usage_in.get("prompt_tokens") is not None:
+        prompt = _token_count(usage_in["prompt_tokens"], "usage.prompt_tokens")
+        usage["input_tokens"] = max(prompt - cached, 0)
         usage["cache_read_input_tokens"] = cached
-    if "completion_tokens" in usage_in:
-        usage["output_tokens"] = int(usage_in["completion_tokens"])
+    if usage_in.get("completion_tokens") is not None:
+        usage["output_tokens"] = _token_count(
+            usage_in["completion_tokens"], "usage.completion_tokens"
+        )
     return {
         "system": "\n\n".join(system_parts),
         "tools": tools,

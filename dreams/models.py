@@ -113,6 +113,9 @@ class PatternRun(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["pattern", "run"], name="patternrun_unique")]
 
+    def __str__(self) -> str:
+        return f"run {self.run_id} in pattern {self.pattern_id} ({self.split})"
+
 
 class Proposal(models.Model):
     class Status(models.TextChoices):
@@ -294,6 +297,9 @@ class Replay(models.Model):
         ]
         indexes = [models.Index(fields=["experiment", "status"], name="replay_experiment_status")]
 
+    def __str__(self) -> str:
+        return f"replay of run {self.run_id} ({self.arm} #{self.replicate})"
+
 
 class ModelCall(models.Model):
     """Accounting row for every model call the gateway makes."""
@@ -333,6 +339,9 @@ class ModelCall(models.Model):
             models.Index(fields=["cycle"], name="modelcall_cycle"),
             models.Index(fields=["experiment"], name="modelcall_experiment"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} call to {self.model}"
 
     @property
     def total_tokens(self) -> int:
