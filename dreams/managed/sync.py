@@ -284,7 +284,7 @@ def _refresh(
     ]
     updated = Run.objects.filter(
         agent=link.agent, external_id=session["id"], status=Run.Status.UNKNOWN
-    ).update(**{f: getattr(fresh, f) for f in fields})
+    ).update(**{f: fresh[f] for f in fields})
     (result.updated if updated else result.existing).append(session["id"])
 
 
