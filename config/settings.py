@@ -135,6 +135,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "DreamCycleStatusEnum": "dreams.models.DreamCycle.Status",
+        "RunStatusEnum": "agents.models.Run.Status",
+    },
 }
 
 # Celery: eager (in-process) unless a Redis broker is configured.

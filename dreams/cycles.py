@@ -184,7 +184,9 @@ def _finish(*, cycle: DreamCycle, status: str, error: str = "", stop_reason: str
             comment=error,
         )
         cycle_id = locked.pk
-        transaction.on_commit(lambda: signals.cycle_finished.send(sender=DreamCycle, cycle_id=cycle_id))
+        transaction.on_commit(
+            lambda: signals.cycle_finished.send(sender=DreamCycle, cycle_id=cycle_id)
+        )
     cycle.status = status
 
 
@@ -237,7 +239,9 @@ def replay_cycle(*, cycle: DreamCycle) -> int:
     """Stage *replay*: one experiment per drafted proposal, on its held-out runs."""
     start_experiment = _start_experiment()
     if start_experiment is None:
-        logger.warning("dreams.experiments is not installed; proposals of cycle %s stay drafted", cycle.pk)
+        logger.warning(
+            "dreams.experiments is not installed; proposals of cycle %s stay drafted", cycle.pk
+        )
         return 0
     started = 0
     for proposal in Proposal.objects.filter(cycle=cycle, status=Proposal.Status.DRAFTED):
@@ -330,4 +334,3 @@ def stale_cycles() -> list[int]:
         if not until or until < now:
             ids.append(cycle.pk)
     return ids
-

@@ -36,9 +36,7 @@ def diagnose_pattern(*, cycle: DreamCycle, pattern: FailurePattern) -> int:
     stored = 0
     for start in range(0, len(pending), CHUNK):
         chunk = pending[start : start + CHUNK]
-        summaries = [
-            prompts.run_summary(m.run, comments=negative_comments(m.run)) for m in chunk
-        ]
+        summaries = [prompts.run_summary(m.run, comments=negative_comments(m.run)) for m in chunk]
         answer = dreamer.ask(
             cycle=cycle,
             tool_name="diagnose_runs",
@@ -77,6 +75,5 @@ def diagnose_pattern(*, cycle: DreamCycle, pattern: FailurePattern) -> int:
 def diagnose_cycle(*, cycle: DreamCycle) -> int:
     """Stage *diagnose* for every pattern of the cycle; resumable run by run."""
     return sum(
-        diagnose_pattern(cycle=cycle, pattern=pattern)
-        for pattern in cycle.patterns.order_by("id")
+        diagnose_pattern(cycle=cycle, pattern=pattern) for pattern in cycle.patterns.order_by("id")
     )

@@ -65,9 +65,7 @@ def apply_patch(text: str, patch: str) -> str:
         elif expected >= floor and _matches(lines, expected, old):
             at = expected
         else:
-            places = [
-                i for i in range(floor, len(lines) - len(old) + 1) if _matches(lines, i, old)
-            ]
+            places = [i for i in range(floor, len(lines) - len(old) + 1) if _matches(lines, i, old)]
             if len(places) != 1:
                 where = "nowhere" if not places else f"{len(places)} places"
                 raise PatchError(

@@ -230,7 +230,9 @@ def _ask_draft(
         ),
     )
     try:
-        draft = validate_draft(base=documents_of(base), answer=answer, drafting_run_ids=drafting_ids)
+        draft = validate_draft(
+            base=documents_of(base), answer=answer, drafting_run_ids=drafting_ids
+        )
     except DraftRejected as exc:
         return {**record, "status": "rejected", "reason": str(exc)}
     return {**record, "status": "valid", **draft}
@@ -249,7 +251,8 @@ def overlapping_groups(
         for key, draft in drafts.items()
     }
     removed = {
-        key: {name for name in base if name not in draft["documents"]} for key, draft in drafts.items()
+        key: {name for name in base if name not in draft["documents"]}
+        for key, draft in drafts.items()
     }
     parent = {key: key for key in drafts}
 
@@ -327,9 +330,7 @@ def draft_cycle(*, cycle: DreamCycle) -> int:
             )
     progress = _progress(cycle)
     valid = {
-        str(p.pk): progress[str(p.pk)]
-        for p in patterns
-        if progress[str(p.pk)]["status"] == "valid"
+        str(p.pk): progress[str(p.pk)] for p in patterns if progress[str(p.pk)]["status"] == "valid"
     }
     created = 0
     for group in overlapping_groups(base=documents_of(base), drafts=valid):

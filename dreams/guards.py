@@ -44,7 +44,9 @@ def heading_section(text: str, heading: str) -> str | None:
     return None
 
 
-def protected_texts(*, documents: dict[str, str], agent_sections: list[str]) -> list[tuple[str, str]]:
+def protected_texts(
+    *, documents: dict[str, str], agent_sections: list[str]
+) -> list[tuple[str, str]]:
     """(document, text) pairs that must survive unchanged: marked blocks and the agent's list."""
     found = []
     for name, text in documents.items():
@@ -162,9 +164,7 @@ def check_growth(*, base: dict[str, str], candidate: dict[str, str]) -> list[dic
     if before == 0 or (after - before) * 100 <= before * limit:
         return []
     pct = (after - before) * 100 / before
-    return [
-        flag("growth", f"The edit grows the instructions by {pct:.0f}% (limit {limit}%).")
-    ]
+    return [flag("growth", f"The edit grows the instructions by {pct:.0f}% (limit {limit}%).")]
 
 
 def check(

@@ -115,9 +115,7 @@ def signature(run: Run) -> str:
 
 def split_of(*, run_ids: list[int], cycle_id: int) -> dict[int, str]:
     """Stable pseudo-random drafting/held-out split of a pattern's runs."""
-    order = sorted(
-        run_ids, key=lambda pk: hashlib.sha256(f"{cycle_id}:{pk}".encode()).hexdigest()
-    )
+    order = sorted(run_ids, key=lambda pk: hashlib.sha256(f"{cycle_id}:{pk}".encode()).hexdigest())
     n = len(order)
     if n < MIN_DRAFTING + 1:
         drafting = n  # too few to hold any out; such a pattern never becomes an edit
@@ -161,9 +159,7 @@ def _mechanical_title(runs: list[Run]) -> str:
     return f"Negative feedback after {failing_tool(runs[0])}"[:200]
 
 
-def _ask_merge(
-    *, cycle: DreamCycle, buckets: dict[str, list[Run]]
-) -> list[dict[str, Any]]:
+def _ask_merge(*, cycle: DreamCycle, buckets: dict[str, list[Run]]) -> list[dict[str, Any]]:
     """Ask the model which candidate groups are one mistake; validate its answer."""
     keys = list(buckets)
     ids = {f"g{i + 1}": key for i, key in enumerate(keys[:MERGE_MAX_GROUPS])}
@@ -192,9 +188,7 @@ def _ask_merge(
     for group in answer.get("groups", []) if isinstance(answer.get("groups"), list) else []:
         if not isinstance(group, dict):
             continue
-        members = [
-            ids[m] for m in group.get("members", []) if m in ids and ids[m] not in taken
-        ]
+        members = [ids[m] for m in group.get("members", []) if m in ids and ids[m] not in taken]
         if not members:
             continue
         taken.update(members)

@@ -252,7 +252,12 @@ def render_markdown(report: dict[str, Any], *, agent_name: str) -> str:
             lines.append(f"- ⚠ {flag.get('code')}: {_line(flag.get('message'))}")
         lines += ["", s["rationale"].strip(), ""]
         for change in s["changes"]:
-            lines += [f"`{change['document']}` ({change['change']}):", "", _fenced(change["diff"], "diff"), ""]
+            lines += [
+                f"`{change['document']}` ({change['change']}):",
+                "",
+                _fenced(change["diff"], "diff"),
+                "",
+            ]
         metrics = s.get("metrics")
         if metrics and metrics.get("target"):
             t = metrics["target"]

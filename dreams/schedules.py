@@ -17,6 +17,4 @@ def ensure_schedules(**kwargs: Any) -> None:
         ("Start due dream cycles", "dreams.enqueue_due_cycles"),
         ("Resume stalled dream cycles", "dreams.resume_stale_cycles"),
     ):
-        PeriodicTask.objects.get_or_create(
-            name=name, defaults={"task": task, "interval": interval}
-        )
+        PeriodicTask.objects.get_or_create(name=name, defaults={"task": task, "interval": interval})

@@ -102,9 +102,7 @@ def _share(part: Decimal | int, whole: Decimal | int) -> float | None:
     return round(float(part) / float(whole) * 100, 3) if whole else None
 
 
-def spend_share(
-    *, dreaming: dict[str, Any], production: dict[str, Any]
-) -> dict[str, Any]:
+def spend_share(*, dreaming: dict[str, Any], production: dict[str, Any]) -> dict[str, Any]:
     return {
         "dreaming_tokens": dreaming["tokens"],
         "dreaming_cost_usd": f"{dreaming['cost_usd']:.6f}",

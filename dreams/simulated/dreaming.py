@@ -157,7 +157,11 @@ def _diagnose(summary: dict[str, Any]) -> dict[str, Any]:
     evidence_words = _words(evidence)
 
     def score(call: dict[str, Any]) -> int:
-        return sum(1 for part in _words(call["tool"]) if any(w.startswith(part[:5]) for w in evidence_words))
+        return sum(
+            1
+            for part in _words(call["tool"])
+            if any(w.startswith(part[:5]) for w in evidence_words)
+        )
 
     best = max(calls, key=lambda c: (score(c), c["step"]))
     before = [c["tool"] for c in calls if c["step"] < best["step"]]
@@ -175,7 +179,9 @@ def _diagnose(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def handle_diagnose_runs(request: dict[str, Any]) -> dict[str, Any]:
-    runs = [r for r in fenced_data(request).get("runs", []) if isinstance(r, dict) and "run_id" in r]
+    runs = [
+        r for r in fenced_data(request).get("runs", []) if isinstance(r, dict) and "run_id" in r
+    ]
     return {"runs": [_diagnose(r) for r in runs]}
 
 
@@ -273,7 +279,9 @@ def _sections(text: str) -> list[tuple[int, int]]:
     for match in PROTECTED.finditer(text):
         first = text[: match.start()].count("\n")
         protected_lines.update(range(first, first + match.group(0).count("\n") + 1))
-    starts = [i for i, line in enumerate(lines) if line.startswith("#") and i not in protected_lines]
+    starts = [
+        i for i, line in enumerate(lines) if line.startswith("#") and i not in protected_lines
+    ]
     starts = starts or [0]
     sections = []
     for k, start in enumerate(starts):
