@@ -187,7 +187,7 @@ def test_a_crashed_cycle_resumes_without_duplicates(
             real_create = drafting._create_proposal
 
             def create_then_die(**kwargs: Any) -> Any:
-                result = real_create(**kwargs)
+                real_create(**kwargs)
                 raise WorkerKilled
 
             monkeypatch.setattr(drafting, "_create_proposal", create_then_die)
@@ -195,7 +195,7 @@ def test_a_crashed_cycle_resumes_without_duplicates(
                 return original(cycle=cycle)
             finally:
                 monkeypatch.setattr(drafting, "_create_proposal", real_create)
-        result = original(cycle=cycle)
+        original(cycle=cycle)
         raise WorkerKilled  # the stage's work is committed, the worker dies before moving on
 
     monkeypatch.setitem(cycles.STAGE_FUNCTIONS, crash_in, crash_after_half)
