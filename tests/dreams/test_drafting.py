@@ -243,3 +243,28 @@ def test_a_pattern_seen_in_fewer_than_two_runs_is_not_drafted(agent: Any) -> Non
     assert not cycle.proposals.exists()
     (skipped,) = cycle.report["not_drafted"]
     assert skipped["reason"] == "seen in fewer than two drafting runs"
+
+
+def test_signature_uses_the_error_type_or_the_normalised_reason(agent: Any) -> None:
+    from agents.models import Run
+    from tests.factories import FeedbackFactory, RunFactory
+
+    late = RunFactory(
+        agent=agent,
+        status=Run.Status.FAILURE,
+        outcome_reason="Refund issued outside the 30-day policy window (delivered 41 days ago)",
+    )
+    later = RunFactory(
+        agent=agent,
+        status=Run.Status.FAILURE,
+        outcome_reason="Refund issued outside the 30-day policy window (delivered 66 days ago)",
+    )
+    crashed = RunFactory(
+        agent=agent, status=Run.Status.ERROR, outcome_reason="ToolError: timed out"
+    )
+    unlabelled = RunFactory(agent=agent, status=Run.Status.FAILURE, outcome_reason="")
+    FeedbackFactory(run=unlabelled, comment="Refund sent to the wrong card 4242")
+
+    assert patterns.signature(late) == patterns.signature(later)
+    assert patterns.signature(crashed) == "error|-|toolerror"
+    assert patterns.signature(unlabelled) == "failure|-|feedback refund sent to the wrong card #"
