@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 from agents.models import Membership
 from dreams import cycles, reports
 from dreams.models import DreamCycle, Experiment, ModelCall, Proposal
-from tests.factories import MembershipFactory, RunFactory, UserFactory
+from tests.factories import MembershipFactory, UserFactory
 
 
 @pytest.fixture
