@@ -52,7 +52,12 @@ def ask(
             max_tokens=max_tokens,
         )
     except budget_exceeded_errors() as exc:
-        raise spend.CapReached("gateway_budget", str(exc)) from exc
+        # The gateway checks with an estimate of the call, so it may stop a call first.
+        if "monthly" in str(exc).lower():
+            raise spend.CapReached(
+                "monthly_token_cap", f"Monthly dreaming cap reached: {exc}"
+            ) from exc
+        raise spend.CapReached("cycle_token_cap", f"Cycle token cap reached: {exc}") from exc
     finally:
         spend.refresh_cycle_usage(cycle=cycle)
     if not isinstance(result, dict):
