@@ -254,9 +254,6 @@ def replay_cycle(*, cycle: DreamCycle) -> int:
             locked = Proposal.objects.select_for_update().get(pk=proposal.pk)
             if locked.status != Proposal.Status.DRAFTED or locked.experiments.exists():
                 continue
-            transition_proposal(
-                proposal_id=locked.pk, to=Proposal.Status.REPLAYING, action="proposal.replay"
-            )
             start_experiment(
                 agent=cycle.agent,
                 baseline_version=locked.base_version,
@@ -264,6 +261,11 @@ def replay_cycle(*, cycle: DreamCycle) -> int:
                 target_runs=heldout,
                 proposal=locked,
             )
+            # start_experiment moves a drafted proposal to `replaying`; make sure it did.
+            if Proposal.objects.filter(pk=locked.pk, status=Proposal.Status.DRAFTED).exists():
+                transition_proposal(
+                    proposal_id=locked.pk, to=Proposal.Status.REPLAYING, action="proposal.replay"
+                )
         started += 1
     return started
 

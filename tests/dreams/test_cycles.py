@@ -361,8 +361,11 @@ def test_negative_feedback_on_a_passing_run_is_studied(agent: Any) -> None:
 
 
 @pytest.mark.skipif(not EXPERIMENTS_INSTALLED, reason="needs dreams.experiments (replay branch)")
-def test_demo_proposals_fix_most_of_their_held_out_target_runs(demo_agent: Any) -> None:
-    cycle = run_one(demo_agent)
+def test_demo_proposals_fix_most_of_their_held_out_target_runs(
+    demo_agent: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        cycle = run_one(demo_agent)  # the replays run (eagerly) as the cycle's commits land
 
     proposals = list(Proposal.objects.filter(cycle=cycle))
     assert len(proposals) == 3
