@@ -13,20 +13,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.access import Principal, get_agent_for, principal_for
+from agents.access import get_agent_for
+from agents.api import WorkspaceMixin
 from config.api import error_response
 from dreams import cycles, reports, spend
 from dreams.models import DreamCycle
-
-
-class WorkspaceMixin:
-    request: Request
-
-    @property
-    def principal(self) -> Principal:
-        if not hasattr(self, "_principal"):
-            self._principal = principal_for(self.request)
-        return self._principal
 
 
 class DreamCycleSerializer(serializers.ModelSerializer):

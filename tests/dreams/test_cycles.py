@@ -384,3 +384,38 @@ def test_demo_proposals_fix_most_of_their_held_out_target_runs(
     # Most held-out target runs are fixed. (The escalation proposal's runs never looked the order
     # up, so its replays need a lookup_order sandbox the demo agent does not declare yet.)
     assert fixes * 2 > n
+
+
+def test_dream_demo_runs_one_cycle_and_then_skips(demo_agent: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("dream_demo", stdout=out)
+    call_command("dream_demo", stdout=out)
+
+    (cycle,) = DreamCycle.objects.filter(agent=demo_agent)
+    assert cycle.status == DreamCycle.Status.SUCCEEDED
+    assert f"Dream cycle {cycle.pk}: succeeded; 4 patterns, 3 proposals" in out.getvalue()
+    assert "already has a finished dream cycle; skipping" in out.getvalue()
+
+
+def test_the_beat_tasks_start_due_cycles_and_resume_stalled_ones(
+    agent: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from dreams import tasks_dreaming
+
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks_dreaming.enqueue_due_cycles.delay()
+    (cycle,) = DreamCycle.objects.filter(agent=agent)
+    assert cycle.trigger == DreamCycle.Trigger.SCHEDULE
+    assert cycle.status == DreamCycle.Status.SUCCEEDED
+
+    settings.REVERIE_DREAM_LEASE_SECONDS = 0
+    stalled = cycles.start_cycle(agent=agent, trigger="manual", enqueue=False)
+    cycles._take_lease(cycle_id=stalled.pk, owner="dead-worker")
+    tasks_dreaming.resume_stale_cycles.delay()
+
+    stalled.refresh_from_db()
+    assert stalled.status == DreamCycle.Status.SUCCEEDED
