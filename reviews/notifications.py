@@ -232,8 +232,9 @@ def _post(*, url: str, address: str, headers: dict[str, str], body: str) -> http
     literal = f"[{address}]" if ":" in address else address
     netloc = literal + (f":{parts.port}" if parts.port else "")
     pinned = parts._replace(netloc=netloc).geturl()
+    # No environment proxies: a proxy would resolve the host again, past the address check.
     with httpx2.Client(
-        timeout=settings.REVERIE_WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False
+        timeout=settings.REVERIE_WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
     ) as client:
         return client.post(
             pinned,
