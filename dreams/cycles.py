@@ -312,14 +312,14 @@ def run_cycle(*, cycle_id: int) -> DreamCycle | None:
     except CycleBusy:
         raise
     except Exception as exc:
-        if _is_transient(exc):
+        if is_transient(exc):
             raise  # the task retries; the next run resumes from the database
         logger.exception("dream cycle %s failed", cycle_id)
         _finish(cycle=cycle, status=DreamCycle.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
     return cycle
 
 
-def _is_transient(exc: Exception) -> bool:
+def is_transient(exc: Exception) -> bool:
     try:
         from dreams.llm import ModelUnavailable
     except ImportError:

@@ -13,15 +13,21 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(
+    bind=True,
     name="dreams.run_cycle",
     acks_late=True,
-    autoretry_for=(cycles.CycleBusy,),
-    retry_backoff=30,
     max_retries=5,
     soft_time_limit=1800,
 )
-def run_dream_cycle(cycle_id: int) -> None:
-    cycles.run_cycle(cycle_id=cycle_id)  # idempotent: safe to run twice
+def run_dream_cycle(self, cycle_id: int) -> None:  # type: ignore[no-untyped-def]
+    try:
+        cycles.run_cycle(cycle_id=cycle_id)  # idempotent: safe to run twice
+    except Exception as exc:
+        # Another worker holds the cycle, or the model is unavailable: try again later; the
+        # next run resumes from what is in the database.
+        if isinstance(exc, cycles.CycleBusy) or cycles.is_transient(exc):
+            raise self.retry(exc=exc, countdown=60 * 2**self.request.retries) from exc
+        raise
 
 
 @shared_task(name="dreams.enqueue_due_cycles", ignore_result=True)

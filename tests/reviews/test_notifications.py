@@ -320,3 +320,14 @@ def test_the_digest_and_webhook_schedules_exist(db: Any) -> None:
 
     tasks = set(PeriodicTask.objects.values_list("task", flat=True))
     assert {"reviews.send_daily_digest", "reviews.resume_webhooks"} <= tasks
+
+
+def test_redirects_are_not_followed(hooked_agent: Any, receiver: Receiver) -> None:
+    receiver.statuses = [302]
+    delivery = notifications.notify_cycle_finished(cycle_id=finished_cycle(hooked_agent).pk)
+
+    outcome = notifications.deliver(delivery_id=delivery.pk)
+
+    assert outcome.status == WebhookDelivery.Status.PENDING  # retried later, never redirected
+    assert len(receiver.requests) == 1
+    assert delivery.attempt_log.get().error == "HTTP 302"
