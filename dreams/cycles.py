@@ -141,7 +141,9 @@ def _enter_stage(*, cycle: DreamCycle, stage: str, owner: str) -> None:
 # -- finish --------------------------------------------------------------------------------
 
 
-def _finish(*, cycle: DreamCycle, status: str, error: str = "", stop_reason: str = "") -> None:
+def _finish(
+    *, cycle: DreamCycle, status: str, error: str = "", stop_reason: str = "", actor: Any = None
+) -> None:
     with transaction.atomic():
         locked = (
             DreamCycle.objects.select_for_update()
@@ -177,7 +179,7 @@ def _finish(*, cycle: DreamCycle, status: str, error: str = "", stop_reason: str
         )
         audit.record(
             workspace=locked.agent.workspace,
-            actor=None,
+            actor=actor,
             action=f"dream_cycle.{status}",
             target=locked,
             after={"status": status, "stop_reason": stop_reason},
@@ -191,7 +193,13 @@ def _finish(*, cycle: DreamCycle, status: str, error: str = "", stop_reason: str
 
 
 def cancel_cycle(*, cycle: DreamCycle, actor: Any = None, reason: str = "Cancelled.") -> DreamCycle:
-    _finish(cycle=cycle, status=DreamCycle.Status.CANCELLED, error=reason, stop_reason="cancelled")
+    _finish(
+        cycle=cycle,
+        status=DreamCycle.Status.CANCELLED,
+        error=reason,
+        stop_reason="cancelled",
+        actor=actor,
+    )
     cycle.refresh_from_db()
     return cycle
 

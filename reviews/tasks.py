@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from reviews import notifications
+from reviews import digest, notifications
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def deliver_webhook(self, delivery_id: int) -> str:  # type: ignore[no-untyped-d
 
 @shared_task(name="reviews.send_daily_digest", ignore_result=True)
 def send_daily_digest() -> None:
-    sent = notifications.send_daily_digest()
+    sent = digest.send_daily_digest()
     logger.info("daily digest: %s e-mails", sent)
 
 

@@ -419,3 +419,20 @@ def test_the_beat_tasks_start_due_cycles_and_resume_stalled_ones(
 
     stalled.refresh_from_db()
     assert stalled.status == DreamCycle.Status.SUCCEEDED
+
+
+def test_a_cancelled_cycle_does_not_run(agent: Any, owner: Any) -> None:
+    from agents.models import AuditEvent
+
+    cycle = cycles.start_cycle(agent=agent, trigger="manual", enqueue=False)
+    cycles.cancel_cycle(cycle=cycle, actor=owner, reason="Not now.")
+    cycles.run_cycle(cycle_id=cycle.pk)
+
+    cycle.refresh_from_db()
+    assert cycle.status == DreamCycle.Status.CANCELLED
+    assert cycle.error == "Not now."
+    assert cycle.stage == ""  # never ran a stage
+    event = AuditEvent.objects.get(action="dream_cycle.cancelled")
+    assert event.actor == owner
+    # A new cycle may start once the cancelled one is no longer active.
+    assert cycles.start_cycle(agent=agent, trigger="manual", enqueue=False).pk != cycle.pk

@@ -15,7 +15,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from dreams import signals
 from dreams.models import DreamCycle, Proposal
-from reviews import notifications
+from reviews import digest, notifications
 from reviews.models import WebhookAttempt, WebhookDelivery
 from tests.factories import ConfigVersionFactory
 
@@ -298,7 +298,7 @@ def test_daily_digest_summarises_corrected_failures_and_pending_reviews(
     make_proposal(agent, status="ready")
     make_proposal(agent, status="ready")
 
-    assert notifications.send_daily_digest() == 1
+    assert digest.send_daily_digest() == 1
 
     (message,) = mail.outbox
     assert sorted(message.to) == ["o@example.com", "r@example.com"]
@@ -311,7 +311,7 @@ def test_no_digest_when_nothing_happened(agent: Any, owner: Any) -> None:
     owner.email = "o@example.com"
     owner.save(update_fields=["email"])
 
-    assert notifications.send_daily_digest() == 0
+    assert digest.send_daily_digest() == 0
     assert mail.outbox == []
 
 

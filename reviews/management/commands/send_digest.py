@@ -4,12 +4,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from reviews import notifications
+from reviews import digest
 
 
 class Command(BaseCommand):
     help = "E-mail each workspace's reviewers a digest of corrected failures and pending reviews."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        sent = notifications.send_daily_digest()
+        sent = digest.send_daily_digest()
         self.stdout.write(f"Sent {sent} digest e-mail(s).")
