@@ -139,6 +139,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "agents.models.Run.Status",
+        "DreamCycleStatusEnum": "dreams.models.DreamCycle.Status",
         "HostedDreamStatusEnum": "dreams.managed.models.HostedDream.Status",
         "MemoryApplicationStatusEnum": "dreams.managed.models.MemoryApplication.Status",
     },
@@ -195,6 +196,22 @@ REVERIE_HOSTED_DREAM_MAX_POLLS = env_int("REVERIE_HOSTED_DREAM_MAX_POLLS", 120, 
 
 # Outgoing webhooks refuse private and loopback targets unless this is on.
 REVERIE_WEBHOOKS_ALLOW_PRIVATE = env_bool("REVERIE_WEBHOOKS_ALLOW_PRIVATE", False)
+
+# Dream cycles (dreams/cycles.py and the modules it calls).
+REVERIE_DREAM_MAX_RUNS = env_int("REVERIE_DREAM_MAX_RUNS", 200, minimum=1)
+REVERIE_DREAM_MAX_DRAFTING_RUNS = env_int("REVERIE_DREAM_MAX_DRAFTING_RUNS", 6, minimum=2)
+REVERIE_DREAM_DIAGNOSE_PER_PATTERN = env_int("REVERIE_DREAM_DIAGNOSE_PER_PATTERN", 12, minimum=1)
+REVERIE_DREAM_MAX_DOCUMENT_CHARS = env_int("REVERIE_DREAM_MAX_DOCUMENT_CHARS", 20_000, minimum=100)
+REVERIE_DREAM_MAX_EDIT_CHARS = env_int("REVERIE_DREAM_MAX_EDIT_CHARS", 2_000, minimum=10)
+REVERIE_DREAM_MAX_GROWTH_PCT = env_int("REVERIE_DREAM_MAX_GROWTH_PCT", 20, minimum=0)
+REVERIE_DREAM_INJECTION_WORDS = env_int("REVERIE_DREAM_INJECTION_WORDS", 12, minimum=3)
+REVERIE_DREAM_LEASE_SECONDS = env_int("REVERIE_DREAM_LEASE_SECONDS", 900, minimum=0)
+REVERIE_DREAM_SCHEDULE_MINUTES = env_int("REVERIE_DREAM_SCHEDULE_MINUTES", 5, minimum=1)
+# Webhook delivery (reviews/notifications.py) and the daily digest.
+REVERIE_WEBHOOK_MAX_ATTEMPTS = env_int("REVERIE_WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
+REVERIE_WEBHOOK_TIMEOUT_SECONDS = env_int("REVERIE_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+REVERIE_DIGEST_HOUR = env_int("REVERIE_DIGEST_HOUR", 8, minimum=0)
+REVERIE_BASE_URL = env_str("REVERIE_BASE_URL", "http://127.0.0.1:8000")
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "reverie@localhost")

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class DreamsConfig(AppConfig):
@@ -6,5 +7,8 @@ class DreamsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Celery's autodiscovery only finds dreams/tasks.py; the connector's tasks live deeper.
+        # Celery autodiscovery imports only `dreams.tasks`; these task modules live beside it.
+        from dreams import schedules, tasks_dreaming  # noqa: F401
         from dreams.managed import tasks  # noqa: F401
+
+        post_migrate.connect(schedules.ensure_schedules, sender=self)

@@ -1,0 +1,346 @@
+"""Dream cycles: start one (at most one active per agent, held by the database), run its stages.
+
+Stages run in order — select, group, diagnose, draft, guard, replay, report — and each one checks
+what is already in the database before doing anything, so running a crashed cycle again
+finishes it without duplicate patterns or proposals. A worker holds a lease on the cycle
+(stored on the row) so two workers never run the same cycle at once.
+"""
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents import audit
+from agents.models import Agent, Run
+from dreams import diagnosis, drafting, guards, patterns, reports, signals, spend
+from dreams.models import DreamCycle, Proposal
+from dreams.proposals import transition_proposal
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("select", "group", "diagnose", "draft", "guard", "replay", "report")
+
+
+class CycleNotStarted(Exception):
+    """No cycle was started: the agent is paused, dreaming is off, or a cycle is active."""
+
+    def __init__(self, message: str, *, active: DreamCycle | None = None) -> None:
+        super().__init__(message)
+        self.active = active
+
+
+class CycleBusy(Exception):
+    """Another worker holds the cycle's lease."""
+
+
+# -- start ---------------------------------------------------------------------------------
+
+
+def start_cycle(
+    *, agent: Agent, trigger: str, actor: Any = None, enqueue: bool = True
+) -> DreamCycle:
+    """Queue a cycle; the partial unique constraint makes concurrent starts yield one cycle."""
+    from dreams.tasks_dreaming import run_dream_cycle
+
+    try:
+        with transaction.atomic():
+            locked = Agent.objects.select_for_update().select_related("workspace").get(pk=agent.pk)
+            if locked.is_paused:
+                raise CycleNotStarted("The agent is paused; a paused agent never dreams.")
+            if not locked.dreaming_enabled and trigger not in (
+                DreamCycle.Trigger.MANUAL,
+                DreamCycle.Trigger.API,
+            ):
+                raise CycleNotStarted("Dreaming is disabled for this agent.")
+            cycle = DreamCycle.objects.create(
+                agent=locked,
+                trigger=trigger,
+                created_by=actor if getattr(actor, "is_authenticated", False) else None,
+            )
+            audit.record(
+                workspace=locked.workspace,
+                actor=actor,
+                action="dream_cycle.start",
+                target=cycle,
+                after={"trigger": trigger},
+            )
+    except IntegrityError as exc:
+        active = DreamCycle.objects.filter(agent=agent, status__in=DreamCycle.ACTIVE).first()
+        raise CycleNotStarted(
+            f"Cycle {active.pk if active else '?'} is already active for this agent.",
+            active=active,
+        ) from exc
+    if enqueue:
+        run_dream_cycle.delay_on_commit(cycle.pk)
+    return cycle
+
+
+# -- lease ---------------------------------------------------------------------------------
+
+
+def _lease_seconds() -> int:
+    return settings.REVERIE_DREAM_LEASE_SECONDS
+
+
+def _take_lease(*, cycle_id: int, owner: str) -> DreamCycle | None:
+    """Claim the cycle for this worker (queued → running, or a running one whose lease lapsed)."""
+    now = timezone.now()
+    with transaction.atomic():
+        cycle = DreamCycle.objects.select_for_update().select_related("agent").get(pk=cycle_id)
+        if not cycle.is_active:
+            return None
+        lease = (cycle.report or {}).get("lease") or {}
+        until = lease.get("until")
+        if (
+            lease.get("owner") not in (None, owner)
+            and until
+            and until > now.isoformat()
+            and cycle.status == DreamCycle.Status.RUNNING
+        ):
+            raise CycleBusy(f"cycle {cycle_id} is being run by {lease['owner']}")
+        report = dict(cycle.report or {})
+        report["lease"] = {
+            "owner": owner,
+            "until": (now + timedelta(seconds=_lease_seconds())).isoformat(),
+        }
+        cycle.report = report
+        fields = ["report"]
+        if cycle.status == DreamCycle.Status.QUEUED:
+            cycle.status = DreamCycle.Status.RUNNING
+            cycle.started_at = now
+            fields += ["status", "started_at"]
+        cycle.save(update_fields=fields)
+    return cycle
+
+
+def _enter_stage(*, cycle: DreamCycle, stage: str, owner: str) -> None:
+    """Record the stage and renew the lease."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = DreamCycle.objects.select_for_update().get(pk=cycle.pk)
+        report = dict(locked.report or {})
+        if (report.get("lease") or {}).get("owner") != owner:
+            raise CycleBusy(f"cycle {cycle.pk} lease was taken over")
+        report["lease"] = {
+            "owner": owner,
+            "until": (now + timedelta(seconds=_lease_seconds())).isoformat(),
+        }
+        locked.report = report
+        locked.stage = stage
+        locked.progress_done = STAGES.index(stage)
+        locked.progress_total = len(STAGES)
+        locked.save(update_fields=["report", "stage", "progress_done", "progress_total"])
+    cycle.report, cycle.stage = locked.report, stage
+
+
+# -- finish --------------------------------------------------------------------------------
+
+
+def _finish(
+    *, cycle: DreamCycle, status: str, error: str = "", stop_reason: str = "", actor: Any = None
+) -> None:
+    with transaction.atomic():
+        locked = (
+            DreamCycle.objects.select_for_update()
+            .select_related("agent__workspace")
+            .get(pk=cycle.pk)
+        )
+        if not locked.is_active:
+            return
+        spend.refresh_cycle_usage(cycle=locked)
+        locked.status = status
+        locked.error = error
+        locked.finished_at = timezone.now()
+        report = reports.build_cycle_report(locked)
+        if stop_reason:
+            report["stop_reason"] = stop_reason
+        report["progress"] = (locked.report or {}).get("progress", {})
+        locked.report = report
+        if status == DreamCycle.Status.SUCCEEDED:
+            locked.stage = "done"
+            locked.progress_done = locked.progress_total = len(STAGES)
+        locked.save(
+            update_fields=[
+                "status",
+                "error",
+                "finished_at",
+                "report",
+                "stage",
+                "progress_done",
+                "progress_total",
+                "tokens_used",
+                "cost_usd",
+            ]
+        )
+        audit.record(
+            workspace=locked.agent.workspace,
+            actor=actor,
+            action=f"dream_cycle.{status}",
+            target=locked,
+            after={"status": status, "stop_reason": stop_reason},
+            comment=error,
+        )
+        cycle_id = locked.pk
+        transaction.on_commit(
+            lambda: signals.cycle_finished.send(sender=DreamCycle, cycle_id=cycle_id)
+        )
+    cycle.status = status
+
+
+def cancel_cycle(*, cycle: DreamCycle, actor: Any = None, reason: str = "Cancelled.") -> DreamCycle:
+    _finish(
+        cycle=cycle,
+        status=DreamCycle.Status.CANCELLED,
+        error=reason,
+        stop_reason="cancelled",
+        actor=actor,
+    )
+    cycle.refresh_from_db()
+    return cycle
+
+
+# -- stages --------------------------------------------------------------------------------
+
+
+def guard_cycle(*, cycle: DreamCycle) -> int:
+    """Stage *guard*: compute each new proposal's flags once."""
+    done = 0
+    agent = cycle.agent
+    for proposal in Proposal.objects.filter(cycle=cycle).select_related(
+        "base_version", "candidate_version"
+    ):
+        if (proposal.metadata or {}).get("guarded"):
+            continue
+        read_runs = list(Run.objects.filter(pk__in=proposal.metadata.get("drafting_run_ids", [])))
+        flags = guards.check(
+            base=drafting.documents_of(proposal.base_version),
+            candidate=drafting.documents_of(proposal.candidate_version),
+            agent_sections=agent.protected_sections,
+            runs=read_runs,
+        )
+        with transaction.atomic():
+            locked = Proposal.objects.select_for_update().get(pk=proposal.pk)
+            if locked.metadata.get("guarded"):
+                continue
+            known = {f.get("code") for f in locked.flags}
+            locked.flags = [*locked.flags, *[f for f in flags if f["code"] not in known]]
+            locked.metadata = {**locked.metadata, "guarded": True}
+            locked.save(update_fields=["flags", "metadata", "updated_at"])
+        done += 1
+    return done
+
+
+def _start_experiment() -> Any:
+    try:
+        from dreams.experiments import start_experiment
+    except ImportError:
+        return None
+    return start_experiment
+
+
+def replay_cycle(*, cycle: DreamCycle) -> int:
+    """Stage *replay*: one experiment per drafted proposal, on its held-out runs."""
+    start_experiment = _start_experiment()
+    if start_experiment is None:
+        logger.warning(
+            "dreams.experiments is not installed; proposals of cycle %s stay drafted", cycle.pk
+        )
+        return 0
+    started = 0
+    for proposal in Proposal.objects.filter(cycle=cycle, status=Proposal.Status.DRAFTED):
+        heldout = list(
+            Run.objects.filter(pk__in=proposal.metadata.get("heldout_run_ids", [])).order_by("id")
+        )
+        if not heldout:
+            continue
+        with transaction.atomic():
+            locked = Proposal.objects.select_for_update().get(pk=proposal.pk)
+            if locked.status != Proposal.Status.DRAFTED or locked.experiments.exists():
+                continue
+            start_experiment(
+                agent=cycle.agent,
+                baseline_version=locked.base_version,
+                candidate_version=locked.candidate_version,
+                target_runs=heldout,
+                proposal=locked,
+            )
+            # start_experiment moves a drafted proposal to `replaying`; make sure it did.
+            if Proposal.objects.filter(pk=locked.pk, status=Proposal.Status.DRAFTED).exists():
+                transition_proposal(
+                    proposal_id=locked.pk, to=Proposal.Status.REPLAYING, action="proposal.replay"
+                )
+        started += 1
+    return started
+
+
+STAGE_FUNCTIONS = {
+    "select": patterns.select_runs,
+    "group": patterns.group_runs,
+    "diagnose": diagnosis.diagnose_cycle,
+    "draft": drafting.draft_cycle,
+    "guard": guard_cycle,
+    "replay": replay_cycle,
+}
+
+
+def run_cycle(*, cycle_id: int) -> DreamCycle | None:
+    """Run (or resume) every stage of a cycle; safe to call twice or after a crash."""
+    owner = uuid.uuid4().hex[:12]
+    try:
+        cycle = _take_lease(cycle_id=cycle_id, owner=owner)
+    except DreamCycle.DoesNotExist:
+        logger.warning("dream cycle %s does not exist", cycle_id)
+        return None
+    if cycle is None:
+        return DreamCycle.objects.filter(pk=cycle_id).first()
+    agent = cycle.agent
+    if agent.is_paused:
+        _finish(
+            cycle=cycle,
+            status=DreamCycle.Status.CANCELLED,
+            error="The agent was paused.",
+            stop_reason="paused",
+        )
+        return cycle
+    try:
+        for stage, function in STAGE_FUNCTIONS.items():
+            _enter_stage(cycle=cycle, stage=stage, owner=owner)
+            function(cycle=cycle)
+        _enter_stage(cycle=cycle, stage="report", owner=owner)
+        _finish(cycle=cycle, status=DreamCycle.Status.SUCCEEDED)
+    except spend.CapReached as exc:
+        _finish(
+            cycle=cycle, status=DreamCycle.Status.CANCELLED, error=exc.message, stop_reason=exc.code
+        )
+    except CycleBusy:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise  # the task retries; the next run resumes from the database
+        logger.exception("dream cycle %s failed", cycle_id)
+        _finish(cycle=cycle, status=DreamCycle.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+    return cycle
+
+
+def is_transient(exc: Exception) -> bool:
+    try:
+        from dreams.llm import ModelUnavailable
+    except ImportError:
+        return False
+    return isinstance(exc, ModelUnavailable)
+
+
+def stale_cycles() -> list[int]:
+    """Running cycles whose lease lapsed (their worker died): ids to run again."""
+    now = timezone.now().isoformat()
+    ids = []
+    for cycle in DreamCycle.objects.filter(status=DreamCycle.Status.RUNNING).only("id", "report"):
+        until = ((cycle.report or {}).get("lease") or {}).get("until")
+        if not until or until < now:
+            ids.append(cycle.pk)
+    return ids
