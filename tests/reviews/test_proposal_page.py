@@ -1,0 +1,52 @@
+import pytest
+from django.urls import reverse
+
+from dreams.models import Replay
+from tests.factories import reviewable_proposal
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def proposal(agent):
+    return reviewable_proposal(agent=agent, runs=3)
+
+
+def test_proposal_page_shows_word_level_diff_metrics_and_chart(client, reviewer, proposal):
+    client.force_login(reviewer)
+    response = client.get(reverse("proposal-detail", args=[proposal.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    # The added verification section appears as added lines, with word highlights in the memory doc.
+    assert "<ins>" in html and "Always call lookup_order before issuing any refund" in html
+    assert "policies/refunds.md" in html
+    assert "<svg" in html and "Target runs" in html
+    assert "McNemar" in html
+    assert "simulated model" in html
+
+
+def test_split_view_renders_pairs(client, reviewer, proposal):
+    client.force_login(reviewer)
+    html = client.get(reverse("proposal-detail", args=[proposal.pk]) + "?view=split").content.decode()
+    assert "diff-split" in html
+
+
+def test_replay_filter_by_outcome_returns_only_that_outcome(client, reviewer, proposal):
+    client.force_login(reviewer)
+    url = reverse("proposal-detail", args=[proposal.pk]) + "?outcome=fixed"
+    response = client.get(url, headers={"HX-Request": "true", "HX-Target": "replay-list"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="replay-list">')
+    # 3 target runs alternate fixed/still failing: runs 0 and 2 are fixed.
+    assert html.count('class="replay-row"') == 2
+
+
+def test_replay_detail_shows_three_trajectories_with_divergence(client, reviewer, proposal):
+    client.force_login(reviewer)
+    replay = Replay.objects.filter(experiment__proposal=proposal, arm="candidate").first()
+    url = reverse("replay-detail", args=[proposal.pk, replay.run_id])
+    html = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert "Recorded" in html and "Baseline replay" in html and "Candidate replay" in html
+    assert "diverges here" in html
+    assert "<html" not in html
