@@ -320,8 +320,12 @@ def reviewable_proposal(
 
     Target runs alternate fixed / still failing; one extra regression-sample run regresses.
     """
+    from django.db.models import Max
+
+    top = ConfigVersion.objects.filter(agent=agent).aggregate(n=Max("number"))["n"] or 0
     base = ConfigVersionFactory(
         agent=agent,
+        number=top + 1,
         system_prompt=BASE_PROMPT,
         memory_documents={"policies/refunds.md": "# Refund policy\n\n- 30 days.\n"}
         if memory
@@ -329,6 +333,7 @@ def reviewable_proposal(
     )
     cand = ConfigVersionFactory(
         agent=agent,
+        number=top + 2,
         system_prompt=CANDIDATE_PROMPT,
         memory_documents={
             "policies/refunds.md": "# Refund policy\n\n- 30 days from delivery.\n- Check the window first.\n"
