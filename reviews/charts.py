@@ -27,7 +27,7 @@ def pass_rate_chart(
     rows = [r for r in rows if r[1] or r[2]]
     if not rows:
         return SafeString("")
-    left, width, bar_h, gap = 92, 300, 11, 14
+    left, width, bar_h, gap = 128, 320, 11, 14
     row_h = bar_h * 2 + 4 + gap
     height = 24 + row_h * len(rows)
     parts: list[SafeString] = []

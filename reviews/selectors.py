@@ -137,26 +137,28 @@ def review_queue(*, workspace: Workspace, filters: QueueFilters) -> dict[str, An
 
 @dataclass
 class QueueRow:
+    """One queue line: pass rates from the held-out target runs, paired counts from all runs."""
+
     proposal: Proposal
-    block: dict[str, Any] = field(default_factory=dict)
+    target: dict[str, Any] = field(default_factory=dict)
+    regression: dict[str, Any] = field(default_factory=dict)
+    overall: dict[str, Any] = field(default_factory=dict)
     verdict: str = ""
     fidelity: float | None = None
 
     @classmethod
     def build(cls, proposal: Proposal) -> "QueueRow":
         stats = getattr(proposal, "stats", None) or {}
-        block = stats.get("target") or stats.get("overall") or {}
+        target = stats.get("target") or {}
+        overall = stats.get("overall") or target
         return cls(
             proposal=proposal,
-            block=block,
+            target=target or overall,
+            regression=stats.get("regression") or {},
+            overall=overall,
             verdict=stats.get("verdict", ""),
             fidelity=stats.get("fidelity"),
         )
-
-    @property
-    def regression_block(self) -> dict[str, Any]:
-        stats = getattr(self.proposal, "stats", None) or {}
-        return stats.get("regression") or {}
 
 
 # ---------------------------------------------------------------------------- proposal page

@@ -190,6 +190,14 @@ def experiment_stats(
     }
 
 
+PATTERN_TITLES = [
+    "Refunds issued without verifying the order",
+    "Needless escalation of angry customers",
+    "Refunds past the 30-day window",
+    "Promised refund timings not in any tool result",
+]
+
+
 class DreamCycleFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = DreamCycle
@@ -211,7 +219,7 @@ class FailurePatternFactory(factory.django.DjangoModelFactory):
     cycle = factory.SubFactory(DreamCycleFactory)
     agent = factory.SelfAttribute("cycle.agent")
     signature = factory.Sequence(lambda n: f"pattern-{n}")
-    title = factory.Sequence(lambda n: f"Refunds issued without verifying the order ({n})")
+    title = factory.Iterator(PATTERN_TITLES)
     description = "The agent refunds on the customer's word when pushed to skip checks."
     count = 4
 
@@ -354,7 +362,12 @@ def reviewable_proposal(
         **kwargs,
     )
     proposal.patterns.set(pats)
-    experiment = ExperimentFactory(proposal=proposal, stats=experiment_stats(patterns=pats))
+    fixes = max(1, min(8, round(expected_value * 1.5)))
+    regressions = 1 + int(expected_value < 1)
+    experiment = ExperimentFactory(
+        proposal=proposal,
+        stats=experiment_stats(patterns=pats, fixes=fixes, regressions=regressions),
+    )
     for index in range(runs):
         run = RunFactory(
             agent=agent,

@@ -133,3 +133,20 @@ FLAG_LABELS = {
 @register.filter
 def flag_label(code: Any) -> str:
     return FLAG_LABELS.get(str(code), str(code).replace("_", " "))
+
+
+@register.filter
+def role_label(message: Any) -> str:
+    """'tool result' for a user turn made only of tool results (that is what it is)."""
+    if not isinstance(message, dict):
+        return "?"
+    role = str(message.get("role") or "?")
+    content = message.get("content")
+    if (
+        role == "user"
+        and isinstance(content, list)
+        and content
+        and all(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+    ):
+        return "tool result"
+    return role

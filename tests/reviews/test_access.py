@@ -39,9 +39,7 @@ def test_permission_table(request, agent, who, write, outcome):
             get_proposal_for_user(user, proposal.pk, write=write)
 
 
-@pytest.mark.parametrize(
-    ("who", "status"), [("viewer", 403), ("outsider", 404), ("reviewer", 302)]
-)
+@pytest.mark.parametrize(("who", "status"), [("viewer", 403), ("outsider", 404), ("reviewer", 302)])
 def test_decide_view_goes_through_the_access_helper(request, client, agent, who, status):
     proposal = reviewable_proposal(agent=agent, runs=1)
     client.force_login(request.getfixturevalue(who))

@@ -72,7 +72,9 @@ def test_two_approvals_needed_when_agent_requires_two(agent, reviewer, second_re
     assert _status(proposal) == "approved"
 
 
-def test_author_of_an_edit_cannot_be_one_of_two_approvers(agent, reviewer, second_reviewer, owner, proposal):
+def test_author_of_an_edit_cannot_be_one_of_two_approvers(
+    agent, reviewer, second_reviewer, owner, proposal
+):
     agent.required_approvals = 2
     agent.save(update_fields=["required_approvals"])
     edited = services.edit_proposal(
@@ -132,7 +134,9 @@ def test_two_reviewers_deciding_at_once_exactly_one_wins(reviewer, second_review
     threads = [
         threading.Thread(target=decide, args=(services.approve_proposal, reviewer)),
         threading.Thread(
-            target=decide, args=(services.reject_proposal, second_reviewer), kwargs={"comment": "no"}
+            target=decide,
+            args=(services.reject_proposal, second_reviewer),
+            kwargs={"comment": "no"},
         ),
     ]
     for t in threads:

@@ -27,7 +27,9 @@ def test_proposal_page_shows_word_level_diff_metrics_and_chart(client, reviewer,
 
 def test_split_view_renders_pairs(client, reviewer, proposal):
     client.force_login(reviewer)
-    html = client.get(reverse("proposal-detail", args=[proposal.pk]) + "?view=split").content.decode()
+    html = client.get(
+        reverse("proposal-detail", args=[proposal.pk]) + "?view=split"
+    ).content.decode()
     assert "diff-split" in html
 
 

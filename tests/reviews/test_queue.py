@@ -2,7 +2,12 @@ import pytest
 from django.urls import reverse
 
 from dreams.models import Proposal
-from tests.factories import AgentFactory, ConfigVersionFactory, reviewable_proposal
+from tests.factories import (
+    AgentFactory,
+    ConfigVersionFactory,
+    experiment_stats,
+    reviewable_proposal,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -21,16 +26,19 @@ def test_queue_is_the_home_page_and_orders_by_expected_value(client, reviewer, a
 
 
 def test_queue_shows_fixes_regressions_pass_rates_and_p_value_from_stats(client, reviewer, agent):
-    reviewable_proposal(agent=agent, runs=1)
+    proposal = reviewable_proposal(agent=agent, runs=1)
+    proposal.experiments.update(stats=experiment_stats(fixes=5, regressions=1))
     client.force_login(reviewer)
     html = client.get("/").content.decode()
-    # experiment_stats(): target 0/8 → 5/8 with 5 fixes; regression sample loses 1 of 10.
-    assert "+5" in html and "0% → <strong>62%</strong>" in html
+    # Target 0/8 → 5/8 (5 fixes); the regression sample loses 1 of 10; overall +5 / −1.
+    assert '+5</span> / <span class="regr">−1' in html and "0% → <strong>62%</strong>" in html
     assert "1 broken of 10" in html
     assert "0.031" in html
 
 
-def test_queue_filters_by_agent_and_keeps_other_workspaces_out(client, reviewer, agent, other_workspace):
+def test_queue_filters_by_agent_and_keeps_other_workspaces_out(
+    client, reviewer, agent, other_workspace
+):
     other_agent = AgentFactory(workspace=agent.workspace, slug="billing", name="Billing")
     reviewable_proposal(agent=agent, title="Support edit", runs=1)
     reviewable_proposal(agent=other_agent, title="Billing edit", runs=1)
@@ -43,8 +51,12 @@ def test_queue_filters_by_agent_and_keeps_other_workspaces_out(client, reviewer,
 
 
 def test_queue_filters_by_flag_code(client, reviewer, agent):
-    reviewable_proposal(agent=agent, title="Flagged edit", runs=1,
-                        flags=[{"code": "possible_injection", "message": "copied from a tool result"}])
+    reviewable_proposal(
+        agent=agent,
+        title="Flagged edit",
+        runs=1,
+        flags=[{"code": "possible_injection", "message": "copied from a tool result"}],
+    )
     reviewable_proposal(agent=agent, title="Clean edit", runs=1)
     client.force_login(reviewer)
     flagged = client.get("/?flag=possible_injection").content.decode()
@@ -90,7 +102,13 @@ def test_queue_paginates(client, reviewer, agent):
     base = ConfigVersionFactory(agent=agent)
     Proposal.objects.bulk_create(
         [
-            Proposal(agent=agent, base_version=base, candidate_version=base, title=f"P{i}", status="ready")
+            Proposal(
+                agent=agent,
+                base_version=base,
+                candidate_version=base,
+                title=f"P{i}",
+                status="ready",
+            )
             for i in range(30)
         ]
     )
