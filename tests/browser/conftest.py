@@ -46,7 +46,7 @@ def page(browser: Any, transactional_db: Any) -> Any:
 
 @pytest.fixture
 def login(page: Any, live_server: Any) -> Any:
-    def _login(username: str, password: str = "pw-for-tests") -> Any:
+    def _login(username: str, password: str = "pw-for-tests") -> Any:  # noqa: S107
         page.goto(live_server.url + "/login/")
         page.fill("input[name=username]", username)
         page.fill("input[name=password]", password)
