@@ -1,6 +1,7 @@
 """Reads for the review pages: the queue and a proposal's evidence, with a fixed number of queries."""
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.core.paginator import Page, Paginator
@@ -164,50 +165,64 @@ class QueueRow:
 # ---------------------------------------------------------------------------- proposal page
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayLite:
+    """The columns of a Replay the list needs (no messages): cheaper than model instances."""
+
+    id: int
+    arm: str
+    replicate: int
+    status: str
+    verdict: str
+    reason: str
+    off_recording: bool
+    unverifiable: bool
+
+
 @dataclass
 class ReplayRow:
     run_id: int
     external_id: str
     recorded_status: str
     run_set: str
-    baseline: list[Replay] = field(default_factory=list)
-    candidate: list[Replay] = field(default_factory=list)
+    baseline: list[ReplayLite] = field(default_factory=list)
+    candidate: list[ReplayLite] = field(default_factory=list)
 
     @staticmethod
-    def _passes(replays: list[Replay]) -> bool | None:
+    def _passes(replays: list[ReplayLite]) -> bool | None:
         graded = [r for r in replays if r.verdict in (Replay.Verdict.PASS, Replay.Verdict.FAIL)]
         if not graded:
             return None
         return sum(r.verdict == Replay.Verdict.PASS for r in graded) * 2 > len(graded)
 
-    @property
+    @cached_property
     def baseline_pass(self) -> bool | None:
         return self._passes(self.baseline)
 
-    @property
+    @cached_property
     def candidate_pass(self) -> bool | None:
         return self._passes(self.candidate)
 
-    @property
+    @cached_property
     def off_recording(self) -> bool:
         return any(r.off_recording for r in self.baseline + self.candidate)
 
-    @property
+    @cached_property
     def unverifiable(self) -> bool:
         return any(
             r.unverifiable or r.verdict == Replay.Verdict.UNVERIFIABLE
             for r in self.baseline + self.candidate
         )
 
-    @property
+    @cached_property
     def flaky(self) -> bool:
         return any(len({r.verdict for r in arm}) > 1 for arm in (self.baseline, self.candidate))
 
-    @property
+    @cached_property
     def pending(self) -> bool:
         return any(r.status == Replay.Status.PENDING for r in self.baseline + self.candidate)
 
-    @property
+    @cached_property
     def outcome(self) -> str:
         if self.pending:
             return "pending"
@@ -243,37 +258,34 @@ def replay_rows(*, experiment: Experiment) -> list[ReplayRow]:
     """Replays of one experiment paired per run; messages are not loaded here (one query)."""
     replays = (
         Replay.objects.filter(experiment=experiment)
-        .select_related("run")
-        .only(
+        .order_by("run_id", "arm", "replicate")
+        .values_list(
             "id",
-            "run_id",
             "arm",
             "replicate",
-            "run_set",
             "status",
             "verdict",
             "reason",
             "off_recording",
             "unverifiable",
-            "divergence_step",
-            "divergence_kind",
-            "run__id",
+            "run_id",
+            "run_set",
             "run__external_id",
             "run__status",
         )
-        .order_by("run_id", "arm", "replicate")
     )
     by_run: dict[int, ReplayRow] = {}
-    for replay in replays:
-        row = by_run.get(replay.run_id)
+    for *fields, run_id, run_set, external_id, run_status in replays:
+        row = by_run.get(run_id)
         if row is None:
-            row = by_run[replay.run_id] = ReplayRow(
-                run_id=replay.run_id,
-                external_id=replay.run.external_id,
-                recorded_status=replay.run.status,
-                run_set=replay.run_set,
+            row = by_run[run_id] = ReplayRow(
+                run_id=run_id,
+                external_id=external_id,
+                recorded_status=run_status,
+                run_set=run_set,
             )
-        (row.baseline if replay.arm == Replay.Arm.BASELINE else row.candidate).append(replay)
+        lite = ReplayLite(*fields)
+        (row.baseline if lite.arm == Replay.Arm.BASELINE else row.candidate).append(lite)
     order = {
         "regressed": 0,
         "fixed": 1,
