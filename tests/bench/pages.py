@@ -193,7 +193,7 @@ def build() -> None:
         cur.execute("SELECT id FROM dreams_experiment WHERE proposal_id = %s", [target_id])
         (experiment_id,) = cur.fetchone()
         cur.execute(
-            f"""
+            """
             INSERT INTO dreams_replay (experiment_id, run_id, arm, replicate, run_set, status, verdict, grader, reason,
               messages, divergence_step, divergence_kind, off_recording, unverifiable, input_tokens, output_tokens,
               cache_read_tokens, cache_write_tokens, cost_usd, latency_ms, error, created_at, finished_at)
