@@ -122,9 +122,12 @@ def decide(request: HttpRequest, pk: int) -> HttpResponse:
     except InvalidTransition:
         fresh = get_proposal_for_user(request.user, pk)
         last = fresh.decisions.select_related("reviewer").order_by("-id").first()
-        who = (
-            f" {last.reviewer.get_username()} {last.get_kind_display().lower()} it." if last else ""
-        )
+        verbs = {
+            "approve": "approved it",
+            "reject": "rejected it",
+            "request_changes": "asked for changes",
+        }
+        who = f" {last.reviewer.get_username()} {verbs[last.kind]}." if last else ""
         message = (
             f"This proposal changed while you were reading it: it is now "
             f"{fresh.get_status_display().lower()}.{who} Your decision was not recorded."
