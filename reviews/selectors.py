@@ -242,6 +242,11 @@ class ReplayRow:
         first = self.candidate[0] if self.candidate else None
         return first.reason if first else ""
 
+    @property
+    def reason_short(self) -> str:
+        reason = self.reason
+        return reason if len(reason) <= 140 else reason[:139].rstrip() + "…"
+
 
 OUTCOMES = [
     ("fixed", "Fixed"),

@@ -71,6 +71,8 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
         "approvals_needed": needed,
         "reviewers": selectors.assignable_reviewers(workspace=proposal.agent.workspace),
         "verdict": stats.get("verdict", ""),
+        # One reverse() instead of one per replay row (the list can hold hundreds).
+        "replay_prefix": reverse("proposal-detail", args=[proposal.pk]) + "replays/",
         **evidence,
     }
     context.update(extra)
