@@ -57,6 +57,7 @@ def test_review_flow_filter_open_expand_approve_and_audit(
     page.click("nav.nav >> text=Audit")
     expect(page.locator("table.audit")).to_contain_text("proposal.approve")
     expect(page.locator("table.audit")).to_contain_text("riley-reviewer")
+    shot("audit")
 
 
 def test_reject_without_comment_shows_a_message(page, login, reviewer, proposals, live_server):
@@ -149,3 +150,29 @@ def test_agent_page_screenshot(page, login, reviewer, agent, proposals, live_ser
     expect(page.locator("svg.chart")).to_be_visible()
     expect(page.locator("#version-diff")).to_be_visible()
     shot("agent")
+
+
+def test_edit_creates_a_new_revision_and_keeps_the_old_one_visible(
+    page, login, reviewer, proposals, live_server, shot
+):
+    login("riley-reviewer")
+    page.goto(f"{live_server.url}/proposals/{proposals.pk}/")
+    page.click("text=Edit candidate")
+    box = page.locator("#system_prompt")
+    box.fill(box.input_value().replace("Always call", "Always, without exception, call"))
+    page.fill("#note", "stronger wording")
+    shot("edit", full_page=False)
+    page.click("text=Save as new revision")
+    expect(page.locator(".flash-success")).to_contain_text("Saved revision 2")
+    expect(page.locator(".diff ins", has_text="without exception").first).to_be_visible()
+    page.click(f"text=#{proposals.pk} (rev 1, superseded)")
+    expect(page.locator("#proposal-status")).to_have_text("Superseded")
+
+
+def test_dreams_list_and_cycle_report(page, login, viewer, proposals, live_server, shot):
+    login("vic-viewer")
+    page.click("nav.nav >> text=Dreams")
+    page.click(f"text=#{proposals.cycle_id}")
+    expect(page.locator("h1")).to_contain_text(f"Dream cycle {proposals.cycle_id}")
+    expect(page.locator("text=Download report (Markdown)")).to_be_visible()
+    shot("cycle")
