@@ -1,6 +1,7 @@
 """Reads for the agent page and the dreams pages: versions, cycles, pass rate by version, spend."""
 
 import inspect
+import json
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -99,7 +100,34 @@ def cycle_detail(*, cycle: DreamCycle) -> dict[str, Any]:
             for key, value in (cycle.report or {}).items()
             if isinstance(value, str | int | float) and key != "markdown"
         ],
+        "sections": report_sections(cycle.report or {}),
     }
+
+
+def report_sections(report: dict[str, Any], *, max_columns: int = 8) -> list[dict[str, Any]]:
+    """Lists of records in a report (e.g. patterns, proposals) as small tables, whatever their keys."""
+    sections = []
+    for key, value in report.items():
+        if not (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
+            continue
+        columns: list[str] = []
+        for record in value:
+            for column in record:
+                if column not in columns and len(columns) < max_columns:
+                    columns.append(column)
+        rows = [
+            [
+                v
+                if isinstance(v := record.get(c), str | int | float) or v is None
+                else json.dumps(v)[:200]
+                for c in columns
+            ]
+            for record in value
+        ]
+        sections.append(
+            {"title": key.replace("_", " ").capitalize(), "columns": columns, "rows": rows}
+        )
+    return sections
 
 
 def cycle_markdown(*, cycle: DreamCycle) -> str:

@@ -87,6 +87,16 @@ def latest_experiment_stats() -> Subquery:
     )
 
 
+def approval_count() -> Subquery:
+    return Subquery(
+        Decision.objects.filter(proposal=OuterRef("pk"), kind=Decision.Kind.APPROVE)
+        .order_by()
+        .values("proposal")
+        .annotate(n=Count("id"))
+        .values("n")[:1]
+    )
+
+
 def _flag_filter(flag: str) -> Q:
     if flag == "any":
         return ~Q(flags=[])
@@ -110,7 +120,7 @@ def review_queue(*, workspace: Workspace, filters: QueueFilters) -> dict[str, An
     rows = scoped if filters.status == "all" else scoped.filter(status=filters.status)
     rows = (
         rows.select_related("agent", "assignee", "candidate_version", "base_version")
-        .annotate(stats=latest_experiment_stats())
+        .annotate(stats=latest_experiment_stats(), approvals=approval_count())
         .defer("rationale", "metadata")
         .prefetch_related(
             Prefetch("patterns", queryset=FailurePattern.objects.only("id", "title", "count"))

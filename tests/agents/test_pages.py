@@ -177,3 +177,40 @@ def test_audit_log_filters_by_action(client, reviewer, agent):
     assert "proposal.reject" in html and "nope &lt;b&gt;x&lt;/b&gt;" in html
     assert AuditEvent.objects.filter(action="proposal.reject").count() == 1
     assert "No audit events" in client.get("/audit/?action=nothing").content.decode()
+
+
+def test_cycle_page_renders_report_records_escaped(client, viewer, agent):
+    cycle = DreamCycleFactory(
+        agent=agent,
+        report={
+            "runs_studied": 42,
+            "patterns": [{"title": "<b>Unverified refunds</b>", "runs": 7}],
+        },
+    )
+    client.force_login(viewer)
+    html = client.get(reverse("cycle-detail", args=[cycle.pk])).content.decode()
+    assert "runs studied" in html and "42" in html
+    assert "&lt;b&gt;Unverified refunds&lt;/b&gt;" in html and "<th>runs</th>" in html
+
+
+def test_dream_now_calls_the_dreams_starter_when_present(client, reviewer, agent, monkeypatch):
+    from reviews import agent_overview
+
+    def start_cycle(*, agent, trigger, created_by):
+        return DreamCycle.objects.create(agent=agent, trigger=trigger, created_by=created_by)
+
+    monkeypatch.setattr(agent_overview, "dream_starter", lambda: start_cycle)
+    client.force_login(reviewer)
+    url = reverse("agent-detail", args=["support"])
+    assert 'id="dream-now"' in client.get(url).content.decode()
+    response = client.post(reverse("agent-dream", args=["support"]))
+    assert response.status_code == 302
+    cycle = DreamCycle.objects.get(agent=agent)
+    assert (cycle.trigger, cycle.created_by) == ("manual", reviewer)
+    # While it is queued the cycles table polls for progress.
+    assert 'hx-trigger="every 3s"' in client.get(url).content.decode()
+
+
+def test_viewer_cannot_start_a_dream(client, viewer, agent):
+    assert client.force_login(viewer) is None
+    assert client.post(reverse("agent-dream", args=["support"])).status_code == 403

@@ -127,3 +127,14 @@ def test_empty_queue_explains_what_will_appear(client, reviewer, agent):
 def test_anonymous_visitor_is_sent_to_login(client):
     response = client.get("/")
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_queue_shows_partial_approvals(client, reviewer, agent):
+    from reviews.services import approve_proposal
+
+    agent.required_approvals = 2
+    agent.save(update_fields=["required_approvals"])
+    proposal = reviewable_proposal(agent=agent, runs=1)
+    approve_proposal(proposal_id=proposal.pk, reviewer=reviewer)
+    client.force_login(reviewer)
+    assert "1 of 2 approvals" in client.get("/").content.decode()
