@@ -484,3 +484,16 @@ def page_numbers(page: Page) -> list[int | None]:
         elif out and out[-1] is not None:
             out.append(None)
     return out
+
+
+def queue_neighbours(*, proposal: Proposal) -> dict[str, int | None]:
+    """Previous and next proposal in the default queue order (ready, highest expected value first)."""
+    if proposal.status != S.READY:
+        return {"previous": None, "next": None}
+    ready = Proposal.objects.filter(agent__workspace_id=proposal.agent.workspace_id, status=S.READY)
+    value, pk = proposal.expected_value, proposal.pk
+    after = Q(expected_value__lt=value) | Q(expected_value=value, id__lt=pk)
+    before = Q(expected_value__gt=value) | Q(expected_value=value, id__gt=pk)
+    following = ready.filter(after).order_by("-expected_value", "-id").values_list("id", flat=True)
+    preceding = ready.filter(before).order_by("expected_value", "id").values_list("id", flat=True)
+    return {"previous": preceding.first(), "next": following.first()}

@@ -70,6 +70,7 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
         "is_admin": role == Membership.Role.ADMIN,
         "approvals_needed": needed,
         "reviewers": selectors.assignable_reviewers(workspace=proposal.agent.workspace),
+        "neighbours": selectors.queue_neighbours(proposal=proposal),
         "verdict": stats.get("verdict", ""),
         # One reverse() instead of one per replay row (the list can hold hundreds).
         "replay_prefix": reverse("proposal-detail", args=[proposal.pk]) + "replays/",

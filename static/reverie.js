@@ -47,8 +47,13 @@
     var open = document.querySelector("dialog[open]");
     if (open) return;
     switch (event.key) {
-      case "j": select(1); break;
-      case "k": select(-1); break;
+      case "j": case "k": {
+        // In the queue: move the selection. On a proposal: go to the next / previous one.
+        var link = document.getElementById(event.key === "j" ? "queue-next" : "queue-prev");
+        if (link && !rows().length) { window.location.href = link.href; break; }
+        select(event.key === "j" ? 1 : -1);
+        break;
+      }
       case "o": case "Enter":
         if (document.querySelector("[data-keynav] .queue-row.selected")) { event.preventDefault(); openSelected(); }
         break;

@@ -52,3 +52,16 @@ def test_replay_detail_shows_three_trajectories_with_divergence(client, reviewer
     assert "Recorded" in html and "Baseline replay" in html and "Candidate replay" in html
     assert "diverges here" in html
     assert "<html" not in html
+
+
+def test_proposal_page_links_to_neighbours_in_queue_order(client, reviewer, agent):
+    top = reviewable_proposal(agent=agent, runs=1, expected_value=5)
+    middle = reviewable_proposal(agent=agent, runs=1, expected_value=3)
+    bottom = reviewable_proposal(agent=agent, runs=1, expected_value=1)
+    client.force_login(reviewer)
+    context = client.get(reverse("proposal-detail", args=[middle.pk])).context
+    assert context["neighbours"] == {"previous": top.pk, "next": bottom.pk}
+    assert client.get(reverse("proposal-detail", args=[top.pk])).context["neighbours"] == {
+        "previous": None,
+        "next": middle.pk,
+    }
