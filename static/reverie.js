@@ -89,6 +89,11 @@
       toggle.setAttribute("aria-expanded", String(!panel.hidden));
       return;
     }
+    var scroll = target.closest("[data-scroll-to]");
+    if (scroll) {
+      var section = document.getElementById(scroll.dataset.scrollTo);
+      if (section) section.scrollIntoView({ behavior: "smooth", block: "start" });
+    }
     // A click anywhere on a queue row (not on a link) opens it.
     var row = target.closest(".queue-row");
     if (row && !target.closest("a, button, input, select")) window.location.href = row.dataset.href;
