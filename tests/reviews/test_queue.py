@@ -138,3 +138,12 @@ def test_queue_shows_partial_approvals(client, reviewer, agent):
     approve_proposal(proposal_id=proposal.pk, reviewer=reviewer)
     client.force_login(reviewer)
     assert "1 of 2 approvals" in client.get("/").content.decode()
+
+
+def test_queue_warns_about_a_high_off_recording_share(client, reviewer, agent):
+    proposal = reviewable_proposal(agent=agent, runs=1)
+    stats = experiment_stats()
+    stats["overall"]["off_recording_share"] = 0.35
+    proposal.experiments.update(stats=stats)
+    client.force_login(reviewer)
+    assert "off-recording 35%" in client.get("/").content.decode()
