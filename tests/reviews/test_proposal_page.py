@@ -65,3 +65,31 @@ def test_proposal_page_links_to_neighbours_in_queue_order(client, reviewer, agen
         "previous": None,
         "next": middle.pk,
     }
+
+
+def test_proposal_without_experiment_says_so(client, reviewer, agent):
+    from tests.factories import ProposalFactory
+
+    proposal = ProposalFactory(agent=agent, status="drafted")
+    client.force_login(reviewer)
+    html = client.get(reverse("proposal-detail", args=[proposal.pk])).content.decode()
+    assert "No experiment has replayed this proposal yet" in html
+    assert 'id="approve-button"' not in html
+
+
+def test_flag_explanations_and_admin_note_are_shown(client, reviewer, agent):
+    proposal = reviewable_proposal(
+        agent=agent,
+        runs=1,
+        flags=[{"code": "protected_section", "message": "Edits the Compliance section"}],
+    )
+    client.force_login(reviewer)
+    html = client.get(reverse("proposal-detail", args=[proposal.pk])).content.decode()
+    assert "Edits the Compliance section" in html
+    assert "only a workspace admin can decide" in html
+    assert 'id="approve-button" disabled' in html
+
+
+def test_viewer_cannot_open_the_edit_page(client, viewer, proposal):
+    client.force_login(viewer)
+    assert client.get(reverse("proposal-edit", args=[proposal.pk])).status_code == 403
