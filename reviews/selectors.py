@@ -128,6 +128,10 @@ def review_queue(*, workspace: Workspace, filters: QueueFilters) -> dict[str, An
         .order_by(*SORTS[filters.sort])
     )
     paginator = Paginator(rows, QUEUE_PAGE_SIZE)
+    # The per-status counts already hold the total: spare the paginator its COUNT(*).
+    paginator.count = (
+        sum(counts.values()) if filters.status == "all" else counts.get(filters.status, 0)
+    )
     page = paginator.get_page(filters.page)
     items = [QueueRow.build(p) for p in page.object_list]
     return {
