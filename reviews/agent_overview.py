@@ -95,6 +95,7 @@ def cycle_detail(*, cycle: DreamCycle) -> dict[str, Any]:
             Proposal.objects.filter(cycle=cycle).select_related("candidate_version").order_by("id")
         ),
         "report": cycle.report or {},
+        "runs_studied": cycle.runs.count(),
         "summary": [
             (key.replace("_", " "), value)
             for key, value in (cycle.report or {}).items()
