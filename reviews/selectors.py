@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery, TextField
@@ -54,6 +55,7 @@ class QueueFilters:
     status: str = S.READY
     flag: str = ""
     sort: str = "value"
+    assigned: str = ""
     page: int = 1
 
     @classmethod
@@ -63,19 +65,30 @@ class QueueFilters:
             status = S.READY
         sort = query.get("sort") if query.get("sort") in SORTS else "value"
         flag = query.get("flag") if query.get("flag") in {f for f, _ in FLAG_CHOICES} else ""
+        assigned = query.get("assigned") if query.get("assigned") in ("me", "nobody") else ""
         try:
             page = max(1, int(query.get("page") or 1))
         except ValueError:
             page = 1
         return cls(
-            agent=(query.get("agent") or "")[:80], status=status, flag=flag, sort=sort, page=page
+            agent=(query.get("agent") or "")[:80],
+            status=status,
+            flag=flag,
+            sort=sort,
+            assigned=assigned,
+            page=page,
         )
 
     def query(self, **overrides: Any) -> str:
         """The filters as a query string (for shareable links), with some values replaced."""
-        from urllib.parse import urlencode
 
-        values = {"agent": self.agent, "status": self.status, "flag": self.flag, "sort": self.sort}
+        values = {
+            "agent": self.agent,
+            "status": self.status,
+            "flag": self.flag,
+            "sort": self.sort,
+            "assigned": self.assigned,
+        }
         values.update(overrides)
         defaults = {"status": S.READY, "sort": "value"}
         return urlencode({k: v for k, v in values.items() if v and defaults.get(k) != v})
@@ -107,11 +120,17 @@ def _flag_filter(flag: str) -> Q:
     return Q(flags_text__contains=f'"{flag}"')
 
 
-def review_queue(*, workspace: Workspace, filters: QueueFilters) -> dict[str, Any]:
+def review_queue(
+    *, workspace: Workspace, filters: QueueFilters, user: Any = None
+) -> dict[str, Any]:
     """The queue page: one page of proposals with their latest stats, plus counts per status."""
     scoped = Proposal.objects.filter(agent__workspace=workspace)
     if filters.agent:
         scoped = scoped.filter(agent__slug=filters.agent)
+    if filters.assigned == "me" and user is not None:
+        scoped = scoped.filter(assignee=user)
+    elif filters.assigned == "nobody":
+        scoped = scoped.filter(assignee__isnull=True)
     if filters.flag:
         if filters.flag not in ("any", "none"):
             scoped = scoped.annotate(flags_text=Cast("flags", TextField()))

@@ -40,7 +40,9 @@ def _int(value: Any, default: int | None = None) -> int | None:
 def queue(request: HttpRequest) -> HttpResponse:
     principal = principal_for(request)
     filters = selectors.QueueFilters.from_query(request.GET)
-    context = selectors.review_queue(workspace=principal.workspace, filters=filters)
+    context = selectors.review_queue(
+        workspace=principal.workspace, filters=filters, user=request.user
+    )
     context["page_numbers"] = selectors.page_numbers(context["page"])
     template = "reviews/queue.html"
     if request.htmx and not request.htmx.boosted:
@@ -71,6 +73,8 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
         "approvals_needed": needed,
         "reviewers": selectors.assignable_reviewers(workspace=proposal.agent.workspace),
         "neighbours": selectors.queue_neighbours(proposal=proposal),
+        "can_edit": role in (Membership.Role.REVIEWER, Membership.Role.ADMIN)
+        and proposal.status in services.EDITABLE,
         "verdict": stats.get("verdict", ""),
         # One reverse() instead of one per replay row (the list can hold hundreds).
         "replay_prefix": reverse("proposal-detail", args=[proposal.pk]) + "replays/",

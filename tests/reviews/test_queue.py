@@ -147,3 +147,18 @@ def test_queue_warns_about_a_high_off_recording_share(client, reviewer, agent):
     proposal.experiments.update(stats=stats)
     client.force_login(reviewer)
     assert "off-recording 35%" in client.get("/").content.decode()
+
+
+def test_queue_filters_proposals_assigned_to_me(client, reviewer, second_reviewer, agent):
+    from reviews.services import assign_proposal
+
+    mine = reviewable_proposal(agent=agent, runs=1, title="Mine to review")
+    theirs = reviewable_proposal(agent=agent, runs=1, title="Someone else's")
+    reviewable_proposal(agent=agent, runs=1, title="Up for grabs")
+    assign_proposal(proposal_id=mine.pk, actor=reviewer, assignee=reviewer)
+    assign_proposal(proposal_id=theirs.pk, actor=reviewer, assignee=second_reviewer)
+    client.force_login(reviewer)
+    html = client.get("/?assigned=me").content.decode()
+    assert "Mine to review" in html and "Someone else" not in html and "Up for grabs" not in html
+    html = client.get("/?assigned=nobody").content.decode()
+    assert "Up for grabs" in html and "Mine to review" not in html
