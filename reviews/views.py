@@ -71,6 +71,7 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
         "can_review": role in (Membership.Role.REVIEWER, Membership.Role.ADMIN),
         "is_admin": role == Membership.Role.ADMIN,
         "approvals_needed": needed,
+        "self_authored": needed >= 2 and proposal.author_id == request.user.pk,
         "reviewers": selectors.assignable_reviewers(workspace=proposal.agent.workspace),
         "neighbours": selectors.queue_neighbours(proposal=proposal),
         "can_edit": role in (Membership.Role.REVIEWER, Membership.Role.ADMIN)

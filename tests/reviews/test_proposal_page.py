@@ -93,3 +93,23 @@ def test_flag_explanations_and_admin_note_are_shown(client, reviewer, agent):
 def test_viewer_cannot_open_the_edit_page(client, viewer, proposal):
     client.force_login(viewer)
     assert client.get(reverse("proposal-edit", args=[proposal.pk])).status_code == 403
+
+
+def test_editor_sees_why_they_cannot_approve_their_own_revision(client, reviewer, agent):
+    from dreams.models import Proposal
+    from reviews.services import edit_proposal
+
+    agent.required_approvals = 2
+    agent.save(update_fields=["required_approvals"])
+    original = reviewable_proposal(agent=agent, runs=1)
+    edited = edit_proposal(
+        proposal_id=original.pk,
+        editor=reviewer,
+        system_prompt="Shorter prompt.",
+        memory_documents=original.candidate_version.memory_documents,
+    )
+    Proposal.objects.filter(pk=edited.pk).update(status="ready")
+    client.force_login(reviewer)
+    html = client.get(reverse("proposal-detail", args=[edited.pk])).content.decode()
+    assert "You edited this revision" in html
+    assert 'id="approve-button" disabled' in html
