@@ -91,7 +91,7 @@ def test_keyboard_j_k_and_approve(page, login, reviewer, proposals, live_server)
 
 
 def test_run_with_html_payloads_renders_text_and_runs_nothing(
-    page, login, viewer, agent, live_server, shot
+    page, login, reviewer, agent, live_server, shot
 ):
     payload = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
     run = RunFactory(
@@ -124,7 +124,7 @@ def test_run_with_html_payloads_renders_text_and_runs_nothing(
     )
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    login("vic-viewer")
+    login("riley-reviewer")
     page.goto(f"{live_server.url}/runs/{run.pk}/")
     expect(page.locator(".msg-user .block-text").first).to_contain_text(
         "<script>window.pwned = 1</script>"
@@ -134,6 +134,10 @@ def test_run_with_html_payloads_renders_text_and_runs_nothing(
     page.click("button[data-toggle=raw-json]")
     expect(page.locator("#raw-json")).to_be_visible()
     page.click("button[data-toggle=raw-json]")
+    page.check("input[name=rating][value=negative]")
+    page.fill("textarea[name=comment]", "Refunded without checking " + payload)
+    page.click("text=Save feedback")
+    expect(page.locator(".feedback li").first).to_contain_text("Refunded without checking <script>")
     shot("run")
     assert page.evaluate("window.pwned") is None and not dialogs
 
