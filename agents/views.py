@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from agents.access import SESSION_KEY, get_run_for, memberships_for, principal_for
 from agents.models import Feedback, Run
-from agents.selectors import agents_for, agents_with_run_counts, run_detail, runs_for
+from agents.selectors import agents_for, agents_with_recent_counts, recent_runs, run_detail
 from agents.services import add_feedback
 
 RUNS_PAGE_SIZE = 50
@@ -21,13 +21,15 @@ RUNS_PAGE_SIZE = 50
 def agents_overview(request: HttpRequest) -> HttpResponse:
     principal = principal_for(request)
     return render(
-        request, "agents/home.html", {"agents": agents_with_run_counts(principal.workspace)}
+        request,
+        "agents/home.html",
+        {"agents": agents_with_recent_counts(principal.workspace, days=1)},
     )
 
 
 @login_required
 def runs_page(request: HttpRequest) -> HttpResponse:
-    """Newest runs first; keyset-free offset paging without a COUNT (tables reach millions of rows)."""
+    """Newest runs first; paged without a COUNT (tables reach millions of rows)."""
     principal = principal_for(request)
     agent = request.GET.get("agent", "")[:80]
     status = request.GET.get("status", "")
@@ -37,11 +39,13 @@ def runs_page(request: HttpRequest) -> HttpResponse:
         page = max(1, int(request.GET.get("page") or 1))
     except ValueError:
         page = 1
-    runs = runs_for(principal.workspace, agent_slug=agent or None, status=status or None).defer(
-        "messages", "system", "tools", "metadata", "expectations"
+    rows = recent_runs(
+        principal.workspace,
+        agent_slug=agent or None,
+        status=status or None,
+        offset=(page - 1) * RUNS_PAGE_SIZE,
+        limit=RUNS_PAGE_SIZE + 1,
     )
-    start = (page - 1) * RUNS_PAGE_SIZE
-    rows = list(runs[start : start + RUNS_PAGE_SIZE + 1])
     context = {
         "runs": rows[:RUNS_PAGE_SIZE],
         "has_next": len(rows) > RUNS_PAGE_SIZE,

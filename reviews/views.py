@@ -246,7 +246,13 @@ def comment(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def agent_page(request: HttpRequest, slug: str) -> HttpResponse:
     agent = get_agent_for(principal_for(request), slug)
+    # Summing a month of runs is the slow part of this page, so that panel loads after it.
+    wants_spend = request.GET.get("panel") == "spend"
+    if wants_spend and request.htmx:
+        context = {"agent": agent, "spend": agent_overview.spend(agent=agent)}
+        return render(request, "agents/agent.html#spend", context)
     context = agent_overview.agent_overview(agent=agent)
+    context["spend"] = agent_overview.spend(agent=agent) if wants_spend else None
     context["chart"] = version_pass_rate_chart(context["pass_rates"])
     context["polling"] = any(c.is_active for c in context["cycles"])
     versions = context["versions"]

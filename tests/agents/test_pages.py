@@ -106,10 +106,17 @@ def test_agent_page_pass_rate_by_version_and_spend(client, viewer, agent):
     response = client.get(reverse("agent-detail", args=["support"]))
     rates = {p["number"]: (p["passed"], p["n"]) for p in response.context["pass_rates"]}
     assert rates == {1: (1, 4), 2: (3, 4)}
-    spend = response.context["spend"]
-    assert float(spend["production"]) == 2.0 and float(spend["dreaming"]) == 0.25
     html = response.content.decode()
     assert "<svg" in html and "v2: 3 of 4 runs passed" in html
+    assert 'hx-trigger="load"' in html  # spend arrives after the page
+    panel = client.get(
+        reverse("agent-detail", args=["support"]) + "?panel=spend",
+        headers={"HX-Request": "true", "HX-Target": "spend"},
+    )
+    spend = panel.context["spend"]
+    assert float(spend["production"]) == 2.0 and float(spend["dreaming"]) == 0.25
+    assert panel.content.decode().lstrip().startswith('<div id="spend"')
+    assert "$2.00" in panel.content.decode()
 
 
 def test_agent_page_diffs_any_two_versions(client, viewer, agent):
@@ -214,3 +221,32 @@ def test_dream_now_calls_the_dreams_starter_when_present(client, reviewer, agent
 def test_viewer_cannot_start_a_dream(client, viewer, agent):
     assert client.force_login(viewer) is None
     assert client.post(reverse("agent-dream", args=["support"])).status_code == 403
+
+
+def test_runs_list_merges_agents_newest_first_and_pages(client, viewer, agent):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents import views
+    from tests.factories import AgentFactory
+
+    other = AgentFactory(workspace=agent.workspace, slug="billing", name="Billing")
+    now = timezone.now()
+    for minute in range(6):
+        owner_agent = agent if minute % 2 else other
+        RunFactory(
+            agent=owner_agent, external_id=f"m{minute}", started_at=now - timedelta(minutes=minute)
+        )
+    client.force_login(viewer)
+    original = views.RUNS_PAGE_SIZE
+    views.RUNS_PAGE_SIZE = 4
+    try:
+        first = client.get("/runs/").context
+        second = client.get("/runs/?page=2").context
+    finally:
+        views.RUNS_PAGE_SIZE = original
+    assert [r.external_id for r in first["runs"]] == ["m0", "m1", "m2", "m3"]
+    assert first["has_next"] is True
+    assert [r.external_id for r in second["runs"]] == ["m4", "m5"]
+    assert second["has_next"] is False
