@@ -285,6 +285,8 @@ def main() -> None:
             REQUESTS,
             **{"HX-Request": "true", "HX-Target": "replay-list"},
         ),
+        "agent page": measure(client, f"/agents/{proposal.agent.slug}/", REQUESTS),
+        "runs list (newest, all agents)": measure(client, "/runs/", REQUESTS),
     }
     base = statistics.median(results["baseline (login page)"][0])
     print(
