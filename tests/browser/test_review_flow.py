@@ -153,6 +153,7 @@ def test_agent_page_screenshot(page, login, reviewer, agent, proposals, live_ser
     page.goto(f"{live_server.url}/agents/support/")
     expect(page.locator("svg.chart")).to_be_visible()
     expect(page.locator("#version-diff")).to_be_visible()
+    expect(page.locator("#spend h2")).to_have_text("Spend, last 30 days")  # loaded by htmx
     shot("agent")
 
 
