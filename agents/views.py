@@ -1,5 +1,8 @@
-"""HTML pages of the capture side: agents overview, run page, workspace switcher."""
+"""HTML pages of the capture side: agents overview, runs list, run page, feedback, workspace switcher."""
 
+import json
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -7,21 +10,102 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from agents.access import SESSION_KEY, get_run_for, memberships_for, principal_for
-from agents.selectors import agents_with_run_counts, run_detail
+from agents.models import Feedback, Run
+from agents.selectors import agents_for, agents_with_recent_counts, recent_runs, run_detail
+from agents.services import add_feedback
+
+RUNS_PAGE_SIZE = 50
 
 
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def agents_overview(request: HttpRequest) -> HttpResponse:
     principal = principal_for(request)
     return render(
-        request, "agents/home.html", {"agents": agents_with_run_counts(principal.workspace)}
+        request,
+        "agents/home.html",
+        {"agents": agents_with_recent_counts(principal.workspace, days=1)},
     )
 
 
 @login_required
+def runs_page(request: HttpRequest) -> HttpResponse:
+    """Newest runs first; paged without a COUNT (tables reach millions of rows)."""
+    principal = principal_for(request)
+    agent = request.GET.get("agent", "")[:80]
+    status = request.GET.get("status", "")
+    if status not in Run.Status.values:
+        status = ""
+    try:
+        page = max(1, int(request.GET.get("page") or 1))
+    except ValueError:
+        page = 1
+    rows = recent_runs(
+        principal.workspace,
+        agent_slug=agent or None,
+        status=status or None,
+        offset=(page - 1) * RUNS_PAGE_SIZE,
+        limit=RUNS_PAGE_SIZE + 1,
+    )
+    context = {
+        "runs": rows[:RUNS_PAGE_SIZE],
+        "has_next": len(rows) > RUNS_PAGE_SIZE,
+        "page": page,
+        "agent": agent,
+        "status": status,
+        "statuses": Run.Status.choices,
+        "agents": agents_for(principal.workspace),
+    }
+    template = "agents/runs.html"
+    if request.htmx and not request.htmx.boosted:
+        template += "#run-results"
+    return render(request, template, context)
+
+
+@login_required
 def run_page(request: HttpRequest, pk: int) -> HttpResponse:
-    run = get_run_for(principal_for(request), pk)
-    return render(request, "agents/run.html", run_detail(run))
+    principal = principal_for(request)
+    run = get_run_for(principal, pk)
+    context = run_detail(run)
+    context["raw_json"] = json.dumps(
+        {
+            "external_id": run.external_id,
+            "status": run.status,
+            "model": run.model,
+            "system": run.system,
+            "tools": run.tools,
+            "messages": run.messages,
+            "metadata": run.metadata,
+            "expectations": run.expectations,
+            "tags": run.tags,
+        },
+        indent=2,
+        ensure_ascii=False,
+    )
+    context["can_give_feedback"] = principal.can_review
+    context["ratings"] = Feedback.Rating.choices
+    return render(request, "agents/run.html", context)
+
+
+@login_required
+@require_POST
+def run_feedback(request: HttpRequest, pk: int) -> HttpResponse:
+    principal = principal_for(request)
+    run = get_run_for(principal, pk)
+    if not principal.can_review:
+        raise PermissionDenied("Viewers cannot add feedback.")
+    rating = request.POST.get("rating", "")
+    if rating not in Feedback.Rating.values:
+        messages.error(request, "Choose 👍 positive or 👎 negative before saving feedback.")
+    else:
+        add_feedback(
+            run=run,
+            rating=rating,
+            comment=request.POST.get("comment", "").strip()[:5000],
+            source=Feedback.Source.HUMAN,
+            author=request.user,
+        )
+        messages.success(request, "Feedback saved.")
+    return redirect("run-detail", pk=run.pk)
 
 
 @login_required

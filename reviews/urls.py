@@ -1,3 +1,19 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from reviews import views
+
+urlpatterns = [
+    path("", views.queue, name="home"),
+    path("proposals/<int:pk>/", views.proposal_page, name="proposal-detail"),
+    path("proposals/<int:pk>/replays/<int:run_id>/", views.replay_detail, name="replay-detail"),
+    path("proposals/<int:pk>/decide/", views.decide, name="proposal-decide"),
+    path("proposals/<int:pk>/edit/", views.edit_page, name="proposal-edit"),
+    path("proposals/<int:pk>/assign/", views.assign, name="proposal-assign"),
+    path("proposals/<int:pk>/comment/", views.comment, name="proposal-comment"),
+    path("agents/<slug:slug>/", views.agent_page, name="agent-detail"),
+    path("agents/<slug:slug>/dream/", views.dream_now, name="agent-dream"),
+    path("dreams/", views.dreams_list, name="dreams"),
+    path("dreams/<int:pk>/", views.cycle_page, name="cycle-detail"),
+    path("dreams/<int:pk>/report.md", views.cycle_markdown, name="cycle-markdown"),
+    path("audit/", views.audit_page, name="audit"),
+]

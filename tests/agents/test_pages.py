@@ -1,55 +1,252 @@
-"""The capture side's HTML pages: scoped to the member's workspace, run content escaped."""
+import json
 
 import pytest
+from django.urls import reverse
 
-from tests.factories import RunFactory, WorkspaceFactory
+from agents.models import AuditEvent, Feedback, Run
+from dreams.models import DreamCycle, ModelCall
+from tests.factories import (
+    ConfigVersionFactory,
+    DreamCycleFactory,
+    FeedbackFactory,
+    RunFactory,
+    reviewable_proposal,
+)
 
 pytestmark = pytest.mark.django_db
 
-
-def test_pages_need_a_login(client, agent):
-    response = client.get("/")
-
-    assert response.status_code == 302
-    assert "/login/" in response["Location"]
+XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
 
-def test_the_home_page_lists_the_workspace_agents(client, viewer, agent):
+def test_agents_overview_moved_to_agents_url(client, viewer, agent):
     client.force_login(viewer)
-
-    response = client.get("/")
-
-    assert response.status_code == 200
-    assert "Support" in response.content.decode()
+    html = client.get("/agents/").content.decode()
+    assert "Support" in html and reverse("agent-detail", args=["support"]) in html
 
 
-def test_a_run_page_escapes_run_content(client, viewer, agent):
+def test_run_page_escapes_run_content(client, viewer, agent):
     run = RunFactory(
         agent=agent,
+        status=Run.Status.FAILURE,
+        outcome_reason=XSS,
         messages=[
-            {"role": "user", "content": [{"type": "text", "text": "<script>alert(1)</script>"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
+            {"role": "user", "content": [{"type": "text", "text": XSS}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": XSS}}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": XSS}],
+            },
         ],
     )
+    FeedbackFactory(run=run, comment=XSS)
     client.force_login(viewer)
+    html = client.get(reverse("run-detail", args=[run.pk])).content.decode()
+    assert "<script>window.pwned" not in html
+    assert "<img src=x" not in html
+    assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in html
 
-    page = client.get(f"/runs/{run.pk}/").content.decode()
 
-    assert "<script>alert(1)</script>" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+def test_run_page_shows_raw_json_and_config_version(client, viewer, agent):
+    run = RunFactory(agent=agent, config_version=agent.stable_version)
+    client.force_login(viewer)
+    response = client.get(reverse("run-detail", args=[run.pk]))
+    raw = response.context["raw_json"]
+    assert json.loads(raw)["messages"][0]["role"] == "user"
+    assert 'id="raw-json"' in response.content.decode()
+    assert "v1" in response.content.decode()
 
 
-def test_another_workspace_gets_404_for_our_run_page(client, outsider, agent):
+def test_reviewer_adds_feedback_on_the_run_page(client, reviewer, agent):
+    run = RunFactory(agent=agent)
+    client.force_login(reviewer)
+    response = client.post(
+        reverse("run-feedback", args=[run.pk]), {"rating": "negative", "comment": "Wrong order"}
+    )
+    assert response.status_code == 302
+    feedback = Feedback.objects.get(run=run)
+    assert (feedback.rating, feedback.source, feedback.author) == ("negative", "human", reviewer)
+
+
+def test_viewer_cannot_add_feedback(client, viewer, agent):
+    run = RunFactory(agent=agent)
+    client.force_login(viewer)
+    assert (
+        client.post(reverse("run-feedback", args=[run.pk]), {"rating": "positive"}).status_code
+        == 403
+    )
+
+
+def test_outsider_cannot_see_a_run(client, outsider, agent):
     run = RunFactory(agent=agent)
     client.force_login(outsider)
+    assert client.get(reverse("run-detail", args=[run.pk])).status_code == 404
 
-    assert client.get(f"/runs/{run.pk}/").status_code == 404
 
-
-def test_switching_to_a_workspace_one_is_not_a_member_of_is_refused(client, viewer, agent):
-    elsewhere = WorkspaceFactory()
+def test_runs_list_filters_by_status(client, viewer, agent):
+    RunFactory(agent=agent, external_id="ok-run", status="success")
+    RunFactory(agent=agent, external_id="bad-run", status="failure")
     client.force_login(viewer)
+    html = client.get("/runs/?status=failure").content.decode()
+    assert "bad-run" in html and "ok-run" not in html
 
-    response = client.post("/workspace/", {"workspace": elsewhere.pk})
 
-    assert response.status_code == 403
+def test_agent_page_pass_rate_by_version_and_spend(client, viewer, agent):
+    v2 = ConfigVersionFactory(agent=agent, number=2, system_prompt="Be brief.")
+    for status in ("success", "failure", "failure", "failure"):
+        RunFactory(agent=agent, config_version=agent.stable_version, status=status, cost_usd="0.5")
+    for status in ("success", "success", "success", "failure"):
+        RunFactory(agent=agent, config_version=v2, status=status)
+    ModelCall.objects.create(agent=agent, purpose="replay", model="m", cost_usd="0.25")
+    client.force_login(viewer)
+    response = client.get(reverse("agent-detail", args=["support"]))
+    rates = {p["number"]: (p["passed"], p["n"]) for p in response.context["pass_rates"]}
+    assert rates == {1: (1, 4), 2: (3, 4)}
+    html = response.content.decode()
+    assert "<svg" in html and "v2: 3 of 4 runs passed" in html
+    assert 'hx-trigger="load"' in html  # spend arrives after the page
+    panel = client.get(
+        reverse("agent-detail", args=["support"]) + "?panel=spend",
+        headers={"HX-Request": "true", "HX-Target": "spend"},
+    )
+    spend = panel.context["spend"]
+    assert float(spend["production"]) == 2.0 and float(spend["dreaming"]) == 0.25
+    assert panel.content.decode().lstrip().startswith('<div id="spend"')
+    assert "$2.00" in panel.content.decode()
+
+
+def test_agent_page_diffs_any_two_versions(client, viewer, agent):
+    ConfigVersionFactory(agent=agent, number=2, system_prompt="You are a careful support agent.")
+    ConfigVersionFactory(agent=agent, number=3, system_prompt="You are a terse support agent.")
+    client.force_login(viewer)
+    response = client.get(
+        reverse("agent-detail", args=["support"]) + "?a=2&b=3",
+        headers={"HX-Request": "true", "HX-Target": "version-diff"},
+    )
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="version-diff">')
+    assert "<del>careful</del>" in html and "<ins>terse</ins>" in html
+
+
+def test_agent_page_polls_while_a_cycle_is_running(client, viewer, agent):
+    DreamCycleFactory(
+        agent=agent,
+        status=DreamCycle.Status.RUNNING,
+        stage="replay",
+        progress_done=3,
+        progress_total=10,
+        finished_at=None,
+    )
+    client.force_login(viewer)
+    url = reverse("agent-detail", args=["support"])
+    html = client.get(url).content.decode()
+    assert 'hx-trigger="every 3s"' in html
+    partial = client.get(
+        url, headers={"HX-Request": "true", "HX-Target": "cycles"}
+    ).content.decode()
+    assert partial.lstrip().startswith('<div id="cycles"') and "3/10" in partial
+
+
+def test_dream_now_is_hidden_without_the_dreams_engine(client, owner, agent):
+    client.force_login(owner)
+    html = client.get(reverse("agent-detail", args=["support"])).content.decode()
+    try:
+        import dreams.cycles  # noqa: F401
+    except ImportError:
+        assert 'id="dream-now"' not in html
+    else:
+        assert 'id="dream-now"' in html
+
+
+def test_dreams_list_and_cycle_report_with_markdown_download(client, viewer, agent):
+    proposal = reviewable_proposal(agent=agent, runs=1)
+    cycle = proposal.cycle
+    client.force_login(viewer)
+    assert f"#{cycle.pk}" in client.get("/dreams/").content.decode()
+    page = client.get(reverse("cycle-detail", args=[cycle.pk])).content.decode()
+    assert proposal.title in page
+    md = client.get(reverse("cycle-markdown", args=[cycle.pk]))
+    assert md["Content-Disposition"].startswith("attachment")
+    assert proposal.title in md.content.decode()
+
+
+def test_audit_log_filters_by_action(client, reviewer, agent):
+    proposal = reviewable_proposal(agent=agent, runs=1)
+    from reviews.services import reject_proposal
+
+    reject_proposal(proposal_id=proposal.pk, reviewer=reviewer, comment="nope <b>x</b>")
+    client.force_login(reviewer)
+    html = client.get("/audit/?action=proposal.reject").content.decode()
+    assert "proposal.reject" in html and "nope &lt;b&gt;x&lt;/b&gt;" in html
+    assert AuditEvent.objects.filter(action="proposal.reject").count() == 1
+    assert "No audit events" in client.get("/audit/?action=nothing").content.decode()
+
+
+def test_cycle_page_renders_report_records_escaped(client, viewer, agent):
+    cycle = DreamCycleFactory(
+        agent=agent,
+        report={
+            "runs_studied": 42,
+            "patterns": [{"title": "<b>Unverified refunds</b>", "runs": 7}],
+        },
+    )
+    client.force_login(viewer)
+    html = client.get(reverse("cycle-detail", args=[cycle.pk])).content.decode()
+    assert "runs studied" in html and "42" in html
+    assert "&lt;b&gt;Unverified refunds&lt;/b&gt;" in html and "<th>runs</th>" in html
+
+
+def test_dream_now_calls_the_dreams_starter_when_present(client, reviewer, agent, monkeypatch):
+    from reviews import agent_overview
+
+    def start_cycle(*, agent, trigger, created_by):
+        return DreamCycle.objects.create(agent=agent, trigger=trigger, created_by=created_by)
+
+    monkeypatch.setattr(agent_overview, "dream_starter", lambda: start_cycle)
+    client.force_login(reviewer)
+    url = reverse("agent-detail", args=["support"])
+    assert 'id="dream-now"' in client.get(url).content.decode()
+    response = client.post(reverse("agent-dream", args=["support"]))
+    assert response.status_code == 302
+    cycle = DreamCycle.objects.get(agent=agent)
+    assert (cycle.trigger, cycle.created_by) == ("manual", reviewer)
+    # While it is queued the cycles table polls for progress.
+    assert 'hx-trigger="every 3s"' in client.get(url).content.decode()
+
+
+def test_viewer_cannot_start_a_dream(client, viewer, agent):
+    assert client.force_login(viewer) is None
+    assert client.post(reverse("agent-dream", args=["support"])).status_code == 403
+
+
+def test_runs_list_merges_agents_newest_first_and_pages(client, viewer, agent):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents import views
+    from tests.factories import AgentFactory
+
+    other = AgentFactory(workspace=agent.workspace, slug="billing", name="Billing")
+    now = timezone.now()
+    for minute in range(6):
+        owner_agent = agent if minute % 2 else other
+        RunFactory(
+            agent=owner_agent, external_id=f"m{minute}", started_at=now - timedelta(minutes=minute)
+        )
+    client.force_login(viewer)
+    original = views.RUNS_PAGE_SIZE
+    views.RUNS_PAGE_SIZE = 4
+    try:
+        first = client.get("/runs/").context
+        second = client.get("/runs/?page=2").context
+    finally:
+        views.RUNS_PAGE_SIZE = original
+    assert [r.external_id for r in first["runs"]] == ["m0", "m1", "m2", "m3"]
+    assert first["has_next"] is True
+    assert [r.external_id for r in second["runs"]] == ["m4", "m5"]
+    assert second["has_next"] is False

@@ -1,0 +1,39 @@
+"""Who may see and decide on a proposal. Every proposal page and action resolves through here."""
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import F
+from django.http import Http404
+
+from agents.models import Membership
+from dreams.models import Proposal
+
+
+def get_proposal_for_user(user: Any, pk: int, *, write: bool = False) -> Proposal:
+    """The proposal if `user` is a member of its workspace (else 404); `write` needs a reviewer role (else 403).
+
+    One query; the caller's role is attached as `proposal.viewer_role`.
+    """
+    if not getattr(user, "is_authenticated", False):
+        raise Http404("No such proposal.")
+    proposal = (
+        Proposal.objects.filter(pk=pk, agent__workspace__memberships__user=user)
+        .select_related(
+            "agent",
+            "agent__workspace",
+            "base_version",
+            "candidate_version",
+            "cycle",
+            "author",
+            "assignee",
+            "revision_of",
+        )
+        .annotate(viewer_role=F("agent__workspace__memberships__role"))
+        .first()
+    )
+    if proposal is None:
+        raise Http404("No such proposal in your workspaces.")
+    if write and proposal.viewer_role not in (Membership.Role.REVIEWER, Membership.Role.ADMIN):
+        raise PermissionDenied("Viewers can read proposals but not decide on them.")
+    return proposal

@@ -1,0 +1,377 @@
+"""Reads for the review pages: the queue and a proposal's evidence, with a fixed number of queries."""
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery, TextField
+from django.db.models.functions import Cast
+
+from agents.models import Agent, AuditEvent, Run, Workspace
+from dreams.models import Experiment, FailurePattern, PatternRun, Proposal, Replay
+from reviews.models import Decision, ReviewComment
+from reviews.replays import OUTCOMES, filter_replay_rows, replay_rows
+
+S = Proposal.Status
+QUEUE_PAGE_SIZE = 25
+REPLAY_PAGE_SIZE = 50
+QUEUE_STATUSES = [
+    (S.READY, "Ready"),
+    (S.CHANGES_REQUESTED, "Changes requested"),
+    (S.REPLAYING, "Replaying"),
+    (S.DRAFTED, "Drafted"),
+    (S.APPROVED, "Approved"),
+    (S.ROLLING_OUT, "Rolling out"),
+    (S.REJECTED, "Rejected"),
+    (S.SUPERSEDED, "Superseded"),
+]
+FLAG_CHOICES = [
+    ("any", "Any flag"),
+    ("none", "No flags"),
+    ("protected_section", "Protected section"),
+    ("possible_injection", "Possible injection"),
+    ("off_recording", "Off-recording"),
+    ("unverifiable", "Unverifiable"),
+    ("growth", "Growth"),
+]
+SORTS = {
+    "value": ("-expected_value", "-id"),
+    "age": ("ready_at", "created_at", "id"),
+    "agent": ("agent__name", "-expected_value", "-id"),
+}
+FLAG_TEXT = {
+    "protected_section": "Touches a section marked protected; an admin must approve.",
+    "possible_injection": "Copies text from run content (user or tool output); check it is an instruction, not data.",
+    "growth": "Grows the instructions a lot; prefer a shorter edit.",
+    "off_recording": "Many replays left the recording; their results are less certain.",
+    "unverifiable": "Many replays hit a write tool and stopped; they count neither as pass nor fail.",
+}
+
+
+@dataclass
+class QueueFilters:
+    agent: str = ""
+    status: str = S.READY
+    flag: str = ""
+    sort: str = "value"
+    assigned: str = ""
+    page: int = 1
+
+    @classmethod
+    def from_query(cls, query: Any) -> "QueueFilters":
+        status = query.get("status") or S.READY
+        if status != "all" and status not in {s for s, _ in QUEUE_STATUSES}:
+            status = S.READY
+        sort = query.get("sort") if query.get("sort") in SORTS else "value"
+        flag = query.get("flag") if query.get("flag") in {f for f, _ in FLAG_CHOICES} else ""
+        assigned = query.get("assigned") if query.get("assigned") in ("me", "nobody") else ""
+        try:
+            page = max(1, int(query.get("page") or 1))
+        except ValueError:
+            page = 1
+        return cls(
+            agent=(query.get("agent") or "")[:80],
+            status=status,
+            flag=flag,
+            sort=sort,
+            assigned=assigned,
+            page=page,
+        )
+
+    def query(self, **overrides: Any) -> str:
+        """The filters as a query string (for shareable links), with some values replaced."""
+
+        values = {
+            "agent": self.agent,
+            "status": self.status,
+            "flag": self.flag,
+            "sort": self.sort,
+            "assigned": self.assigned,
+        }
+        values.update(overrides)
+        defaults = {"status": S.READY, "sort": "value"}
+        return urlencode({k: v for k, v in values.items() if v and defaults.get(k) != v})
+
+
+def latest_experiment_stats() -> Subquery:
+    return Subquery(
+        Experiment.objects.filter(proposal=OuterRef("pk")).order_by("-id").values("stats")[:1]
+    )
+
+
+def approval_count() -> Subquery:
+    return Subquery(
+        Decision.objects.filter(proposal=OuterRef("pk"), kind=Decision.Kind.APPROVE)
+        .order_by()
+        .values("proposal")
+        .annotate(n=Count("id"))
+        .values("n")[:1]
+    )
+
+
+def _flag_filter(flag: str) -> Q:
+    if flag == "any":
+        return ~Q(flags=[])
+    if flag == "none":
+        return Q(flags=[])
+    # The codes are a fixed vocabulary, so a match on the quoted code is exact and works on
+    # both PostgreSQL and SQLite (SQLite has no JSON containment).
+    return Q(flags_text__contains=f'"{flag}"')
+
+
+def review_queue(
+    *, workspace: Workspace, filters: QueueFilters, user: Any = None
+) -> dict[str, Any]:
+    """The queue page: one page of proposals with their latest stats, plus counts per status."""
+    scoped = Proposal.objects.filter(agent__workspace=workspace)
+    if filters.agent:
+        scoped = scoped.filter(agent__slug=filters.agent)
+    if filters.assigned == "me" and user is not None:
+        scoped = scoped.filter(assignee=user)
+    elif filters.assigned == "nobody":
+        scoped = scoped.filter(assignee__isnull=True)
+    if filters.flag:
+        if filters.flag not in ("any", "none"):
+            scoped = scoped.annotate(flags_text=Cast("flags", TextField()))
+        scoped = scoped.filter(_flag_filter(filters.flag))
+    counts = dict(scoped.order_by().values_list("status").annotate(n=Count("id")))
+    rows = scoped if filters.status == "all" else scoped.filter(status=filters.status)
+    rows = (
+        rows.select_related("agent", "assignee", "candidate_version", "base_version")
+        .annotate(stats=latest_experiment_stats(), approvals=approval_count())
+        .defer("rationale", "metadata")
+        .prefetch_related(
+            Prefetch("patterns", queryset=FailurePattern.objects.only("id", "title", "count"))
+        )
+        .order_by(*SORTS[filters.sort])
+    )
+    paginator = Paginator(rows, QUEUE_PAGE_SIZE)
+    # The per-status counts already hold the total: spare the paginator its COUNT(*).
+    paginator.count = (
+        sum(counts.values()) if filters.status == "all" else counts.get(filters.status, 0)
+    )
+    page = paginator.get_page(filters.page)
+    items = [QueueRow.build(p) for p in page.object_list]
+    return {
+        "page": page,
+        "rows": items,
+        "tabs": [
+            (s, label, counts.get(s, 0), filters.query(status=s))
+            for s, label in QUEUE_STATUSES
+            if counts.get(s) or s == S.READY or s == filters.status
+        ]
+        + [("all", "All", sum(counts.values()), filters.query(status="all"))],
+        "base_query": filters.query(),
+        "agents": list(Agent.objects.filter(workspace=workspace).values_list("slug", "name")),
+        "filters": filters,
+        "flag_choices": FLAG_CHOICES,
+    }
+
+
+@dataclass
+class QueueRow:
+    """One queue line: pass rates from the held-out target runs, paired counts from all runs."""
+
+    proposal: Proposal
+    target: dict[str, Any] = field(default_factory=dict)
+    regression: dict[str, Any] = field(default_factory=dict)
+    overall: dict[str, Any] = field(default_factory=dict)
+    verdict: str = ""
+    fidelity: float | None = None
+
+    @classmethod
+    def build(cls, proposal: Proposal) -> "QueueRow":
+        stats = getattr(proposal, "stats", None) or {}
+        target = stats.get("target") or {}
+        overall = stats.get("overall") or target
+        return cls(
+            proposal=proposal,
+            target=target or overall,
+            regression=stats.get("regression") or {},
+            overall=overall,
+            verdict=stats.get("verdict", ""),
+            fidelity=stats.get("fidelity"),
+        )
+
+
+# ---------------------------------------------------------------------------- proposal page
+
+
+METRIC_SETS = [
+    ("target", "Target runs"),
+    ("regression", "Regression sample"),
+    ("overall", "Overall"),
+]
+
+
+def proposal_evidence(
+    *, proposal: Proposal, outcome: str = "", replay_page: int = 1
+) -> dict[str, Any]:
+    """Everything the proposal page shows below the diff, in a fixed number of queries."""
+    experiments = list(
+        Experiment.objects.filter(proposal=proposal)
+        .select_related("baseline_version", "candidate_version")
+        .order_by("-id")
+    )
+    experiment = experiments[0] if experiments else None
+    stats = (experiment.stats if experiment else None) or {}
+    example_runs = (
+        PatternRun.objects.select_related("run")
+        .only(
+            "id",
+            "pattern_id",
+            "split",
+            "divergence_step",
+            "run__id",
+            "run__external_id",
+            "run__status",
+        )
+        .order_by("id")
+    )
+    patterns = list(
+        proposal.patterns.all()
+        .order_by("-count", "id")
+        .prefetch_related(Prefetch("pattern_runs", queryset=example_runs[:3], to_attr="examples"))
+    )
+    matrix = []
+    for pattern in patterns:
+        block = (stats.get("patterns") or {}).get(str(pattern.pk))
+        if block:
+            matrix.append(
+                {
+                    "pattern": pattern,
+                    "fixed": block.get("fixes", 0),
+                    "broken": block.get("regressions", 0),
+                    "still_failing": block.get("still_failing", 0),
+                    "unchanged_pass": block.get("unchanged_pass", 0),
+                    "n": block.get("n", 0),
+                }
+            )
+    rows = replay_rows(experiment=experiment) if experiment else []
+    outcome_counts = {key: len(filter_replay_rows(rows, key)) for key, _ in OUTCOMES}
+    shown = filter_replay_rows(rows, outcome)
+    paginator = Paginator(shown, REPLAY_PAGE_SIZE)
+    decisions = list(Decision.objects.filter(proposal=proposal).select_related("reviewer"))
+    comments = list(ReviewComment.objects.filter(proposal=proposal).select_related("author"))
+    revisions = list(
+        Proposal.objects.filter(Q(pk=proposal.revision_of_id) | Q(revision_of=proposal))
+        .only("id", "revision", "status", "created_at")
+        .order_by("revision")
+    )
+    return {
+        "experiment": experiment,
+        "experiments": experiments,
+        "stats": stats,
+        "metric_rows": [
+            (key, label, stats[key])
+            for key, label in METRIC_SETS
+            if isinstance(stats.get(key), dict)
+        ],
+        "patterns": patterns,
+        "matrix": matrix,
+        "replay_page": paginator.get_page(replay_page),
+        "replay_total": len(rows),
+        "outcome": outcome,
+        "outcomes": [(key, label, outcome_counts[key]) for key, label in OUTCOMES],
+        "decisions": decisions,
+        "approvals": [d for d in decisions if d.kind == Decision.Kind.APPROVE],
+        "comments": comments,
+        "revisions": revisions,
+        "flag_notes": [
+            {
+                "code": f.get("code", ""),
+                "message": f.get("message", ""),
+                "help": FLAG_TEXT.get(f.get("code", ""), ""),
+            }
+            for f in proposal.flags
+            if isinstance(f, dict)
+        ],
+    }
+
+
+def replay_pair(*, experiment: Experiment, run_id: int) -> dict[str, Any]:
+    """Recorded run and its baseline/candidate replays (first replicate shown; all listed)."""
+    run = Run.objects.select_related("config_version").get(pk=run_id)
+    replays = list(
+        Replay.objects.filter(experiment=experiment, run_id=run_id).order_by("arm", "replicate")
+    )
+    baseline = [r for r in replays if r.arm == Replay.Arm.BASELINE]
+    candidate = [r for r in replays if r.arm == Replay.Arm.CANDIDATE]
+    membership = (
+        PatternRun.objects.filter(run_id=run_id, pattern__proposals__experiments=experiment)
+        .only("divergence_step", "divergence_explanation")
+        .first()
+    )
+    return {
+        "run": run,
+        "baseline": baseline[0] if baseline else None,
+        "candidate": candidate[0] if candidate else None,
+        "replicates": replays,
+        "recorded_divergence": membership.divergence_step if membership else None,
+        "recorded_explanation": membership.divergence_explanation if membership else "",
+    }
+
+
+def audit_log(
+    *, workspace: Workspace, action: str = "", actor: str = "", target: str = ""
+) -> QuerySet[AuditEvent]:
+    events = AuditEvent.objects.filter(workspace=workspace).select_related("actor")
+    if action:
+        events = events.filter(action__startswith=action)
+    if actor:
+        events = events.filter(actor_label__icontains=actor)
+    if target:
+        kind, _, pk = target.partition(":")
+        events = events.filter(target_type=kind)
+        if pk:
+            events = events.filter(target_id=pk)
+    return events.order_by("-created_at", "-id")
+
+
+def audit_actions(*, workspace: Workspace) -> list[str]:
+    return list(
+        AuditEvent.objects.filter(workspace=workspace)
+        .order_by("action")
+        .values_list("action", flat=True)
+        .distinct()
+    )
+
+
+def assignable_reviewers(*, workspace: Workspace) -> list[Any]:
+    from django.contrib.auth import get_user_model
+
+    return list(
+        get_user_model()
+        .objects.filter(
+            memberships__workspace=workspace, memberships__role__in=["reviewer", "admin"]
+        )
+        .order_by("username")
+        .only("id", "username")
+    )
+
+
+def page_numbers(page: Page) -> list[int | None]:
+    """Page links with gaps: 1 … 4 5 [6] 7 8 … 40."""
+    total, current = page.paginator.num_pages, page.number
+    wanted = {1, total, *range(current - 2, current + 3)}
+    out: list[int | None] = []
+    for n in range(1, total + 1):
+        if n in wanted:
+            out.append(n)
+        elif out and out[-1] is not None:
+            out.append(None)
+    return out
+
+
+def queue_neighbours(*, proposal: Proposal) -> dict[str, int | None]:
+    """Previous and next proposal in the default queue order (ready, highest expected value first)."""
+    if proposal.status != S.READY:
+        return {"previous": None, "next": None}
+    ready = Proposal.objects.filter(agent__workspace_id=proposal.agent.workspace_id, status=S.READY)
+    value, pk = proposal.expected_value, proposal.pk
+    after = Q(expected_value__lt=value) | Q(expected_value=value, id__lt=pk)
+    before = Q(expected_value__gt=value) | Q(expected_value=value, id__gt=pk)
+    following = ready.filter(after).order_by("-expected_value", "-id").values_list("id", flat=True)
+    preceding = ready.filter(before).order_by("expected_value", "id").values_list("id", flat=True)
+    return {"previous": preceding.first(), "next": following.first()}

@@ -1,0 +1,330 @@
+"""Review decisions: approve, reject, request changes, edit, assign.
+
+Each verb locks the proposal row, checks the caller's version of the page
+(`lock_version`), writes its Decision and the audit row in the same transaction, and
+changes status only through `dreams.proposals.transition_proposal`.
+"""
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+
+from agents import audit
+from agents.models import Membership
+from agents.services import create_config_version
+from dreams.models import Experiment, Proposal
+from dreams.proposals import InvalidTransition, create_proposal, transition_proposal
+from reviews.models import Decision
+
+S = Proposal.Status
+
+
+class DecisionRefused(Exception):
+    """The decision breaks a review rule (missing comment, self-approval, flag needs admin)."""
+
+    def __init__(self, message: str, *, code: str = "refused") -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class StaleProposal(InvalidTransition):
+    """Someone decided or edited since the caller loaded the page."""
+
+
+def _role(*, proposal: Proposal, user: Any) -> str | None:
+    return (
+        Membership.objects.filter(workspace_id=proposal.agent.workspace_id, user=user)
+        .values_list("role", flat=True)
+        .first()
+    )
+
+
+def _lock(*, proposal_id: int, expected_lock_version: int | None, to: str) -> Proposal:
+    proposal = (
+        Proposal.objects.select_for_update(of=("self",))
+        .select_related("agent__workspace")
+        .get(pk=proposal_id)
+    )
+    if expected_lock_version is not None and proposal.lock_version != expected_lock_version:
+        raise StaleProposal(proposal, to)
+    return proposal
+
+
+def _check_reviewer(*, proposal: Proposal, reviewer: Any) -> str:
+    role = _role(proposal=proposal, user=reviewer)
+    if role not in (Membership.Role.REVIEWER, Membership.Role.ADMIN):
+        raise DecisionRefused("Only reviewers and admins can decide on proposals.", code="role")
+    if proposal.flags and role != Membership.Role.ADMIN:
+        raise DecisionRefused(
+            "This proposal is flagged; only a workspace admin can decide on it.", code="flagged"
+        )
+    return role
+
+
+def _bump(proposal: Proposal) -> None:
+    Proposal.objects.filter(pk=proposal.pk).update(lock_version=F("lock_version") + 1)
+    proposal.lock_version += 1
+
+
+def approvals_needed(*, proposal: Proposal) -> int:
+    return max(1, proposal.agent.required_approvals)
+
+
+def approve_proposal(
+    *, proposal_id: int, reviewer: Any, comment: str = "", expected_lock_version: int | None = None
+) -> Proposal:
+    """Record an approval; the last required one moves the proposal to `approved`."""
+    with transaction.atomic():
+        proposal = _lock(
+            proposal_id=proposal_id, expected_lock_version=expected_lock_version, to=S.APPROVED
+        )
+        _check_reviewer(proposal=proposal, reviewer=reviewer)
+        if proposal.status != S.READY:
+            raise InvalidTransition(proposal, S.APPROVED)
+        needed = approvals_needed(proposal=proposal)
+        if needed >= 2 and proposal.author_id == reviewer.pk:
+            raise DecisionRefused(
+                "You edited this proposal; with two approvals required, another reviewer must approve it.",
+                code="self_approval",
+            )
+        if proposal.decisions.filter(kind=Decision.Kind.APPROVE, reviewer=reviewer).exists():
+            raise DecisionRefused("You have already approved this proposal.", code="duplicate")
+        Decision.objects.create(
+            proposal=proposal,
+            reviewer=reviewer,
+            kind=Decision.Kind.APPROVE,
+            comment=comment,
+            lock_version=proposal.lock_version,
+        )
+        count = proposal.decisions.filter(kind=Decision.Kind.APPROVE).count()
+        if count >= needed:
+            proposal = transition_proposal(
+                proposal_id=proposal.pk,
+                to=S.APPROVED,
+                actor=reviewer,
+                comment=comment,
+                action="proposal.approve",
+            )
+        else:
+            _bump(proposal)
+            audit.record(
+                workspace=proposal.agent.workspace,
+                actor=reviewer,
+                action="proposal.approval",
+                target=proposal,
+                after={"approvals": count, "required": needed},
+                comment=comment,
+            )
+    return proposal
+
+
+def _decide_with_comment(
+    *,
+    proposal_id: int,
+    reviewer: Any,
+    comment: str,
+    expected_lock_version: int | None,
+    to: str,
+    kind: str,
+    action: str,
+) -> Proposal:
+    comment = comment.strip()
+    if not comment:
+        raise DecisionRefused(
+            "A comment is required: tell the author what is wrong.", code="comment_required"
+        )
+    with transaction.atomic():
+        proposal = _lock(
+            proposal_id=proposal_id, expected_lock_version=expected_lock_version, to=to
+        )
+        _check_reviewer(proposal=proposal, reviewer=reviewer)
+        Decision.objects.create(
+            proposal=proposal,
+            reviewer=reviewer,
+            kind=kind,
+            comment=comment,
+            lock_version=proposal.lock_version,
+        )
+        proposal = transition_proposal(
+            proposal_id=proposal.pk, to=to, actor=reviewer, comment=comment, action=action
+        )
+    return proposal
+
+
+def reject_proposal(
+    *, proposal_id: int, reviewer: Any, comment: str, expected_lock_version: int | None = None
+) -> Proposal:
+    """Reject for good; a comment is required."""
+    return _decide_with_comment(
+        proposal_id=proposal_id,
+        reviewer=reviewer,
+        comment=comment,
+        expected_lock_version=expected_lock_version,
+        to=S.REJECTED,
+        kind=Decision.Kind.REJECT,
+        action="proposal.reject",
+    )
+
+
+def request_changes(
+    *, proposal_id: int, reviewer: Any, comment: str, expected_lock_version: int | None = None
+) -> Proposal:
+    """Send the proposal back with a required comment; an edit then makes a new revision."""
+    return _decide_with_comment(
+        proposal_id=proposal_id,
+        reviewer=reviewer,
+        comment=comment,
+        expected_lock_version=expected_lock_version,
+        to=S.CHANGES_REQUESTED,
+        kind=Decision.Kind.REQUEST_CHANGES,
+        action="proposal.request_changes",
+    )
+
+
+EDITABLE = (S.DRAFTED, S.READY, S.CHANGES_REQUESTED)
+
+
+def _start_experiment() -> Any:
+    try:
+        from dreams.experiments import start_experiment
+    except ImportError:
+        return None
+    return start_experiment
+
+
+def edit_proposal(
+    *,
+    proposal_id: int,
+    editor: Any,
+    system_prompt: str,
+    memory_documents: dict[str, str],
+    note: str = "",
+    expected_lock_version: int | None = None,
+) -> Proposal:
+    """Save edited candidate text as a new revision (new config version, new experiment).
+
+    The old revision becomes `superseded` and stays readable; its approvals do not carry over.
+    """
+    with transaction.atomic():
+        old = _lock(
+            proposal_id=proposal_id, expected_lock_version=expected_lock_version, to=S.SUPERSEDED
+        )
+        role = _role(proposal=old, user=editor)
+        if role not in (Membership.Role.REVIEWER, Membership.Role.ADMIN):
+            raise DecisionRefused("Only reviewers and admins can edit proposals.", code="role")
+        if old.status not in EDITABLE:
+            raise InvalidTransition(old, S.SUPERSEDED)
+        candidate = old.candidate_version
+        if (
+            system_prompt == candidate.system_prompt
+            and memory_documents == candidate.memory_documents
+        ):
+            raise DecisionRefused("Nothing changed: edit the text before saving.", code="no_change")
+        version = create_config_version(
+            agent=old.agent,
+            system_prompt=system_prompt,
+            memory_documents=memory_documents,
+            tools=candidate.tools,
+            model=candidate.model,
+            parent=old.base_version,
+            source=candidate.Source.HUMAN,
+            author=editor,
+            note=note or f"Edit of proposal #{old.pk}",
+        )
+        new = create_proposal(
+            agent=old.agent,
+            base_version=old.base_version,
+            candidate_version=version,
+            title=old.title,
+            rationale=old.rationale,
+            cycle=old.cycle,
+            patterns=list(old.patterns.all()),
+            flags=old.flags,
+            source=Proposal.Source.HUMAN,
+            author=editor,
+            revision_of=old,
+            metadata={**old.metadata, "edit_note": note},
+        )
+        if old.assignee_id:
+            Proposal.objects.filter(pk=new.pk).update(assignee_id=old.assignee_id)
+        transition_proposal(
+            proposal_id=old.pk,
+            to=S.SUPERSEDED,
+            actor=editor,
+            comment=note,
+            action="proposal.edit",
+        )
+        start = _start_experiment()
+        if start is not None:
+            previous = Experiment.objects.filter(proposal=old).order_by("-id").first()
+            targets = list(previous.target_runs.all()) if previous else []
+            regression = list(previous.regression_runs.all()) if previous else None
+            new = transition_proposal(
+                proposal_id=new.pk, to=S.REPLAYING, actor=editor, action="proposal.replay"
+            )
+            start(
+                agent=old.agent,
+                baseline_version=old.base_version,
+                candidate_version=version,
+                target_runs=targets,
+                regression_runs=regression or None,
+                proposal=new,
+            )
+    new.refresh_from_db()
+    return new
+
+
+def assign_proposal(*, proposal_id: int, actor: Any, assignee: Any | None) -> Proposal:
+    """Give the proposal to one reviewer (or nobody); the assignee must be able to review."""
+    with transaction.atomic():
+        proposal = _lock(proposal_id=proposal_id, expected_lock_version=None, to="assign")
+        if _role(proposal=proposal, user=actor) not in (
+            Membership.Role.REVIEWER,
+            Membership.Role.ADMIN,
+        ):
+            raise DecisionRefused("Only reviewers and admins can assign proposals.", code="role")
+        if assignee is not None and _role(proposal=proposal, user=assignee) not in (
+            Membership.Role.REVIEWER,
+            Membership.Role.ADMIN,
+        ):
+            raise DecisionRefused(
+                "The assignee must be a reviewer in this workspace.", code="assignee"
+            )
+        before = {"assignee": proposal.assignee.get_username() if proposal.assignee else None}
+        proposal.assignee = assignee
+        proposal.save(update_fields=["assignee", "updated_at"])
+        audit.record(
+            workspace=proposal.agent.workspace,
+            actor=actor,
+            action="proposal.assign",
+            target=proposal,
+            before=before,
+            after={"assignee": assignee.get_username() if assignee else None},
+        )
+    return proposal
+
+
+def comment_on_proposal(*, proposal_id: int, author: Any, body: str) -> Any:
+    """Add a discussion comment (any member who can review)."""
+    from reviews.models import ReviewComment
+
+    body = body.strip()
+    if not body:
+        raise DecisionRefused("Write something before posting.", code="empty")
+    with transaction.atomic():
+        proposal = Proposal.objects.select_related("agent__workspace").get(pk=proposal_id)
+        if _role(proposal=proposal, user=author) not in (
+            Membership.Role.REVIEWER,
+            Membership.Role.ADMIN,
+        ):
+            raise DecisionRefused("Only reviewers and admins can comment.", code="role")
+        comment = ReviewComment.objects.create(proposal=proposal, author=author, body=body)
+        audit.record(
+            workspace=proposal.agent.workspace,
+            actor=author,
+            action="proposal.comment",
+            target=proposal,
+            comment=body,
+        )
+    return comment
