@@ -335,6 +335,53 @@ class Gateway:
         )
         return message
 
+    @staticmethod
+    def _structured_kwargs(
+        tool_name: str, input_schema: dict[str, Any], description: str
+    ) -> dict[str, Any]:
+        tool = {"name": tool_name, "input_schema": input_schema}
+        if description:
+            tool["description"] = description
+        return {"tools": [tool], "tool_choice": {"type": "tool", "name": tool_name}}
+
+    @staticmethod
+    def _tool_input(message: Message, tool_name: str) -> dict[str, Any]:
+        for block in message.content:
+            if block.type == "tool_use" and block.name == tool_name:
+                if not isinstance(block.input, dict):
+                    raise ModelRequestError(f"{tool_name}: the model's input is not an object")
+                return dict(block.input)
+        raise ModelRequestError(f"the model did not call {tool_name}")
+
+    async def astructured(
+        self,
+        *,
+        agent: Agent,
+        purpose: str,
+        tool_name: str,
+        input_schema: dict[str, Any],
+        system: Any,
+        messages: list[dict[str, Any]],
+        cycle: DreamCycle | None = None,
+        experiment: Experiment | None = None,
+        replay: Replay | None = None,
+        description: str = "",
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Async twin of `structured`."""
+        message = await self.acreate_message(
+            agent=agent,
+            purpose=purpose,
+            cycle=cycle,
+            experiment=experiment,
+            replay=replay,
+            system=system,
+            messages=messages,
+            **self._structured_kwargs(tool_name, input_schema, description),
+            **kwargs,
+        )
+        return self._tool_input(message, tool_name)
+
     def structured(
         self,
         *,
@@ -351,9 +398,6 @@ class Gateway:
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Force one tool and return its input dict (the model's structured answer)."""
-        tool = {"name": tool_name, "input_schema": input_schema}
-        if description:
-            tool["description"] = description
         message = self.create_message(
             agent=agent,
             purpose=purpose,
@@ -362,16 +406,10 @@ class Gateway:
             replay=replay,
             system=system,
             messages=messages,
-            tools=[tool],
-            tool_choice={"type": "tool", "name": tool_name},
+            **self._structured_kwargs(tool_name, input_schema, description),
             **kwargs,
         )
-        for block in message.content:
-            if block.type == "tool_use" and block.name == tool_name:
-                if not isinstance(block.input, dict):
-                    raise ModelRequestError(f"{tool_name}: the model's input is not an object")
-                return dict(block.input)
-        raise ModelRequestError(f"the model did not call {tool_name}")
+        return self._tool_input(message, tool_name)
 
     # -- batches -------------------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ import json
 import re
 from typing import Any
 
-from dreams.simulated.agent import system_text
 from dreams.simulated.registry import register
 
 DAYS = re.compile(r"delivered (\d+) days ago")
@@ -31,7 +30,8 @@ def _between(text: str, tag: str) -> str:
 
 
 def _request_text(request: dict[str, Any]) -> str:
-    parts = [system_text(request.get("system"))]
+    # Only the user turns: the fixed judge prompt in `system` talks about the tags too.
+    parts = []
     for message in request.get("messages") or []:
         content = message.get("content")
         if isinstance(content, str):
