@@ -69,7 +69,8 @@ def grade_expectations(expectations: dict[str, Any], result: ReplayResult) -> Gr
     if pattern and not re.search(pattern, result.final_text):
         problems.append(f"final answer does not match /{pattern}/")
     if problems:
-        return Grade("fail", "; ".join(problems).capitalize() + ".", "expectations")
+        reason = "; ".join(problems)
+        return Grade("fail", reason[0].upper() + reason[1:] + ".", "expectations")
     return Grade("pass", "Meets the recorded expectations.", "expectations")
 
 
