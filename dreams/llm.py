@@ -8,6 +8,7 @@ runs Message Batches. The backend is the real API or the in-process simulated mo
 
 import asyncio
 import json
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -124,6 +125,9 @@ class Gateway:
         self._async_clients: weakref.WeakKeyDictionary[Any, anthropic.AsyncAnthropic] = (
             weakref.WeakKeyDictionary()
         )
+        # Tokens of calls in flight per agent: concurrent replays must not all pass the check.
+        self._reserved: dict[int, int] = {}
+        self._lock = threading.Lock()
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -172,6 +176,21 @@ class Gateway:
 
     # -- budget and accounting ---------------------------------------------------------------
 
+    def reserve(self, context: CallContext, *, estimate: int) -> None:
+        """Check the budgets counting calls in flight, then hold `estimate` until `release`."""
+        with self._lock:
+            in_flight = self._reserved.get(context.agent.pk, 0)
+            self.check_budget(context, estimate=estimate + in_flight)
+            self._reserved[context.agent.pk] = in_flight + estimate
+
+    def release(self, context: CallContext, *, estimate: int) -> None:
+        with self._lock:
+            left = self._reserved.get(context.agent.pk, 0) - estimate
+            if left > 0:
+                self._reserved[context.agent.pk] = left
+            else:
+                self._reserved.pop(context.agent.pk, None)
+
     def check_budget(self, context: CallContext, *, estimate: int) -> None:
         agent = context.agent
         monthly = tokens_spent(agent=agent, since=month_start())
@@ -204,6 +223,26 @@ class Gateway:
         latency_ms: int,
         error: str = "",
         discount: Decimal | None = None,
+        release: int = 0,
+    ) -> ModelCall:
+        """Store the call (and free its reservation once the spend is in the database)."""
+        try:
+            return self._record(
+                context, model=model, usage=usage, latency_ms=latency_ms, error=error, discount=discount
+            )
+        finally:
+            if release:
+                self.release(context, estimate=release)
+
+    def _record(
+        self,
+        context: CallContext,
+        *,
+        model: str,
+        usage: dict[str, int] | None,
+        latency_ms: int,
+        error: str,
+        discount: Decimal | None,
     ) -> ModelCall:
         usage = usage or {}
         cost = cost_of(model, usage)
@@ -277,7 +316,8 @@ class Gateway:
         """`messages.create` with budget check, retries, accounting; raises ModelError subclasses."""
         context = CallContext(agent, purpose, cycle, experiment, replay)
         kwargs = self._prepare(purpose, kwargs, cache_prefix)
-        self.check_budget(context, estimate=estimate_call_tokens(kwargs))
+        estimate = estimate_call_tokens(kwargs)
+        self.reserve(context, estimate=estimate)
         started = time.monotonic()
         try:
             message = self.client.messages.create(**kwargs)
@@ -289,13 +329,18 @@ class Gateway:
                 usage=None,
                 latency_ms=int((time.monotonic() - started) * 1000),
                 error=str(error),
+                release=estimate,
             )
             raise error from exc
+        except BaseException:
+            self.release(context, estimate=estimate)
+            raise
         self.record(
             context,
             model=message.model or kwargs["model"],
             usage=usage_dict(message),
             latency_ms=int((time.monotonic() - started) * 1000),
+            release=estimate,
         )
         return message
 
@@ -313,7 +358,8 @@ class Gateway:
         """Async twin of `create_message`; database work runs through sync_to_async."""
         context = CallContext(agent, purpose, cycle, experiment, replay)
         kwargs = self._prepare(purpose, kwargs, cache_prefix)
-        await sync_to_async(self.check_budget)(context, estimate=estimate_call_tokens(kwargs))
+        estimate = estimate_call_tokens(kwargs)
+        await sync_to_async(self.reserve)(context, estimate=estimate)
         started = time.monotonic()
         try:
             message = await self.async_client().messages.create(**kwargs)
@@ -325,13 +371,18 @@ class Gateway:
                 usage=None,
                 latency_ms=int((time.monotonic() - started) * 1000),
                 error=str(error),
+                release=estimate,
             )
             raise error from exc
+        except BaseException:
+            self.release(context, estimate=estimate)
+            raise
         await sync_to_async(self.record)(
             context,
             model=message.model or kwargs["model"],
             usage=usage_dict(message),
             latency_ms=int((time.monotonic() - started) * 1000),
+            release=estimate,
         )
         return message
 
@@ -437,7 +488,8 @@ class Gateway:
         params = {cid: self._prepare(purpose, kw, cache_prefix) for cid, kw in requests.items()}
         self.check_budget(
             next(iter(contexts.values()), base),
-            estimate=sum(estimate_call_tokens(p) for p in params.values()),
+            estimate=sum(estimate_call_tokens(p) for p in params.values())
+            + self._reserved.get(agent.pk, 0),
         )
         started = time.monotonic()
         try:
