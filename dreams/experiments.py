@@ -63,7 +63,7 @@ def sample_regression_runs(
     strata: dict[tuple[str, int], list[Run]] = defaultdict(list)
     for index, run in enumerate(runs):
         strata[(_profile(run), 0 if index < half else 1)].append(run)
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not security
     # Largest-remainder allocation, proportional to stratum size, at least one per stratum.
     keys = sorted(strata)
     quotas = {k: size * len(strata[k]) / len(runs) for k in keys}
@@ -214,7 +214,9 @@ def _pending_slots(experiment_id: int, run_ids: list[int]) -> list[Replay]:
             experiment_id=experiment_id, run_id__in=run_ids, status=Replay.Status.PENDING
         )
         .select_related("run__agent", "experiment")
-        .prefetch_related(Prefetch("run__feedback", queryset=Feedback.objects.order_by("-created_at")))
+        .prefetch_related(
+            Prefetch("run__feedback", queryset=Feedback.objects.order_by("-created_at"))
+        )
         .order_by("run_id", "arm", "replicate")
     )
 
@@ -253,20 +255,25 @@ def _versions(experiment: Experiment) -> dict[str, ConfigVersion]:
     }
 
 
-async def _replay_slots_async(slots: list[Replay], versions: dict[str, ConfigVersion]) -> bool:
+async def _replay_slots_async(
+    slots: list[Replay], versions: dict[str, ConfigVersion], comments: dict[int, str]
+) -> bool:
     """Replay and grade slots concurrently; returns False when the budget ran out."""
     gateway = get_gateway()
     agent = slots[0].run.agent
     semaphore = asyncio.Semaphore(max(1, agent.replay_concurrency))
     budget_hit = asyncio.Event()
-    comments = {s.run_id: await sync_to_async(negative_comment)(s.run) for s in slots}
 
     async def one(slot: Replay) -> None:
         async with semaphore:
             if budget_hit.is_set():
                 return
             result = await areplay(
-                slot.run, versions[slot.arm], gateway=gateway, experiment=slot.experiment, replay_row=slot
+                slot.run,
+                versions[slot.arm],
+                gateway=gateway,
+                experiment=slot.experiment,
+                replay_row=slot,
             )
             graded, error = None, result.error
             if not error:
@@ -360,9 +367,12 @@ def replay_chunk(*, experiment_id: int, run_ids: list[int]) -> None:
         if settings.REVERIE_REPLAY_BATCH_MODE:
             within_budget = _replay_slots_batched(slots, versions)
         else:
-            within_budget = async_to_sync(_replay_slots_async)(slots, versions)
+            comments = {s.run_id: negative_comment(s.run) for s in slots}
+            within_budget = async_to_sync(_replay_slots_async)(slots, versions, comments)
         if not within_budget:
-            fail_experiment(experiment_id=experiment_id, error="Token budget exceeded; replays stopped.")
+            fail_experiment(
+                experiment_id=experiment_id, error="Token budget exceeded; replays stopped."
+            )
             return
     stop = early_stop_check(experiment_id=experiment_id)
     if stop["stopped"]:
@@ -468,7 +478,9 @@ def _pattern_members(experiment: Experiment) -> dict[str, set[int]]:
     return dict(members)
 
 
-def compute_stats(experiment: Experiment, *, early_stop: dict[str, Any] | None = None) -> dict[str, Any]:
+def compute_stats(
+    experiment: Experiment, *, early_stop: dict[str, Any] | None = None
+) -> dict[str, Any]:
     result = stats.experiment_stats(
         _pairs(experiment),
         patterns=_pattern_members(experiment),
@@ -500,7 +512,9 @@ def finish_experiment(*, experiment_id: int, early_stop: dict[str, Any] | None =
         experiment.stop_reason = early_stop["reason"] if stopped else ""
         experiment.finished_at = timezone.now()
         failed = Replay.objects.filter(experiment=experiment, status=Replay.Status.FAILED).count()
-        experiment.error = f"{failed} replays failed; re-run the experiment to retry them." if failed else ""
+        experiment.error = (
+            f"{failed} replays failed; re-run the experiment to retry them." if failed else ""
+        )
         experiment.save(
             update_fields=["stats", "fidelity", "status", "stop_reason", "finished_at", "error"]
         )

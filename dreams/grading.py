@@ -21,7 +21,10 @@ JUDGE_SCHEMA = {
     "type": "object",
     "properties": {
         "verdict": {"type": "string", "enum": ["pass", "fail"]},
-        "reason": {"type": "string", "description": "one or two sentences naming the deciding requirement"},
+        "reason": {
+            "type": "string",
+            "description": "one or two sentences naming the deciding requirement",
+        },
     },
     "required": ["verdict", "reason"],
 }
@@ -83,7 +86,9 @@ def negative_comment(run: Run) -> str:
     return feedback[0].comment.strip() if feedback else ""
 
 
-def judge_messages(*, rubric: str, result: ReplayResult, feedback: str = "") -> list[dict[str, Any]]:
+def judge_messages(
+    *, rubric: str, result: ReplayResult, feedback: str = ""
+) -> list[dict[str, Any]]:
     # "<" escaped inside the JSON so run content cannot close the fence.
     transcript = json.dumps(result.messages, ensure_ascii=False).replace("<", "\\u003c")
     parts = [f"<rubric>\n{rubric}\n</rubric>"]
@@ -120,8 +125,12 @@ def plan(run: Run, result: ReplayResult, *, comment: str) -> Grade | JudgeReques
         )
     if not result.divergence_kind and run.status in (Run.Status.SUCCESS, Run.Status.FAILURE):
         verdict = "pass" if run.status == Run.Status.SUCCESS else "fail"
-        return Grade(verdict, "Same tool calls as the recording; recorded outcome kept.", "recorded")
-    return Grade("unverifiable", "No expectations, rubric or feedback to grade a changed run.", "none")
+        return Grade(
+            verdict, "Same tool calls as the recording; recorded outcome kept.", "recorded"
+        )
+    return Grade(
+        "unverifiable", "No expectations, rubric or feedback to grade a changed run.", "none"
+    )
 
 
 def _judged(grader: str, answer: dict[str, Any]) -> Grade:

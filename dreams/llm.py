@@ -8,6 +8,7 @@ runs Message Batches. The backend is the real API or the in-process simulated mo
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import weakref
@@ -28,9 +29,17 @@ from agents.models import Agent
 from agents.pricing import cost_of
 from dreams.models import DreamCycle, Experiment, ModelCall, Replay
 
+log = logging.getLogger(__name__)
+
 SIMULATED_BASE_URL = "http://simulated.reverie.local"
 BATCH_DISCOUNT = Decimal("0.5")
 EPHEMERAL = {"type": "ephemeral"}
+# How stale this process's view of other processes' spend may get (its own calls count at once).
+SPEND_REFRESH_SECONDS = 2.0
+
+
+class _NeedsDatabase(Exception):
+    """Internal: the budget check needs a query, which the event loop thread must not run."""
 
 
 class ModelError(Exception):
@@ -93,7 +102,9 @@ def estimate_call_tokens(kwargs: dict[str, Any]) -> int:
 _TOKENS = F("input_tokens") + F("output_tokens") + F("cache_read_tokens") + F("cache_write_tokens")
 
 
-def tokens_spent(*, agent: Agent, since: datetime | None = None, cycle_id: int | None = None) -> int:
+def tokens_spent(
+    *, agent: Agent, since: datetime | None = None, cycle_id: int | None = None
+) -> int:
     calls = ModelCall.objects.filter(agent=agent)
     if since is not None:
         calls = calls.filter(created_at__gte=since)
@@ -127,7 +138,12 @@ class Gateway:
         )
         # Tokens of calls in flight per agent: concurrent replays must not all pass the check.
         self._reserved: dict[int, int] = {}
-        self._lock = threading.Lock()
+        self._spend_cache: dict[tuple[Any, ...], tuple[int, float]] = {}
+        self._experiment_cycles: dict[int, int | None] = {}
+        self._pending_records: weakref.WeakKeyDictionary[Any, set[asyncio.Future[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.RLock()
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -169,18 +185,27 @@ class Gateway:
         return client
 
     async def aclose(self) -> None:
+        """Wait for pending accounting writes, then close this loop's async client."""
         loop = asyncio.get_running_loop()
+        pending = self._pending_records.pop(loop, set())
+        if pending:
+            for outcome in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    log.error("recording a model call failed: %r", outcome)
         client = self._async_clients.pop(loop, None)
         if client is not None:
             await client.close()
 
     # -- budget and accounting ---------------------------------------------------------------
 
-    def reserve(self, context: CallContext, *, estimate: int) -> None:
-        """Check the budgets counting calls in flight, then hold `estimate` until `release`."""
+    def reserve(self, context: CallContext, *, estimate: int, cached_only: bool = False) -> None:
+        """Check the budgets counting calls in flight, then hold `estimate` until `release`.
+
+        With `cached_only`, raise _NeedsDatabase instead of querying (for the event loop thread).
+        """
         with self._lock:
             in_flight = self._reserved.get(context.agent.pk, 0)
-            self.check_budget(context, estimate=estimate + in_flight)
+            self.check_budget(context, estimate=estimate + in_flight, cached_only=cached_only)
             self._reserved[context.agent.pk] = in_flight + estimate
 
     def release(self, context: CallContext, *, estimate: int) -> None:
@@ -191,23 +216,60 @@ class Gateway:
             else:
                 self._reserved.pop(context.agent.pk, None)
 
-    def check_budget(self, context: CallContext, *, estimate: int) -> None:
+    def _spent(self, agent: Agent, cycle_id: int | None, *, cached_only: bool = False) -> int:
+        """Tokens spent this month (or in a cycle): read from the database at most every
+        SPEND_REFRESH_SECONDS, counting this process's own calls in between."""
+        since = month_start()
+        key = (agent.pk, cycle_id, since)
+        now = time.monotonic()
+        cached = self._spend_cache.get(key)
+        if cached is None or now - cached[1] > SPEND_REFRESH_SECONDS:
+            if cached_only:
+                raise _NeedsDatabase
+            if cycle_id is None:
+                value = tokens_spent(agent=agent, since=since)
+            else:
+                value = tokens_spent(agent=agent, cycle_id=cycle_id)
+            self._spend_cache[key] = (value, now)
+            return value
+        return cached[0]
+
+    def _cycle_id(self, context: CallContext, *, cached_only: bool = False) -> int | None:
+        """The dream cycle a call spends from: its own, or its experiment's proposal's."""
+        if context.cycle is not None:
+            return context.cycle.pk
+        experiment = context.experiment
+        if experiment is None or not experiment.proposal_id:
+            return None
+        if experiment.pk not in self._experiment_cycles:
+            if cached_only:
+                raise _NeedsDatabase
+            self._experiment_cycles[experiment.pk] = (
+                Experiment.objects.filter(pk=experiment.pk)
+                .values_list("proposal__cycle_id", flat=True)
+                .first()
+            )
+        return self._experiment_cycles[experiment.pk]
+
+    def _add_spend(self, agent_id: int, cycle_id: int | None, tokens: int) -> None:
+        with self._lock:
+            for key, (value, fetched) in list(self._spend_cache.items()):
+                if key[0] == agent_id and key[1] in (None, cycle_id):
+                    self._spend_cache[key] = (value + tokens, fetched)
+
+    def check_budget(
+        self, context: CallContext, *, estimate: int, cached_only: bool = False
+    ) -> None:
         agent = context.agent
-        monthly = tokens_spent(agent=agent, since=month_start())
+        monthly = self._spent(agent, None, cached_only=cached_only)
         if monthly + estimate > agent.monthly_token_budget:
             raise BudgetExceeded(
                 f"{agent.slug}: monthly budget {agent.monthly_token_budget} tokens; "
                 f"spent {monthly}, this call may need {estimate}"
             )
-        cycle_id = context.cycle.pk if context.cycle else None
-        if cycle_id is None and context.experiment is not None and context.experiment.proposal_id:
-            cycle_id = (
-                Experiment.objects.filter(pk=context.experiment.pk)
-                .values_list("proposal__cycle_id", flat=True)
-                .first()
-            )
+        cycle_id = self._cycle_id(context, cached_only=cached_only)
         if cycle_id is not None:
-            spent = tokens_spent(agent=agent, cycle_id=cycle_id)
+            spent = self._spent(agent, cycle_id, cached_only=cached_only)
             if spent + estimate > agent.cycle_token_budget:
                 raise BudgetExceeded(
                     f"{agent.slug}: cycle budget {agent.cycle_token_budget} tokens; "
@@ -228,7 +290,12 @@ class Gateway:
         """Store the call (and free its reservation once the spend is in the database)."""
         try:
             return self._record(
-                context, model=model, usage=usage, latency_ms=latency_ms, error=error, discount=discount
+                context,
+                model=model,
+                usage=usage,
+                latency_ms=latency_ms,
+                error=error,
+                discount=discount,
             )
         finally:
             if release:
@@ -265,6 +332,8 @@ class Gateway:
             ok=not error,
             error=error[:2000],
         )
+        if call.total_tokens:
+            self._add_spend(context.agent.pk, self._cycle_id(context), call.total_tokens)
         if context.cycle is not None and usage:
             DreamCycle.objects.filter(pk=context.cycle.pk).update(
                 tokens_used=F("tokens_used") + call.total_tokens,
@@ -359,7 +428,10 @@ class Gateway:
         context = CallContext(agent, purpose, cycle, experiment, replay)
         kwargs = self._prepare(purpose, kwargs, cache_prefix)
         estimate = estimate_call_tokens(kwargs)
-        await sync_to_async(self.reserve)(context, estimate=estimate)
+        try:
+            self.reserve(context, estimate=estimate, cached_only=True)
+        except _NeedsDatabase:
+            await sync_to_async(self.reserve)(context, estimate=estimate)
         started = time.monotonic()
         try:
             message = await self.async_client().messages.create(**kwargs)
@@ -377,13 +449,20 @@ class Gateway:
         except BaseException:
             self.release(context, estimate=estimate)
             raise
-        await sync_to_async(self.record)(
-            context,
-            model=message.model or kwargs["model"],
-            usage=usage_dict(message),
-            latency_ms=int((time.monotonic() - started) * 1000),
-            release=estimate,
+        # The row is written in the background (the reservation holds the tokens until then);
+        # `aclose()` waits for every pending write.
+        task = asyncio.ensure_future(
+            sync_to_async(self.record)(
+                context,
+                model=message.model or kwargs["model"],
+                usage=usage_dict(message),
+                latency_ms=int((time.monotonic() - started) * 1000),
+                release=estimate,
+            )
         )
+        pending = self._pending_records.setdefault(asyncio.get_running_loop(), set())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
         return message
 
     @staticmethod
@@ -481,7 +560,9 @@ class Gateway:
         """
         poll = settings.REVERIE_BATCH_POLL_SECONDS if poll_seconds is None else poll_seconds
         max_wait = (
-            settings.REVERIE_BATCH_MAX_WAIT_SECONDS if max_wait_seconds is None else max_wait_seconds
+            settings.REVERIE_BATCH_MAX_WAIT_SECONDS
+            if max_wait_seconds is None
+            else max_wait_seconds
         )
         contexts = contexts or {}
         base = CallContext(agent, purpose)

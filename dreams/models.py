@@ -303,6 +303,9 @@ class Replay(models.Model):
         ]
         indexes = [models.Index(fields=["experiment", "status"], name="replay_experiment_status")]
 
+    def __str__(self) -> str:
+        return f"replay of run {self.run_id} ({self.arm} #{self.replicate})"
+
 
 class ModelCall(models.Model):
     """Accounting row for every model call the gateway makes."""
@@ -342,6 +345,9 @@ class ModelCall(models.Model):
             models.Index(fields=["cycle"], name="modelcall_cycle"),
             models.Index(fields=["experiment"], name="modelcall_experiment"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} call to {self.model}"
 
     @property
     def total_tokens(self) -> int:

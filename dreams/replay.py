@@ -227,7 +227,11 @@ class ReplaySession:
         entry = {"name": name, "input": arguments, "source": "recording"}
         self.result.tool_calls.append(entry)
         if recorded is not None:
-            result = {"type": "tool_result", "tool_use_id": block["id"], "content": recorded.content}
+            result = {
+                "type": "tool_result",
+                "tool_use_id": block["id"],
+                "content": recorded.content,
+            }
             if recorded.is_error:
                 result["is_error"] = True
             return result

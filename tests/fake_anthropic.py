@@ -15,6 +15,7 @@ retries are instant. Use the `fake_anthropic` fixture, or `fake_gateway_settings
 the gateway at it.
 """
 
+import contextlib
 import itertools
 import json
 import threading
@@ -56,6 +57,11 @@ class Scripted:
     delay: float = 0.0
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # listen() backlog: many concurrent clients connect at once
+
+
 def _default_responder(body: dict[str, Any]) -> dict[str, Any]:
     from dreams.simulated.transport import answer
 
@@ -90,7 +96,10 @@ class FakeAnthropic:
                 self.script.append(reply if isinstance(reply, Scripted) else Scripted(body=reply))
 
     def fail(self, times: int, *, status: int = 529, message: str = "Overloaded") -> None:
-        error = {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message}}
+        error = {
+            "type": "error",
+            "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
+        }
         self.queue(*[Scripted(status=status, body=error) for _ in range(times)])
 
     @staticmethod
@@ -102,7 +111,9 @@ class FakeAnthropic:
         usage: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         if stop_reason is None:
-            stop_reason = "tool_use" if any(b["type"] == "tool_use" for b in content) else "end_turn"
+            stop_reason = (
+                "tool_use" if any(b["type"] == "tool_use" for b in content) else "end_turn"
+            )
         return {
             "id": "msg_fake",
             "type": "message",
@@ -154,10 +165,9 @@ class FakeAnthropic:
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
                 self.end_headers()
-                try:
+                # The client may have given up (a timeout under test).
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout under test)
 
             def do_GET(self) -> None:
                 self._handle("GET")
@@ -170,14 +180,14 @@ class FakeAnthropic:
                 path = self.path.split("?")[0]
                 with fake._lock:
                     fake.requests.append(
-                        RecordedRequest(method, path, {k.lower(): v for k, v in self.headers.items()}, body)
+                        RecordedRequest(
+                            method, path, {k.lower(): v for k, v in self.headers.items()}, body
+                        )
                     )
                 status, payload, headers = fake._route(method, path, body)
                 self._send(status, payload, headers)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 256
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -214,7 +224,11 @@ class FakeAnthropic:
             parts = path.split("/")
             batch = self.batches.get(parts[4])
             if batch is None:
-                return 404, {"type": "error", "error": {"type": "not_found_error", "message": path}}, {}
+                return (
+                    404,
+                    {"type": "error", "error": {"type": "not_found_error", "message": path}},
+                    {},
+                )
             if method == "GET" and len(parts) == 5:
                 return 200, self._poll(batch), {}
             if method == "GET" and parts[-1] == "results":
@@ -232,7 +246,13 @@ class FakeAnthropic:
             "id": batch_id,
             "type": "message_batch",
             "processing_status": "in_progress",
-            "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+            "request_counts": {
+                "processing": len(requests),
+                "succeeded": 0,
+                "errored": 0,
+                "canceled": 0,
+                "expired": 0,
+            },
             "created_at": now,
             "expires_at": "2026-05-02T12:00:00Z",
             "ended_at": None,
@@ -251,14 +271,22 @@ class FakeAnthropic:
             for item in batch["requests"]:
                 try:
                     message = self.responder(item["params"])
-                    results.append({"custom_id": item["custom_id"], "result": {"type": "succeeded", "message": message}})
+                    results.append(
+                        {
+                            "custom_id": item["custom_id"],
+                            "result": {"type": "succeeded", "message": message},
+                        }
+                    )
                 except Exception as exc:  # noqa: BLE001 - reported as an errored result
                     results.append(
                         {
                             "custom_id": item["custom_id"],
                             "result": {
                                 "type": "errored",
-                                "error": {"type": "error", "error": {"type": "invalid_request_error", "message": str(exc)}},
+                                "error": {
+                                    "type": "error",
+                                    "error": {"type": "invalid_request_error", "message": str(exc)},
+                                },
                             },
                         }
                     )

@@ -56,9 +56,7 @@ OBLIGATION = re.compile(
 )
 NEGATION = re.compile(r"\b(do not|don't|never|not|instead|no need to|avoid)\b")
 CATALOGUE = {name.lower(): price for name, price in [*demo.ITEMS, *demo.BIG_ITEMS]}
-TOOL_ERROR_TEXT = (
-    "Sorry, our order system is not responding. Please try again in a few minutes."
-)
+TOOL_ERROR_TEXT = "Sorry, our order system is not responding. Please try again in a few minutes."
 
 
 def system_text(system: Any) -> str:
@@ -75,7 +73,9 @@ def sentences(text: str) -> list[str]:
 
 def requires_verification(text: str) -> bool:
     for s in sentences(text):
-        names_lookup = "lookup_order" in s or "look up" in s or "look the order up" in s or "verif" in s
+        names_lookup = (
+            "lookup_order" in s or "look up" in s or "look the order up" in s or "verif" in s
+        )
         if names_lookup and "refund" in s and OBLIGATION.search(s):
             return True
     return False

@@ -76,7 +76,9 @@ def _calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _final_text(messages: list[dict[str, Any]]) -> str:
     for message in reversed(messages):
         if message.get("role") == "assistant" and isinstance(message.get("content"), list):
-            text = " ".join(b.get("text", "") for b in message["content"] if b.get("type") == "text")
+            text = " ".join(
+                b.get("text", "") for b in message["content"] if b.get("type") == "text"
+            )
             if text.strip():
                 return text
     return ""
@@ -103,7 +105,9 @@ def _order_facts(calls: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def _clauses(rubric: str) -> list[str]:
-    parts = re.split(r"(?<=[.;!?])\s+|,\s*and\s+|\s+and\s+(?=(?:refunds?|resolves?|never|does|do)\b)", rubric)
+    parts = re.split(
+        r"(?<=[.;!?])\s+|,\s*and\s+|\s+and\s+(?=(?:refunds?|resolves?|never|does|do)\b)", rubric
+    )
     return [p.strip(" .;").lower() for p in parts if p and p.strip(" .;")]
 
 
@@ -123,7 +127,11 @@ def judge(rubric: str, messages: list[dict[str, Any]]) -> tuple[str, str]:
 
     for clause in _clauses(rubric):
         handled = False
-        if " before " in clause and re.search(r"verif|look|lookup|check", clause) and "refund" in clause:
+        if (
+            " before " in clause
+            and re.search(r"verif|look|lookup|check", clause)
+            and "refund" in clause
+        ):
             handled = True
             first_tool = "lookup_order"
             named = re.findall(r"\b([a-z]+_[a-z_]+)\b", clause)
@@ -145,7 +153,9 @@ def judge(rubric: str, messages: list[dict[str, Any]]) -> tuple[str, str]:
                 if days is None:
                     failures.append("refunded without confirming the delivery date")
                 elif days > limit:
-                    failures.append(f"refunded an order delivered {days:.0f} days ago (limit {limit:.0f})")
+                    failures.append(
+                        f"refunded an order delivered {days:.0f} days ago (limit {limit:.0f})"
+                    )
             checked.append(f"{limit:.0f}-day window")
         if "escalat" in clause:
             handled = True
@@ -159,9 +169,9 @@ def judge(rubric: str, messages: list[dict[str, Any]]) -> tuple[str, str]:
                     break
             if "resolv" in clause:
                 refunded = any(c["name"] in refund_tools and not c["is_error"] for c in calls)
-                declined = re.search(r"unable|not eligible|outside|cannot|can't", final) and not any(
-                    c["is_error"] for c in calls
-                )
+                declined = re.search(
+                    r"unable|not eligible|outside|cannot|can't", final
+                ) and not any(c["is_error"] for c in calls)
                 if not (refunded or escalations or declined):
                     failures.append("did not resolve the request")
             checked.append("escalation only when justified")
@@ -199,7 +209,9 @@ def feedback_clauses(comment: str) -> str:
     if re.search(r"window|\d+ days|policy|declined", lower):
         clauses.append("The agent refunds only orders delivered within the 30-day window.")
     if re.search(r"escalat|human queue|colleague", lower):
-        clauses.append("The agent resolves standard refunds under $500 itself instead of escalating.")
+        clauses.append(
+            "The agent resolves standard refunds under $500 itself instead of escalating."
+        )
     return " ".join(clauses)
 
 

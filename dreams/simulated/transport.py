@@ -143,7 +143,10 @@ class _BatchStore:
             try:
                 message = answer(item["params"])
                 results.append(
-                    {"custom_id": item["custom_id"], "result": {"type": "succeeded", "message": message}}
+                    {
+                        "custom_id": item["custom_id"],
+                        "result": {"type": "succeeded", "message": message},
+                    }
                 )
             except SimulatedModelError as exc:
                 results.append(
@@ -229,7 +232,11 @@ def handle(request: httpx2.Request) -> httpx2.Response:
             batch_id = parts[4]
             if request.method == "GET" and len(parts) == 5:
                 batch = BATCHES.retrieve(batch_id)
-                return httpx2.Response(200, json=batch) if batch else _error(404, "not_found_error", path)
+                return (
+                    httpx2.Response(200, json=batch)
+                    if batch
+                    else _error(404, "not_found_error", path)
+                )
             if request.method == "GET" and parts[-1] == "results":
                 results = BATCHES.results(batch_id)
                 if results is None:

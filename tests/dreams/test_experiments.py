@@ -11,8 +11,8 @@ from dreams import signals
 from dreams.experiments import sample_regression_runs, start_experiment
 from dreams.models import Experiment, ModelCall, Proposal, Replay
 from dreams.proposals import create_proposal
-from dreams.tasks import run_experiment_task
 from dreams.simulated.transport import answer
+from dreams.tasks import run_experiment_task
 from tests.fake_anthropic import FakeAnthropic, text
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +46,10 @@ def runs_tagged(agent, tag, limit=None):
 def start(agent, candidate, callbacks, **kwargs):
     with callbacks(execute=True):
         experiment = start_experiment(
-            agent=agent, baseline_version=agent.stable_version, candidate_version=candidate, **kwargs
+            agent=agent,
+            baseline_version=agent.stable_version,
+            candidate_version=candidate,
+            **kwargs,
         )
     experiment.refresh_from_db()
     return experiment
@@ -54,15 +57,27 @@ def start(agent, candidate, callbacks, **kwargs):
 
 def test_regression_sample_is_stratified_over_tool_profiles_and_time(demo_agent):
     target = runs_tagged(demo_agent, "past_window")
-    sample = sample_regression_runs(agent=demo_agent, exclude_ids=[r.pk for r in target], size=20, seed=1)
+    sample = sample_regression_runs(
+        agent=demo_agent, exclude_ids=[r.pk for r in target], size=20, seed=1
+    )
 
     assert len(sample) == 20
     assert all(r.status == "success" for r in Run.objects.filter(pk__in=[r.pk for r in sample]))
-    profiles = {tuple(b["name"] for m in r.messages for b in m["content"] if b["type"] == "tool_use") for r in sample}
-    assert ("lookup_order", "issue_refund") in profiles and ("lookup_order", "escalate_to_human") in profiles
-    ordered = sorted(Run.objects.filter(agent=demo_agent, status="success"), key=lambda r: r.started_at)
+    profiles = {
+        tuple(b["name"] for m in r.messages for b in m["content"] if b["type"] == "tool_use")
+        for r in sample
+    }
+    assert ("lookup_order", "issue_refund") in profiles and (
+        "lookup_order",
+        "escalate_to_human",
+    ) in profiles
+    ordered = sorted(
+        Run.objects.filter(agent=demo_agent, status="success"), key=lambda r: r.started_at
+    )
     middle = ordered[len(ordered) // 2].started_at
-    assert any(r.started_at < middle for r in sample) and any(r.started_at >= middle for r in sample)
+    assert any(r.started_at < middle for r in sample) and any(
+        r.started_at >= middle for r in sample
+    )
 
 
 def test_a_finished_experiment_moves_its_proposal_to_ready_and_signals(
@@ -70,7 +85,10 @@ def test_a_finished_experiment_moves_its_proposal_to_ready_and_signals(
 ):
     candidate = candidate_with(demo_agent, WINDOW)
     proposal = create_proposal(
-        agent=demo_agent, base_version=demo_agent.stable_version, candidate_version=candidate, title="Check the window"
+        agent=demo_agent,
+        base_version=demo_agent.stable_version,
+        candidate_version=candidate,
+        title="Check the window",
     )
     received = []
 
@@ -99,7 +117,16 @@ def test_a_finished_experiment_moves_its_proposal_to_ready_and_signals(
     assert proposal.status == Proposal.Status.READY
     assert proposal.expected_value > 0
     assert ("ready", proposal.pk) in received and ("finished", experiment.pk) in received
-    assert set(experiment.stats) >= {"fidelity", "verdict", "overall", "target", "regression", "patterns", "early_stop", "pass_hat_k"}
+    assert set(experiment.stats) >= {
+        "fidelity",
+        "verdict",
+        "overall",
+        "target",
+        "regression",
+        "patterns",
+        "early_stop",
+        "pass_hat_k",
+    }
 
 
 def test_rerunning_an_interrupted_experiment_replays_only_the_missing_slots(
@@ -165,7 +192,9 @@ def test_early_stop_when_the_regression_set_clearly_regresses(
     assert experiment.stats["regression"]["regressions"] >= 8
 
 
-def test_running_out_of_budget_fails_the_experiment_cleanly(demo_agent, django_capture_on_commit_callbacks):
+def test_running_out_of_budget_fails_the_experiment_cleanly(
+    demo_agent, django_capture_on_commit_callbacks
+):
     demo_agent.monthly_token_budget = 30_000
     demo_agent.save(update_fields=["monthly_token_budget"])
 

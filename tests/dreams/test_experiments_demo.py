@@ -57,7 +57,9 @@ def test_window_guidance_fixes_most_past_window_failures_without_regressions(
     assert len(target) >= 10
     candidate = candidate_with(demo_agent, WINDOW_GUIDANCE)
 
-    experiment = run_experiment_on(demo_agent, candidate, target, django_capture_on_commit_callbacks)
+    experiment = run_experiment_on(
+        demo_agent, candidate, target, django_capture_on_commit_callbacks
+    )
 
     assert experiment.status == Experiment.Status.COMPLETED, experiment.error
     stats = experiment.stats
@@ -77,7 +79,9 @@ def test_unrelated_candidate_fixes_nothing(demo_agent, django_capture_on_commit_
     target = list(Run.objects.filter(agent=demo_agent, tags__contains=["past_window"]))
     candidate = candidate_with(demo_agent, UNRELATED_GUIDANCE)
 
-    experiment = run_experiment_on(demo_agent, candidate, target, django_capture_on_commit_callbacks)
+    experiment = run_experiment_on(
+        demo_agent, candidate, target, django_capture_on_commit_callbacks
+    )
 
     stats = experiment.stats
     assert stats["fidelity"] >= 0.9

@@ -25,7 +25,12 @@ def transcript(*steps, final="Done."):
     for i, (name, tool_input, result) in enumerate(steps):
         messages.append({"role": "assistant", "content": [tool_use(name, tool_input, id=f"t{i}")]})
         messages.append(
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"t{i}", "content": json.dumps(result)}]}
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": f"t{i}", "content": json.dumps(result)}
+                ],
+            }
         )
         calls.append({"name": name, "input": tool_input, "source": "recording"})
     messages.append({"role": "assistant", "content": [text(final)]})
@@ -39,22 +44,38 @@ def graded(agent, expectations, result, **kwargs):
 
 def test_expectations_check_tools_with_argument_subsets(agent):
     result = transcript(("lookup_order", {"order_id": "NW-1"}, ORDER_OK))
-    ok = graded(agent, {"expected_tools": [{"name": "lookup_order", "arguments": {"order_id": "NW-1"}}]}, result)
-    wrong = graded(agent, {"expected_tools": [{"name": "lookup_order", "arguments": {"order_id": "NW-2"}}]}, result)
+    ok = graded(
+        agent,
+        {"expected_tools": [{"name": "lookup_order", "arguments": {"order_id": "NW-1"}}]},
+        result,
+    )
+    wrong = graded(
+        agent,
+        {"expected_tools": [{"name": "lookup_order", "arguments": {"order_id": "NW-2"}}]},
+        result,
+    )
 
     assert (ok.verdict, ok.grader) == ("pass", "expectations")
     assert wrong.verdict == "fail" and "NW-2" in wrong.reason
 
 
 def test_forbidden_tools_and_answer_pattern(agent):
-    refunded = transcript(("issue_refund", {"order_id": "NW-1"}, {"status": "issued"}), final="Refunded.")
+    refunded = transcript(
+        ("issue_refund", {"order_id": "NW-1"}, {"status": "issued"}), final="Refunded."
+    )
     declined = transcript(final="Sorry, that order is outside the 30-day window.")
-    rules = {"forbidden_tools": ["issue_refund"], "expected_answer_pattern": r"(?i)30[- ]day|outside"}
+    rules = {
+        "forbidden_tools": ["issue_refund"],
+        "expected_answer_pattern": r"(?i)30[- ]day|outside",
+    }
 
     assert graded(agent, rules, refunded).verdict == "fail"
     assert "forbidden tool issue_refund" in graded(agent, rules, refunded).reason
     assert graded(agent, rules, declined).verdict == "pass"
-    assert graded(agent, {"expected_answer_pattern": "window"}, transcript(final="Refunded.")).verdict == "fail"
+    assert (
+        graded(agent, {"expected_answer_pattern": "window"}, transcript(final="Refunded.")).verdict
+        == "fail"
+    )
 
 
 def test_rubric_is_judged_by_the_model_with_a_stored_reason(agent):
@@ -75,11 +96,17 @@ def test_rubric_is_judged_by_the_model_with_a_stored_reason(agent):
     assert (passed.verdict, passed.grader) == ("pass", "rubric")
     assert too_late.verdict == "fail" and "45 days" in too_late.reason
     assert unverified.verdict == "fail" and "before calling lookup_order" in unverified.reason
-    assert ModelCall.objects.filter(agent=agent, purpose="judge", model="claude-haiku-5-5").count() == 3
+    assert (
+        ModelCall.objects.filter(agent=agent, purpose="judge", model="claude-haiku-5-5").count()
+        == 3
+    )
 
 
 def test_needless_escalation_fails_the_rubric_but_a_large_refund_may_escalate(agent):
-    small = transcript(("lookup_order", {"order_id": "NW-1"}, ORDER_OK), ("escalate_to_human", {"order_id": "NW-1"}, {}))
+    small = transcript(
+        ("lookup_order", {"order_id": "NW-1"}, ORDER_OK),
+        ("escalate_to_human", {"order_id": "NW-1"}, {}),
+    )
     big = transcript(
         ("lookup_order", {"order_id": "NW-1"}, {**ORDER_OK, "amount": 749.0}),
         ("escalate_to_human", {"order_id": "NW-1"}, {}),
@@ -96,7 +123,9 @@ def test_negative_feedback_comment_becomes_the_rubric(agent):
         ("lookup_order", {"order_id": "NW-1"}, ORDER_LATE),
         ("issue_refund", {"order_id": "NW-1", "amount": 79.0}, {"status": "issued"}),
     )
-    declined = transcript(("lookup_order", {"order_id": "NW-1"}, ORDER_LATE), final="It's outside the window.")
+    declined = transcript(
+        ("lookup_order", {"order_id": "NW-1"}, ORDER_LATE), final="It's outside the window."
+    )
 
     failing = grade(run, late, gateway=get_gateway())
     passing = grade(run, declined, gateway=get_gateway())

@@ -17,7 +17,9 @@ HELLO = [{"role": "user", "content": "Hello"}]
 
 
 def test_simulated_backend_answers_through_the_sdk_and_records_the_call(agent):
-    message = get_gateway().create_message(agent=agent, purpose="dream", messages=HELLO, max_tokens=50)
+    message = get_gateway().create_message(
+        agent=agent, purpose="dream", messages=HELLO, max_tokens=50
+    )
 
     assert isinstance(message, anthropic.types.Message)
     call = ModelCall.objects.get(agent=agent)
@@ -42,7 +44,9 @@ def test_retries_on_529_then_succeeds(agent, fake_gateway_settings):
     assert call.ok and call.backend == "anthropic" and call.input_tokens == 10
 
 
-def test_exhausted_retries_raise_model_unavailable_and_record_the_failure(agent, fake_gateway_settings):
+def test_exhausted_retries_raise_model_unavailable_and_record_the_failure(
+    agent, fake_gateway_settings
+):
     fake_gateway_settings.fail(3, status=529)
 
     with pytest.raises(ModelUnavailable, match="529"):
@@ -64,7 +68,9 @@ def test_a_refused_request_is_not_retried(agent, fake_gateway_settings):
 def test_monthly_budget_guard_refuses_before_any_request(agent, fake_gateway_settings):
     agent.monthly_token_budget = 5_000
     agent.save(update_fields=["monthly_token_budget"])
-    ModelCall.objects.create(agent=agent, purpose="replay", model="claude-sonnet-5-5", input_tokens=4_500)
+    ModelCall.objects.create(
+        agent=agent, purpose="replay", model="claude-sonnet-5-5", input_tokens=4_500
+    )
 
     with pytest.raises(BudgetExceeded, match="monthly budget"):
         get_gateway().create_message(agent=agent, purpose="replay", messages=HELLO, max_tokens=1000)
@@ -78,11 +84,17 @@ def test_cycle_budget_guard_counts_only_that_cycle(agent, fake_gateway_settings)
     agent.save(update_fields=["cycle_token_budget"])
     spent = DreamCycle.objects.create(agent=agent, trigger="manual", status="succeeded")
     fresh = DreamCycle.objects.create(agent=agent, trigger="manual")
-    ModelCall.objects.create(agent=agent, purpose="dream", cycle=spent, model="m", output_tokens=1_900)
+    ModelCall.objects.create(
+        agent=agent, purpose="dream", cycle=spent, model="m", output_tokens=1_900
+    )
 
     with pytest.raises(BudgetExceeded, match="cycle budget"):
-        get_gateway().create_message(agent=agent, purpose="dream", cycle=spent, messages=HELLO, max_tokens=200)
-    get_gateway().create_message(agent=agent, purpose="dream", cycle=fresh, messages=HELLO, max_tokens=200)
+        get_gateway().create_message(
+            agent=agent, purpose="dream", cycle=spent, messages=HELLO, max_tokens=200
+        )
+    get_gateway().create_message(
+        agent=agent, purpose="dream", cycle=fresh, messages=HELLO, max_tokens=200
+    )
 
     fresh.refresh_from_db()
     assert fresh.tokens_used > 0 and fresh.cost_usd > 0
@@ -95,11 +107,18 @@ def test_cached_prefix_marks_system_and_tools_and_is_read_back(agent, fake_gatew
     ]
     for _ in range(2):
         get_gateway().create_message(
-            agent=agent, purpose="replay", system="Be brief.", tools=tools, messages=HELLO, cache_prefix=True
+            agent=agent,
+            purpose="replay",
+            system="Be brief.",
+            tools=tools,
+            messages=HELLO,
+            cache_prefix=True,
         )
 
     body = fake_gateway_settings.message_requests[0].body
-    assert body["system"] == [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    assert body["system"] == [
+        {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}
+    ]
     assert "cache_control" not in body["tools"][0]
     assert body["tools"][-1]["cache_control"] == {"type": "ephemeral"}
     first, second = ModelCall.objects.filter(agent=agent).order_by("id")
@@ -136,7 +155,10 @@ def test_async_create_message_records_the_call(agent, fake_gateway_settings):
     async def go():
         try:
             results = await asyncio.gather(
-                *(gateway.acreate_message(agent=agent, purpose="replay", messages=HELLO) for _ in range(3))
+                *(
+                    gateway.acreate_message(agent=agent, purpose="replay", messages=HELLO)
+                    for _ in range(3)
+                )
             )
         finally:
             await gateway.aclose()
@@ -156,7 +178,10 @@ def test_batch_path_polls_until_ended_and_bills_half_price(agent, fake_gateway_s
     answers = get_gateway().run_batch(
         agent=agent,
         purpose="replay",
-        requests={"r1": {"messages": HELLO}, "r2": {"messages": [{"role": "user", "content": "Hi again"}]}},
+        requests={
+            "r1": {"messages": HELLO},
+            "r2": {"messages": [{"role": "user", "content": "Hi again"}]},
+        },
     )
 
     assert set(answers) == {"r1", "r2"}
@@ -167,7 +192,9 @@ def test_batch_path_polls_until_ended_and_bills_half_price(agent, fake_gateway_s
     calls = ModelCall.objects.filter(agent=agent)
     assert calls.count() == 2
     for call in calls:
-        full = cost_of(call.model, {"input_tokens": call.input_tokens, "output_tokens": call.output_tokens})
+        full = cost_of(
+            call.model, {"input_tokens": call.input_tokens, "output_tokens": call.output_tokens}
+        )
         assert call.cost_usd == (full * Decimal("0.5")).quantize(Decimal("0.000001"))
 
 

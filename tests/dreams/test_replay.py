@@ -17,11 +17,27 @@ REFUND = {"order_id": "NW-10001", "amount": 79.0, "reason": "it's the wrong size
 
 def recorded_messages():
     return [
-        {"role": "user", "content": [{"type": "text", "text": "Hi, I'm Maya. Refund order NW-10001 please."}]},
-        {"role": "assistant", "content": [tool_use("lookup_order", {"order_id": "NW-10001"}, id="tu_1")]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": json.dumps(ORDER)}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Hi, I'm Maya. Refund order NW-10001 please."}],
+        },
+        {
+            "role": "assistant",
+            "content": [tool_use("lookup_order", {"order_id": "NW-10001"}, id="tu_1")],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "tu_1", "content": json.dumps(ORDER)}
+            ],
+        },
         {"role": "assistant", "content": [tool_use("issue_refund", REFUND, id="tu_2")]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_2", "content": '{"status": "issued"}'}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "tu_2", "content": '{"status": "issued"}'}
+            ],
+        },
         {"role": "assistant", "content": [text("All set, Maya.")]},
     ]
 
@@ -47,7 +63,9 @@ def version(refunds_agent):
 
 @pytest.fixture
 def run(refunds_agent):
-    return RunFactory(agent=refunds_agent, messages=recorded_messages(), step_count=3, status="failure")
+    return RunFactory(
+        agent=refunds_agent, messages=recorded_messages(), step_count=3, status="failure"
+    )
 
 
 def scripted(fake, *replies):
@@ -55,7 +73,9 @@ def scripted(fake, *replies):
 
 
 def test_canonical_arguments_ignore_key_order_whitespace_and_number_form():
-    assert canonical_arguments({"b": 1, "a": "x  y "}) == canonical_arguments({"a": "x y", "b": 1.0})
+    assert canonical_arguments({"b": 1, "a": "x  y "}) == canonical_arguments(
+        {"a": "x y", "b": 1.0}
+    )
     assert canonical_arguments({"n": 1e2}) == canonical_arguments({"n": 100})
     assert canonical_arguments({"n": 12.50}) == canonical_arguments({"n": 12.5})
     assert canonical_arguments({"a": "x"}) != canonical_arguments({"a": "y"})
@@ -89,8 +109,14 @@ def test_reordered_arguments_get_the_recorded_results(run, version, fake_gateway
     assert sent["messages"] == [recorded_messages()[0]]
 
 
-def test_a_read_only_call_with_new_arguments_goes_off_recording(run, version, fake_gateway_settings):
-    scripted(fake_gateway_settings, [tool_use("lookup_order", {"order_id": "NW-99999"})], [text("Sorry.")])
+def test_a_read_only_call_with_new_arguments_goes_off_recording(
+    run, version, fake_gateway_settings
+):
+    scripted(
+        fake_gateway_settings,
+        [tool_use("lookup_order", {"order_id": "NW-99999"})],
+        [text("Sorry.")],
+    )
 
     result = replay(run, version)
 
@@ -100,7 +126,9 @@ def test_a_read_only_call_with_new_arguments_goes_off_recording(run, version, fa
     assert (result.divergence_step, result.divergence_kind) == (0, "arguments")
 
 
-def test_a_registered_sandbox_tool_answers_a_new_read_only_call(run, version, fake_gateway_settings):
+def test_a_registered_sandbox_tool_answers_a_new_read_only_call(
+    run, version, fake_gateway_settings
+):
     scripted(
         fake_gateway_settings,
         [tool_use("lookup_order", {"order_id": "NW-10001"})],
@@ -116,7 +144,9 @@ def test_a_registered_sandbox_tool_answers_a_new_read_only_call(run, version, fa
     assert not result.off_recording and result.divergence_kind == "tool"
 
 
-def test_a_write_tool_with_new_arguments_stops_the_replay_unverifiable(run, version, fake_gateway_settings):
+def test_a_write_tool_with_new_arguments_stops_the_replay_unverifiable(
+    run, version, fake_gateway_settings
+):
     scripted(
         fake_gateway_settings,
         [tool_use("lookup_order", {"order_id": "NW-10001"})],
@@ -131,7 +161,9 @@ def test_a_write_tool_with_new_arguments_stops_the_replay_unverifiable(run, vers
     assert len(fake_gateway_settings.message_requests) == 2
 
 
-def test_the_replay_stops_at_the_recorded_steps_plus_the_margin(run, version, fake_gateway_settings, settings):
+def test_the_replay_stops_at_the_recorded_steps_plus_the_margin(
+    run, version, fake_gateway_settings, settings
+):
     settings.REVERIE_REPLAY_STEP_MARGIN = 2
     counter = iter(range(100))
     fake_gateway_settings.responder = lambda body: FakeAnthropic.message(
@@ -149,8 +181,14 @@ def test_the_replay_stops_at_the_recorded_steps_plus_the_margin(run, version, fa
 def two_turn_run(refunds_agent):
     messages = [
         {"role": "user", "content": [text("Where is order NW-1?")]},
-        {"role": "assistant", "content": [tool_use("lookup_order", {"order_id": "NW-1"}, id="tu_1")]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": "shipped"}]},
+        {
+            "role": "assistant",
+            "content": [tool_use("lookup_order", {"order_id": "NW-1"}, id="tu_1")],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": "shipped"}],
+        },
         {"role": "assistant", "content": [text("It shipped yesterday.")]},
         {"role": "user", "content": [text("Thanks! Can you refund NW-2 too?")]},
         {"role": "assistant", "content": [text("Let me check.")]},
@@ -175,7 +213,9 @@ def test_later_user_turns_are_fed_while_the_replay_is_on_the_recording(
     assert result.stop_reason == "end_turn" and result.steps == 3
 
 
-def test_a_replay_that_diverged_stops_before_the_next_user_turn(two_turn_run, version, fake_gateway_settings):
+def test_a_replay_that_diverged_stops_before_the_next_user_turn(
+    two_turn_run, version, fake_gateway_settings
+):
     scripted(fake_gateway_settings, [text("I can't look orders up.")], [text("never sent")])
 
     result = replay(two_turn_run, version)

@@ -86,10 +86,16 @@ def test_a_pushy_customer_is_refunded_blind_unless_verification_is_required():
     text = "Hi, I'm Tom. I'd like a refund for order NW-10401 (Trail running vest) because it's the wrong size. Just process it right away please."
 
     before = ask(V1, text)
-    after = ask(V1 + "\nAlways look up the order with lookup_order before issuing any refund.", text)
+    after = ask(
+        V1 + "\nAlways look up the order with lookup_order before issuing any refund.", text
+    )
 
     assert before.content[-1].name == "issue_refund"
-    assert before.content[-1].input == {"order_id": "NW-10401", "amount": 95.0, "reason": "it's the wrong size"}
+    assert before.content[-1].input == {
+        "order_id": "NW-10401",
+        "amount": 95.0,
+        "reason": "it's the wrong size",
+    }
     assert after.content[-1].name == "lookup_order"
 
 
@@ -121,7 +127,16 @@ def test_forced_tools_go_to_registered_handlers_and_unknown_ones_are_refused():
 def test_batches_work_on_the_simulated_transport():
     c = client()
     batch = c.messages.batches.create(
-        requests=[{"custom_id": "a", "params": {"model": "claude-haiku-5-5", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}}]
+        requests=[
+            {
+                "custom_id": "a",
+                "params": {
+                    "model": "claude-haiku-5-5",
+                    "max_tokens": 20,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+            }
+        ]
     )
     assert batch.processing_status == "in_progress"
     assert c.messages.batches.retrieve(batch.id).processing_status == "ended"

@@ -47,8 +47,20 @@ def pair(run_id, baseline, candidate, *, run_set="target", recorded=None):
         run_id=run_id,
         run_set=run_set,
         recorded_pass=recorded,
-        baseline=ArmReplays(verdicts=list(baseline), tokens=[100] * len(baseline), cost=[0.01] * len(baseline), latency_ms=[1000] * len(baseline), off_recording=[False] * len(baseline)),
-        candidate=ArmReplays(verdicts=list(candidate), tokens=[130] * len(candidate), cost=[0.02] * len(candidate), latency_ms=[900] * len(candidate), off_recording=[True] * len(candidate)),
+        baseline=ArmReplays(
+            verdicts=list(baseline),
+            tokens=[100] * len(baseline),
+            cost=[0.01] * len(baseline),
+            latency_ms=[1000] * len(baseline),
+            off_recording=[False] * len(baseline),
+        ),
+        candidate=ArmReplays(
+            verdicts=list(candidate),
+            tokens=[130] * len(candidate),
+            cost=[0.02] * len(candidate),
+            latency_ms=[900] * len(candidate),
+            off_recording=[True] * len(candidate),
+        ),
     )
 
 
@@ -63,7 +75,12 @@ def test_block_counts_fixes_regressions_and_deltas():
     ]
     block = stats.block(pairs)
 
-    assert (block["fixes"], block["regressions"], block["unchanged_pass"], block["still_failing"]) == (2, 1, 1, 1)
+    assert (
+        block["fixes"],
+        block["regressions"],
+        block["unchanged_pass"],
+        block["still_failing"],
+    ) == (2, 1, 1, 1)
     assert block["baseline"]["passed"] == 2 and block["baseline"]["n"] == 6
     assert block["candidate"]["passed"] == 3 and block["candidate"]["n"] == 5
     assert block["mcnemar_p"] == pytest.approx(reference_mcnemar(2, 1))
@@ -74,7 +91,10 @@ def test_block_counts_fixes_regressions_and_deltas():
 
 
 def test_a_run_flaky_on_the_baseline_is_not_a_fix():
-    pairs = [pair(1, ["fail", "pass", "fail"], ["pass", "pass", "pass"]), pair(2, ["fail"] * 3, ["pass"] * 3)]
+    pairs = [
+        pair(1, ["fail", "pass", "fail"], ["pass", "pass", "pass"]),
+        pair(2, ["fail"] * 3, ["pass"] * 3),
+    ]
     block = stats.block(pairs)
 
     assert block["fixes"] == 1 and block["flaky"] == 1
@@ -84,7 +104,9 @@ def test_a_run_flaky_on_the_baseline_is_not_a_fix():
 
 def test_low_fidelity_makes_the_verdict_noise():
     pairs = [pair(i, ["pass"], ["pass"], recorded=(i % 2 == 0)) for i in range(10)]
-    result = stats.experiment_stats(pairs, patterns={}, threshold=0.9, alpha=0.05, early_stop={"stopped": False, "reason": ""})
+    result = stats.experiment_stats(
+        pairs, patterns={}, threshold=0.9, alpha=0.05, early_stop={"stopped": False, "reason": ""}
+    )
 
     assert result["fidelity"] == pytest.approx(0.5)
     assert result["verdict"] == "noise"
