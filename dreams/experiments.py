@@ -290,7 +290,8 @@ async def _replay_slots_async(
                     error = f"judge: {type(exc).__name__}: {exc}"
             if "BudgetExceeded" in error:
                 budget_hit.set()
-            await sync_to_async(_save_slot)(slot, result, graded, error)
+        # Saved outside the semaphore: waiting for the database must not hold a model slot.
+        await sync_to_async(_save_slot)(slot, result, graded, error)
 
     try:
         await asyncio.gather(*(one(s) for s in slots))

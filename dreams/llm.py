@@ -36,6 +36,8 @@ BATCH_DISCOUNT = Decimal("0.5")
 EPHEMERAL = {"type": "ephemeral"}
 # How stale this process's view of other processes' spend may get (its own calls count at once).
 SPEND_REFRESH_SECONDS = 2.0
+# Accounting rows of async calls are inserted this many at a time.
+RECORD_BATCH_SIZE = 25
 
 
 class _NeedsDatabase(Exception):
@@ -140,6 +142,7 @@ class Gateway:
         self._reserved: dict[int, int] = {}
         self._spend_cache: dict[tuple[Any, ...], tuple[int, float]] = {}
         self._experiment_cycles: dict[int, int | None] = {}
+        self._buffers: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
         self._pending_records: weakref.WeakKeyDictionary[Any, set[asyncio.Future[Any]]] = (
             weakref.WeakKeyDictionary()
         )
@@ -187,6 +190,7 @@ class Gateway:
     async def aclose(self) -> None:
         """Wait for pending accounting writes, then close this loop's async client."""
         loop = asyncio.get_running_loop()
+        self._schedule_flush(loop)
         pending = self._pending_records.pop(loop, set())
         if pending:
             for outcome in await asyncio.gather(*pending, return_exceptions=True):
@@ -311,11 +315,28 @@ class Gateway:
         error: str,
         discount: Decimal | None,
     ) -> ModelCall:
+        call = self._build_call(
+            context, model=model, usage=usage, latency_ms=latency_ms, error=error, discount=discount
+        )
+        self._persist([(context, call)])
+        return call
+
+    def _build_call(
+        self,
+        context: CallContext,
+        *,
+        model: str,
+        usage: dict[str, int] | None,
+        latency_ms: int,
+        error: str = "",
+        discount: Decimal | None = None,
+    ) -> ModelCall:
+        """An unsaved ModelCall (no database access: safe on the event loop thread)."""
         usage = usage or {}
         cost = cost_of(model, usage)
         if discount is not None:
             cost = (cost * discount).quantize(Decimal("0.000001"))
-        call = ModelCall.objects.create(
+        return ModelCall(
             agent=context.agent,
             purpose=context.purpose,
             cycle=context.cycle,
@@ -332,14 +353,49 @@ class Gateway:
             ok=not error,
             error=error[:2000],
         )
-        if call.total_tokens:
-            self._add_spend(context.agent.pk, self._cycle_id(context), call.total_tokens)
-        if context.cycle is not None and usage:
-            DreamCycle.objects.filter(pk=context.cycle.pk).update(
-                tokens_used=F("tokens_used") + call.total_tokens,
-                cost_usd=F("cost_usd") + cost,
+
+    def _persist(self, items: list[tuple[CallContext, ModelCall]]) -> None:
+        """Insert calls in one statement, then count them in this process's spend view."""
+        ModelCall.objects.bulk_create([call for _, call in items])
+        per_cycle: dict[int, tuple[int, Decimal]] = {}
+        for context, call in items:
+            if call.total_tokens:
+                self._add_spend(context.agent.pk, self._cycle_id(context), call.total_tokens)
+            if context.cycle is not None and call.total_tokens:
+                tokens, cost = per_cycle.get(context.cycle.pk, (0, Decimal(0)))
+                per_cycle[context.cycle.pk] = (tokens + call.total_tokens, cost + call.cost_usd)
+        for cycle_id, (tokens, cost) in per_cycle.items():
+            DreamCycle.objects.filter(pk=cycle_id).update(
+                tokens_used=F("tokens_used") + tokens, cost_usd=F("cost_usd") + cost
             )
-        return call
+
+    def _flush_buffer(self, batch: list[tuple[CallContext, ModelCall, int]]) -> None:
+        try:
+            self._persist([(context, call) for context, call, _ in batch])
+        finally:
+            for context, _, estimate in batch:
+                self.release(context, estimate=estimate)
+
+    def _buffer_call(self, context: CallContext, call: ModelCall, estimate: int) -> None:
+        """Queue an accounting row; rows are inserted in batches off the event loop.
+
+        The call's reservation is held until its row is written, so the budget guard never
+        sees less spend than there is.
+        """
+        loop = asyncio.get_running_loop()
+        buffer = self._buffers.setdefault(loop, [])
+        buffer.append((context, call, estimate))
+        if len(buffer) >= RECORD_BATCH_SIZE:
+            self._schedule_flush(loop)
+
+    def _schedule_flush(self, loop: Any) -> None:
+        batch = self._buffers.pop(loop, [])
+        if not batch:
+            return
+        task = asyncio.ensure_future(sync_to_async(self._flush_buffer)(batch))
+        pending = self._pending_records.setdefault(loop, set())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -449,20 +505,14 @@ class Gateway:
         except BaseException:
             self.release(context, estimate=estimate)
             raise
-        # The row is written in the background (the reservation holds the tokens until then);
-        # `aclose()` waits for every pending write.
-        task = asyncio.ensure_future(
-            sync_to_async(self.record)(
-                context,
-                model=message.model or kwargs["model"],
-                usage=usage_dict(message),
-                latency_ms=int((time.monotonic() - started) * 1000),
-                release=estimate,
-            )
+        # Written in batches in the background; `aclose()` writes what is left and waits.
+        call = self._build_call(
+            context,
+            model=message.model or kwargs["model"],
+            usage=usage_dict(message),
+            latency_ms=int((time.monotonic() - started) * 1000),
         )
-        pending = self._pending_records.setdefault(asyncio.get_running_loop(), set())
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+        self._buffer_call(context, call, estimate)
         return message
 
     @staticmethod

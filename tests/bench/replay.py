@@ -43,7 +43,7 @@ from tests.fake_anthropic import FakeAnthropic  # noqa: E402
 RUNS = int(os.environ.get("BENCH_RUNS", "500"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 DELAY_MS = int(os.environ.get("BENCH_DELAY_MS", "200"))
-CHUNK = int(os.environ.get("BENCH_CHUNK_RUNS", "250"))
+CHUNK = int(os.environ.get("BENCH_CHUNK_RUNS", str(RUNS)))  # eager Celery: chunks run in turn
 NOCACHE_RUNS = int(os.environ.get("BENCH_NOCACHE_RUNS", "50"))
 GUIDANCE = "\nBefore issuing any refund, always check the refund window with check_refund_policy.\n"
 
@@ -219,6 +219,8 @@ def main() -> None:
         f"  CPU of this process      {experiment.cpu_seconds:.1f} s ({experiment.cpu_seconds / calls * 1000:.1f} ms per model call)"
     )
     print(f"  mean model call latency  {call_latency:.0f} ms (fake delay {DELAY_MS} ms)")
+    occupancy = calls * call_latency / 1000 / CONCURRENCY / wall
+    print(f"  slot occupancy           {occupancy:.2f} (calls × measured latency ÷ concurrency ÷ wall)")
     span = (replay_span["last"] - replay_span["first"]).total_seconds()
     print(f"  slots created → last replay finished  {span:.1f} s")
     print(f"  fake server requests     {fake['requests']} (fake API in its own process)")
