@@ -436,15 +436,13 @@ def _pairs(experiment: Experiment) -> list[stats.RunPair]:
 
 
 def early_stop_check(*, experiment_id: int) -> dict[str, Any]:
+    """The sequential rules, fixed before the first replay (see the module docstring)."""
     experiment = Experiment.objects.get(pk=experiment_id)
     plan = (experiment.stats or {}).get("plan") or {}
     looks = int(plan.get("looks") or planned_looks(experiment))
     alpha = float(plan.get("alpha") or settings.REVERIE_EARLY_STOP_ALPHA)
-    regression_pairs = [
-        p
-        for p in _pairs(experiment)
-        if p.run_set == Replay.RunSet.REGRESSION and p.baseline.verdicts and p.candidate.verdicts
-    ]
+    pairs = [p for p in _pairs(experiment) if p.baseline.verdicts and p.candidate.verdicts]
+    regression_pairs = [p for p in pairs if p.run_set == Replay.RunSet.REGRESSION]
     counts = stats.paired_counts(regression_pairs)
     fixes, regressions = counts["fixes"], counts["regressions"]
     p = stats.regression_p(fixes, regressions)
@@ -453,6 +451,7 @@ def early_stop_check(*, experiment_id: int) -> dict[str, Any]:
         total = experiment.regression_runs.count()
         return {
             "stopped": True,
+            "kind": "regression",
             "reason": (
                 f"Regression set: {regressions} regressions vs {fixes} fixes after "
                 f"{len(regression_pairs)} of {total} runs; one-sided exact p={p:.4g} < "
@@ -461,7 +460,31 @@ def early_stop_check(*, experiment_id: int) -> dict[str, Any]:
             "p": p,
             "boundary": boundary,
         }
-    return {"stopped": False, "reason": "", "p": p, "boundary": boundary}
+    # Futility: stop once no outcome of the remaining runs could make an improvement
+    # significant (only when one was reachable when the experiment started).
+    target_total = experiment.target_runs.count()
+    total = target_total + experiment.regression_runs.count()
+    overall = stats.paired_counts(pairs)
+    remaining = total - len(pairs)
+    best = stats.mcnemar_exact(overall["fixes"] + remaining, overall["regressions"])
+    reachable_at_start = (
+        stats.mcnemar_exact(target_total, 0) or 1.0
+    ) < settings.REVERIE_STATS_ALPHA
+    futile = best is None or best >= settings.REVERIE_STATS_ALPHA
+    if pairs and remaining > 0 and reachable_at_start and futile:
+        return {
+            "stopped": True,
+            "kind": "futility",
+            "reason": (
+                f"Futility: {overall['fixes']} fixes and {overall['regressions']} regressions "
+                f"after {len(pairs)} of {total} runs; even if all {remaining} remaining runs "
+                f"were fixed, McNemar p would be {best if best is not None else 1:.3g} ≥ "
+                f"{settings.REVERIE_STATS_ALPHA:g}."
+            ),
+            "p": p,
+            "boundary": boundary,
+        }
+    return {"stopped": False, "kind": "", "reason": "", "p": p, "boundary": boundary}
 
 
 def _pattern_members(experiment: Experiment) -> dict[str, set[int]]:
@@ -489,9 +512,11 @@ def compute_stats(
         alpha=settings.REVERIE_STATS_ALPHA,
         early_stop={
             "stopped": bool(early_stop and early_stop.get("stopped")),
+            "kind": (early_stop or {}).get("kind", ""),
             "reason": (early_stop or {}).get("reason", ""),
         },
     )
+    result["model_backend"] = settings.REVERIE_MODEL_BACKEND  # the UI says "simulated model"
     result["unverifiable_warning"] = (
         result["overall"]["unverifiable_share"] > settings.REVERIE_UNVERIFIABLE_WARNING_SHARE
     )

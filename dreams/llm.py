@@ -36,6 +36,8 @@ BATCH_DISCOUNT = Decimal("0.5")
 EPHEMERAL = {"type": "ephemeral"}
 # How stale this process's view of other processes' spend may get (its own calls count at once).
 SPEND_REFRESH_SECONDS = 2.0
+# Replays use REVERIE_REPLAY_MAX_TOKENS (read per call); judges answer briefly; dreams write more.
+DEFAULT_MAX_TOKENS = {"judge": 1024, "dream": 4096, "hosted_dream": 4096}
 # Accounting rows of async calls are inserted this many at a time.
 RECORD_BATCH_SIZE = 25
 
@@ -402,7 +404,12 @@ class Gateway:
     def _prepare(self, purpose: str, kwargs: dict[str, Any], cache_prefix: bool) -> dict[str, Any]:
         kwargs = dict(kwargs)
         kwargs.setdefault("model", self.default_model(purpose))
-        kwargs.setdefault("max_tokens", settings.REVERIE_REPLAY_MAX_TOKENS)
+        kwargs.setdefault(
+            "max_tokens",
+            settings.REVERIE_REPLAY_MAX_TOKENS
+            if purpose == ModelCall.Purpose.REPLAY
+            else DEFAULT_MAX_TOKENS.get(purpose, 4096),
+        )
         if cache_prefix and settings.REVERIE_PROMPT_CACHING:
             kwargs = with_cached_prefix(kwargs)
         return kwargs

@@ -210,7 +210,8 @@ def experiment_stats(
             fidelity_value=fid,
             threshold=threshold,
             alpha=alpha,
-            stopped_for_regression=bool(early_stop.get("stopped")),
+            stopped_for_regression=bool(early_stop.get("stopped"))
+            and early_stop.get("kind", "regression") == "regression",
         ),
         "overall": overall,
         "target": block([p for p in pairs if p.run_set == "target"]),

@@ -233,3 +233,26 @@ def test_batch_mode_replays_through_message_batches(
     first = batch_posts[0].body["requests"][0]["params"]
     assert first["system"][-1]["cache_control"] == {"type": "ephemeral"}
     assert ModelCall.objects.filter(experiment=experiment, purpose="replay").count() > 16
+
+
+def test_futility_stops_spending_once_no_improvement_can_be_significant(
+    demo_agent, settings, django_capture_on_commit_callbacks
+):
+    settings.REVERIE_REPLAY_CHUNK_SIZE = 5
+    target = runs_tagged(demo_agent, "past_window")[:12]
+    assert len(target) == 12
+
+    experiment = start(
+        demo_agent,
+        candidate_with(demo_agent, "\nAlways end your message with 'Happy trails!'.\n"),
+        django_capture_on_commit_callbacks,
+        target_runs=target,
+        regression_runs=runs_tagged(demo_agent, "ok", 10),
+    )
+
+    assert experiment.status == Experiment.Status.STOPPED_EARLY
+    assert experiment.stats["early_stop"]["kind"] == "futility"
+    assert experiment.stop_reason.startswith("Futility: 0 fixes")
+    assert experiment.stats["verdict"] != "regresses"
+    assert Replay.objects.filter(experiment=experiment, status="pending").count() == 2 * 2
+    assert experiment.stats["model_backend"] == "simulated"
