@@ -265,6 +265,13 @@ async def _replay_slots_async(
     budget_hit = asyncio.Event()
 
     async def one(slot: Replay) -> None:
+        try:
+            await replay_and_grade(slot)
+        except Exception as exc:  # one broken replay must not sink the others
+            log.exception("replay %s failed", slot.pk)
+            await sync_to_async(_save_slot)(slot, None, None, f"{type(exc).__name__}: {exc}")
+
+    async def replay_and_grade(slot: Replay) -> None:
         async with semaphore:
             if budget_hit.is_set():
                 return

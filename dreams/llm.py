@@ -227,18 +227,19 @@ class Gateway:
         SPEND_REFRESH_SECONDS, counting this process's own calls in between."""
         since = month_start()
         key = (agent.pk, cycle_id, since)
-        now = time.monotonic()
-        cached = self._spend_cache.get(key)
-        if cached is None or now - cached[1] > SPEND_REFRESH_SECONDS:
-            if cached_only:
-                raise _NeedsDatabase
-            if cycle_id is None:
-                value = tokens_spent(agent=agent, since=since)
-            else:
-                value = tokens_spent(agent=agent, cycle_id=cycle_id)
-            self._spend_cache[key] = (value, now)
-            return value
-        return cached[0]
+        with self._lock:
+            now = time.monotonic()
+            cached = self._spend_cache.get(key)
+            if cached is None or now - cached[1] > SPEND_REFRESH_SECONDS:
+                if cached_only:
+                    raise _NeedsDatabase
+                if cycle_id is None:
+                    value = tokens_spent(agent=agent, since=since)
+                else:
+                    value = tokens_spent(agent=agent, cycle_id=cycle_id)
+                self._spend_cache[key] = (value, now)
+                return value
+            return cached[0]
 
     def _cycle_id(self, context: CallContext, *, cached_only: bool = False) -> int | None:
         """The dream cycle a call spends from: its own, or its experiment's proposal's."""

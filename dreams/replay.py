@@ -216,9 +216,8 @@ class ReplaySession:
     def _recorded_calls(self) -> list[dict[str, Any]]:
         return iter_tool_calls(self.run.messages or [])
 
-    def _sandbox(self, name: str) -> Callable[..., Any] | None:
-        path = self.sandbox_paths.get(name)
-        return import_string(path) if path else None
+    def _sandbox(self, name: str) -> Callable[..., Any]:
+        return import_string(self.sandbox_paths[name])
 
     def _answer_tool(self, block: dict[str, Any]) -> dict[str, Any] | None:
         """The tool_result for a tool_use, or None when the replay must stop (unverifiable)."""
@@ -238,9 +237,9 @@ class ReplaySession:
         if name in self.write_tools:
             entry["source"] = "unverifiable"
             return None
-        sandbox = self._sandbox(name)
-        if sandbox is not None:
+        if name in self.sandbox_paths:
             try:
+                sandbox = self._sandbox(name)
                 content = sandbox(arguments, recorded_calls=self._recorded_calls())
                 entry["source"] = "sandbox"
                 self.result.sandboxed += 1

@@ -240,3 +240,21 @@ def test_replay_runs_on_the_simulated_backend_by_default(run, version):
     # Without window guidance the simulated agent refunds like the recording did.
     assert [c["name"] for c in result.tool_calls] == ["lookup_order", "issue_refund"]
     assert result.usage["input_tokens"] > 0 and result.cost_usd > 0
+
+
+def test_a_broken_sandbox_tool_is_an_error_result_not_a_crash(
+    run, version, refunds_agent, fake_gateway_settings
+):
+    refunds_agent.sandbox_tools = {"check_refund_policy": "nowhere.missing_function"}
+    refunds_agent.save()
+    run.agent.refresh_from_db()
+    scripted(
+        fake_gateway_settings,
+        [tool_use("check_refund_policy", {"order_id": "NW-10001"})],
+        [text("Sorry.")],
+    )
+
+    result = replay(run, version)
+
+    assert result.tool_calls[0]["source"] == "sandbox_error"
+    assert result.off_recording and result.messages[2]["content"][0]["is_error"] is True
