@@ -524,12 +524,35 @@ def compute_stats(
         },
     )
     result["model_backend"] = settings.REVERIE_MODEL_BACKEND  # the UI says "simulated model"
+    result["judge_agreement"] = judge_agreement(experiment)
     result["unverifiable_warning"] = (
         result["overall"]["unverifiable_share"] > settings.REVERIE_UNVERIFIABLE_WARNING_SHARE
     )
     result["replicates"] = experiment.replicates
     result["plan"] = (experiment.stats or {}).get("plan", {})
     return result
+
+
+def judge_agreement(experiment: Experiment) -> dict[str, Any]:
+    """How often the model judge agreed with human feedback, on baseline replays that
+    reproduced the recording (so the feedback is about the same behaviour)."""
+    rows = (
+        Replay.objects.filter(
+            experiment=experiment,
+            arm=Replay.Arm.BASELINE,
+            status=Replay.Status.DONE,
+            grader__in=["rubric", "feedback"],
+            divergence_kind="",
+            run__feedback__source=Feedback.Source.HUMAN,
+        )
+        .values_list("pk", "verdict", "run__feedback__rating")
+        .distinct()
+    )
+    n = agree = 0
+    for _, verdict, rating in rows:
+        n += 1
+        agree += (verdict == "pass") == (rating == Feedback.Rating.POSITIVE)
+    return {"n": n, "agreement": agree / n if n else None}
 
 
 def finish_experiment(*, experiment_id: int, early_stop: dict[str, Any] | None = None) -> None:

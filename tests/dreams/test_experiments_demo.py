@@ -73,6 +73,8 @@ def test_window_guidance_fixes_most_past_window_failures_without_regressions(
     fixed = Replay.objects.filter(experiment=experiment, arm="candidate", run_set="target").first()
     assert [c["source"] for c in fixed.tool_calls][:2] == ["recording", "sandbox"]
     assert ModelCall.objects.filter(experiment=experiment, purpose="replay").exists()
+    agreement = stats["judge_agreement"]
+    assert agreement["n"] > 0 and agreement["agreement"] == 1.0, agreement
 
 
 def test_unrelated_candidate_fixes_nothing(demo_agent, django_capture_on_commit_callbacks):
