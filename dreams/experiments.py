@@ -567,14 +567,23 @@ def finish_experiment(*, experiment_id: int, early_stop: dict[str, Any] | None =
         experiment.status = E.STOPPED_EARLY if stopped else E.COMPLETED
         experiment.stop_reason = early_stop["reason"] if stopped else ""
         experiment.finished_at = timezone.now()
-        failed = Replay.objects.filter(experiment=experiment, status=Replay.Status.FAILED).count()
+        replays = Replay.objects.filter(experiment=experiment)
+        failed = replays.filter(status=Replay.Status.FAILED)
         experiment.error = (
-            f"{failed} replays failed; re-run the experiment to retry them." if failed else ""
+            f"{failed.count()} replays failed; re-run the experiment to retry them."
+            if failed.exists()
+            else ""
         )
+        if failed.exists() and not replays.filter(status=Replay.Status.DONE).exists():
+            first = failed.order_by("id").values_list("error", flat=True).first()
+            experiment.status = E.FAILED
+            experiment.error = f"Every replay failed, e.g. {first}"
         experiment.save(
             update_fields=["stats", "fidelity", "status", "stop_reason", "finished_at", "error"]
         )
         proposal = experiment.proposal
+        if experiment.status == E.FAILED:
+            proposal = None  # nothing to review; the proposal stays replaying for a re-run
         if proposal is not None:
             overall = experiment.stats["overall"]
             confidence = 1 - (overall["mcnemar_p"] if overall["mcnemar_p"] is not None else 1)

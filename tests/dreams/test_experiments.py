@@ -256,3 +256,32 @@ def test_futility_stops_spending_once_no_improvement_can_be_significant(
     assert experiment.stats["verdict"] != "regresses"
     assert Replay.objects.filter(experiment=experiment, status="pending").count() == 2 * 2
     assert experiment.stats["model_backend"] == "simulated"
+
+
+def test_an_unreachable_model_fails_replays_cleanly_and_a_rerun_recovers(
+    demo_agent, fake_gateway_settings, django_capture_on_commit_callbacks
+):
+    fake_gateway_settings.fail(1000, status=529)
+    candidate = candidate_with(demo_agent, WINDOW)
+    target = runs_tagged(demo_agent, "past_window", 2)
+
+    experiment = start(
+        demo_agent,
+        candidate,
+        django_capture_on_commit_callbacks,
+        target_runs=target,
+        regression_runs=runs_tagged(demo_agent, "ok", 2),
+    )
+
+    assert experiment.status == Experiment.Status.FAILED
+    assert "ModelUnavailable" in experiment.error
+    slots = Replay.objects.filter(experiment=experiment)
+    assert slots.count() == 8 and not slots.exclude(status="failed").exists()
+    assert all("529" in s.error for s in slots)
+    assert ModelCall.objects.filter(experiment=experiment, ok=False).count() == 8
+
+    fake_gateway_settings.script.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        run_experiment_task.delay(experiment.pk)
+    experiment.refresh_from_db()
+    assert experiment.status == "completed" and experiment.stats["target"]["fixes"] == 2
