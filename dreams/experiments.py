@@ -173,7 +173,10 @@ def run_experiment(*, experiment_id: int) -> None:
 
     with transaction.atomic():
         experiment = Experiment.objects.select_for_update().filter(pk=experiment_id).first()
-        if experiment is None or experiment.status in (E.COMPLETED, E.STOPPED_EARLY):
+        if experiment is None:
+            log.warning("experiment %s does not exist; nothing to run", experiment_id)
+            return
+        if experiment.status in (E.COMPLETED, E.STOPPED_EARLY):
             return
         Replay.objects.bulk_create(_slots(experiment), ignore_conflicts=True)
         # Failed slots from an earlier attempt are tried again.
