@@ -213,3 +213,15 @@ def test_slow_answers_time_out_into_model_unavailable(agent, fake_gateway_settin
     with pytest.raises(ModelUnavailable, match="Timeout"):
         get_gateway().create_message(agent=agent, purpose="replay", messages=HELLO)
     assert ModelCall.objects.get(agent=agent).ok is False
+
+
+def test_default_models_are_current_and_priced(settings):
+    from anthropic.resources.messages.messages import DEPRECATED_MODELS
+
+    for model in (
+        settings.REVERIE_DREAM_MODEL,
+        settings.REVERIE_REPLAY_MODEL,
+        settings.REVERIE_JUDGE_MODEL,
+    ):
+        assert model not in DEPRECATED_MODELS
+        assert model in settings.REVERIE_MODEL_PRICES
