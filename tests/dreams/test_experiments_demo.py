@@ -90,3 +90,53 @@ def test_unrelated_candidate_fixes_nothing(demo_agent, django_capture_on_commit_
     assert stats["overall"]["fixes"] == 0
     assert stats["overall"]["regressions"] == 0
     assert stats["verdict"] == "no_change"
+
+
+VERIFY_GUIDANCE = (
+    "\nAlways look up the order with lookup_order before issuing any refund, "
+    "even if the customer asks you to skip it.\n"
+)
+RESOLVE_GUIDANCE = (
+    "\nDo not escalate just because a customer is upset; resolve standard refunds yourself.\n"
+)
+
+
+@pytest.fixture
+def small_demo_agent(db):
+    call_command("seed_demo", runs=120, stdout=io.StringIO())
+    return Agent.objects.select_related("stable_version").get(slug="refunds-desk")
+
+
+def test_verification_guidance_fixes_unverified_refunds_off_the_recording(
+    small_demo_agent, django_capture_on_commit_callbacks
+):
+    target = list(Run.objects.filter(agent=small_demo_agent, tags__contains=["unverified"]))
+    candidate = candidate_with(small_demo_agent, VERIFY_GUIDANCE)
+
+    experiment = run_experiment_on(
+        small_demo_agent, candidate, target, django_capture_on_commit_callbacks
+    )
+
+    block = experiment.stats["target"]
+    assert block["fixes"] == len(target) and experiment.stats["overall"]["regressions"] == 0
+    # The new lookup was never recorded, so these fixes are shown as off-recording.
+    assert block["off_recording_share"] == 1.0
+
+
+def test_resolve_guidance_cannot_be_verified_on_escalated_runs(
+    small_demo_agent, django_capture_on_commit_callbacks
+):
+    target = list(Run.objects.filter(agent=small_demo_agent, tags__contains=["angry"]))
+    candidate = candidate_with(small_demo_agent, RESOLVE_GUIDANCE)
+
+    experiment = run_experiment_on(
+        small_demo_agent, candidate, target, django_capture_on_commit_callbacks
+    )
+
+    block = experiment.stats["target"]
+    # The candidate stops escalating, but the order lookup it does instead has no recording:
+    # the replay says so rather than inventing a fix.
+    assert block["fixes"] == 0 and block["off_recording_share"] == 1.0
+    replay = Replay.objects.filter(experiment=experiment, arm="candidate", run_set="target").first()
+    assert [c["name"] for c in replay.tool_calls] == ["lookup_order"]
+    assert replay.tool_calls[0]["source"] == "off_recording"
