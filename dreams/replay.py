@@ -23,7 +23,7 @@ from django.utils.module_loading import import_string
 from agents.models import Agent, ConfigVersion, Run
 from agents.pricing import cost_of
 from agents.transcripts import iter_tool_calls
-from dreams.llm import Gateway, ModelError, usage_dict
+from dreams.llm import Gateway, ModelError, get_gateway, usage_dict
 
 NOT_AVAILABLE = "Tool {name} is not available in replay: no recorded result for these arguments."
 
@@ -350,8 +350,6 @@ def replay(
     replay_row: Any = None,
 ) -> ReplayResult:
     """Replay `run` with `config_version` synchronously (one model call per step)."""
-    from dreams.llm import get_gateway
-
     gateway = gateway or get_gateway()
     session = ReplaySession(run=run, version=config_version, agent=run.agent)
     while not session.done:
@@ -380,8 +378,6 @@ async def areplay(
     replay_row: Any = None,
 ) -> ReplayResult:
     """Async twin of `replay` (AsyncAnthropic), for many replays at once in one task."""
-    from dreams.llm import get_gateway
-
     gateway = gateway or get_gateway()
     session = ReplaySession(run=run, version=config_version, agent=run.agent)
     while not session.done:

@@ -94,6 +94,10 @@ def answer(body: dict[str, Any], *, cache: PrefixCache = PREFIX_CACHE) -> dict[s
     """A full Messages API response object for a request body."""
     if not isinstance(body.get("messages"), list) or not body.get("model"):
         raise SimulatedModelError(400, "invalid_request_error", "model and messages are required")
+    if body.get("stream"):
+        raise SimulatedModelError(
+            400, "invalid_request_error", "the simulated model does not stream"
+        )
     choice = body.get("tool_choice") or {}
     if choice.get("type") == "tool":
         handler = get_handler(choice.get("name", ""))
