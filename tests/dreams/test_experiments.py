@@ -285,3 +285,36 @@ def test_an_unreachable_model_fails_replays_cleanly_and_a_rerun_recovers(
         run_experiment_task.delay(experiment.pk)
     experiment.refresh_from_db()
     assert experiment.status == "completed" and experiment.stats["target"]["fixes"] == 2
+
+
+def test_replays_run_concurrently_up_to_the_agent_limit(
+    demo_agent, fake_gateway_settings, django_capture_on_commit_callbacks
+):
+    import threading
+    import time
+
+    demo_agent.replay_concurrency = 3
+    demo_agent.save(update_fields=["replay_concurrency"])
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def counting(body):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return answer(body)
+
+    fake_gateway_settings.responder = counting
+    experiment = start(
+        demo_agent,
+        candidate_with(demo_agent, WINDOW),
+        django_capture_on_commit_callbacks,
+        target_runs=runs_tagged(demo_agent, "past_window", 4),
+        regression_runs=runs_tagged(demo_agent, "ok", 4),
+    )
+
+    assert experiment.status == "completed"
+    assert state["max"] == 3
