@@ -220,7 +220,9 @@ def main() -> None:
     )
     print(f"  mean model call latency  {call_latency:.0f} ms (fake delay {DELAY_MS} ms)")
     occupancy = calls * call_latency / 1000 / CONCURRENCY / wall
-    print(f"  slot occupancy           {occupancy:.2f} (calls × measured latency ÷ concurrency ÷ wall)")
+    print(
+        f"  slot occupancy           {occupancy:.2f} (calls × measured latency ÷ concurrency ÷ wall)"
+    )
     span = (replay_span["last"] - replay_span["first"]).total_seconds()
     print(f"  slots created → last replay finished  {span:.1f} s")
     print(f"  fake server requests     {fake['requests']} (fake API in its own process)")
