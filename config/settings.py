@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_choice, env_int, env_list, env_str
+from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("REVERIE_VAR_DIR", str(BASE_DIR / "var")))
@@ -177,6 +177,33 @@ REVERIE_MODEL_PRICES = {
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_read": 0.10, "cache_write": 1.25},
 }
 
+# Gateway behaviour: SDK retries (429/529/5xx/timeouts) and per-request timeout in seconds.
+REVERIE_MODEL_MAX_RETRIES = env_int("REVERIE_MODEL_MAX_RETRIES", 3, minimum=0)
+REVERIE_MODEL_TIMEOUT = env_float("REVERIE_MODEL_TIMEOUT", 120.0)
+# cache_control on the shared prefix (system + tools) of replay requests.
+REVERIE_PROMPT_CACHING = env_bool("REVERIE_PROMPT_CACHING", True)
+
+# Replays and experiments (dreams/replay.py, dreams/experiments.py).
+# Replicates per run and arm: 1 on the deterministic simulated model, 3 on a real one.
+REVERIE_REPLICATES = env_int(
+    "REVERIE_REPLICATES", 1 if REVERIE_MODEL_BACKEND == "simulated" else 3, minimum=1
+)
+REVERIE_REGRESSION_SAMPLE_SIZE = env_int("REVERIE_REGRESSION_SAMPLE_SIZE", 40, minimum=0)
+REVERIE_FIDELITY_THRESHOLD = env_float("REVERIE_FIDELITY_THRESHOLD", 0.9)
+REVERIE_UNVERIFIABLE_WARNING_SHARE = env_float("REVERIE_UNVERIFIABLE_WARNING_SHARE", 0.2)
+# Significance level of the paired tests and of the early-stop rule (Bonferroni over planned looks).
+REVERIE_STATS_ALPHA = env_float("REVERIE_STATS_ALPHA", 0.05)
+REVERIE_EARLY_STOP_ALPHA = env_float("REVERIE_EARLY_STOP_ALPHA", 0.05)
+# Runs per Celery task (both arms and all replicates of a run stay in one task).
+REVERIE_REPLAY_CHUNK_SIZE = env_int("REVERIE_REPLAY_CHUNK_SIZE", 20, minimum=1)
+# Extra assistant steps a replay may take beyond the recorded number.
+REVERIE_REPLAY_STEP_MARGIN = env_int("REVERIE_REPLAY_STEP_MARGIN", 2, minimum=0)
+REVERIE_REPLAY_MAX_TOKENS = env_int("REVERIE_REPLAY_MAX_TOKENS", 1024, minimum=16)
+# Message Batches API for replays (cheaper, slower) and its polling interval in seconds.
+REVERIE_REPLAY_BATCH_MODE = env_bool("REVERIE_REPLAY_BATCH_MODE", False)
+REVERIE_BATCH_POLL_SECONDS = env_float("REVERIE_BATCH_POLL_SECONDS", 30.0)
+REVERIE_BATCH_MAX_WAIT_SECONDS = env_float("REVERIE_BATCH_MAX_WAIT_SECONDS", 86400.0)
+
 # Claude Managed Agents connector (dreams/managed/). API keys are never stored in the database:
 # REVERIE_MANAGED_API_KEYS maps a key name (usually the Reverie workspace slug) to the name of the
 # environment variable holding the Anthropic key, e.g. "northwind=ANTHROPIC_KEY_NORTHWIND,acme=KEY_ACME".
@@ -221,6 +248,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("REVERIE_LOG_LEVEL", "INFO")},
+    # The SDK's HTTP client logs every request at INFO; model calls are recorded as ModelCall rows.
+    "loggers": {"httpx2": {"level": "WARNING"}, "httpcore2": {"level": "WARNING"}},
 }
 
 # Periodic tasks (django-celery-beat copies these into its database schedule at start-up).

@@ -9,23 +9,13 @@ from typing import Any
 from django.conf import settings
 
 from dreams import spend
+from dreams.llm import BudgetExceeded, get_gateway
 from dreams.models import DreamCycle, ModelCall
 
 
 def get_dream_gateway() -> Any:
-    """The shared model gateway (dreams/llm.py); imported late so dreams imports without it."""
-    from dreams.llm import get_gateway
-
+    """The shared model gateway; one seam so tests can watch what the dreamer asks."""
     return get_gateway()
-
-
-def budget_exceeded_errors() -> tuple[type[BaseException], ...]:
-    """The gateway's BudgetExceeded, when the gateway is installed."""
-    try:
-        from dreams.llm import BudgetExceeded
-    except ImportError:
-        return ()
-    return (BudgetExceeded,)
 
 
 def ask(
@@ -51,7 +41,7 @@ def ask(
             model=settings.REVERIE_DREAM_MODEL,
             max_tokens=max_tokens,
         )
-    except budget_exceeded_errors() as exc:
+    except BudgetExceeded as exc:
         # The gateway checks with an estimate of the call, so it may stop a call first.
         if "monthly" in str(exc).lower():
             raise spend.CapReached(

@@ -285,6 +285,15 @@ class Replay(models.Model):
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
+    stop_reason = models.CharField(
+        max_length=24,
+        blank=True,
+        help_text="end_turn, step_limit, diverged_before_turn, unverifiable_write, error",
+    )
+    steps = models.PositiveIntegerField(default=0, help_text="assistant turns replayed")
+    tool_calls = models.JSONField(
+        default=list, blank=True, help_text="[{name, input, source}]: recording, sandbox, …"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -11,7 +11,6 @@ It runs in a throwaway test database. Replays are not part of dreaming spend and
 (REVERIE_BENCH_REPLAY=1 includes them, when dreams.experiments is installed).
 """
 
-import importlib.util
 import os
 import random
 import sys
@@ -186,16 +185,7 @@ def print_result(label: str, r: dict[str, Any]) -> None:
 def main() -> None:
     from dreams import cycles, diagnosis
 
-    if importlib.util.find_spec("dreams.llm") is None:
-        from tests.dreams._gateway_stub import StubGateway
-
-        stub = StubGateway()
-        import dreams.dreamer
-
-        dreams.dreamer.get_dream_gateway = lambda: stub
-        gateway = "temporary test stub (dreams.llm not installed) over the anthropic SDK"
-    else:
-        gateway = f"dreams.llm ({settings.REVERIE_MODEL_BACKEND})"
+    gateway = f"dreams.llm ({settings.REVERIE_MODEL_BACKEND})"
     if not WITH_REPLAY:
         cycles.STAGE_FUNCTIONS["replay"] = lambda *, cycle: 0
 

@@ -1,0 +1,26 @@
+"""Experiments: replay a candidate against the baseline and judge it with paired statistics.
+
+`lifecycle` (start, run, chunk, finish), `execution` (replaying slots), `evidence`
+(paired outcomes, stopping rules, stats), `sampling` (the regression sample).
+"""
+
+from dreams.experiments.evidence import compute_stats, early_stop_check
+from dreams.experiments.lifecycle import (
+    fail_experiment,
+    finish_experiment,
+    replay_chunk,
+    run_experiment,
+    start_experiment,
+)
+from dreams.experiments.sampling import sample_regression_runs
+
+__all__ = [
+    "compute_stats",
+    "early_stop_check",
+    "fail_experiment",
+    "finish_experiment",
+    "replay_chunk",
+    "run_experiment",
+    "sample_regression_runs",
+    "start_experiment",
+]

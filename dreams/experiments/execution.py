@@ -1,0 +1,167 @@
+"""Run an experiment's replay slots: concurrently (AsyncAnthropic, at most
+`Agent.replay_concurrency` at once) or step by step through Message Batches; grade; save."""
+
+import asyncio
+import logging
+
+from asgiref.sync import sync_to_async
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from agents.models import ConfigVersion, Feedback
+from dreams.grading import Grade, agrade, grade
+from dreams.llm import BudgetExceeded, CallContext, ModelError, get_gateway
+from dreams.models import Experiment, Replay
+from dreams.replay import ReplayResult, ReplaySession, areplay
+
+log = logging.getLogger(__name__)
+
+
+def pending_slots(experiment_id: int, run_ids: list[int]) -> list[Replay]:
+    return list(
+        Replay.objects.filter(
+            experiment_id=experiment_id, run_id__in=run_ids, status=Replay.Status.PENDING
+        )
+        .select_related("run__agent", "experiment")
+        .prefetch_related(
+            Prefetch("run__feedback", queryset=Feedback.objects.order_by("-created_at"))
+        )
+        .order_by("run_id", "arm", "replicate")
+    )
+
+
+def _save_slot(slot: Replay, result: ReplayResult | None, graded: Grade | None, error: str) -> None:
+    now = timezone.now()
+    if result is not None:
+        slot.messages = result.messages
+        slot.tool_calls = result.tool_calls
+        slot.steps = result.steps
+        slot.stop_reason = result.stop_reason
+        slot.divergence_step = result.divergence_step
+        slot.divergence_kind = result.divergence_kind
+        slot.off_recording = result.off_recording
+        slot.unverifiable = result.unverifiable
+        slot.input_tokens = result.usage.get("input_tokens", 0)
+        slot.output_tokens = result.usage.get("output_tokens", 0)
+        slot.cache_read_tokens = result.usage.get("cache_read_input_tokens", 0)
+        slot.cache_write_tokens = result.usage.get("cache_creation_input_tokens", 0)
+        slot.cost_usd = result.cost_usd
+        slot.latency_ms = result.latency_ms
+    if graded is not None and not error:
+        slot.verdict, slot.reason, slot.grader = graded.verdict, graded.reason, graded.grader
+        slot.status = Replay.Status.DONE
+    else:
+        slot.status = Replay.Status.FAILED
+    slot.error = error[:2000]
+    slot.finished_at = now
+    slot.save()
+
+
+def arm_versions(experiment: Experiment) -> dict[str, ConfigVersion]:
+    return {
+        Replay.Arm.BASELINE: experiment.baseline_version,
+        Replay.Arm.CANDIDATE: experiment.candidate_version,
+    }
+
+
+async def replay_slots_async(
+    slots: list[Replay], versions: dict[str, ConfigVersion], comments: dict[int, str]
+) -> bool:
+    """Replay and grade slots concurrently; returns False when the budget ran out."""
+    gateway = get_gateway()
+    agent = slots[0].run.agent
+    semaphore = asyncio.Semaphore(max(1, agent.replay_concurrency))
+    budget_hit = asyncio.Event()
+
+    async def one(slot: Replay) -> None:
+        try:
+            await replay_and_grade(slot)
+        except Exception as exc:  # one broken replay must not sink the others
+            log.exception("replay %s failed", slot.pk)
+            await sync_to_async(_save_slot)(slot, None, None, f"{type(exc).__name__}: {exc}")
+
+    async def replay_and_grade(slot: Replay) -> None:
+        async with semaphore:
+            if budget_hit.is_set():
+                return
+            result = await areplay(
+                slot.run,
+                versions[slot.arm],
+                gateway=gateway,
+                experiment=slot.experiment,
+                replay_row=slot,
+            )
+            graded, error = None, result.error
+            if not error:
+                try:
+                    graded = await agrade(
+                        slot.run,
+                        result,
+                        gateway=gateway,
+                        comment=comments[slot.run_id],
+                        experiment=slot.experiment,
+                        replay_row=slot,
+                    )
+                except ModelError as exc:
+                    error = f"judge: {type(exc).__name__}: {exc}"
+            if "BudgetExceeded" in error:
+                budget_hit.set()
+        # Saved outside the semaphore: waiting for the database must not hold a model slot.
+        await sync_to_async(_save_slot)(slot, result, graded, error)
+
+    try:
+        await asyncio.gather(*(one(s) for s in slots))
+    finally:
+        await gateway.aclose()
+    return not budget_hit.is_set()
+
+
+def replay_slots_batched(slots: list[Replay], versions: dict[str, ConfigVersion]) -> bool:
+    """Replay slots step by step, each step of every open replay in one Message Batch."""
+    gateway = get_gateway()
+    agent = slots[0].run.agent
+    sessions = {
+        str(s.pk): ReplaySession(run=s.run, version=versions[s.arm], agent=agent) for s in slots
+    }
+    by_id = {str(s.pk): s for s in slots}
+    while True:
+        open_ids = [sid for sid, session in sessions.items() if not session.done]
+        if not open_ids:
+            break
+        try:
+            answers = gateway.run_batch(
+                agent=agent,
+                purpose="replay",
+                requests={sid: sessions[sid].request() for sid in open_ids},
+                contexts={
+                    sid: CallContext(agent, "replay", None, by_id[sid].experiment, by_id[sid])
+                    for sid in open_ids
+                },
+                cache_prefix=True,
+            )
+        except ModelError as exc:
+            for sid in open_ids:
+                sessions[sid].fail(exc)
+            if isinstance(exc, BudgetExceeded):
+                for sid in open_ids:
+                    _save_slot(by_id[sid], sessions[sid].result, None, sessions[sid].result.error)
+                return False
+            continue
+        for sid in open_ids:
+            answer = answers[sid]
+            if isinstance(answer, ModelError):
+                sessions[sid].fail(answer)
+            else:
+                sessions[sid].feed(answer)
+    for sid, session in sessions.items():
+        slot, result = by_id[sid], session.result
+        graded, error = None, result.error
+        if not error:
+            try:
+                graded = grade(
+                    slot.run, result, gateway=gateway, experiment=slot.experiment, replay_row=slot
+                )
+            except ModelError as exc:
+                error = f"judge: {type(exc).__name__}: {exc}"
+        _save_slot(slot, result, graded, error)
+    return True

@@ -1,0 +1,397 @@
+"""Replay one recorded run with a config version, in a sandbox, through the model gateway.
+
+The request is rebuilt from the version (system prompt, then memory documents rendered by
+`render_instructions`), its tools and model (else the recording's), and the run's first user
+turn(s). Tools answer in tiers: an unused recorded call with the same name and canonical
+arguments gets its recorded result; else a read-only tool gets the agent's sandbox callable
+(`Agent.sandbox_tools`) or an "not available in replay" error (the replay is *off-recording*);
+a write tool (`Agent.write_tools`) with new arguments stops the replay as *unverifiable*.
+Later recorded user turns are fed in order while the replay is still on the recording.
+"""
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from anthropic.types import Message
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from agents.models import Agent, ConfigVersion, Run
+from agents.pricing import cost_of
+from agents.transcripts import iter_tool_calls
+from dreams.llm import Gateway, ModelError, get_gateway, usage_dict
+
+NOT_AVAILABLE = "Tool {name} is not available in replay: no recorded result for these arguments."
+
+
+class Stop:
+    END_TURN = "end_turn"
+    STEP_LIMIT = "step_limit"
+    DIVERGED_BEFORE_TURN = "diverged_before_turn"
+    UNVERIFIABLE = "unverifiable_write"
+    ERROR = "error"
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float | Decimal):
+        number = Decimal(str(value)).normalize()
+        return int(number) if number == number.to_integral_value() else float(number)
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def canonical_arguments(arguments: Any) -> str:
+    """Key order, whitespace inside strings and number forms (1, 1.0, 1e0) do not matter."""
+    return json.dumps(_canonical(arguments or {}), sort_keys=True, separators=(",", ":"))
+
+
+def arguments_contain(arguments: dict[str, Any], subset: dict[str, Any]) -> bool:
+    """Whether `arguments` holds every key of `subset` with a canonically equal value."""
+    return all(
+        key in arguments and canonical_arguments(arguments[key]) == canonical_arguments(value)
+        for key, value in (subset or {}).items()
+    )
+
+
+def render_instructions(version: ConfigVersion) -> str:
+    """System text of a version: the system prompt, then each memory document (sorted by path).
+
+    Each document is wrapped as ``<memory path="…">…</memory>`` so the model can tell them apart.
+    """
+    parts = [version.system_prompt.strip()] if version.system_prompt.strip() else []
+    for path in sorted(version.memory_documents or {}):
+        parts.append(f'<memory path="{path}">\n{version.memory_documents[path].strip()}\n</memory>')
+    return "\n\n".join(parts)
+
+
+@dataclass
+class RecordedCall:
+    name: str
+    input: dict[str, Any]
+    key: str
+    content: Any
+    is_error: bool
+    used: bool = False
+
+
+@dataclass
+class Recording:
+    initial: list[dict[str, Any]]
+    later_turns: list[tuple[int, dict[str, Any]]]  # (recorded tool calls before it, user message)
+    calls: list[RecordedCall]
+    steps: int
+
+    @classmethod
+    def from_run(cls, run: Run) -> "Recording":
+        messages = run.messages or []
+        results: dict[str, dict[str, Any]] = {}
+        for message in messages:
+            for block in message.get("content") or []:
+                if block.get("type") == "tool_result":
+                    results[block.get("tool_use_id", "")] = block
+        initial: list[dict[str, Any]] = []
+        later: list[tuple[int, dict[str, Any]]] = []
+        calls: list[RecordedCall] = []
+        seen_assistant = False
+        for message in messages:
+            if message["role"] == "assistant":
+                seen_assistant = True
+                for block in message.get("content") or []:
+                    if block.get("type") == "tool_use":
+                        result = results.get(block["id"], {})
+                        calls.append(
+                            RecordedCall(
+                                name=block["name"],
+                                input=block.get("input") or {},
+                                key=canonical_arguments(block.get("input")),
+                                content=result.get("content", ""),
+                                is_error=bool(result.get("is_error")),
+                            )
+                        )
+                continue
+            texts = [b for b in message.get("content") or [] if b.get("type") != "tool_result"]
+            if not texts:
+                continue
+            if not seen_assistant:
+                initial.append({"role": "user", "content": texts})
+            else:
+                later.append((len(calls), {"role": "user", "content": texts}))
+        steps = sum(1 for m in messages if m["role"] == "assistant")
+        return cls(initial=initial, later_turns=later, calls=calls, steps=steps)
+
+    def take(self, name: str, arguments: dict[str, Any]) -> RecordedCall | None:
+        key = canonical_arguments(arguments)
+        for call in self.calls:
+            if not call.used and call.name == name and call.key == key:
+                call.used = True
+                return call
+        return None
+
+
+@dataclass
+class ReplayResult:
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: int = 0
+    steps: int = 0
+    stop_reason: str = ""
+    off_recording: bool = False
+    unverifiable: bool = False
+    sandboxed: int = 0
+    divergence_step: int | None = None
+    divergence_kind: str = ""
+    error: str = ""
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.usage.values())
+
+    @property
+    def final_text(self) -> str:
+        for message in reversed(self.messages):
+            if message["role"] == "assistant":
+                text = "\n".join(
+                    b.get("text", "") for b in message["content"] if b.get("type") == "text"
+                ).strip()
+                if text:
+                    return text
+        return ""
+
+
+def _block_dict(block: Any) -> dict[str, Any]:
+    data = block.model_dump(mode="json", exclude_none=True)
+    if data.get("type") == "text":
+        return {"type": "text", "text": data.get("text", "")}
+    if data.get("type") == "tool_use":
+        return {"type": "tool_use", "id": data["id"], "name": data["name"], "input": data["input"]}
+    return data
+
+
+class ReplaySession:
+    """The agent loop of one replay as a state machine: `request()` → model → `feed(message)`."""
+
+    def __init__(self, *, run: Run, version: ConfigVersion, agent: Agent) -> None:
+        self.run = run
+        self.agent = agent
+        self.recording = Recording.from_run(run)
+        self.system = render_instructions(version)
+        self.tools = version.tools or run.tools or []
+        self.model = version.model or run.model or settings.REVERIE_REPLAY_MODEL
+        self.step_limit = max(self.recording.steps, 1) + settings.REVERIE_REPLAY_STEP_MARGIN
+        self.write_tools = set(agent.write_tools or [])
+        self.sandbox_paths: dict[str, str] = dict(agent.sandbox_tools or {})
+        self.result = ReplayResult(messages=list(self.recording.initial))
+        self.next_turn = 0
+        self.done = not self.result.messages
+        if self.done:
+            self.result.stop_reason = Stop.ERROR
+            self.result.error = "the run has no user turn to replay"
+        self._started = time.monotonic()
+
+    def request(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": settings.REVERIE_REPLAY_MAX_TOKENS,
+            "messages": self.result.messages,
+        }
+        if self.system:
+            kwargs["system"] = self.system
+        if self.tools:
+            kwargs["tools"] = self.tools
+        return kwargs
+
+    def _recorded_calls(self) -> list[dict[str, Any]]:
+        return iter_tool_calls(self.run.messages or [])
+
+    def _sandbox(self, name: str) -> Callable[..., Any]:
+        return import_string(self.sandbox_paths[name])
+
+    def _answer_tool(self, block: dict[str, Any]) -> dict[str, Any] | None:
+        """The tool_result for a tool_use, or None when the replay must stop (unverifiable)."""
+        name, arguments = block["name"], block.get("input") or {}
+        recorded = self.recording.take(name, arguments)
+        entry = {"name": name, "input": arguments, "source": "recording"}
+        self.result.tool_calls.append(entry)
+        if recorded is not None:
+            result = {
+                "type": "tool_result",
+                "tool_use_id": block["id"],
+                "content": recorded.content,
+            }
+            if recorded.is_error:
+                result["is_error"] = True
+            return result
+        if name in self.write_tools:
+            entry["source"] = "unverifiable"
+            return None
+        if name in self.sandbox_paths:
+            try:
+                sandbox = self._sandbox(name)
+                content = sandbox(arguments, recorded_calls=self._recorded_calls())
+                entry["source"] = "sandbox"
+                self.result.sandboxed += 1
+                if not isinstance(content, str):
+                    content = json.dumps(content, sort_keys=True)
+                return {"type": "tool_result", "tool_use_id": block["id"], "content": content}
+            except Exception as exc:  # a sandbox bug must not kill the replay
+                entry["source"] = "sandbox_error"
+                self.result.off_recording = True
+                return {
+                    "type": "tool_result",
+                    "tool_use_id": block["id"],
+                    "content": f"Sandbox tool {name} failed: {type(exc).__name__}",
+                    "is_error": True,
+                }
+        entry["source"] = "off_recording"
+        self.result.off_recording = True
+        return {
+            "type": "tool_result",
+            "tool_use_id": block["id"],
+            "content": NOT_AVAILABLE.format(name=name),
+            "is_error": True,
+        }
+
+    def _on_recording(self, calls_before: int) -> bool:
+        made = self.result.tool_calls
+        if len(made) != calls_before:
+            return False
+        return all(
+            m["name"] == r.name and canonical_arguments(m["input"]) == r.key
+            for m, r in zip(made, self.recording.calls[:calls_before], strict=False)
+        )
+
+    def feed(self, message: Message) -> None:
+        usage = usage_dict(message)
+        for key, value in usage.items():
+            self.result.usage[key] = self.result.usage.get(key, 0) + value
+        self.result.cost_usd += cost_of(message.model or self.model, usage)
+        content = [_block_dict(b) for b in message.content]
+        self.result.messages.append({"role": "assistant", "content": content})
+        self.result.steps += 1
+        uses = [b for b in content if b.get("type") == "tool_use"]
+        if uses:
+            results = []
+            for block in uses:
+                answer = self._answer_tool(block)
+                if answer is None:
+                    self.result.unverifiable = True
+                    self._finish(Stop.UNVERIFIABLE)
+                    return
+                results.append(answer)
+            self.result.messages.append({"role": "user", "content": results})
+            if self.result.steps >= self.step_limit:
+                self._finish(Stop.STEP_LIMIT)
+            return
+        if self.next_turn < len(self.recording.later_turns):
+            calls_before, turn = self.recording.later_turns[self.next_turn]
+            if not self._on_recording(calls_before):
+                self._finish(Stop.DIVERGED_BEFORE_TURN)
+                return
+            self.next_turn += 1
+            self.result.messages.append(turn)
+            if self.result.steps >= self.step_limit:
+                self._finish(Stop.STEP_LIMIT)
+            return
+        self._finish(Stop.END_TURN)
+
+    def fail(self, error: ModelError) -> None:
+        self.result.error = f"{type(error).__name__}: {error}"
+        self._finish(Stop.ERROR)
+
+    def _finish(self, reason: str) -> None:
+        self.done = True
+        self.result.stop_reason = reason
+        self.result.latency_ms = int((time.monotonic() - self._started) * 1000)
+        step, kind = divergence(self.result.tool_calls, self.recording.calls, self.result.messages)
+        self.result.divergence_step, self.result.divergence_kind = step, kind
+
+
+def divergence(
+    made: list[dict[str, Any]], recorded: list[RecordedCall], messages: list[dict[str, Any]]
+) -> tuple[int | None, str]:
+    """First assistant step (0-based) where the replay's tool calls leave the recording, and how."""
+    steps: list[int] = []
+    step = -1
+    for message in messages:
+        if message["role"] == "assistant":
+            step += 1
+            steps.extend(step for b in message["content"] if b.get("type") == "tool_use")
+    for i, call in enumerate(made):
+        if i >= len(recorded):
+            return steps[i] if i < len(steps) else step, "extra"
+        if call["name"] != recorded[i].name:
+            return steps[i] if i < len(steps) else step, "tool"
+        if canonical_arguments(call["input"]) != recorded[i].key:
+            return steps[i] if i < len(steps) else step, "arguments"
+    if len(made) < len(recorded):
+        return max(step, 0), "missing"
+    return None, ""
+
+
+def replay(
+    run: Run,
+    config_version: ConfigVersion,
+    *,
+    gateway: Gateway | None = None,
+    experiment: Any = None,
+    replay_row: Any = None,
+) -> ReplayResult:
+    """Replay `run` with `config_version` synchronously (one model call per step)."""
+    gateway = gateway or get_gateway()
+    session = ReplaySession(run=run, version=config_version, agent=run.agent)
+    while not session.done:
+        try:
+            message = gateway.create_message(
+                agent=run.agent,
+                purpose="replay",
+                experiment=experiment,
+                replay=replay_row,
+                cache_prefix=True,
+                **session.request(),
+            )
+        except ModelError as exc:
+            session.fail(exc)
+            break
+        session.feed(message)
+    return session.result
+
+
+async def areplay(
+    run: Run,
+    config_version: ConfigVersion,
+    *,
+    gateway: Gateway | None = None,
+    experiment: Any = None,
+    replay_row: Any = None,
+) -> ReplayResult:
+    """Async twin of `replay` (AsyncAnthropic), for many replays at once in one task."""
+    gateway = gateway or get_gateway()
+    session = ReplaySession(run=run, version=config_version, agent=run.agent)
+    while not session.done:
+        try:
+            message = await gateway.acreate_message(
+                agent=run.agent,
+                purpose="replay",
+                experiment=experiment,
+                replay=replay_row,
+                cache_prefix=True,
+                **session.request(),
+            )
+        except ModelError as exc:
+            session.fail(exc)
+            break
+        session.feed(message)
+    return session.result
