@@ -178,19 +178,40 @@ def policy_for(order: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def sandbox_check_refund_policy(
-    tool_input: dict[str, Any], *, recorded_calls: list[dict[str, Any]]
-) -> str:
-    """Read-only replay sandbox for `check_refund_policy`, answered from the run's recorded lookup."""
-    order_id = str(tool_input.get("order_id", ""))
+def _known_order(
+    order_id: str, *, recorded_calls: list[dict[str, Any]], run: Any
+) -> dict[str, Any] | None:
+    """The order as the shop's database had it when the run happened (recording, else snapshot)."""
     for call in recorded_calls:
         if call["name"] == "lookup_order" and call.get("result"):
-            order = (
-                json.loads(call["result"]) if isinstance(call["result"], str) else call["result"]
-            )
-            if order.get("order_id") == order_id:
-                return _tool_result_text(policy_for(order))
-    return _tool_result_text({"order_id": order_id, "error": "order not found"})
+            result = call["result"]
+            order = json.loads(result) if isinstance(result, str) else result
+            if isinstance(order, dict) and order.get("order_id") == order_id:
+                return order
+    snapshot = (getattr(run, "metadata", None) or {}).get("order_snapshot")
+    if isinstance(snapshot, dict) and snapshot.get("order_id") == order_id:
+        return snapshot
+    return None
+
+
+def sandbox_lookup_order(
+    tool_input: dict[str, Any], *, recorded_calls: list[dict[str, Any]], run: Any = None
+) -> str:
+    """Read-only replay sandbox for `lookup_order`: a snapshot of the order taken at capture time."""
+    order_id = str(tool_input.get("order_id", ""))
+    order = _known_order(order_id, recorded_calls=recorded_calls, run=run)
+    return _tool_result_text(order or {"order_id": order_id, "error": "order not found"})
+
+
+def sandbox_check_refund_policy(
+    tool_input: dict[str, Any], *, recorded_calls: list[dict[str, Any]], run: Any = None
+) -> str:
+    """Read-only replay sandbox for `check_refund_policy`, computed from the order snapshot."""
+    order_id = str(tool_input.get("order_id", ""))
+    order = _known_order(order_id, recorded_calls=recorded_calls, run=run)
+    return _tool_result_text(
+        policy_for(order) if order else {"order_id": order_id, "error": "order not found"}
+    )
 
 
 def _scenario(rng: random.Random, kind: str, index: int) -> dict[str, Any]:
@@ -416,7 +437,12 @@ def build_run(rng: random.Random, kind: str, index: int, started_at: datetime) -
         "latency_ms": 1200 * steps + rng.randint(0, 900),
         "started_at": started_at.isoformat(),
         "tags": ["demo", kind],
-        "metadata": {"channel": rng.choice(["chat", "email"]), "scenario": kind},
+        # The order as the shop's database had it: the read-only replay sandbox answers from it.
+        "metadata": {
+            "channel": rng.choice(["chat", "email"]),
+            "scenario": kind,
+            "order_snapshot": order,
+        },
         "expectations": expectations or {"rubric": RUBRIC},
     }
     if rating:

@@ -12,9 +12,25 @@ urlpatterns = [
     ),
     path("dreams/<int:pk>", api.DreamDetail.as_view(), name="api-dream"),
     path("dreams/<int:pk>/report.md", api.DreamReportMarkdown.as_view(), name="api-dream-report"),
-    path("agents/<slug:slug>/managed", managed_api.ManagedLinkDetail.as_view(), name="api-managed-link"),
-    path("agents/<slug:slug>/managed/sync", managed_api.ManagedSync.as_view(), name="api-managed-sync"),
-    path("agents/<slug:slug>/managed/dreams", managed_api.HostedDreamListCreate.as_view(), name="api-managed-dreams"),
-    path("managed/proposals/<int:pk>/apply", managed_api.MemoryApply.as_view(), name="api-managed-apply"),
+    path(
+        "agents/<slug:slug>/managed",
+        managed_api.ManagedLinkDetail.as_view(),
+        name="api-managed-link",
+    ),
+    path(
+        "agents/<slug:slug>/managed/sync",
+        managed_api.ManagedSync.as_view(),
+        name="api-managed-sync",
+    ),
+    path(
+        "agents/<slug:slug>/managed/dreams",
+        managed_api.HostedDreamListCreate.as_view(),
+        name="api-managed-dreams",
+    ),
+    path(
+        "managed/proposals/<int:pk>/apply",
+        managed_api.MemoryApply.as_view(),
+        name="api-managed-apply",
+    ),
     path("managed/webhooks", managed_api.ManagedWebhook.as_view(), name="api-managed-webhooks"),
 ]

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 
-from agents.models import Run
+from agents.models import Agent, ConfigVersion, Run
 
 PROTECTED_BLOCK = re.compile(r"<!--\s*protected\s*-->.*?<!--\s*/protected\s*-->", re.S | re.I)
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -136,22 +136,38 @@ def copied_passages(*, text: str, sources: list[str], words: int) -> list[str]:
     return passages
 
 
+# Phrases that try to override the agent's instructions, whoever wrote them into the edit.
+INSTRUCTION_OVERRIDE = re.compile(
+    r"ignore (all |any )?(previous|prior|above) instructions|disregard (the )?system prompt"
+    r"|you are now|new instructions:|<\s*/?\s*system\s*>",
+    re.IGNORECASE,
+)
+
+
 def check_injection(
     *, base: dict[str, str], candidate: dict[str, str], runs: list[Run]
 ) -> list[dict[str, str]]:
     words = settings.REVERIE_DREAM_INJECTION_WORDS
-    passages = copied_passages(
-        text=added_text(base=base, candidate=candidate), sources=untrusted_texts(runs), words=words
-    )
-    if not passages:
-        return []
-    return [
-        flag(
-            "possible_injection",
-            f"The edit copies {words}+ words from run content (user text or tool output): "
-            f"{passages[0][:160]!r}.",
+    added = added_text(base=base, candidate=candidate)
+    flags = []
+    override = INSTRUCTION_OVERRIDE.search(added)
+    if override:
+        flags.append(
+            flag(
+                "possible_injection",
+                f"The edit contains instruction-override text: {override.group(0)!r}.",
+            )
         )
-    ]
+    passages = copied_passages(text=added, sources=untrusted_texts(runs), words=words)
+    if passages:
+        flags.append(
+            flag(
+                "possible_injection",
+                f"The edit copies {words}+ words from run content (user text or tool output): "
+                f"{passages[0][:160]!r}.",
+            )
+        )
+    return flags
 
 
 # -- growth --------------------------------------------------------------------------------
@@ -176,3 +192,15 @@ def check(
         *check_injection(base=base, candidate=candidate, runs=runs),
         *check_growth(base=base, candidate=candidate),
     ]
+
+
+def flags_for_change(
+    *, agent: Agent, base: ConfigVersion, candidate: ConfigVersion, runs: list[Run]
+) -> list[dict[str, Any]]:
+    """Guard flags for a proposal from `base` to `candidate` (dreamt, hosted or edited by hand)."""
+    return check(
+        base={"system_prompt": base.system_prompt, **(base.memory_documents or {})},
+        candidate={"system_prompt": candidate.system_prompt, **(candidate.memory_documents or {})},
+        agent_sections=list(agent.protected_sections or []),
+        runs=runs,
+    )

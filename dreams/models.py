@@ -361,4 +361,5 @@ class ModelCall(models.Model):
             + self.cache_write_tokens
         )
 
+
 from dreams.managed.models import *  # noqa: E402,F403

@@ -240,7 +240,7 @@ class ReplaySession:
         if name in self.sandbox_paths:
             try:
                 sandbox = self._sandbox(name)
-                content = sandbox(arguments, recorded_calls=self._recorded_calls())
+                content = sandbox(arguments, recorded_calls=self._recorded_calls(), run=self.run)
                 entry["source"] = "sandbox"
                 self.result.sandboxed += 1
                 if not isinstance(content, str):

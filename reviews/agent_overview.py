@@ -1,6 +1,5 @@
 """Reads for the agent page and the dreams pages: versions, cycles, pass rate by version, spend."""
 
-import inspect
 import json
 from datetime import timedelta
 from decimal import Decimal
@@ -10,6 +9,7 @@ from django.db.models import Count, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from agents.models import Agent, ConfigVersion, Run, Workspace
+from dreams.cycles import start_cycle
 from dreams.models import DreamCycle, ModelCall, Proposal
 
 SPEND_DAYS = 30
@@ -183,28 +183,10 @@ def agent_overview(*, agent: Agent) -> dict[str, Any]:
                 "-expected_value"
             )[:10]
         ),
-        "can_dream": dream_starter() is not None,
+        "can_dream": not agent.is_paused,
     }
 
 
-def dream_starter() -> Any:
-    """`dreams.cycles.start_cycle` when the dreams app provides it (the button hides otherwise)."""
-    try:
-        from dreams.cycles import start_cycle
-    except ImportError:
-        return None
-    return start_cycle
-
-
-def start_dream(*, agent: Agent, user: Any) -> Any:
-    start = dream_starter()
-    if start is None:
-        raise RuntimeError("Dreaming is not available in this build.")
-    params = inspect.signature(start).parameters
-    kwargs: dict[str, Any] = {"agent": agent}
-    if "trigger" in params:
-        kwargs["trigger"] = DreamCycle.Trigger.MANUAL
-    for name in ("actor", "created_by", "user"):
-        if name in params:
-            kwargs[name] = user
-    return start(**kwargs)
+def start_dream(*, agent: Agent, user: Any) -> DreamCycle:
+    """The "Dream now" button: a manual cycle (refused for a paused agent or one already dreaming)."""
+    return start_cycle(agent=agent, trigger=DreamCycle.Trigger.MANUAL, actor=user)

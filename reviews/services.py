@@ -11,8 +11,12 @@ from django.db import transaction
 from django.db.models import F
 
 from agents import audit
-from agents.models import Membership
+from agents.models import Membership, Run
 from agents.services import create_config_version
+from dreams.experiments import start_experiment
+from dreams.guards import flags_for_change
+from dreams.managed.selectors import managed_link_for
+from dreams.managed.tasks import apply_memory
 from dreams.models import Experiment, Proposal
 from dreams.proposals import InvalidTransition, create_proposal, transition_proposal
 from reviews.models import Decision
@@ -106,6 +110,9 @@ def approve_proposal(
                 comment=comment,
                 action="proposal.approve",
             )
+            if proposal.source == Proposal.Source.HOSTED_DREAM and managed_link_for(proposal.agent):
+                # For a Managed Agent the rollout is the write into its live memory store.
+                apply_memory.delay_on_commit(proposal.pk, reviewer.pk)
         else:
             _bump(proposal)
             audit.record(
@@ -185,14 +192,6 @@ def request_changes(
 EDITABLE = (S.DRAFTED, S.READY, S.CHANGES_REQUESTED)
 
 
-def _start_experiment() -> Any:
-    try:
-        from dreams.experiments import start_experiment
-    except ImportError:
-        return None
-    return start_experiment
-
-
 def edit_proposal(
     *,
     proposal_id: int,
@@ -240,7 +239,13 @@ def edit_proposal(
             rationale=old.rationale,
             cycle=old.cycle,
             patterns=list(old.patterns.all()),
-            flags=old.flags,
+            # An edit is guarded like a dream's draft: the person may touch protected text too.
+            flags=flags_for_change(
+                agent=old.agent,
+                base=old.base_version,
+                candidate=version,
+                runs=list(Run.objects.filter(failure_patterns__in=old.patterns.all()).distinct()),
+            ),
             source=Proposal.Source.HUMAN,
             author=editor,
             revision_of=old,
@@ -255,22 +260,18 @@ def edit_proposal(
             comment=note,
             action="proposal.edit",
         )
-        start = _start_experiment()
-        if start is not None:
-            previous = Experiment.objects.filter(proposal=old).order_by("-id").first()
-            targets = list(previous.target_runs.all()) if previous else []
-            regression = list(previous.regression_runs.all()) if previous else None
-            new = transition_proposal(
-                proposal_id=new.pk, to=S.REPLAYING, actor=editor, action="proposal.replay"
-            )
-            start(
-                agent=old.agent,
-                baseline_version=old.base_version,
-                candidate_version=version,
-                target_runs=targets,
-                regression_runs=regression or None,
-                proposal=new,
-            )
+        # The edited text is replayed on the same runs as the revision it replaces.
+        previous = Experiment.objects.filter(proposal=old).order_by("-id").first()
+        targets = list(previous.target_runs.all()) if previous else []
+        regression = list(previous.regression_runs.all()) if previous else None
+        start_experiment(
+            agent=old.agent,
+            baseline_version=old.base_version,
+            candidate_version=version,
+            target_runs=targets,
+            regression_runs=regression or None,
+            proposal=new,
+        )
     new.refresh_from_db()
     return new
 

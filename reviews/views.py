@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from agents.access import get_agent_for, principal_for
 from agents.models import ConfigVersion, Membership
+from dreams.cycles import CycleNotStarted
 from dreams.models import Experiment
 from dreams.proposals import InvalidTransition
 from reviews import agent_overview, selectors, services
@@ -286,7 +287,7 @@ def dream_now(request: HttpRequest, slug: str) -> HttpResponse:
         raise PermissionDenied("Only reviewers and admins can start a dream cycle.")
     try:
         agent_overview.start_dream(agent=agent, user=request.user)
-    except Exception as error:  # noqa: BLE001 — the dreams app's refusal is shown, whatever its type
+    except CycleNotStarted as error:
         messages.error(request, f"Could not start a dream cycle: {error}")
     else:
         messages.success(request, "Dream cycle queued.")

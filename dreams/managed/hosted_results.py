@@ -17,7 +17,7 @@ from agents import audit
 from agents.models import Agent, ConfigVersion
 from agents.pricing import cost_of
 from agents.services import create_config_version
-from dreams.managed.flags import flags_for
+from dreams.guards import flags_for_change
 from dreams.managed.models import HostedDream
 from dreams.models import DreamCycle, ModelCall, Proposal
 from dreams.proposals import create_proposal, transition_proposal
@@ -236,7 +236,7 @@ def finish_completed(
                     f"failed sessions with the instructions: {hosted.instructions}"
                 ),
                 cycle=hosted.cycle,
-                flags=flags_for(agent=agent, base=base, candidate=candidate, runs=runs),
+                flags=flags_for_change(agent=agent, base=base, candidate=candidate, runs=runs),
                 source=Proposal.Source.HOSTED_DREAM,
                 metadata={
                     "hosted_dream": {

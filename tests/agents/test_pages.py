@@ -151,15 +151,14 @@ def test_agent_page_polls_while_a_cycle_is_running(client, viewer, agent):
     assert partial.lstrip().startswith('<div id="cycles"') and "3/10" in partial
 
 
-def test_dream_now_is_hidden_without_the_dreams_engine(client, owner, agent):
+def test_dream_now_is_offered_for_a_live_agent_and_not_for_a_paused_one(client, owner, agent):
     client.force_login(owner)
-    html = client.get(reverse("agent-detail", args=["support"])).content.decode()
-    try:
-        import dreams.cycles  # noqa: F401
-    except ImportError:
-        assert 'id="dream-now"' not in html
-    else:
-        assert 'id="dream-now"' in html
+    url = reverse("agent-detail", args=["support"])
+    assert 'id="dream-now"' in client.get(url).content.decode()
+
+    agent.is_paused = True
+    agent.save(update_fields=["is_paused"])
+    assert 'id="dream-now"' not in client.get(url).content.decode()
 
 
 def test_dreams_list_and_cycle_report_with_markdown_download(client, viewer, agent):
@@ -200,22 +199,27 @@ def test_cycle_page_renders_report_records_escaped(client, viewer, agent):
     assert "&lt;b&gt;Unverified refunds&lt;/b&gt;" in html and "<th>runs</th>" in html
 
 
-def test_dream_now_calls_the_dreams_starter_when_present(client, reviewer, agent, monkeypatch):
-    from reviews import agent_overview
-
-    def start_cycle(*, agent, trigger, created_by):
-        return DreamCycle.objects.create(agent=agent, trigger=trigger, created_by=created_by)
-
-    monkeypatch.setattr(agent_overview, "dream_starter", lambda: start_cycle)
+def test_dream_now_queues_a_manual_cycle_and_the_page_polls_it(client, reviewer, agent):
     client.force_login(reviewer)
     url = reverse("agent-detail", args=["support"])
-    assert 'id="dream-now"' in client.get(url).content.decode()
+
     response = client.post(reverse("agent-dream", args=["support"]))
+
     assert response.status_code == 302
     cycle = DreamCycle.objects.get(agent=agent)
-    assert (cycle.trigger, cycle.created_by) == ("manual", reviewer)
+    assert (cycle.trigger, cycle.created_by, cycle.status) == ("manual", reviewer, "queued")
     # While it is queued the cycles table polls for progress.
     assert 'hx-trigger="every 3s"' in client.get(url).content.decode()
+
+
+def test_dream_now_twice_shows_why_the_second_is_refused(client, reviewer, agent):
+    client.force_login(reviewer)
+    client.post(reverse("agent-dream", args=["support"]))
+
+    page = client.post(reverse("agent-dream", args=["support"]), follow=True).content.decode()
+
+    assert DreamCycle.objects.filter(agent=agent).count() == 1
+    assert "Could not start a dream cycle" in page
 
 
 def test_viewer_cannot_start_a_dream(client, viewer, agent):

@@ -107,7 +107,7 @@ def small_demo_agent(db):
     return Agent.objects.select_related("stable_version").get(slug="refunds-desk")
 
 
-def test_verification_guidance_fixes_unverified_refunds_off_the_recording(
+def test_verification_guidance_fixes_unverified_refunds_through_the_read_only_sandbox(
     small_demo_agent, django_capture_on_commit_callbacks
 ):
     target = list(Run.objects.filter(agent=small_demo_agent, tags__contains=["unverified"]))
@@ -119,11 +119,17 @@ def test_verification_guidance_fixes_unverified_refunds_off_the_recording(
 
     block = experiment.stats["target"]
     assert block["fixes"] == len(target) and experiment.stats["overall"]["regressions"] == 0
-    # The new lookup was never recorded, so these fixes are shown as off-recording.
-    assert block["off_recording_share"] == 1.0
+    # The new lookup was never recorded: the demo's read-only sandbox answers it from the order
+    # snapshot, and the refund that follows matches the recorded call exactly.
+    assert block["off_recording_share"] == 0.0
+    replay = Replay.objects.filter(experiment=experiment, arm="candidate", run_set="target").first()
+    assert [(c["name"], c["source"]) for c in replay.tool_calls] == [
+        ("lookup_order", "sandbox"),
+        ("issue_refund", "recording"),
+    ]
 
 
-def test_resolve_guidance_cannot_be_verified_on_escalated_runs(
+def test_resolve_guidance_on_escalated_runs_stops_at_the_unrecorded_refund(
     small_demo_agent, django_capture_on_commit_callbacks
 ):
     target = list(Run.objects.filter(agent=small_demo_agent, tags__contains=["angry"]))
@@ -134,9 +140,13 @@ def test_resolve_guidance_cannot_be_verified_on_escalated_runs(
     )
 
     block = experiment.stats["target"]
-    # The candidate stops escalating, but the order lookup it does instead has no recording:
-    # the replay says so rather than inventing a fix.
-    assert block["fixes"] == 0 and block["off_recording_share"] == 1.0
+    # The candidate stops escalating and looks the order up (sandbox), then wants to issue a
+    # refund that was never recorded: a write with new arguments is never executed in replay,
+    # so the run is unverifiable rather than an invented fix.
+    assert block["fixes"] == 0 and block["unverifiable_share"] == 1.0
     replay = Replay.objects.filter(experiment=experiment, arm="candidate", run_set="target").first()
-    assert [c["name"] for c in replay.tool_calls] == ["lookup_order"]
-    assert replay.tool_calls[0]["source"] == "off_recording"
+    assert [(c["name"], c["source"]) for c in replay.tool_calls] == [
+        ("lookup_order", "sandbox"),
+        ("issue_refund", "unverifiable"),
+    ]
+    assert replay.verdict == Replay.Verdict.UNVERIFIABLE

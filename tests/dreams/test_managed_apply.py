@@ -233,3 +233,22 @@ def test_without_an_api_key_the_attempt_fails_and_writes_nothing(
     assert application.status == MemoryApplication.Status.FAILED
     assert "ManagedNotConfigured" in application.error
     assert fake_managed.requests == []
+
+
+def test_the_last_approval_in_the_review_queue_writes_the_memory(
+    managed_link, fake_managed, dreamt_proposal, owner, django_capture_on_commit_callbacks
+):
+    from reviews.services import approve_proposal
+
+    transition_proposal(proposal_id=dreamt_proposal.pk, to=Proposal.Status.READY)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        # An admin: the dream's growth is flagged, so only an admin may approve it.
+        approve_proposal(proposal_id=dreamt_proposal.pk, reviewer=owner)
+
+    application = MemoryApplication.objects.get(proposal=dreamt_proposal)
+    assert application.status == MemoryApplication.Status.APPLIED
+    live = fake_managed.store_contents(managed_link.memory_store_id)
+    assert live == DREAMT
+    dreamt_proposal.refresh_from_db()
+    assert dreamt_proposal.status == Proposal.Status.ROLLED_OUT

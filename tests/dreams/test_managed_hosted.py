@@ -80,7 +80,7 @@ def test_a_completed_dream_becomes_a_proposal_with_the_exact_memory_diff(
     assert dream.output_memory_store_id == output_store
     proposal = Proposal.objects.get(pk=dream.proposal_id)
     assert proposal.source == Proposal.Source.HOSTED_DREAM
-    assert proposal.status == Proposal.Status.DRAFTED
+    assert proposal.status == Proposal.Status.REPLAYING
     assert proposal.metadata["memory_diff"] == {
         "added": ["/policies/escalation.md"],
         "changed": ["/policies/refunds.md"],

@@ -53,7 +53,8 @@ class Command(BaseCommand):
                     model="claude-sonnet-5-5",
                     failure_threshold=25,
                     sandbox_tools={
-                        "check_refund_policy": "agents.demo.sandbox_check_refund_policy"
+                        "lookup_order": "agents.demo.sandbox_lookup_order",
+                        "check_refund_policy": "agents.demo.sandbox_check_refund_policy",
                     },
                     write_tools=["issue_refund", "escalate_to_human"],
                     rollout_stages=[5, 25, 100],
