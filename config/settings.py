@@ -249,7 +249,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("REVERIE_LOG_LEVEL", "INFO")},
     # The SDK's HTTP client logs every request at INFO; model calls are recorded as ModelCall rows.
-    "loggers": {"httpx2": {"level": "WARNING"}, "httpcore2": {"level": "WARNING"}},
+    # Celery logs every task at INFO, which buries the demo's output when tasks run eagerly.
+    "loggers": {
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
+    },
 }
 
 # Periodic tasks (django-celery-beat copies these into its database schedule at start-up).
