@@ -1,6 +1,6 @@
 from django.urls import path
 
-from agents import api
+from agents import api, routing_api
 
 urlpatterns = [
     path("agents", api.AgentListCreate.as_view(), name="api-agents"),
@@ -14,4 +14,5 @@ urlpatterns = [
     path("runs", api.RunListIngest.as_view(), name="api-runs"),
     path("runs/<int:pk>", api.RunDetail.as_view(), name="api-run"),
     path("feedback", api.FeedbackCreate.as_view(), name="api-feedback"),
+    path("agents/<slug:slug>/config", routing_api.AgentConfig.as_view(), name="api-agent-config"),
 ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_choice, env_int, env_list, env_str
+from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("REVERIE_VAR_DIR", str(BASE_DIR / "var")))
@@ -171,6 +171,22 @@ REVERIE_MODEL_PRICES = {
 
 # Outgoing webhooks refuse private and loopback targets unless this is on.
 REVERIE_WEBHOOKS_ALLOW_PRIVATE = env_bool("REVERIE_WEBHOOKS_ALLOW_PRIVATE", False)
+
+# Rollouts and canary analysis (reviews/rollouts.py, reviews/canary.py).
+REVERIE_CANARY_ALPHA = env_float("REVERIE_CANARY_ALPHA", 0.01)
+REVERIE_CANARY_MIN_SAMPLE = env_int("REVERIE_CANARY_MIN_SAMPLE", 50, minimum=1)
+REVERIE_CANARY_ERROR_CEILING = env_float("REVERIE_CANARY_ERROR_CEILING", 0.10)
+REVERIE_ROLLOUT_MIN_RUNS = env_int("REVERIE_ROLLOUT_MIN_RUNS", 100, minimum=0)
+REVERIE_ROLLOUT_MIN_MINUTES = env_int("REVERIE_ROLLOUT_MIN_MINUTES", 30, minimum=0)
+REVERIE_ROLLOUT_CHECK_SECONDS = env_int("REVERIE_ROLLOUT_CHECK_SECONDS", 60, minimum=5)
+# The config endpoint caches API-key lookups in-process this long (revocation delay).
+REVERIE_CONFIG_AUTH_CACHE_SECONDS = env_int("REVERIE_CONFIG_AUTH_CACHE_SECONDS", 10, minimum=0)
+CELERY_BEAT_SCHEDULE = {
+    "reviews.check_rollouts": {
+        "task": "reviews.check_rollouts",
+        "schedule": float(REVERIE_ROLLOUT_CHECK_SECONDS),
+    },
+}
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "reverie@localhost")
