@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpResponse
 from django.utils import timezone
-from drf_spectacular.extensions import OpenApiAuthenticatorExtension
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
@@ -76,7 +76,7 @@ class CachedApiKeyAuthentication(ApiKeyAuthentication):
         return ApiKeyPrincipal(key), key
 
 
-class CachedApiKeyScheme(OpenApiAuthenticatorExtension):
+class CachedApiKeyScheme(OpenApiAuthenticationExtension):
     target_class = "agents.routing_api.CachedApiKeyAuthentication"
     name = "apiKey"
 
