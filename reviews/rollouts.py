@@ -86,7 +86,7 @@ def stage_readiness(
 
 def _lock(rollout_id: int) -> tuple[Rollout, Agent]:
     rollout = Rollout.objects.select_for_update().get(pk=rollout_id)
-    agent = Agent.objects.select_for_update().select_related("workspace").get(pk=rollout.agent_id)
+    agent = Agent.objects.select_for_update(of=("self",)).select_related("workspace").get(pk=rollout.agent_id)
     rollout.agent = agent
     return rollout, agent
 
@@ -121,7 +121,7 @@ def start_rollout(
     with transaction.atomic():
         proposal = Proposal.objects.select_related("candidate_version").get(pk=proposal_id)
         agent = (
-            Agent.objects.select_for_update()
+            Agent.objects.select_for_update(of=("self",))
             .select_related("workspace", "stable_version")
             .get(pk=proposal.agent_id)
         )
