@@ -12,12 +12,14 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -41,6 +43,7 @@ def clear_caches() -> None:
     with _lock:
         _key_cache.clear()
         _body_cache.clear()
+        _routing_cache.clear()
 
 
 class CachedApiKeyAuthentication(ApiKeyAuthentication):
@@ -84,19 +87,38 @@ class CachedApiKeyScheme(OpenApiAuthenticationExtension):
         return {"type": "http", "scheme": "bearer", "description": "Workspace API key (rv_…)"}
 
 
-_ROUTING_FIELDS = (
-    "id",
-    "slug",
-    "is_paused",
-    "routing_salt",
-    "canary_percent",
-    "stable_version_id",
-    "stable_version__content_hash",
-    "stable_version__number",
-    "canary_version_id",
-    "canary_version__content_hash",
-    "canary_version__number",
-)
+# One indexed lookup on (workspace_id, slug) joined with the two versions; plain SQL because
+# building the ORM query costs more than running it on this path.
+_ROUTING_SQL = """
+SELECT a.slug, a.is_paused, a.routing_salt, a.canary_percent,
+       a.stable_version_id, s.content_hash, s.number,
+       a.canary_version_id, c.content_hash, c.number
+FROM {agent} a
+LEFT JOIN {version} s ON s.id = a.stable_version_id
+LEFT JOIN {version} c ON c.id = a.canary_version_id
+WHERE a.workspace_id = %s AND a.slug = %s
+""".format(agent=Agent._meta.db_table, version=ConfigVersion._meta.db_table)
+
+_routing_cache: dict[tuple[int, str], tuple[float, tuple[Any, ...] | None]] = {}
+
+
+def routing_row(*, workspace_id: int, slug: str) -> tuple[Any, ...] | None:
+    """The agent's routing fields, cached for REVERIE_CONFIG_ROUTING_CACHE_SECONDS (0 = never)."""
+    ttl = settings.REVERIE_CONFIG_ROUTING_CACHE_SECONDS
+    now = time.monotonic()
+    if ttl > 0:
+        hit = _routing_cache.get((workspace_id, slug))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+    with connection.cursor() as cursor:
+        cursor.execute(_ROUTING_SQL, [workspace_id, slug])
+        row = cursor.fetchone()
+    if ttl > 0:
+        with _lock:
+            if len(_routing_cache) > _CACHE_LIMIT:
+                _routing_cache.clear()
+            _routing_cache[(workspace_id, slug)] = (now + ttl, row)
+    return row
 
 
 def _config_body(
@@ -140,7 +162,20 @@ def _etag_matches(header: str, etag: str) -> bool:
     return etag in candidates
 
 
+class JsonOnlyNegotiation(BaseContentNegotiation):
+    """The endpoint only speaks JSON: skip parsing the Accept header on the hot path."""
+
+    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(
+        self, request: Request, renderers: list[Any], format_suffix: str | None = None
+    ) -> tuple[Any, str]:
+        return renderers[0], renderers[0].media_type
+
+
 class AgentConfig(APIView):
+    content_negotiation_class = JsonOnlyNegotiation
     authentication_classes = [CachedApiKeyAuthentication]
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer]
@@ -192,16 +227,10 @@ class AgentConfig(APIView):
     )
     def get(self, request: Request, slug: str) -> HttpResponse | Response:
         key = request.auth
-        row = (
-            Agent.objects.filter(workspace_id=key.workspace_id, slug=slug)
-            .values_list(*_ROUTING_FIELDS)
-            .order_by()[:1]
-        )
-        row = list(row)
-        if not row:
+        row = routing_row(workspace_id=key.workspace_id, slug=slug)
+        if row is None:
             return error_response("not_found", "No such agent in this workspace.", status_code=404)
         (
-            _agent_id,
             agent_slug,
             is_paused,
             salt,
@@ -212,7 +241,7 @@ class AgentConfig(APIView):
             canary_id,
             canary_hash,
             canary_number,
-        ) = row[0]
+        ) = row
         if is_paused:
             response = error_response(
                 "agent_paused",

@@ -181,6 +181,9 @@ REVERIE_ROLLOUT_MIN_MINUTES = env_int("REVERIE_ROLLOUT_MIN_MINUTES", 30, minimum
 REVERIE_ROLLOUT_CHECK_SECONDS = env_int("REVERIE_ROLLOUT_CHECK_SECONDS", 60, minimum=5)
 # The config endpoint caches API-key lookups in-process this long (revocation delay).
 REVERIE_CONFIG_AUTH_CACHE_SECONDS = env_int("REVERIE_CONFIG_AUTH_CACHE_SECONDS", 10, minimum=0)
+# ... and an agent's routing (stable/canary/percent/paused) this long: a halt reaches every
+# worker within this bound. 0 = read the routing from the database on every request.
+REVERIE_CONFIG_ROUTING_CACHE_SECONDS = env_float("REVERIE_CONFIG_ROUTING_CACHE_SECONDS", 1.0)
 CELERY_BEAT_SCHEDULE = {
     "reviews.check_rollouts": {
         "task": "reviews.check_rollouts",

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def fresh_caches():
+def fresh_caches(settings):
+    settings.REVERIE_CONFIG_ROUTING_CACHE_SECONDS = 0
     clear_caches()
     yield
     clear_caches()
@@ -144,3 +145,25 @@ def test_the_endpoint_is_in_the_schema(client):
     schema = SchemaGenerator().get_schema(request=None, public=True)
     operation = schema["paths"]["/api/v1/agents/{slug}/config"]["get"]
     assert {"200", "304", "401", "404", "423"} <= set(operation["responses"])
+
+
+def test_a_routing_change_is_served_within_the_routing_cache_bound(api, canary_agent, settings):
+    stable_keys, _ = keys_by_arm(canary_agent)
+    key = stable_keys[0]
+    settings.REVERIE_CONFIG_ROUTING_CACHE_SECONDS = 0.3
+    assert api.get(url(key=key)).json()["arm"] == "stable"
+    canary_agent.canary_percent = 100
+    canary_agent.save(update_fields=["canary_percent"])
+    assert api.get(url(key=key)).json()["arm"] == "stable"  # still inside the bound
+    import time
+
+    time.sleep(0.35)
+    assert api.get(url(key=key)).json()["arm"] == "canary"
+
+
+def test_the_config_endpoint_makes_at_most_one_query_when_warm(
+    api, canary_agent, django_assert_num_queries
+):
+    api.get(url(key="warm"))
+    with django_assert_num_queries(1):
+        assert api.get(url(key="warm")).status_code == 200
