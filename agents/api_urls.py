@@ -3,6 +3,8 @@ from django.urls import path
 from agents import api, routing_api
 
 urlpatterns = [
+    # First: the hottest route (polled by production agents) resolves without trying the others.
+    path("agents/<slug:slug>/config", routing_api.AgentConfig.as_view(), name="api-agent-config"),
     path("agents", api.AgentListCreate.as_view(), name="api-agents"),
     path("agents/<slug:slug>", api.AgentDetail.as_view(), name="api-agent"),
     path("agents/<slug:slug>/versions", api.ConfigVersionListCreate.as_view(), name="api-versions"),
@@ -14,5 +16,4 @@ urlpatterns = [
     path("runs", api.RunListIngest.as_view(), name="api-runs"),
     path("runs/<int:pk>", api.RunDetail.as_view(), name="api-run"),
     path("feedback", api.FeedbackCreate.as_view(), name="api-feedback"),
-    path("agents/<slug:slug>/config", routing_api.AgentConfig.as_view(), name="api-agent-config"),
 ]

@@ -89,15 +89,15 @@ class CachedApiKeyScheme(OpenApiAuthenticationExtension):
 
 # One indexed lookup on (workspace_id, slug) joined with the two versions; plain SQL because
 # building the ORM query costs more than running it on this path.
-_ROUTING_SQL = """
+_ROUTING_SQL = f"""  # noqa: S608 - table names from model meta; values are bound
 SELECT a.slug, a.is_paused, a.routing_salt, a.canary_percent,
        a.stable_version_id, s.content_hash, s.number,
        a.canary_version_id, c.content_hash, c.number
-FROM {agent} a
-LEFT JOIN {version} s ON s.id = a.stable_version_id
-LEFT JOIN {version} c ON c.id = a.canary_version_id
+FROM {Agent._meta.db_table} a
+LEFT JOIN {ConfigVersion._meta.db_table} s ON s.id = a.stable_version_id
+LEFT JOIN {ConfigVersion._meta.db_table} c ON c.id = a.canary_version_id
 WHERE a.workspace_id = %s AND a.slug = %s
-""".format(agent=Agent._meta.db_table, version=ConfigVersion._meta.db_table)
+"""
 
 _routing_cache: dict[tuple[int, str], tuple[float, tuple[Any, ...] | None]] = {}
 

@@ -86,7 +86,11 @@ def stage_readiness(
 
 def _lock(rollout_id: int) -> tuple[Rollout, Agent]:
     rollout = Rollout.objects.select_for_update().get(pk=rollout_id)
-    agent = Agent.objects.select_for_update(of=("self",)).select_related("workspace").get(pk=rollout.agent_id)
+    agent = (
+        Agent.objects.select_for_update(of=("self",))
+        .select_related("workspace")
+        .get(pk=rollout.agent_id)
+    )
     rollout.agent = agent
     return rollout, agent
 

@@ -27,7 +27,10 @@ def url(slug: str = "support", key: str | None = None) -> str:
 @pytest.fixture
 def canary_agent(agent):
     canary = ConfigVersionFactory(
-        agent=agent, number=2, system_prompt="Cite the order number.", memory_documents={"faq.md": "x"}
+        agent=agent,
+        number=2,
+        system_prompt="Cite the order number.",
+        memory_documents={"faq.md": "x"},
     )
     agent.canary_version = canary
     agent.canary_percent = 25
@@ -36,7 +39,11 @@ def canary_agent(agent):
 
 
 def keys_by_arm(agent, n=200):
-    canary = [f"k{i}" for i in range(n) if in_canary(salt=agent.routing_salt, key=f"k{i}", percent=agent.canary_percent)]
+    canary = [
+        f"k{i}"
+        for i in range(n)
+        if in_canary(salt=agent.routing_salt, key=f"k{i}", percent=agent.canary_percent)
+    ]
     stable = [f"k{i}" for i in range(n) if f"k{i}" not in set(canary)]
     return stable, canary
 
@@ -106,7 +113,7 @@ def test_if_none_match_with_the_etag_answers_304(api, canary_agent):
     assert again.status_code == 304
     assert again.content == b""
     assert again["ETag"] == etag
-    assert api.get(url(key="someone"), HTTP_IF_NONE_MATCH=f'W/{etag}').status_code == 304
+    assert api.get(url(key="someone"), HTTP_IF_NONE_MATCH=f"W/{etag}").status_code == 304
     assert api.get(url(key="someone"), HTTP_IF_NONE_MATCH='"stale"').status_code == 200
 
 

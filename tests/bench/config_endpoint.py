@@ -190,7 +190,12 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install -y wrk")
     slug, api_key, keys = prepare()
-    env = {**os.environ, "DATABASE_URL": DATABASE_URL, "DJANGO_DEBUG": "0", "REVERIE_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": DATABASE_URL,
+        "DJANGO_DEBUG": "0",
+        "REVERIE_LOG_LEVEL": "WARNING",
+    }
     server = subprocess.Popen(  # noqa: S603
         [
             sys.executable,
@@ -227,7 +232,11 @@ def main() -> None:
             handle.write("\n".join(lines) + "\n")
         run_wrk(path=config_path, api_key=api_key, keys_file=handle.name, seconds=3, with_etag=True)
         result = run_wrk(
-            path=config_path, api_key=api_key, keys_file=handle.name, seconds=SECONDS, with_etag=True
+            path=config_path,
+            api_key=api_key,
+            keys_file=handle.name,
+            seconds=SECONDS,
+            with_etag=True,
         )
         baseline = None
         if BASELINE_SECONDS > 0:
@@ -248,12 +257,16 @@ def main() -> None:
     print(f"  latency p50       {result['p50_ms']:.2f} ms")
     print(f"  latency p99       {result['p99_ms']:.2f} ms")
     print(f"  share of 304s     {result['share_304']:.1%} (clients revalidate {REVALIDATE:.0%})")
-    print(f"  errors            {result['non_2xx_3xx']} non-2xx/3xx, {result['socket_errors']} socket")
+    print(
+        f"  errors            {result['non_2xx_3xx']} non-2xx/3xx, {result['socket_errors']} socket"
+    )
     if baseline:
         print(f"baseline: GET /api/v1/agents/<slug> (stock DRF detail view), {BASELINE_SECONDS} s")
         print(f"  requests/s        {baseline['rps']:,.0f}")
         print(f"  latency p50/p99   {baseline['p50_ms']:.2f} / {baseline['p99_ms']:.2f} ms")
-        print(f"  ratio             config endpoint is {result['rps'] / baseline['rps']:.2f}× baseline")
+        print(
+            f"  ratio             config endpoint is {result['rps'] / baseline['rps']:.2f}× baseline"
+        )
     target = result["rps"] >= 1500 and result["p99_ms"] < 50
     print(f"target ≥ 1,500 req/s with p99 < 50 ms: {'met' if target else 'NOT met'}")
 

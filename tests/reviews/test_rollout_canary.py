@@ -25,7 +25,9 @@ def test_wilson_interval_matches_the_published_value():
 
 def _draw(rng: np.random.Generator, n: int, p_success: float) -> ArmCounts:
     successes = int(rng.binomial(n, p_success))
-    return ArmCounts(n=n, labelled=n, successes=successes, errors=0, negative=int(rng.binomial(n, 0.05)))
+    return ArmCounts(
+        n=n, labelled=n, successes=successes, errors=0, negative=int(rng.binomial(n, 0.05))
+    )
 
 
 def test_the_test_rarely_halts_when_both_arms_share_the_same_rate():
@@ -79,8 +81,12 @@ def live_rollout(db, agent, owner, settings):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_auto_halt_fires_on_a_real_regression(live_rollout, agent, seed):
     rng = random.Random(seed)
-    seed_runs(agent=agent, version=live_rollout.from_version, n=600, success=0.9, rng=rng, negative=0.05)
-    seed_runs(agent=agent, version=live_rollout.to_version, n=150, success=0.7, rng=rng, negative=0.05)
+    seed_runs(
+        agent=agent, version=live_rollout.from_version, n=600, success=0.9, rng=rng, negative=0.05
+    )
+    seed_runs(
+        agent=agent, version=live_rollout.to_version, n=150, success=0.7, rng=rng, negative=0.05
+    )
     analysis = rollouts.evaluate_rollout(rollout_id=live_rollout.pk)
     assert analysis.comparison.verdict == "regression"
     assert analysis.canary.success_rate < analysis.stable.success_rate
@@ -99,8 +105,12 @@ def test_auto_halt_fires_on_a_real_regression(live_rollout, agent, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_auto_halt_does_not_fire_when_the_rates_are_the_same(live_rollout, agent, seed):
     rng = random.Random(seed)
-    seed_runs(agent=agent, version=live_rollout.from_version, n=600, success=0.9, rng=rng, negative=0.05)
-    seed_runs(agent=agent, version=live_rollout.to_version, n=150, success=0.9, rng=rng, negative=0.05)
+    seed_runs(
+        agent=agent, version=live_rollout.from_version, n=600, success=0.9, rng=rng, negative=0.05
+    )
+    seed_runs(
+        agent=agent, version=live_rollout.to_version, n=150, success=0.9, rng=rng, negative=0.05
+    )
     analysis = rollouts.evaluate_rollout(rollout_id=live_rollout.pk)
     assert analysis.comparison.verdict == "ok", analysis.comparison.p_values
     rollout = Rollout.objects.get(pk=live_rollout.pk)
@@ -121,8 +131,12 @@ def test_a_canary_over_the_error_ceiling_halts_even_without_a_stable_sample(live
 @pytest.mark.django_db
 def test_more_negative_feedback_on_the_canary_halts(live_rollout, agent):
     rng = random.Random(8)
-    seed_runs(agent=agent, version=live_rollout.from_version, n=600, success=0.9, negative=0.05, rng=rng)
-    seed_runs(agent=agent, version=live_rollout.to_version, n=150, success=0.9, negative=0.25, rng=rng)
+    seed_runs(
+        agent=agent, version=live_rollout.from_version, n=600, success=0.9, negative=0.05, rng=rng
+    )
+    seed_runs(
+        agent=agent, version=live_rollout.to_version, n=150, success=0.9, negative=0.25, rng=rng
+    )
     analysis = rollouts.evaluate_rollout(rollout_id=live_rollout.pk)
     assert analysis.comparison.verdict == "regression"
     assert "negative feedback" in analysis.comparison.reason

@@ -20,7 +20,9 @@ def rollout(agent, owner):
     )
 
 
-def test_the_list_offers_approved_proposals_and_lists_rollouts(client, reviewer, agent, owner, rollout):
+def test_the_list_offers_approved_proposals_and_lists_rollouts(
+    client, reviewer, agent, owner, rollout
+):
     waiting = approved_proposal(agent, actor=owner)
     client.force_login(reviewer)
     page = client.get("/rollouts/").content.decode()
@@ -36,7 +38,9 @@ def test_starting_from_the_list_redirects_to_the_rollout(client, reviewer, agent
     assert response.status_code == 302 and response["Location"] == f"/rollouts/{rollout.pk}/"
 
 
-def test_approve_is_disabled_and_says_why_until_the_minimums_are_met(client, reviewer, rollout, agent):
+def test_approve_is_disabled_and_says_why_until_the_minimums_are_met(
+    client, reviewer, rollout, agent
+):
     client.force_login(reviewer)
     page = client.get(f"/rollouts/{rollout.pk}/").content.decode()
     assert "disabled>Approve next stage" in page
@@ -90,7 +94,9 @@ def test_another_workspace_cannot_see_or_touch_the_rollout(client, outsider, rol
 def test_the_agent_split_partial_shows_the_current_percentages(client, viewer, rollout, agent):
     client.force_login(viewer)
     page = client.get(f"/rollouts/agents/{agent.slug}/split/").content.decode()
-    assert "v1" in page and "95%" in page and f"v{rollout.to_version.number}" in page and "5%" in page
+    assert (
+        "v1" in page and "95%" in page and f"v{rollout.to_version.number}" in page and "5%" in page
+    )
 
 
 def test_the_rollout_page_makes_a_fixed_number_of_queries(

@@ -120,7 +120,9 @@ def test_approving_the_final_stage_makes_the_candidate_stable(agent, owner, revi
     assert agent.canary_version_id is None and agent.canary_percent == 0
     assert Proposal.objects.get(pk=rollout.proposal_id).status == Proposal.Status.ROLLED_OUT
     assert list(
-        AuditEvent.objects.filter(target_type="rollout").order_by("id").values_list("action", flat=True)
+        AuditEvent.objects.filter(target_type="rollout")
+        .order_by("id")
+        .values_list("action", flat=True)
     ) == ["rollout.start", "rollout.stage_approve", "rollout.stage_approve", "rollout.complete"]
     with pytest.raises(rollouts.InvalidRolloutState):
         rollouts.approve_stage(rollout_id=rollout.pk, actor=reviewer)
@@ -150,7 +152,9 @@ def test_rolling_back_a_completed_rollout_restores_the_old_stable(agent, owner):
     agent.refresh_from_db()
     assert rollout.status == Rollout.Status.ROLLED_BACK
     assert agent.stable_version_id == rollout.from_version_id
-    assert AuditEvent.objects.filter(action="rollout.roll_back", comment="support tickets up").exists()
+    assert AuditEvent.objects.filter(
+        action="rollout.roll_back", comment="support tickets up"
+    ).exists()
 
 
 def test_rolling_back_an_active_rollout_stops_it(agent, owner):
