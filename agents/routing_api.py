@@ -27,7 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.authentication import LAST_USED_RESOLUTION, ApiKeyAuthentication, ApiKeyPrincipal
-from agents.models import Agent, ApiKey, ConfigVersion, hash_api_key
+from agents.models import ApiKey, ConfigVersion, hash_api_key
 from agents.routing import RoutingState, choose_arm
 from config.api import error_response
 
@@ -89,13 +89,13 @@ class CachedApiKeyScheme(OpenApiAuthenticationExtension):
 
 # One indexed lookup on (workspace_id, slug) joined with the two versions; plain SQL because
 # building the ORM query costs more than running it on this path.
-_ROUTING_SQL = f"""  # noqa: S608 - table names from model meta; values are bound
+_ROUTING_SQL = """
 SELECT a.slug, a.is_paused, a.routing_salt, a.canary_percent,
        a.stable_version_id, s.content_hash, s.number,
        a.canary_version_id, c.content_hash, c.number
-FROM {Agent._meta.db_table} a
-LEFT JOIN {ConfigVersion._meta.db_table} s ON s.id = a.stable_version_id
-LEFT JOIN {ConfigVersion._meta.db_table} c ON c.id = a.canary_version_id
+FROM agents_agent a
+LEFT JOIN agents_configversion s ON s.id = a.stable_version_id
+LEFT JOIN agents_configversion c ON c.id = a.canary_version_id
 WHERE a.workspace_id = %s AND a.slug = %s
 """
 
