@@ -1,10 +1,16 @@
 """Canary analysis: compare the stable and canary arms on live runs in a stage's window.
 
 Each arm is the set of runs tagged with its config version that started inside the stage.
-The canary regresses when, after a minimum sample on both arms, a one-sided Fisher exact
-test finds it significantly worse on success rate, error rate or negative feedback
-(Bonferroni over the three tests at REVERIE_CANARY_ALPHA), or when its error rate is over
-REVERIE_CANARY_ERROR_CEILING.
+The canary regresses when a one-sided Fisher exact test finds it significantly worse on
+success rate, error rate or negative feedback (Bonferroni over the three), or when its error
+rate is over REVERIE_CANARY_ERROR_CEILING (a guardrail, checked on every look).
+
+The check runs every minute, and testing the growing sample each time at a fixed α would
+halt healthy canaries far more often than α. So the test is sequential with a rule fixed in
+advance: looks happen at canary sample sizes m_k = min_sample · 2^k, look k spends
+α / 2^(k+1) and is computed on the runs up to the m_k-th canary run only. Re-checking the same
+look gives the same answer, and the looks' α sum to at most REVERIE_CANARY_ALPHA for the
+whole stage (a union bound), however often the periodic task runs.
 """
 
 import math
@@ -68,6 +74,8 @@ class Comparison:
     p_values: dict[str, float] = field(default_factory=dict)
     alpha: float = 0.0
     min_sample: int = 0
+    look: int | None = None
+    look_size: int | None = None
 
     @property
     def should_halt(self) -> bool:
@@ -81,11 +89,13 @@ class StageAnalysis:
     comparison: Comparison
     window_start: datetime | None
     window_end: datetime
+    look_window_end: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["window_start"] = self.window_start.isoformat() if self.window_start else None
         data["window_end"] = self.window_end.isoformat()
+        data["look_window_end"] = self.look_window_end.isoformat() if self.look_window_end else None
         data["should_halt"] = self.comparison.should_halt
         return data
 
@@ -215,25 +225,114 @@ def _arm_metrics(
     return metrics
 
 
+def look_for(n: int, min_sample: int) -> tuple[int, int] | None:
+    """(k, m_k): the last look reached with `n` canary runs, m_k = min_sample · 2^k; None before."""
+    if n < min_sample:
+        return None
+    k = int(math.floor(math.log2(n / min_sample)))
+    while min_sample * 2 ** (k + 1) <= n:  # guard against float rounding
+        k += 1
+    while k > 0 and min_sample * 2**k > n:
+        k -= 1
+    return k, min_sample * 2**k
+
+
+def look_alpha(alpha: float, k: int) -> float:
+    """α spent at look k: α/2, α/4, … so all looks together spend at most α."""
+    return alpha / 2 ** (k + 1)
+
+
+def sequential_comparison(
+    *,
+    full_canary: ArmCounts,
+    look_stable: ArmCounts | None,
+    look_canary: ArmCounts | None,
+    alpha: float | None = None,
+    min_sample: int | None = None,
+    error_ceiling: float | None = None,
+) -> Comparison:
+    """The stage verdict: the error ceiling on all canary runs, the test at the last look."""
+    alpha = settings.REVERIE_CANARY_ALPHA if alpha is None else alpha
+    min_sample = settings.REVERIE_CANARY_MIN_SAMPLE if min_sample is None else min_sample
+    ceiling = settings.REVERIE_CANARY_ERROR_CEILING if error_ceiling is None else error_ceiling
+    guard = compare_arms(
+        stable=ArmCounts(),
+        canary=full_canary,
+        alpha=alpha,
+        min_sample=min_sample,
+        error_ceiling=ceiling,
+    )
+    if guard.verdict == "error_ceiling":
+        return guard
+    look = look_for(full_canary.labelled, min_sample)
+    if look is None or look_stable is None or look_canary is None:
+        return Comparison(
+            verdict="insufficient",
+            reason=f"needs {min_sample} labelled canary runs for the first look "
+            f"({full_canary.labelled} so far)",
+            alpha=alpha,
+            min_sample=min_sample,
+        )
+    k, size = look
+    result = compare_arms(
+        stable=look_stable,
+        canary=look_canary,
+        alpha=look_alpha(alpha, k),
+        min_sample=min_sample,
+        error_ceiling=1.0,  # already checked on all runs above
+    )
+    result.look, result.look_size = k, size
+    if result.verdict == "insufficient":
+        result.reason = f"look {k + 1} (first {size} canary runs): {result.reason}"
+    return result
+
+
 def analyse_stage(*, rollout: Rollout, stage: RolloutStage) -> StageAnalysis:
-    """Per-arm metrics and the verdict for the runs started inside `stage`'s window."""
+    """Per-arm metrics for `stage`'s window and the sequential verdict."""
     until = stage.ended_at or timezone.now()
     since = stage.started_at
-    stable = _arm_metrics(
-        agent_id=rollout.agent_id,
-        version_id=rollout.from_version_id,
-        number=rollout.from_version.number,
-        since=since,
-        until=until,
+    arms = {
+        "stable": (rollout.from_version_id, rollout.from_version.number),
+        "canary": (rollout.to_version_id, rollout.to_version.number),
+    }
+    full = {
+        arm: _arm_metrics(
+            agent_id=rollout.agent_id, version_id=vid, number=num, since=since, until=until
+        )
+        for arm, (vid, num) in arms.items()
+    }
+    min_sample = settings.REVERIE_CANARY_MIN_SAMPLE
+    look = look_for(full["canary"].counts.labelled, min_sample)
+    look_end = None
+    look_counts: dict[str, ArmCounts | None] = {"stable": None, "canary": None}
+    if look is not None:
+        canary_runs = Run.objects.filter(
+            agent_id=rollout.agent_id,
+            config_version_id=rollout.to_version_id,
+            started_at__lte=until,
+        ).exclude(status=Run.Status.UNKNOWN)
+        if since is not None:
+            canary_runs = canary_runs.filter(started_at__gte=since)
+        look_end = (
+            canary_runs.order_by("started_at", "id")
+            .values_list("started_at", flat=True)[look[1] - 1 : look[1]]
+            .get()
+        )
+        for arm, (vid, num) in arms.items():
+            look_counts[arm] = _arm_metrics(
+                agent_id=rollout.agent_id, version_id=vid, number=num, since=since, until=look_end
+            ).counts
+    comparison = sequential_comparison(
+        full_canary=full["canary"].counts,
+        look_stable=look_counts["stable"],
+        look_canary=look_counts["canary"],
+        min_sample=min_sample,
     )
-    canary = _arm_metrics(
-        agent_id=rollout.agent_id,
-        version_id=rollout.to_version_id,
-        number=rollout.to_version.number,
-        since=since,
-        until=until,
-    )
-    comparison = compare_arms(stable=stable.counts, canary=canary.counts)
     return StageAnalysis(
-        stable=stable, canary=canary, comparison=comparison, window_start=since, window_end=until
+        stable=full["stable"],
+        canary=full["canary"],
+        comparison=comparison,
+        window_start=since,
+        window_end=until,
+        look_window_end=look_end,
     )

@@ -8,7 +8,15 @@ import pytest
 
 from agents.models import AuditEvent
 from reviews import rollouts
-from reviews.canary import ArmCounts, analyse_stage, compare_arms, wilson_interval
+from reviews.canary import (
+    ArmCounts,
+    analyse_stage,
+    compare_arms,
+    look_alpha,
+    look_for,
+    sequential_comparison,
+    wilson_interval,
+)
 from reviews.models import Rollout
 from tests.reviews.rollout_fixtures import age_stage, approved_proposal, seed_runs
 
@@ -168,3 +176,53 @@ def test_approving_a_stage_that_has_regressed_halts_instead(live_rollout, agent,
     rollout = rollouts.approve_stage(rollout_id=live_rollout.pk, actor=owner)
     agent.refresh_from_db()
     assert rollout.status == Rollout.Status.HALTED and agent.canary_percent == 0
+
+
+def _stage_halts(rng: np.random.Generator, *, p_stable: float, p_canary: float) -> bool:
+    """One simulated 5% stage: the periodic check runs every 25 canary runs up to 800."""
+    canary = rng.random(800) < p_canary
+    stable = rng.random(800 * 19) < p_stable
+
+    def counts(outcomes: np.ndarray) -> ArmCounts:
+        n = len(outcomes)
+        return ArmCounts(n=n, labelled=n, successes=int(outcomes.sum()))
+
+    for seen in range(25, 801, 25):
+        look = look_for(seen, 50)
+        look_counts = (None, None) if look is None else (stable[: 19 * look[1]], canary[: look[1]])
+        comparison = sequential_comparison(
+            full_canary=counts(canary[:seen]),
+            look_stable=None if look is None else counts(look_counts[0]),
+            look_canary=None if look is None else counts(look_counts[1]),
+            alpha=0.01,
+            min_sample=50,
+            error_ceiling=0.10,
+        )
+        if comparison.should_halt:
+            return True
+    return False
+
+
+def test_looks_double_the_sample_and_spend_alpha_in_halves():
+    assert look_for(49, 50) is None
+    assert [look_for(n, 50) for n in (50, 99, 100, 399, 400)] == [
+        (0, 50),
+        (0, 50),
+        (1, 100),
+        (2, 200),
+        (3, 400),
+    ]
+    assert sum(look_alpha(0.01, k) for k in range(30)) <= 0.01
+
+
+def test_checking_every_few_runs_keeps_the_false_halt_rate_under_alpha():
+    rng = np.random.default_rng(99)
+    halts = sum(_stage_halts(rng, p_stable=0.9, p_canary=0.9) for _ in range(150))
+    # 32 checks per stage; the sequential rule bounds the stage's false-halt rate by α = 1%.
+    assert halts / 150 <= 0.03
+
+
+def test_a_real_regression_is_caught_within_the_stage():
+    rng = np.random.default_rng(100)
+    halts = sum(_stage_halts(rng, p_stable=0.9, p_canary=0.8) for _ in range(60))
+    assert halts / 60 >= 0.95

@@ -102,7 +102,13 @@ def test_the_agent_split_partial_shows_the_current_percentages(client, viewer, r
 def test_the_rollout_page_makes_a_fixed_number_of_queries(
     client, reviewer, rollout, agent, django_assert_max_num_queries
 ):
-    seed_runs(agent=agent, version=rollout.to_version, n=30, success=0.9, rng=random.Random(2))
+    age_stage(rollout, minutes=5)
+    rng = random.Random(2)
+    seed_runs(agent=agent, version=rollout.from_version, n=300, success=0.9, rng=rng)
+    seed_runs(agent=agent, version=rollout.to_version, n=60, success=0.9, rng=rng)
     client.force_login(reviewer)
-    with django_assert_max_num_queries(30):
-        client.get(f"/rollouts/{rollout.pk}/")
+    with django_assert_max_num_queries(40):
+        page = client.get(f"/rollouts/{rollout.pk}/").content.decode()
+    assert "Sequential test: look 1 on the first 50 canary runs" in page
+    assert "next look is at 100" in page
+    assert "Canary check: <strong>ok</strong>" in page
