@@ -133,6 +133,12 @@ def start_rollout(
             raise RolloutError("The agent has no stable version to roll out from.")
         if agent.stable_version_id == proposal.candidate_version_id:
             raise RolloutError("The candidate is already the stable version.")
+        if agent.stable_version_id != proposal.base_version_id:
+            # Rolling it out would silently revert whatever changed in stable since the draft.
+            raise RolloutError(
+                f"The stable version is now v{agent.stable_version.number}, not the proposal's "
+                "base; the proposal needs a new revision on top of the current stable version."
+            )
         if Rollout.objects.filter(agent=agent, status__in=Rollout.ACTIVE).exists():
             raise RolloutError("This agent already has a rollout in progress.")
         percents = stage_percents(agent, stages)

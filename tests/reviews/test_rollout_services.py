@@ -184,3 +184,16 @@ def test_the_scheduled_task_checks_every_active_rollout(agent, owner):
     rollout = start(agent, owner, min_runs=0, min_duration=timedelta(0))
     assert check_rollouts.delay().get() == 1
     assert Rollout.objects.get(pk=rollout.pk).status == Rollout.Status.AWAITING_APPROVAL
+
+
+def test_a_proposal_drafted_on_an_older_stable_cannot_roll_out(agent, owner):
+    stale = approved_proposal(agent, actor=owner)
+    newer = approved_proposal(agent, actor=owner)
+    rollout = rollouts.start_rollout(
+        proposal_id=newer.pk, actor=owner, min_runs=0, min_duration=timedelta(0)
+    )
+    for _ in range(3):
+        rollouts.approve_stage(rollout_id=rollout.pk, actor=owner)
+    with pytest.raises(rollouts.RolloutError, match="not the proposal's base"):
+        rollouts.start_rollout(proposal_id=stale.pk, actor=owner)
+    assert Proposal.objects.get(pk=stale.pk).status == Proposal.Status.APPROVED
