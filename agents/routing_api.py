@@ -254,7 +254,7 @@ class AgentConfig(APIView):
             return error_response(
                 "no_stable_version", "This agent has no stable version yet.", status_code=409
             )
-        routing_key = request._request.GET.get("key") or None
+        routing_key = request.query_params.get("key") or None
         arm, _ = choose_arm(
             RoutingState(
                 salt=salt,
@@ -275,7 +275,7 @@ class AgentConfig(APIView):
             content_hash=content_hash,
             number=number,
         )
-        if _etag_matches(request._request.META.get("HTTP_IF_NONE_MATCH", ""), etag):
+        if _etag_matches(request.META.get("HTTP_IF_NONE_MATCH", ""), etag):
             response = HttpResponse(status=304)
         else:
             response = HttpResponse(body, content_type="application/json")

@@ -174,3 +174,10 @@ def test_the_config_endpoint_makes_at_most_one_query_when_warm(
     api.get(url(key="warm"))
     with django_assert_num_queries(1):
         assert api.get(url(key="warm")).status_code == 200
+
+
+def test_revocation_is_immediate_when_the_key_cache_is_off(api, agent, settings):
+    settings.REVERIE_CONFIG_AUTH_CACHE_SECONDS = 0
+    assert api.get(url()).status_code == 200
+    ApiKey.objects.update(revoked_at=timezone.now())
+    assert api.get(url()).status_code == 401
