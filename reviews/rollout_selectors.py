@@ -36,7 +36,7 @@ def get_rollout_for(principal: Principal, pk: int, *, write: bool = False) -> Ro
 
 def rollouts_for(workspace: Workspace) -> QuerySet[Rollout]:
     return Rollout.objects.filter(agent__workspace=workspace).select_related(
-        "agent", "from_version", "to_version", "proposal", "created_by"
+        "agent", "from_version", "to_version", "proposal"
     )
 
 
@@ -102,7 +102,7 @@ def metric_rows(stable: ArmMetrics, canary: ArmMetrics) -> list[dict[str, str]]:
 
 def rollout_page(rollout: Rollout) -> dict[str, Any]:
     """Stages, the live analysis of the current stage and whether it may advance (and why not)."""
-    stages = list(RolloutStage.objects.filter(rollout=rollout).select_related("approved_by"))
+    stages = list(RolloutStage.objects.filter(rollout=rollout))
     current = next((s for s in stages if s.index == rollout.current_stage), None)
     analysis: StageAnalysis | None = None
     readiness = None

@@ -84,6 +84,15 @@ def stage_readiness(
     return Readiness(canary_runs=canary_runs, elapsed=elapsed, reasons=reasons)
 
 
+def _user(actor: Any) -> Any:
+    """The actor as a user for a foreign key; None for API keys and the system."""
+    return audit.actor_fields(actor)["actor"]
+
+
+def _label(actor: Any) -> str:
+    return audit.actor_fields(actor)["actor_label"]
+
+
 def _lock(rollout_id: int) -> tuple[Rollout, Agent]:
     rollout = Rollout.objects.select_for_update().get(pk=rollout_id)
     agent = (
@@ -152,7 +161,8 @@ def start_rollout(
                     from_version=agent.stable_version,
                     to_version=proposal.candidate_version,
                     status=R.RUNNING,
-                    created_by=actor if getattr(actor, "pk", None) else None,
+                    created_by=_user(actor),
+                    created_by_label=_label(actor),
                 )
         except IntegrityError as exc:  # the partial unique constraint, under a race
             raise RolloutError("This agent already has a rollout in progress.") from exc
@@ -169,7 +179,8 @@ def start_rollout(
                     else RolloutStage.Status.PENDING,
                     started_at=now if index == 0 else None,
                     approved_at=now if index == 0 else None,
-                    approved_by=actor if index == 0 and getattr(actor, "pk", None) else None,
+                    approved_by=_user(actor) if index == 0 else None,
+                    approved_by_label=_label(actor) if index == 0 else "",
                 )
                 for index, percent in enumerate(percents)
             ]
@@ -298,8 +309,17 @@ def approve_stage(*, rollout_id: int, actor: Any, now: datetime | None = None) -
             next_stage.status = RolloutStage.Status.RUNNING
             next_stage.started_at = moment
             next_stage.approved_at = moment
-            next_stage.approved_by = actor if getattr(actor, "pk", None) else None
-            next_stage.save(update_fields=["status", "started_at", "approved_at", "approved_by"])
+            next_stage.approved_by = _user(actor)
+            next_stage.approved_by_label = _label(actor)
+            next_stage.save(
+                update_fields=[
+                    "status",
+                    "started_at",
+                    "approved_at",
+                    "approved_by",
+                    "approved_by_label",
+                ]
+            )
             agent.canary_percent = next_stage.percent
             agent.save(update_fields=["canary_percent", "updated_at"])
             rollout.current_stage = next_stage.index

@@ -43,6 +43,7 @@ class Rollout(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    created_by_label = models.CharField(max_length=200, blank=True, help_text="user or API key")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -87,6 +88,7 @@ class RolloutStage(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    approved_by_label = models.CharField(max_length=200, blank=True, help_text="user or API key")
     approved_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
