@@ -10,7 +10,7 @@ prints the ratio.
 
 Env: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/reverie_bench_config),
 BENCH_SECONDS (30), BENCH_BASELINE_SECONDS (10), BENCH_CONNECTIONS (8), BENCH_KEYS (2000),
-BENCH_REVALIDATE (0.8), BENCH_WORKER_CLASS (gthread: keep-alive), BENCH_THREADS (4), BENCH_PORT (8765).
+BENCH_REVALIDATE (0.8), BENCH_WORKER_CLASS (gthread: keep-alive), BENCH_THREADS (4), BENCH_PORT (18765).
 Needs `wrk` (apt-get install wrk).
 """
 
@@ -40,7 +40,7 @@ KEYS = int(os.environ.get("BENCH_KEYS", "2000"))
 REVALIDATE = float(os.environ.get("BENCH_REVALIDATE", "0.8"))
 WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gthread")
 THREADS = int(os.environ.get("BENCH_THREADS", "4"))
-PORT = int(os.environ.get("BENCH_PORT", "8765"))
+PORT = int(os.environ.get("BENCH_PORT", "18765"))
 
 os.environ["DATABASE_URL"] = DATABASE_URL
 os.environ["DJANGO_DEBUG"] = "0"
@@ -188,6 +188,9 @@ def run_wrk(*, path: str, api_key: str, keys_file: str, seconds: int, with_etag:
 
 
 def start_server(extra_env: dict[str, str]) -> subprocess.Popen:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", PORT)) == 0:
+            sys.exit(f"port {PORT} is already in use; set BENCH_PORT")
     env = {
         **os.environ,
         "DATABASE_URL": DATABASE_URL,
