@@ -57,6 +57,10 @@ def test_a_rollout_from_approval_to_stage_two_and_halt(page, live_server, owner,
     page.reload()
     page.get_by_role("button", name="Approve next stage").click()
     page.wait_for_load_state()
+    if os.environ.get("BROWSER_SCREENSHOTS"):
+        page.screenshot(
+            path=f"{os.environ['BROWSER_SCREENSHOTS']}/rollout-stage-2.png", full_page=True
+        )
     rows = split_rows(page)
     assert any("v1" in r and "75%" in r for r in rows), rows
     assert any("v2" in r and "25%" in r for r in rows), rows
