@@ -191,7 +191,9 @@ class AgentConfig(APIView):
             "strong `ETag`; send it back in `If-None-Match` to get `304 Not Modified` while "
             "your arm and version are unchanged. A paused agent (kill switch) answers "
             "`423 Locked` with error code `agent_paused` and a `Retry-After` header: stop "
-            "serving traffic with this agent and ask again later."
+            "serving traffic with this agent and ask again later. Routing changes (a stage "
+            "approval, a halt) are served by every worker within "
+            "REVERIE_CONFIG_ROUTING_CACHE_SECONDS (default 1 s)."
         ),
         parameters=[
             OpenApiParameter(
