@@ -185,7 +185,8 @@ class AgentConfig(APIView):
         description=(
             "Sticky routing between the agent's stable and canary versions. `key` is any stable "
             "identifier of the caller's unit of traffic (user id, conversation id). The key's "
-            "bucket is sha256(agent routing salt + key) mod 10,000; it is in the canary when the "
+            "bucket is the first 8 bytes of sha256(salt + ':' + key), big-endian, mod 10,000 (the "
+            "salt is per agent); it is in the canary when the "
             "bucket is below canary_percent × 100, so a key stays in the canary as the percent "
             "grows. **Without a key the stable version is always returned.** The response has a "
             "strong `ETag`; send it back in `If-None-Match` to get `304 Not Modified` while "
