@@ -21,7 +21,6 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Avg, Count, Exists, F, OuterRef, Q
 from django.utils import timezone
-from scipy.stats import fisher_exact
 
 from agents.models import Feedback, Run
 from reviews.models import Rollout, RolloutStage
@@ -153,6 +152,8 @@ def compare_arms(
             "greater",
         ),
     }
+    from scipy.stats import fisher_exact  # heavy import, only where a test runs
+
     per_test_alpha = alpha / len(tests)
     p_values = {
         name: float(fisher_exact(table, alternative=side).pvalue)
