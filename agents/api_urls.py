@@ -1,8 +1,10 @@
 from django.urls import path
 
-from agents import api
+from agents import api, routing_api
 
 urlpatterns = [
+    # First: the hottest route (polled by production agents) resolves without trying the others.
+    path("agents/<slug:slug>/config", routing_api.AgentConfig.as_view(), name="api-agent-config"),
     path("agents", api.AgentListCreate.as_view(), name="api-agents"),
     path("agents/<slug:slug>", api.AgentDetail.as_view(), name="api-agent"),
     path("agents/<slug:slug>/versions", api.ConfigVersionListCreate.as_view(), name="api-versions"),

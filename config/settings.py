@@ -239,6 +239,18 @@ REVERIE_WEBHOOK_MAX_ATTEMPTS = env_int("REVERIE_WEBHOOK_MAX_ATTEMPTS", 6, minimu
 REVERIE_WEBHOOK_TIMEOUT_SECONDS = env_int("REVERIE_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
 REVERIE_DIGEST_HOUR = env_int("REVERIE_DIGEST_HOUR", 8, minimum=0)
 REVERIE_BASE_URL = env_str("REVERIE_BASE_URL", "http://127.0.0.1:8000")
+# Rollouts and canary analysis (reviews/rollouts.py, reviews/canary.py).
+REVERIE_CANARY_ALPHA = env_float("REVERIE_CANARY_ALPHA", 0.01)
+REVERIE_CANARY_MIN_SAMPLE = env_int("REVERIE_CANARY_MIN_SAMPLE", 50, minimum=1)
+REVERIE_CANARY_ERROR_CEILING = env_float("REVERIE_CANARY_ERROR_CEILING", 0.10)
+REVERIE_ROLLOUT_MIN_RUNS = env_int("REVERIE_ROLLOUT_MIN_RUNS", 100, minimum=0)
+REVERIE_ROLLOUT_MIN_MINUTES = env_int("REVERIE_ROLLOUT_MIN_MINUTES", 30, minimum=0)
+REVERIE_ROLLOUT_CHECK_SECONDS = env_int("REVERIE_ROLLOUT_CHECK_SECONDS", 60, minimum=5)
+# The config endpoint caches API-key lookups in-process this long (revocation delay).
+REVERIE_CONFIG_AUTH_CACHE_SECONDS = env_int("REVERIE_CONFIG_AUTH_CACHE_SECONDS", 10, minimum=0)
+# ... and an agent's routing (stable/canary/percent/paused) this long: a halt reaches every
+# worker within this bound. 0 = read the routing from the database on every request.
+REVERIE_CONFIG_ROUTING_CACHE_SECONDS = env_float("REVERIE_CONFIG_ROUTING_CACHE_SECONDS", 1.0)
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "reverie@localhost")
@@ -259,6 +271,10 @@ LOGGING = {
 
 # Periodic tasks (django-celery-beat copies these into its database schedule at start-up).
 CELERY_BEAT_SCHEDULE = {
+    "reviews.check_rollouts": {
+        "task": "reviews.check_rollouts",
+        "schedule": float(REVERIE_ROLLOUT_CHECK_SECONDS),
+    },
     "managed-sync-all": {
         "task": "dreams.managed.sync_all",
         "schedule": REVERIE_MANAGED_SYNC_MINUTES * 60,

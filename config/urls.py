@@ -12,6 +12,8 @@ urlpatterns = [
     path("api/v1/", include("agents.api_urls")),
     path("api/v1/", include("dreams.api_urls")),
     path("api/v1/", include("reviews.api_urls")),
+    path("api/v1/", include("reviews.api_urls_rollouts")),
+    path("rollouts/", include("reviews.urls_rollouts")),
     path("", include("reviews.urls")),
     path("", include("agents.urls")),
 ]
