@@ -63,6 +63,7 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 
     target_class = "agents.authentication.ApiKeyAuthentication"
     name = "apiKey"
+    match_subclasses = True  # the config endpoint's cached variant is the same scheme
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {

@@ -73,16 +73,19 @@ def test_two_approvals_needed_when_agent_requires_two(agent, reviewer, second_re
 
 
 def test_author_of_an_edit_cannot_be_one_of_two_approvers(
-    agent, reviewer, second_reviewer, owner, proposal
+    agent, reviewer, second_reviewer, owner, proposal, settings
 ):
+    # The factory's candidate doubles a one-line prompt; growth is not what this test is about.
+    settings.REVERIE_DREAM_MAX_GROWTH_PCT = 1000
     agent.required_approvals = 2
     agent.save(update_fields=["required_approvals"])
     edited = services.edit_proposal(
         proposal_id=proposal.pk,
         editor=reviewer,
-        system_prompt=proposal.candidate_version.system_prompt + "\n- Be brief.\n",
+        system_prompt=proposal.candidate_version.system_prompt.replace("a", "A", 1),
         memory_documents=proposal.candidate_version.memory_documents,
     )
+    assert edited.flags == []
     Proposal.objects.filter(pk=edited.pk).update(status="ready")
     with pytest.raises(services.DecisionRefused, match="another reviewer"):
         services.approve_proposal(proposal_id=edited.pk, reviewer=reviewer)
@@ -204,3 +207,19 @@ def test_comment_is_shown_escaped(client, reviewer, proposal):
     client.post(f"/proposals/{proposal.pk}/comment/", {"body": "<b>bold</b> claim"})
     html = client.get(f"/proposals/{proposal.pk}/").content.decode()
     assert "&lt;b&gt;bold&lt;/b&gt; claim" in html
+
+
+def test_an_edit_that_touches_protected_text_is_flagged_for_an_admin(agent, reviewer, proposal):
+    protected = "<!-- protected -->\nNever share card numbers.\n<!-- /protected -->\n"
+    base = proposal.base_version
+    ConfigVersion.objects.filter(pk=base.pk).update(system_prompt=protected + base.system_prompt)
+    proposal.refresh_from_db()
+
+    edited = services.edit_proposal(
+        proposal_id=proposal.pk,
+        editor=reviewer,
+        system_prompt=proposal.base_version.system_prompt.replace("card numbers", "anything"),
+        memory_documents=proposal.candidate_version.memory_documents,
+    )
+
+    assert "protected_section" in [f["code"] for f in edited.flags]
