@@ -35,11 +35,12 @@ browser:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "Install Debian's chromium (sudo apt-get install chromium) for the browser tests."; exit 1; fi; }
 
+# Two workers: one per core on the reference machine; each gets its own test database.
 test: install browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 bench: install
-	$(BIN)/python tests/bench/ingest.py
+	for b in ingest replay dream pages config_endpoint; do $(BIN)/python tests/bench/$$b.py || exit 1; done
 
 lint: install
 	$(BIN)/ruff check .
