@@ -187,6 +187,15 @@ class AgentDetail(WorkspaceMixin, APIView):
         serializer.is_valid(raise_exception=True)
         changes = dict(serializer.validated_data)
         stable_number = changes.pop("set_stable_version", None)
+        if stable_number is not None and agent.canary_version_id is not None:
+            # Moving the stable version under a running canary would change the baseline arm.
+            return error_response(
+                "rollout_in_progress",
+                "A rollout is in progress; complete, halt or roll it back before setting the "
+                "stable version by hand.",
+                fields={"set_stable_version": ["a canary version is live"]},
+                status_code=409,
+            )
         with transaction.atomic():
             if changes:
                 agent = services.update_agent_settings(

@@ -261,3 +261,17 @@ def test_a_nul_character_in_version_content_is_a_400(api, agent, payload):
 
     assert response.status_code == 400
     assert agent.versions.count() == 1
+
+
+def test_setting_the_stable_version_during_a_rollout_is_refused(api, agent):
+    canary = ConfigVersionFactory(agent=agent, number=2)
+    ConfigVersionFactory(agent=agent, number=3)
+    agent.canary_version, agent.canary_percent = canary, 25
+    agent.save(update_fields=["canary_version", "canary_percent"])
+
+    response = api.patch("/api/v1/agents/support", {"set_stable_version": 3}, format="json")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "rollout_in_progress"
+    agent.refresh_from_db()
+    assert agent.stable_version.number == 1
