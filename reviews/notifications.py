@@ -102,7 +102,7 @@ def dreaming_report_payload(
 
 
 def enqueue_delivery(
-    *, agent: Agent, event_key: str, payload: dict[str, Any]
+    *, agent: Agent, event_key: str, payload: dict[str, Any], event_type: str = EVENT_TYPE
 ) -> WebhookDelivery | None:
     """One delivery per event (a repeated signal adds nothing); sent after commit."""
     from reviews.tasks import deliver_webhook
@@ -114,7 +114,7 @@ def enqueue_delivery(
             event_key=event_key,
             defaults={
                 "agent": agent,
-                "event_type": EVENT_TYPE,
+                "event_type": event_type,
                 "msg_id": f"msg_{secrets.token_hex(12)}",
                 "url": agent.webhook_url,
                 "payload": payload,

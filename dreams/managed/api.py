@@ -13,23 +13,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.access import Principal, get_agent_for, principal_for
+from agents.access import get_agent_for
+from agents.api import WorkspaceMixin
 from config.api import error_response
 from dreams.managed import apply, hosted, services, webhooks
 from dreams.managed.client import ManagedNotConfigured, api_key_configured, configured_key_names
 from dreams.managed.models import HostedDream, ManagedAgentLink, MemoryApplication
 from dreams.managed.selectors import hosted_dreams_for, memory_applications_for
 from dreams.models import Proposal
-
-
-class PrincipalMixin:
-    request: Request
-
-    @property
-    def principal(self) -> Principal:
-        if not hasattr(self, "_principal"):
-            self._principal = principal_for(self.request)
-        return self._principal
 
 
 class ManagedLinkSerializer(serializers.ModelSerializer):
@@ -71,7 +62,7 @@ class ManagedLinkSerializer(serializers.ModelSerializer):
         return value
 
 
-class ManagedLinkDetail(PrincipalMixin, APIView):
+class ManagedLinkDetail(WorkspaceMixin, APIView):
     """The agent's link to a Claude Managed Agent."""
 
     def _link(self, slug: str) -> ManagedAgentLink:
@@ -122,7 +113,7 @@ class ManagedLinkDetail(PrincipalMixin, APIView):
 QUEUED_DOC = inline_serializer("ManagedQueued", fields={"queued": serializers.BooleanField()})
 
 
-class ManagedSync(PrincipalMixin, APIView):
+class ManagedSync(WorkspaceMixin, APIView):
     """Queue a sync of the linked Managed Agent's sessions into runs."""
 
     @extend_schema(request=None, responses={202: QUEUED_DOC})
@@ -176,7 +167,7 @@ class HostedDreamStartSerializer(serializers.Serializer):
     instructions = serializers.CharField(required=False, allow_blank=True, max_length=4096)
 
 
-class HostedDreamListCreate(PrincipalMixin, APIView):
+class HostedDreamListCreate(WorkspaceMixin, APIView):
     """ "Dream with Anthropic": list this agent's hosted dreams or start one."""
 
     @extend_schema(responses=HostedDreamSerializer(many=True))
@@ -221,7 +212,7 @@ class MemoryApplicationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class MemoryApply(PrincipalMixin, APIView):
+class MemoryApply(WorkspaceMixin, APIView):
     """Write an approved proposal into the live memory store (reviewers), or list the attempts."""
 
     def _proposal(self) -> Proposal:

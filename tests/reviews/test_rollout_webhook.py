@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from reviews import rollouts
-from reviews.rollout_notifications import WebhookRefused, check_target
+from reviews.notifications import TargetRefused, resolve_target
 from tests.reviews.rollout_fixtures import approved_proposal
 
 pytestmark = pytest.mark.django_db
@@ -85,9 +85,9 @@ def test_a_tampered_body_does_not_verify(
 
 def test_loopback_targets_are_refused_unless_allowed(settings):
     settings.REVERIE_WEBHOOKS_ALLOW_PRIVATE = False
-    with pytest.raises(WebhookRefused):
-        check_target("http://127.0.0.1:9/hooks")
-    with pytest.raises(WebhookRefused):
-        check_target("ftp://example.com/")
+    with pytest.raises(TargetRefused):
+        resolve_target("http://127.0.0.1:9/hooks")
+    with pytest.raises(TargetRefused):
+        resolve_target("ftp://example.com/")
     settings.REVERIE_WEBHOOKS_ALLOW_PRIVATE = True
-    check_target("http://127.0.0.1:9/hooks")
+    resolve_target("http://127.0.0.1:9/hooks")
