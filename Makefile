@@ -22,7 +22,6 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/python manage.py migrate --no-input -v 0
 	$(BIN)/python manage.py seed_demo
-	$(BIN)/python manage.py dream_demo
 	@echo ""
 	@echo "  Reverie is running at http://$(HOST):$(PORT)/  (log in as demo / reverie-demo)"
 	@echo "  Admin: http://$(HOST):$(PORT)/admin/   API docs: http://$(HOST):$(PORT)/api/docs/"

@@ -32,14 +32,14 @@ def counts() -> dict[str, int]:
 @pytest.fixture
 def seeded() -> dict[str, int]:
     out = StringIO()
-    call_command("seed_demo", stdout=out)
+    call_command("seed_demo", "--no-dream", stdout=out)
     assert "300 runs (300 new)" in out.getvalue()
     return counts()
 
 
 def test_seeding_twice_changes_nothing(seeded):
     out = StringIO()
-    call_command("seed_demo", stdout=out)
+    call_command("seed_demo", "--no-dream", stdout=out)
 
     assert "(0 new)" in out.getvalue()
     assert counts() == seeded

@@ -12,7 +12,7 @@ from tests.fake_anthropic import fake_anthropic, fake_gateway_settings  # noqa: 
 
 @pytest.fixture
 def demo_agent(db: Any) -> Agent:
-    call_command("seed_demo", "--runs", "160", stdout=StringIO())
+    call_command("seed_demo", "--runs", "160", "--no-dream", stdout=StringIO())
     return Agent.objects.select_related("stable_version", "workspace").get(slug="refunds-desk")
 
 

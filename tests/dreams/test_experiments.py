@@ -22,7 +22,7 @@ WINDOW = "\nBefore issuing any refund, always check the refund window with check
 
 @pytest.fixture
 def demo_agent(db):
-    call_command("seed_demo", runs=80, stdout=io.StringIO())
+    call_command("seed_demo", runs=80, no_dream=True, stdout=io.StringIO())
     return Agent.objects.select_related("stable_version").get(slug="refunds-desk")
 
 

@@ -22,7 +22,7 @@ UNRELATED_GUIDANCE = "\n## Sign-off\nAlways end your message with 'Happy trails!
 
 @pytest.fixture
 def demo_agent(db):
-    call_command("seed_demo", stdout=io.StringIO())
+    call_command("seed_demo", no_dream=True, stdout=io.StringIO())
     return Agent.objects.select_related("stable_version").get(slug="refunds-desk")
 
 
@@ -103,7 +103,7 @@ RESOLVE_GUIDANCE = (
 
 @pytest.fixture
 def small_demo_agent(db):
-    call_command("seed_demo", runs=120, stdout=io.StringIO())
+    call_command("seed_demo", runs=120, no_dream=True, stdout=io.StringIO())
     return Agent.objects.select_related("stable_version").get(slug="refunds-desk")
 
 

@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -22,6 +23,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--runs", type=int, default=300)
+        parser.add_argument(
+            "--no-dream",
+            action="store_true",
+            help="skip the dream cycle that fills the review queue with real proposals",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         User = get_user_model()
@@ -91,3 +97,6 @@ class Command(BaseCommand):
                 f"Demo ready: workspace {workspace.name!r}, agent {agent.slug!r}, {existing + len(created_ids)} runs ({len(created_ids)} new). Log in as demo / reverie-demo."
             )
         )
+        if not options["no_dream"]:
+            # By command name: `agents` sits below `dreams` and never imports it.
+            call_command("dream_demo", stdout=self.stdout)
