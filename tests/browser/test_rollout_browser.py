@@ -1,6 +1,5 @@
 """Browser: approve a proposal, start its rollout, approve stage 2, see the split; halt, stable back."""
 
-import os
 import random
 
 import pytest
@@ -8,40 +7,32 @@ import pytest
 from reviews.models import Rollout
 from tests.reviews.rollout_fixtures import age_stage, approved_proposal, seed_runs
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def page():
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page()
-        page.set_default_timeout(15_000)
-        yield page
-        browser.close()
 
 
 def split_rows(page):
     return page.locator("[data-testid=agent-split] tbody tr").all_inner_texts()
 
 
-def test_a_rollout_from_approval_to_stage_two_and_halt(page, live_server, owner, agent, settings):
+def agent_page_split(page, live_server, agent):
+    """The split as the agent page shows it (loaded into the page by htmx)."""
+    page.goto(f"{live_server.url}/agents/{agent.slug}/")
+    page.wait_for_selector("[data-testid=agent-split] tbody tr")
+    return split_rows(page)
+
+
+def test_a_rollout_from_approval_to_stage_two_and_halt(
+    page, login, shot, live_server, owner, agent, settings
+):
     settings.REVERIE_ROLLOUT_MIN_RUNS = 10
     settings.REVERIE_ROLLOUT_MIN_MINUTES = 1
     proposal = approved_proposal(agent, actor=owner)  # drafted → ready → approved
 
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", owner.username)
-    page.fill("input[name=password]", "pw-for-tests")
-    page.click("button[type=submit], input[type=submit]")
-    page.goto(f"{live_server.url}/rollouts/")
-    page.get_by_role("button", name="Start rollout").click()
+    login(owner.username)
+    rows = agent_page_split(page, live_server, agent)
+    assert len(rows) == 1 and "v1" in rows[0] and "100%" in rows[0]
+    page.goto(f"{live_server.url}/proposals/{proposal.pk}/")
+    page.get_by_role("button", name="Start staged rollout").click()
 
     page.wait_for_url(f"{live_server.url}/rollouts/*/")
     rollout = Rollout.objects.get(proposal=proposal)
@@ -57,18 +48,17 @@ def test_a_rollout_from_approval_to_stage_two_and_halt(page, live_server, owner,
     page.reload()
     page.get_by_role("button", name="Approve next stage").click()
     page.wait_for_load_state()
-    if os.environ.get("BROWSER_SCREENSHOTS"):
-        page.screenshot(
-            path=f"{os.environ['BROWSER_SCREENSHOTS']}/rollout-stage-2.png", full_page=True
-        )
-    rows = split_rows(page)
+    shot("rollout-stage-2")
+    rows = agent_page_split(page, live_server, agent)
+    shot("agent-split-stage-2")
     assert any("v1" in r and "75%" in r for r in rows), rows
     assert any("v2" in r and "25%" in r for r in rows), rows
 
+    page.goto(f"{live_server.url}/rollouts/{rollout.pk}/")
     page.get_by_role("button", name="Halt").click()
     page.wait_for_load_state()
     assert page.get_by_test_id("rollout-status").inner_text() == "Halted"
-    rows = split_rows(page)
+    rows = agent_page_split(page, live_server, agent)
     assert len(rows) == 1 and "v1" in rows[0] and "100%" in rows[0]
     agent.refresh_from_db()
     assert agent.canary_version_id is None and agent.stable_version.number == 1
