@@ -8,7 +8,7 @@ Prints wall time, replays/s, parallel efficiency (ideal time at the configured c
 actual, ideal = model calls × delay ÷ concurrency) and tokens per replay with and without the
 cached prefix (a second, smaller experiment with prompt caching off: BENCH_NOCACHE_RUNS).
 
-    DATABASE_URL=postgres://… python tests/bench/replay.py
+    DATABASE_URL=postgres://… python tests/bench/replay.py   (runs in a throwaway test database)
     BENCH_RUNS=100 BENCH_CONCURRENCY=16 python tests/bench/replay.py
 """
 
@@ -229,4 +229,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from django.test.utils import setup_databases, teardown_databases
+
+    # A throwaway, migrated database (test_<name>) so the benchmark needs no prepared one.
+    old_config = setup_databases(verbosity=0, interactive=False)
+    try:
+        main()
+    finally:
+        teardown_databases(old_config, verbosity=0)
