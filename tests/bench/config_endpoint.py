@@ -9,8 +9,8 @@ BENCH_BASELINE_SECONDS on a fresh server with the in-process key and routing cac
 prints the ratio.
 
 Env: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/reverie_bench_config),
-BENCH_SECONDS (30), BENCH_BASELINE_SECONDS (10), BENCH_CONNECTIONS (8), BENCH_KEYS (2000),
-BENCH_REVALIDATE (0.8), BENCH_STATUS_SECONDS (5), BENCH_WORKER_CLASS (gthread: keep-alive), BENCH_THREADS (4), BENCH_PORT (18765).
+BENCH_SECONDS (30), BENCH_BASELINE_SECONDS (10), BENCH_CONNECTIONS (6), BENCH_KEYS (2000),
+BENCH_REVALIDATE (0.8), BENCH_STATUS_SECONDS (5), BENCH_WORKER_CLASS (gthread: keep-alive), BENCH_THREADS (1: one request at a time per worker, the lowest tail on 2 cores), BENCH_PORT (18765).
 Needs `wrk` (apt-get install wrk).
 """
 
@@ -35,11 +35,11 @@ DATABASE_URL = os.environ.get(
 )
 SECONDS = int(os.environ.get("BENCH_SECONDS", "30"))
 BASELINE_SECONDS = int(os.environ.get("BENCH_BASELINE_SECONDS", "10"))
-CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "6"))
 KEYS = int(os.environ.get("BENCH_KEYS", "2000"))
 REVALIDATE = float(os.environ.get("BENCH_REVALIDATE", "0.8"))
 WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gthread")
-THREADS = int(os.environ.get("BENCH_THREADS", "4"))
+THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 STATUS_SECONDS = int(os.environ.get("BENCH_STATUS_SECONDS", "5"))
 PORT = int(os.environ.get("BENCH_PORT", "18765"))
 
