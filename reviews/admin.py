@@ -1,0 +1,74 @@
+"""Read-only admin views of rollouts and webhook deliveries: state changes go through the services."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from reviews.models import Rollout, RolloutStage, WebhookAttempt, WebhookDelivery
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RolloutStageInline(admin.TabularInline):
+    model = RolloutStage
+    extra = 0
+    can_delete = False
+    fields = [
+        "index",
+        "percent",
+        "status",
+        "min_runs",
+        "min_duration",
+        "approved_by_label",
+        "approved_at",
+        "started_at",
+        "ended_at",
+        "verdict",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Rollout)
+class RolloutAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "agent", "proposal", "status", "current_stage", "created_at", "ended_at"]
+    list_filter = ["status", "agent"]
+    list_select_related = ["agent", "proposal"]
+    inlines = [RolloutStageInline]
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    extra = 0
+    can_delete = False
+    readonly_fields = [
+        "number",
+        "started_at",
+        "duration_ms",
+        "status_code",
+        "error",
+        "response_excerpt",
+    ]
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["event_type", "agent", "url", "status", "attempts", "created_at"]
+    list_filter = ["status", "event_type"]
+    inlines = [WebhookAttemptInline]
