@@ -217,10 +217,10 @@ def guard_cycle(*, cycle: DreamCycle) -> int:
         if (proposal.metadata or {}).get("guarded"):
             continue
         read_runs = list(Run.objects.filter(pk__in=proposal.metadata.get("drafting_run_ids", [])))
-        flags = guards.check(
-            base=drafting.documents_of(proposal.base_version),
-            candidate=drafting.documents_of(proposal.candidate_version),
-            agent_sections=agent.protected_sections,
+        flags = guards.flags_for_change(
+            agent=agent,
+            base=proposal.base_version,
+            candidate=proposal.candidate_version,
             runs=read_runs,
         )
         with transaction.atomic():

@@ -15,21 +15,17 @@ from django.db import transaction
 from agents import services as agent_services
 from agents.models import ConfigVersion
 from dreams import diffs, dreamer, prompts
+from dreams.guards import SYSTEM_PROMPT, documents_of
 from dreams.models import DreamCycle, FailurePattern, PatternRun, Proposal
 from dreams.patterns import MIN_DRAFTING, negative_comments
 from dreams.proposals import create_proposal
 
-SYSTEM_PROMPT = "system_prompt"
 MAX_EDITS = 5
 DOCUMENT_PATH = re.compile(r"^[\w][\w./ -]{0,199}$")
 
 
 class DraftRejected(ValueError):
     """The model's draft is not an acceptable edit; the message says why."""
-
-
-def documents_of(version: ConfigVersion) -> dict[str, str]:
-    return {SYSTEM_PROMPT: version.system_prompt, **(version.memory_documents or {})}
 
 
 def version_changes(base: ConfigVersion, candidate: ConfigVersion) -> list[dict[str, str]]:

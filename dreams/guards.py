@@ -12,6 +12,8 @@ from django.conf import settings
 
 from agents.models import Agent, ConfigVersion, Run
 
+SYSTEM_PROMPT = "system_prompt"  # the document name of the system prompt; memory uses its paths
+
 PROTECTED_BLOCK = re.compile(r"<!--\s*protected\s*-->.*?<!--\s*/protected\s*-->", re.S | re.I)
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 WORD = re.compile(r"\w+")
@@ -194,13 +196,18 @@ def check(
     ]
 
 
+def documents_of(version: ConfigVersion) -> dict[str, str]:
+    """A version's documents as guards, drafts and diffs see them."""
+    return {SYSTEM_PROMPT: version.system_prompt, **(version.memory_documents or {})}
+
+
 def flags_for_change(
     *, agent: Agent, base: ConfigVersion, candidate: ConfigVersion, runs: list[Run]
 ) -> list[dict[str, Any]]:
     """Guard flags for a proposal from `base` to `candidate` (dreamt, hosted or edited by hand)."""
     return check(
-        base={"system_prompt": base.system_prompt, **(base.memory_documents or {})},
-        candidate={"system_prompt": candidate.system_prompt, **(candidate.memory_documents or {})},
+        base=documents_of(base),
+        candidate=documents_of(candidate),
         agent_sections=list(agent.protected_sections or []),
         runs=runs,
     )
