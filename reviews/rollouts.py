@@ -272,16 +272,7 @@ def approve_stage(*, rollout_id: int, actor: Any, now: datetime | None = None) -
         if not readiness.ready:
             raise StageNotReady(readiness.reasons)
         analysis = analyse_stage(rollout=rollout, stage=stage)
-        if analysis.comparison.should_halt:
-            _halt(
-                rollout=rollout,
-                agent=agent,
-                actor=None,
-                reason=analysis.comparison.reason,
-                automatic=True,
-                status=R.HALTED,
-                analysis=analysis,
-            )
+        if _halt_if_regressed(rollout=rollout, agent=agent, analysis=analysis):
             return rollout
         moment = timezone.now()
         stage.status = RolloutStage.Status.PASSED
@@ -413,6 +404,22 @@ def roll_back(*, rollout_id: int, actor: Any, reason: str = "") -> Rollout:
     return rollout
 
 
+def _halt_if_regressed(*, rollout: Rollout, agent: Agent, analysis: StageAnalysis) -> bool:
+    """The automatic halt (caller holds the locks): True when the canary regressed."""
+    if not analysis.comparison.should_halt:
+        return False
+    _halt(
+        rollout=rollout,
+        agent=agent,
+        actor=None,
+        reason=analysis.comparison.reason,
+        automatic=True,
+        status=R.HALTED,
+        analysis=analysis,
+    )
+    return True
+
+
 def evaluate_rollout(*, rollout_id: int) -> StageAnalysis | None:
     """The periodic canary check: halt on a regression, flag a stage ready for approval."""
     with transaction.atomic():
@@ -421,16 +428,7 @@ def evaluate_rollout(*, rollout_id: int) -> StageAnalysis | None:
             return None
         stage = _current_stage(rollout)
         analysis = analyse_stage(rollout=rollout, stage=stage)
-        if analysis.comparison.should_halt:
-            _halt(
-                rollout=rollout,
-                agent=agent,
-                actor=None,
-                reason=analysis.comparison.reason,
-                automatic=True,
-                status=R.HALTED,
-                analysis=analysis,
-            )
+        if _halt_if_regressed(rollout=rollout, agent=agent, analysis=analysis):
             return analysis
         stage.metrics = analysis.as_dict()
         stage.save(update_fields=["metrics"])
