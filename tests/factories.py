@@ -14,9 +14,10 @@ class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
         django_get_or_create = ("username",)
+        skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.PostGenerationMethodCall("set_password", "pw-for-tests")
+    password = factory.django.Password("pw-for-tests")
 
 
 class WorkspaceFactory(factory.django.DjangoModelFactory):
@@ -56,6 +57,12 @@ class ConfigVersionFactory(factory.django.DjangoModelFactory):
     memory_documents = factory.LazyFunction(dict)
     tools = factory.LazyFunction(list)
     model = "claude-sonnet-5-5"
+
+
+def runs_tagged(agent: Agent, tag: str, limit: int | None = None) -> list[Run]:
+    """The agent's runs carrying `tag`, oldest first; filtered in Python so it runs on every database."""
+    runs = [run for run in Run.objects.filter(agent=agent).order_by("id") if tag in run.tags]
+    return runs[:limit] if limit else runs
 
 
 def simple_messages(

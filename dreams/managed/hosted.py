@@ -20,7 +20,6 @@ from agents.models import Agent, Run
 from dreams.managed import hosted_results
 from dreams.managed.client import ManagedNotConfigured, client_for
 from dreams.managed.models import HostedDream, ManagedAgentLink
-from dreams.managed.sync import MANAGED_TAG
 from dreams.models import DreamCycle, ModelCall
 
 logger = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ def failed_session_runs(*, agent: Agent, limit: int = MAX_SESSIONS) -> list[Run]
         Run.objects.filter(
             agent=agent,
             status__in=[Run.Status.FAILURE, Run.Status.ERROR],
-            tags__contains=[MANAGED_TAG],
+            metadata__has_key="managed",  # set by the session sync; portable
         )
         .exclude(pk__in=studied)
         .order_by("-started_at", "-id")[:limit]

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 from django.contrib.messages import get_messages
+from django.core import serializers
 from django.core.exceptions import ValidationError
-from django.db import connection
 
 from agents import services
 from agents.models import ApiKey, AuditEvent, ConfigVersion
@@ -118,13 +118,8 @@ def test_the_agent_admin_changes_settings_through_the_audited_service(admin_clie
 
 
 def _all_stored_text() -> str:
-    """Every text column of the tables a key could leak into, as PostgreSQL stores them."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT row_to_json(k)::text FROM agents_apikey k")
-        keys = [r[0] for r in cursor.fetchall()]
-        cursor.execute("SELECT row_to_json(a)::text FROM agents_auditevent a")
-        audit = [r[0] for r in cursor.fetchall()]
-    return "\n".join(keys + audit)
+    """Every column of the tables a key could leak into, as the database returns them."""
+    return serializers.serialize("json", [*ApiKey.objects.all(), *AuditEvent.objects.all()])
 
 
 def test_only_the_sha256_of_a_key_is_stored(workspace):

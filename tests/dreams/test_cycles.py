@@ -10,7 +10,7 @@ from django.db import connection
 from agents.models import Run
 from dreams import cycles, drafting
 from dreams.models import DreamCycle, FailurePattern, ModelCall, PatternRun, Proposal
-from tests.factories import AgentFactory, ConfigVersionFactory, RunFactory
+from tests.factories import AgentFactory, ConfigVersionFactory, RunFactory, runs_tagged
 
 EXPERIMENTS_INSTALLED = importlib.util.find_spec("dreams.experiments") is not None
 
@@ -43,7 +43,7 @@ def test_demo_cycle_finds_the_three_failure_modes_as_separate_patterns(demo_agen
     }
     for kinds, pattern in kinds_per_pattern.items():
         (kind,) = kinds
-        seeded = Run.objects.filter(agent=demo_agent, tags__contains=[kind]).count()
+        seeded = len(runs_tagged(demo_agent, kind))
         assert pattern.count == seeded
 
 

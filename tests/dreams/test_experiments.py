@@ -13,6 +13,7 @@ from dreams.models import Experiment, ModelCall, Proposal, Replay
 from dreams.proposals import create_proposal
 from dreams.simulated.transport import answer
 from dreams.tasks import run_experiment_task
+from tests.factories import runs_tagged
 from tests.fake_anthropic import FakeAnthropic, text
 
 pytestmark = pytest.mark.django_db
@@ -36,11 +37,6 @@ def candidate_with(agent, extra):
         model=stable.model,
         parent=stable,
     )
-
-
-def runs_tagged(agent, tag, limit=None):
-    runs = Run.objects.filter(agent=agent, tags__contains=[tag]).order_by("id")
-    return list(runs[:limit] if limit else runs)
 
 
 def start(agent, candidate, callbacks, **kwargs):

@@ -6,9 +6,10 @@ import pytest
 from django.core.management import call_command
 
 from agents import services
-from agents.models import Agent, Run
+from agents.models import Agent
 from dreams.experiments import start_experiment
 from dreams.models import Experiment, ModelCall, Replay
+from tests.factories import runs_tagged
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +54,7 @@ def run_experiment_on(agent, candidate, target, django_capture_on_commit_callbac
 def test_window_guidance_fixes_most_past_window_failures_without_regressions(
     demo_agent, django_capture_on_commit_callbacks
 ):
-    target = list(Run.objects.filter(agent=demo_agent, tags__contains=["past_window"]))
+    target = runs_tagged(demo_agent, "past_window")
     assert len(target) >= 10
     candidate = candidate_with(demo_agent, WINDOW_GUIDANCE)
 
@@ -78,7 +79,7 @@ def test_window_guidance_fixes_most_past_window_failures_without_regressions(
 
 
 def test_unrelated_candidate_fixes_nothing(demo_agent, django_capture_on_commit_callbacks):
-    target = list(Run.objects.filter(agent=demo_agent, tags__contains=["past_window"]))
+    target = runs_tagged(demo_agent, "past_window")
     candidate = candidate_with(demo_agent, UNRELATED_GUIDANCE)
 
     experiment = run_experiment_on(
@@ -110,7 +111,7 @@ def small_demo_agent(db):
 def test_verification_guidance_fixes_unverified_refunds_through_the_read_only_sandbox(
     small_demo_agent, django_capture_on_commit_callbacks
 ):
-    target = list(Run.objects.filter(agent=small_demo_agent, tags__contains=["unverified"]))
+    target = runs_tagged(small_demo_agent, "unverified")
     candidate = candidate_with(small_demo_agent, VERIFY_GUIDANCE)
 
     experiment = run_experiment_on(
@@ -132,7 +133,7 @@ def test_verification_guidance_fixes_unverified_refunds_through_the_read_only_sa
 def test_resolve_guidance_on_escalated_runs_stops_at_the_unrecorded_refund(
     small_demo_agent, django_capture_on_commit_callbacks
 ):
-    target = list(Run.objects.filter(agent=small_demo_agent, tags__contains=["angry"]))
+    target = runs_tagged(small_demo_agent, "angry")
     candidate = candidate_with(small_demo_agent, RESOLVE_GUIDANCE)
 
     experiment = run_experiment_on(
