@@ -8,7 +8,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 python3 $(wildcard /root/.pyenv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test bench lint format browser clean
+.PHONY: install demo test bench bench-smoke bench-tools lint format browser clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required (Django 6)."; exit 1; }
@@ -38,8 +38,22 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest -n 2
 
-bench: install
-	for b in ingest replay dream pages config_endpoint; do $(BIN)/python tests/bench/$$b.py || exit 1; done
+# Every script in tests/bench/ but the shared helper module.
+BENCHMARKS := $(basename $(notdir $(wildcard tests/bench/[a-z]*.py)))
+
+# The config endpoint benchmark drives the server with wrk (Debian's package).
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+		else echo "Install wrk (sudo apt-get install wrk) for the config endpoint benchmark."; exit 1; fi; }
+
+# Full sizes (minutes each; PostgreSQL on 127.0.0.1 for ingest, pages and config_endpoint).
+bench: install bench-tools
+	for b in $(BENCHMARKS); do echo "== $$b"; $(BIN)/python tests/bench/$$b.py || exit 1; done
+
+# Every benchmark at its smoke size (what CI runs): seconds each, same code paths.
+bench-smoke: install bench-tools
+	for b in $(BENCHMARKS); do echo "== $$b --smoke"; $(BIN)/python tests/bench/$$b.py --smoke || exit 1; done
 
 lint: install
 	$(BIN)/ruff check .

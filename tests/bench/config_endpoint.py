@@ -29,6 +29,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import figure, smoke_sizes  # noqa: E402
+
+smoke_sizes(BENCH_SECONDS=4, BENCH_BASELINE_SECONDS=3, BENCH_KEYS=200, BENCH_STATUS_SECONDS=2)
 
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/reverie_bench_config"
@@ -267,7 +271,13 @@ def main() -> None:
             lines.append(f"{key}\t{headers['ETag']}")
         with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as handle:
             handle.write("\n".join(lines) + "\n")
-        run_wrk(path=config_path, api_key=api_key, keys_file=handle.name, seconds=3, with_etag=True)
+        run_wrk(
+            path=config_path,
+            api_key=api_key,
+            keys_file=handle.name,
+            seconds=min(3, SECONDS),
+            with_etag=True,
+        )
         result = run_wrk(
             path=config_path,
             api_key=api_key,
@@ -328,9 +338,16 @@ def main() -> None:
         )
         print(f"  requests/s        {baseline['rps']:,.0f}")
         print(f"  latency p50/p99   {baseline['p50_ms']:.2f} / {baseline['p99_ms']:.2f} ms")
-        print(
-            f"  ratio             {result['rps'] / baseline['rps']:.2f}x the requests/s of the baseline"
-        )
+        if baseline["rps"]:
+            print(
+                f"  ratio             {result['rps'] / baseline['rps']:.2f}x the requests/s of the baseline"
+            )
+    figure("config_requests_per_second", result["rps"], "req/s")
+    figure("config_latency_p50", result["p50_ms"], "ms")
+    figure("config_latency_p99", result["p99_ms"], "ms")
+    figure("config_share_304", statuses["share_304"] * 100, "%")
+    if baseline:
+        figure("config_baseline_requests_per_second", baseline["rps"], "req/s")
     target = result["rps"] >= 1500 and result["p99_ms"] < 50
     print(f"target >= 1,500 req/s with p99 < 50 ms: {'met' if target else 'NOT met'}")
 

@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+from _bench import figure, smoke_sizes  # noqa: E402
+
+smoke_sizes(REVERIE_BENCH_RUNS=300)
 
 import django  # noqa: E402
 
@@ -213,6 +217,11 @@ def main() -> None:
             f"{naive['calls'] / max(reverie['calls'], 1):.1f}x model calls, "
             f"{naive['wall'] / max(reverie['wall'], 1e-9):.1f}x wall time"
         )
+        figure("cycle_wall_time", reverie["wall"], "s")
+        figure("model_calls_per_failure", reverie["calls"] / max(reverie["failures"], 1))
+        figure("tokens_per_failure", reverie["tokens"] / max(reverie["failures"], 1), "tokens")
+        figure("dreaming_share_of_production_spend", float(reverie["share_cost"] or 0), "%")
+        figure("baseline_tokens_per_failure", naive["tokens"] / max(naive["failures"], 1), "tokens")
         aim = "meets" if (reverie["share_cost"] or 0) < 5 else "misses"
         print(f"aim (< 5% of production spend): {aim} ({reverie['share_cost']}%)")
     finally:

@@ -25,6 +25,11 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import figure, smoke_sizes  # noqa: E402
+
+smoke_sizes(BENCH_RUNS=1000, BENCH_BATCH=250)
+
 RUNS = int(os.environ.get("BENCH_RUNS", "20000"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "10"))
 BATCH = int(os.environ.get("BENCH_BATCH", "1000"))
@@ -429,6 +434,9 @@ def main() -> None:
     print(
         f"ratio API / COPY: {api_rate / copy_rate:.0%}  (vs COPY only: {api_rate / copy_only_rate:.0%})"
     )
+    figure("api_ingest", api_rate, "runs/s")
+    figure("copy_baseline", copy_rate, "runs/s")
+    figure("api_share_of_copy", api_rate / copy_rate * 100, "%")
 
 
 if __name__ == "__main__":

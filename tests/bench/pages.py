@@ -17,6 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from _bench import figure, fill_column_defaults, smoke_sizes  # noqa: E402
+
+smoke_sizes(BENCH_RUNS=2000, BENCH_PROPOSALS=60, BENCH_REPLAYS=40, BENCH_REQUESTS=10)
 
 RUNS = int(os.environ.get("BENCH_RUNS", "100000"))
 PROPOSALS = int(os.environ.get("BENCH_PROPOSALS", "2000"))
@@ -125,6 +128,7 @@ def build() -> None:
     ids = [a.pk for a, _, _ in agents]
     bases = [b.pk for _, b, _ in agents]
     cands = [c.pk for _, _, c in agents]
+    fill_column_defaults()
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(
             f"""
@@ -301,6 +305,12 @@ def main() -> None:
         )
     queue95 = p95(results["queue /"][0])
     prop95 = p95(results[f"proposal /proposals/{proposal.pk}/"][0])
+    figure("baseline_login_p50", base, "ms")
+    figure("queue_p50", statistics.median(results["queue /"][0]), "ms")
+    figure("queue_p95", queue95, "ms")
+    figure("proposal_p95", prop95, "ms")
+    figure("agent_page_p95", p95(results["agent page"][0]), "ms")
+    figure("runs_list_p95", p95(results["runs list (newest, all agents)"][0]), "ms")
     print(
         f"aim: queue p95 < 150 ms → {'OK' if queue95 < 150 else 'MISSED'} ({queue95:.1f}); "
         f"proposal p95 < 300 ms → {'OK' if prop95 < 300 else 'MISSED'} ({prop95:.1f})"

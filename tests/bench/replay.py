@@ -23,7 +23,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+from _bench import figure, smoke_sizes  # noqa: E402
+
+smoke_sizes(BENCH_RUNS=40, BENCH_NOCACHE_RUNS=10, BENCH_CONCURRENCY=16)
 
 import django  # noqa: E402
 
@@ -192,7 +196,7 @@ def main() -> None:
         f"replay benchmark: {RUNS} runs × 2 arms, fake API delay {DELAY_MS} ms, concurrency {CONCURRENCY}, chunk {CHUNK} runs"
     )
     print(
-        f"  experiment status        {experiment.status} (verdict {stats['verdict']}, fidelity {stats['fidelity']:.3f}, fixes {stats['overall']['fixes']}, regressions {stats['overall']['regressions']})"
+        f"  experiment status        {experiment.status} (verdict {stats.get('verdict')}, fidelity {stats.get('fidelity') or 0:.3f}, fixes {stats.get('overall', {}).get('fixes')}, regressions {stats.get('overall', {}).get('regressions')})"
     )
     print(f"  replays                  {done}/{replays} done; model calls {calls} ({judge} judge)")
     print(f"  wall time                {wall:.1f} s")
@@ -226,6 +230,13 @@ def main() -> None:
     span = (replay_span["last"] - replay_span["first"]).total_seconds()
     print(f"  slots created → last replay finished  {span:.1f} s")
     print(f"  fake server requests     {fake['requests']} (fake API in its own process)")
+    figure("replays_per_second", replays / wall, "replays/s")
+    figure("parallel_efficiency", ideal / wall)
+    figure("cost_per_replay_cached", cached["cost"], "USD")
+    figure("cost_per_replay_uncached_baseline", uncached["cost"], "USD")
+    figure("cached_cost_ratio", cached["cost"] / uncached["cost"])
+    if done != replays:
+        raise SystemExit(f"only {done} of {replays} replays finished")
 
 
 if __name__ == "__main__":
