@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_celery_beat",
     "agents",
+    "agents.otel",
     "dreams",
     "reviews",
 ]
@@ -117,6 +118,10 @@ REVERIE_RUN_MAX_BYTES = env_int("REVERIE_RUN_MAX_BYTES", 2 * 1024 * 1024, minimu
 REVERIE_REQUEST_MAX_BYTES = env_int("REVERIE_REQUEST_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 REVERIE_BATCH_MAX_RUNS = env_int("REVERIE_BATCH_MAX_RUNS", 1000, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = REVERIE_REQUEST_MAX_BYTES + 1024
+# OTLP trace receiver (agents/otel): a trace's run is final once no span arrived for this long.
+REVERIE_OTLP_SETTLE_SECONDS = env_int("REVERIE_OTLP_SETTLE_SECONDS", 300, minimum=0)
+REVERIE_OTLP_MAX_CONCURRENT = env_int("REVERIE_OTLP_MAX_CONCURRENT", 4, minimum=1)
+REVERIE_OTLP_RETRY_AFTER_SECONDS = env_int("REVERIE_OTLP_RETRY_AFTER_SECONDS", 5, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -277,6 +282,10 @@ CELERY_BEAT_SCHEDULE = {
     "reviews.check_rollouts": {
         "task": "reviews.check_rollouts",
         "schedule": float(REVERIE_ROLLOUT_CHECK_SECONDS),
+    },
+    "otel.settle_traces": {
+        "task": "otel.settle_traces",
+        "schedule": float(max(REVERIE_OTLP_SETTLE_SECONDS, 30)),
     },
     "managed-sync-all": {
         "task": "dreams.managed.sync_all",

@@ -9,6 +9,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/otel/", include("agents.otel.urls")),  # OTLP/HTTP: protobuf, not in the schema
     path("api/v1/", include("agents.api_urls")),
     path("api/v1/", include("dreams.api_urls")),
     path("api/v1/", include("reviews.api_urls")),

@@ -185,7 +185,24 @@ class FakeAnthropic:
                         )
                     )
                 status, payload, headers = fake._route(method, path, body)
-                self._send(status, payload, headers)
+                if status == 200 and isinstance(body, dict) and body.get("stream") is True:
+                    self._send_stream(payload)
+                else:
+                    self._send(status, payload, headers)
+
+            def _send_stream(self, message: dict[str, Any]) -> None:
+                """The reply as Messages API server-sent events (for `stream=True` requests)."""
+                data = b"".join(
+                    f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                    for event in stream_events(message)
+                )
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("content-length", str(len(data)))
+                self.send_header("request-id", f"req_fake_{next(fake._ids)}")
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(data)
 
         self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(
@@ -323,6 +340,43 @@ def fake_gateway_settings(fake_anthropic: FakeAnthropic, settings: Any) -> FakeA
     settings.REVERIE_MODEL_TIMEOUT = 10.0
     settings.REVERIE_BATCH_POLL_SECONDS = 0.01
     return fake_anthropic
+
+
+def stream_events(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Message as the event sequence the streaming Messages API sends."""
+    usage = message.get("usage") or {}
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
+    for index, block in enumerate(message.get("content") or []):
+        if block["type"] == "tool_use":
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {**block, "input": {}},
+                }
+            )
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+        else:
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {**block, "text": ""},
+                }
+            )
+            delta = {"type": "text_delta", "text": block.get("text", "")}
+        events.append({"type": "content_block_delta", "index": index, "delta": delta})
+        events.append({"type": "content_block_stop", "index": index})
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": message.get("stop_reason"), "stop_sequence": None},
+            "usage": {"output_tokens": usage.get("output_tokens", 0)},
+        }
+    )
+    events.append({"type": "message_stop"})
+    return events
 
 
 def text(value: str) -> dict[str, Any]:

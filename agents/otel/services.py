@@ -1,0 +1,250 @@
+"""Store received spans and build (or extend) each trace's run; settle traces gone quiet.
+
+One request is one transaction per trace group (a savepoint each): a group whose run does not
+validate is rejected whole (OTLP partial success) and stores nothing; the others are kept.
+A re-sent span is recognised by (agent, trace id, span id) and changes nothing.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.ingest import _load_agents, parse_run
+from agents.models import Agent, Run, Workspace
+from agents.otel import mapping
+from agents.otel.models import CapturedSpan, CapturedTrace
+from agents.transcripts import TranscriptError
+
+NO_CONTENT = [{"role": "user", "content": "(no content captured)"}]
+# Run fields a later span may change; the agent and external id never move.
+REBUILT_FIELDS = (
+    "config_version_id",
+    "status",
+    "outcome_reason",
+    "model",
+    "system",
+    "tools",
+    "messages",
+    "step_count",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "latency_ms",
+    "started_at",
+    "tags",
+    "metadata",
+    "source_format",
+)
+
+
+@dataclass
+class ReceiveResult:
+    accepted: int = 0
+    rejected: int = 0
+    ignored: int = 0
+    runs: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def reject(self, count: int, message: str) -> None:
+        self.rejected += count
+        if len(self.errors) < 10:
+            self.errors.append(message)
+
+
+def is_settled(trace: CapturedTrace, *, now: datetime) -> bool:
+    """A trace is final once settled, or once no span has arrived for the quiet period."""
+    quiet = timedelta(seconds=settings.REVERIE_OTLP_SETTLE_SECONDS)
+    return trace.settled_at is not None or trace.last_received_at + quiet <= now
+
+
+def receive_spans(
+    *, workspace: Workspace, spans: list[dict[str, Any]], now: datetime | None = None
+) -> ReceiveResult:
+    """Store the GenAI spans of one export request and rebuild the runs they belong to."""
+    now = now or timezone.now()
+    result = ReceiveResult()
+    by_trace: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for span in spans:
+        if mapping.is_genai(span):
+            by_trace[span["trace_id"]].append(span)
+        else:
+            result.ignored += 1
+    if not by_trace:
+        return result
+
+    slugs: dict[str, str | None] = {}
+    for trace_id, trace_spans in by_trace.items():
+        slugs[trace_id] = next(filter(None, map(mapping.agent_slug, trace_spans)), None)
+    agents = _load_agents(workspace, {s for s in slugs.values() if s})
+    stored = _stored_spans(agents=list(agents.values()), trace_ids=list(by_trace))
+
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    for trace_id, trace_spans in by_trace.items():
+        slug = slugs[trace_id]
+        agent = agents.get(slug) if slug else None
+        if agent is None:
+            result.reject(
+                len(trace_spans),
+                f"trace {trace_id}: unknown agent {slug!r}; set the resource attribute "
+                f"{mapping.AGENT_ATTRIBUTE} (or service.name) to an agent slug of this workspace"
+                if slug
+                else f"trace {trace_id}: no agent; set the resource attribute "
+                f"{mapping.AGENT_ATTRIBUTE} (or service.name) to an agent slug",
+            )
+            continue
+        key = stored["groups"].get((agent.pk, trace_id))
+        if key is None:
+            key = next(filter(None, map(mapping.group_key, trace_spans)), None)
+            key = key or f"otel:trace:{trace_id}"
+        groups[(agent.pk, key)].extend(trace_spans)
+
+    by_id = {agent.pk: agent for agent in agents.values()}
+    for (agent_id, key), group_spans in groups.items():
+        fresh = {
+            (s["trace_id"], s["span_id"]): s
+            for s in group_spans
+            if (agent_id, s["trace_id"], s["span_id"]) not in stored["known"]
+        }
+        known = len(group_spans) - len(fresh)
+        result.accepted += known  # a re-sent span: accepted, nothing to do
+        if not fresh:
+            continue
+        try:
+            run_id = _extend_trace(
+                agent=by_id[agent_id], agents=agents, key=key, spans=list(fresh.values()), now=now
+            )
+        except _Rejected as exc:
+            result.reject(len(fresh), exc.message)
+            continue
+        result.accepted += len(fresh)
+        result.runs.append(run_id)
+    return result
+
+
+def _stored_spans(*, agents: list[Agent], trace_ids: list[str]) -> dict[str, Any]:
+    known: set[tuple[int, str, str]] = set()
+    groups: dict[tuple[int, str], str] = {}
+    rows = CapturedSpan.objects.filter(agent__in=agents, trace_id__in=trace_ids).values_list(
+        "agent_id", "trace_id", "span_id", "captured_trace__key"
+    )
+    for agent_id, trace_id, span_id, key in rows:
+        known.add((agent_id, trace_id, span_id))
+        groups[(agent_id, trace_id)] = key
+    return {"known": known, "groups": groups}
+
+
+class _Rejected(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _extend_trace(
+    *,
+    agent: Agent,
+    agents: dict[str, Agent],
+    key: str,
+    spans: list[dict[str, Any]],
+    now: datetime,
+) -> int:
+    """Add new spans to a trace group and rebuild its run, all or nothing; returns the run id."""
+    with transaction.atomic():
+        trace = _locked_trace(agent=agent, key=key, now=now)
+        if trace.spans.exists() and is_settled(trace, now=now):
+            raise _Rejected(
+                f"{key}: the run is settled (no span for {settings.REVERIE_OTLP_SETTLE_SECONDS} s); "
+                "late spans are not added"
+            )
+        CapturedSpan.objects.bulk_create(
+            [
+                CapturedSpan(
+                    captured_trace=trace,
+                    agent=agent,
+                    trace_id=s["trace_id"],
+                    span_id=s["span_id"],
+                    data=s,
+                    received_at=now,
+                )
+                for s in spans
+            ]
+        )
+        trace.last_received_at = now
+        everything = [s.data for s in trace.spans.all()]
+        item = mapping.build_run(agent=agent.slug, external_id=key, spans=everything)
+        empty = not item["messages"]
+        try:
+            row = parse_run(item | ({"messages": NO_CONTENT} if empty else {}), agents=agents)
+        except TranscriptError as exc:
+            raise _Rejected(f"{key}: {exc.path}: {exc.message}") from None
+        if empty:
+            row["messages"], row["step_count"] = [], 0
+        row["source_format"] = "otel"
+        run = trace.run
+        if run is None:
+            if Run.objects.filter(agent=agent, external_id=key).exists():
+                raise _Rejected(
+                    f"{key}: a run with this external_id was stored through the runs API"
+                )
+            run = Run.objects.create(**row)
+            trace.run = run
+        else:
+            if row["status"] == Run.Status.UNKNOWN:
+                row["status"] = run.status  # an outcome sent later through the API stays
+                row["outcome_reason"] = row["outcome_reason"] or run.outcome_reason
+            for name in REBUILT_FIELDS:
+                setattr(run, name, row[name])
+            run.save(update_fields=[f.removesuffix("_id") for f in REBUILT_FIELDS])
+        trace.save(update_fields=["last_received_at", "run"])
+        return run.pk
+
+
+def _locked_trace(*, agent: Agent, key: str, now: datetime) -> CapturedTrace:
+    for _attempt in range(3):
+        trace = (
+            CapturedTrace.objects.select_for_update()
+            .select_related("run")
+            .filter(agent=agent, key=key)
+            .first()
+        )
+        if trace is not None:
+            return trace
+        try:
+            with transaction.atomic():
+                return CapturedTrace.objects.create(
+                    agent=agent, key=key, first_received_at=now, last_received_at=now
+                )
+        except IntegrityError:
+            continue  # a concurrent request created it: lock that one
+    raise _Rejected(f"{key}: busy; retry")
+
+
+def settle_traces(*, now: datetime | None = None) -> int:
+    """Mark traces quiet for the settle period as final and flag their runs; returns how many."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.REVERIE_OTLP_SETTLE_SECONDS)
+    count = 0
+    due = CapturedTrace.objects.filter(settled_at__isnull=True, last_received_at__lte=cutoff)
+    for trace_id in due.values_list("pk", flat=True)[:1000]:
+        with transaction.atomic():
+            trace = (
+                CapturedTrace.objects.select_for_update()
+                .select_related("run")
+                .filter(pk=trace_id, settled_at__isnull=True)
+                .first()
+            )
+            if trace is None:
+                continue
+            trace.settled_at = now
+            trace.save(update_fields=["settled_at"])
+            if trace.run is not None:
+                trace.run.metadata.setdefault("otel", {})["settled"] = True
+                trace.run.save(update_fields=["metadata"])
+            count += 1
+    return count
