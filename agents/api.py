@@ -295,11 +295,16 @@ RUN_IN_DOC = inline_serializer(
         "external_id": serializers.CharField(help_text="your id; re-posting it is a no-op"),
         "status": serializers.ChoiceField(choices=Run.Status.choices, required=False),
         "format": serializers.ChoiceField(
-            choices=["anthropic", "anthropic_exchange", "openai"],
+            choices=["anthropic", "anthropic_exchange", "openai", "claude_code"],
             required=False,
             help_text="detected when omitted",
         ),
         "system": serializers.CharField(required=False),
+        "transcript": serializers.ListField(
+            child=serializers.DictField(),
+            required=False,
+            help_text="claude_code: the session's JSONL entries (or the JSONL text)",
+        ),
         "tools": serializers.ListField(child=serializers.DictField(), required=False),
         "messages": serializers.ListField(
             child=serializers.DictField(), required=False, help_text="Anthropic or OpenAI chat form"

@@ -18,7 +18,7 @@ Errors are raised as ``TranscriptError(path, message)`` naming the offending fie
 import json
 from typing import Any
 
-FORMATS = ("anthropic", "anthropic_exchange", "openai")
+FORMATS = ("anthropic", "anthropic_exchange", "openai", "claude_code")
 BLOCK_TYPES = {
     "text",
     "thinking",
@@ -67,6 +67,10 @@ def to_canonical(item: dict[str, Any]) -> dict[str, Any]:
         result = _from_anthropic(item)
     elif fmt == "anthropic_exchange":
         result = _from_anthropic_exchange(item)
+    elif fmt == "claude_code":
+        from agents import claude_code  # it builds on this module's validators
+
+        result = claude_code.to_canonical(item)
     else:
         result = _from_openai(item)
     result["format"] = fmt

@@ -208,6 +208,10 @@ class Reverie:
         except Exception:
             logger.exception("reverie-client: could not queue a run")
 
+    def capture(self, item: dict[str, Any]) -> None:
+        """Queue a ready-made run item (any `POST /api/v1/runs` format). Never raises."""
+        self._sender.put("run", item)
+
     def feedback(
         self,
         *,
