@@ -20,6 +20,7 @@ from agents.otel import mapping
 from agents.otel.models import CapturedSpan, CapturedTrace
 from agents.transcripts import TranscriptError
 
+TAKEN = "a run with this external_id was stored through the runs API"
 NO_CONTENT = [{"role": "user", "content": "(no content captured)"}]
 # Run fields a later span may change; the agent and external id never move.
 REBUILT_FIELDS = (
@@ -106,26 +107,112 @@ def receive_spans(
         groups[(agent.pk, key)].extend(trace_spans)
 
     by_id = {agent.pk: agent for agent in agents.values()}
+    with transaction.atomic():  # one commit per request; each group is a savepoint inside it
+        _store_groups(
+            groups=groups, by_id=by_id, agents=agents, stored=stored, now=now, result=result
+        )
+    return result
+
+
+def _store_groups(
+    *,
+    groups: dict[tuple[int, str], list[dict[str, Any]]],
+    by_id: dict[int, Agent],
+    agents: dict[str, Agent],
+    stored: dict[str, Any],
+    now: datetime,
+    result: ReceiveResult,
+) -> None:
+    fresh_by_group: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for (agent_id, key), group_spans in groups.items():
         fresh = {
             (s["trace_id"], s["span_id"]): s
             for s in group_spans
             if (agent_id, s["trace_id"], s["span_id"]) not in stored["known"]
         }
-        known = len(group_spans) - len(fresh)
-        result.accepted += known  # a re-sent span: accepted, nothing to do
-        if not fresh:
-            continue
+        result.accepted += len(group_spans) - len(fresh)  # a re-sent span: nothing to do
+        if fresh:
+            fresh_by_group[(agent_id, key)] = list(fresh.values())
+    if not fresh_by_group:
+        return
+    existing = set(
+        CapturedTrace.objects.filter(
+            agent_id__in={a for a, _ in fresh_by_group}, key__in={k for _, k in fresh_by_group}
+        ).values_list("agent_id", "key")
+    )
+    new = {g: s for g, s in fresh_by_group.items() if g not in existing}
+    later = {g: s for g, s in fresh_by_group.items() if g in existing}
+    if new:
+        try:
+            with transaction.atomic():
+                _create_traces(new, by_id=by_id, agents=agents, now=now, result=result)
+        except IntegrityError:
+            later.update(new)  # a concurrent export created some of them: go one by one
+    for (agent_id, key), spans in later.items():
         try:
             run_id = _extend_trace(
-                agent=by_id[agent_id], agents=agents, key=key, spans=list(fresh.values()), now=now
+                agent=by_id[agent_id], agents=agents, key=key, spans=spans, now=now
             )
         except _Rejected as exc:
-            result.reject(len(fresh), exc.message)
+            result.reject(len(spans), exc.message)
             continue
-        result.accepted += len(fresh)
+        result.accepted += len(spans)
         result.runs.append(run_id)
-    return result
+
+
+def _create_traces(
+    groups: dict[tuple[int, str], list[dict[str, Any]]],
+    *,
+    by_id: dict[int, Agent],
+    agents: dict[str, Agent],
+    now: datetime,
+    result: ReceiveResult,
+) -> None:
+    """New trace groups in bulk: validate every run first, then three bulk inserts."""
+    rows: dict[tuple[int, str], dict[str, Any]] = {}
+    for (agent_id, key), spans in groups.items():
+        try:
+            rows[(agent_id, key)] = _run_row(
+                agent=by_id[agent_id], agents=agents, key=key, spans=spans
+            )
+        except _Rejected as exc:
+            result.reject(len(spans), exc.message)
+    taken = set(
+        Run.objects.filter(
+            agent_id__in={a for a, _ in rows}, external_id__in={k for _, k in rows}
+        ).values_list("agent_id", "external_id")
+    )
+    for group in [g for g in rows if g in taken]:
+        result.reject(len(groups[group]), f"{group[1]}: {TAKEN}")
+        del rows[group]
+    if not rows:
+        return
+    runs = Run.objects.bulk_create([Run(**row) for row in rows.values()])
+    traces = CapturedTrace.objects.bulk_create(
+        [
+            CapturedTrace(
+                agent_id=agent_id, key=key, run=run, first_received_at=now, last_received_at=now
+            )
+            for (agent_id, key), run in zip(rows, runs, strict=True)
+        ]
+    )
+    CapturedSpan.objects.bulk_create(
+        [
+            CapturedSpan(
+                captured_trace=trace,
+                agent_id=trace.agent_id,
+                trace_id=s["trace_id"],
+                span_id=s["span_id"],
+                data=s,
+                received_at=now,
+            )
+            for trace, group in zip(traces, rows, strict=True)
+            for s in groups[group]
+        ]
+    )
+    for group, run in zip(rows, runs, strict=True):
+        result.accepted += len(groups[group])
+        result.runs.append(run.pk)
 
 
 def _stored_spans(*, agents: list[Agent], trace_ids: list[str]) -> dict[str, Any]:
@@ -177,21 +264,11 @@ def _extend_trace(
         )
         trace.last_received_at = now
         everything = [s.data for s in trace.spans.all()]
-        item = mapping.build_run(agent=agent.slug, external_id=key, spans=everything)
-        empty = not item["messages"]
-        try:
-            row = parse_run(item | ({"messages": NO_CONTENT} if empty else {}), agents=agents)
-        except TranscriptError as exc:
-            raise _Rejected(f"{key}: {exc.path}: {exc.message}") from None
-        if empty:
-            row["messages"], row["step_count"] = [], 0
-        row["source_format"] = "otel"
+        row = _run_row(agent=agent, agents=agents, key=key, spans=everything)
         run = trace.run
         if run is None:
             if Run.objects.filter(agent=agent, external_id=key).exists():
-                raise _Rejected(
-                    f"{key}: a run with this external_id was stored through the runs API"
-                )
+                raise _Rejected(f"{key}: {TAKEN}")
             run = Run.objects.create(**row)
             trace.run = run
         else:
@@ -203,6 +280,22 @@ def _extend_trace(
             run.save(update_fields=[f.removesuffix("_id") for f in REBUILT_FIELDS])
         trace.save(update_fields=["last_received_at", "run"])
         return run.pk
+
+
+def _run_row(
+    *, agent: Agent, agents: dict[str, Agent], key: str, spans: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The Run row the spans describe, validated by the runs API's own `parse_run`."""
+    item = mapping.build_run(agent=agent.slug, external_id=key, spans=spans)
+    empty = not item["messages"]
+    try:
+        row = parse_run(item | ({"messages": NO_CONTENT} if empty else {}), agents=agents)
+    except TranscriptError as exc:
+        raise _Rejected(f"{key}: {exc.path}: {exc.message}") from None
+    if empty:
+        row["messages"], row["step_count"] = [], 0
+    row["source_format"] = "otel"
+    return row
 
 
 def _locked_trace(*, agent: Agent, key: str, now: datetime) -> CapturedTrace:
