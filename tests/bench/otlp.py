@@ -143,7 +143,9 @@ def main() -> None:
             )
 
         # Warm both paths up (URL resolution, imports, first connection) before timing.
-        http.post("/api/otel/v1/traces", content=b"", headers={"Content-Type": "application/x-protobuf"})
+        http.post(
+            "/api/otel/v1/traces", content=b"", headers={"Content-Type": "application/x-protobuf"}
+        )
         http.get("/api/v1/runs")
         started = time.perf_counter()
         for body in bodies:
