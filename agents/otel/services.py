@@ -301,7 +301,7 @@ def _run_row(
 def _locked_trace(*, agent: Agent, key: str, now: datetime) -> CapturedTrace:
     for _attempt in range(3):
         trace = (
-            CapturedTrace.objects.select_for_update()
+            CapturedTrace.objects.select_for_update(of=("self",))
             .select_related("run")
             .filter(agent=agent, key=key)
             .first()
@@ -327,7 +327,7 @@ def settle_traces(*, now: datetime | None = None) -> int:
     for trace_id in due.values_list("pk", flat=True)[:1000]:
         with transaction.atomic():
             trace = (
-                CapturedTrace.objects.select_for_update()
+                CapturedTrace.objects.select_for_update(of=("self",))
                 .select_related("run")
                 .filter(pk=trace_id, settled_at__isnull=True)
                 .first()
