@@ -3,6 +3,7 @@
 import asyncio
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
 import httpx2
@@ -151,7 +152,9 @@ def test_the_async_client_is_captured_including_streams(reverie, agent, fake_ant
             run.succeed(score=1.0)
         return reply, streamed
 
-    reply, streamed = asyncio.run(loop())
+    # A thread of its own: the browser tests leave an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        reply, streamed = pool.submit(asyncio.run, loop()).result()
     assert reverie.flush()
 
     assert reply.content[0].text == "Async hello." and streamed == "Async stream."
