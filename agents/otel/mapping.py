@@ -13,6 +13,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 AGENT_ATTRIBUTE = "reverie.agent"
 VERSION_ATTRIBUTE = "reverie.config_version"
 EXTERNAL_ID_ATTRIBUTE = "reverie.external_id"
@@ -72,8 +74,8 @@ def group_key(span: dict[str, Any]) -> str | None:
 def _json(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            return json.loads(value)
-        except ValueError:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
             return None
     return value
 

@@ -36,7 +36,8 @@ class CapturedSpan(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
     trace_id = models.CharField(max_length=32)
     span_id = models.CharField(max_length=16)
-    data = models.JSONField()
+    # The decoded span as orjson text: written on every export, read back only to rebuild a run.
+    data = models.TextField()
     received_at = models.DateTimeField()
 
     class Meta:

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.ingest import _load_agents, parse_run
+from agents.ingest import _load_agents, _store, parse_run
 from agents.models import Agent, Run, Workspace
 from agents.otel import mapping
 from agents.otel.models import CapturedSpan, CapturedTrace
@@ -187,13 +188,17 @@ def _create_traces(
         del rows[group]
     if not rows:
         return
-    runs = Run.objects.bulk_create([Run(**row) for row in rows.values()])
+    _store(list(rows.values()))  # the runs API's own writer: one COPY on PostgreSQL; sets "id"
     traces = CapturedTrace.objects.bulk_create(
         [
             CapturedTrace(
-                agent_id=agent_id, key=key, run=run, first_received_at=now, last_received_at=now
+                agent_id=agent_id,
+                key=key,
+                run_id=row["id"],
+                first_received_at=now,
+                last_received_at=now,
             )
-            for (agent_id, key), run in zip(rows, runs, strict=True)
+            for (agent_id, key), row in rows.items()
         ]
     )
     CapturedSpan.objects.bulk_create(
@@ -203,16 +208,16 @@ def _create_traces(
                 agent_id=trace.agent_id,
                 trace_id=s["trace_id"],
                 span_id=s["span_id"],
-                data=s,
+                data=orjson.dumps(s).decode(),
                 received_at=now,
             )
             for trace, group in zip(traces, rows, strict=True)
             for s in groups[group]
         ]
     )
-    for group, run in zip(rows, runs, strict=True):
+    for group, row in rows.items():
         result.accepted += len(groups[group])
-        result.runs.append(run.pk)
+        result.runs.append(row["id"])
 
 
 def _stored_spans(*, agents: list[Agent], trace_ids: list[str]) -> dict[str, Any]:
@@ -256,14 +261,14 @@ def _extend_trace(
                     agent=agent,
                     trace_id=s["trace_id"],
                     span_id=s["span_id"],
-                    data=s,
+                    data=orjson.dumps(s).decode(),
                     received_at=now,
                 )
                 for s in spans
             ]
         )
         trace.last_received_at = now
-        everything = [s.data for s in trace.spans.all()]
+        everything = [orjson.loads(d) for d in trace.spans.values_list("data", flat=True)]
         row = _run_row(agent=agent, agents=agents, key=key, spans=everything)
         run = trace.run
         if run is None:

@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('trace_id', models.CharField(max_length=32)),
                 ('span_id', models.CharField(max_length=16)),
-                ('data', models.JSONField()),
+                ('data', models.TextField()),
                 ('received_at', models.DateTimeField()),
                 ('agent', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='agents.agent')),
                 ('captured_trace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='spans', to='otel.capturedtrace')),
