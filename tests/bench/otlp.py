@@ -27,11 +27,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-SMOKE = "--smoke" in sys.argv
-TRACES = 20 if SMOKE else int(os.environ.get("BENCH_TRACES", "2000"))
-BATCH = int(os.environ.get("BENCH_BATCH", "10" if SMOKE else "50"))
-CALLS = 50 if SMOKE else int(os.environ.get("BENCH_CALLS", "1000"))
-DOWN_SECONDS = 0.5 if SMOKE else float(os.environ.get("BENCH_DOWN_SECONDS", "2"))
+from tests.bench._bench import figure, smoke_sizes  # noqa: E402
+
+smoke_sizes(BENCH_TRACES=20, BENCH_BATCH=10, BENCH_CALLS=50, BENCH_DOWN_SECONDS=0.5)
+TRACES = int(os.environ.get("BENCH_TRACES", "2000"))
+BATCH = int(os.environ.get("BENCH_BATCH", "50"))
+CALLS = int(os.environ.get("BENCH_CALLS", "1000"))
+DOWN_SECONDS = float(os.environ.get("BENCH_DOWN_SECONDS", "2"))
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ["REVERIE_VAR_DIR"] = tempfile.mkdtemp(prefix="reverie-bench-otlp-")
@@ -165,9 +167,9 @@ def main() -> None:
         api_seconds = time.perf_counter() - started
         stored = Run.objects.filter(agent__slug="support").count()
         assert stored == TRACES, f"{stored} OTLP runs stored of {TRACES}"
-        print(f"otlp_ingest: {TRACES / otlp_seconds:.1f} runs/s")
-        print(f"runs_api_ingest: {TRACES / api_seconds:.1f} runs/s")
-        print(f"otlp_vs_runs_api: {api_seconds / otlp_seconds:.2f} ratio")
+        figure("otlp_ingest", TRACES / otlp_seconds, "runs/s")
+        figure("runs_api_ingest", TRACES / api_seconds, "runs/s")
+        figure("otlp_vs_runs_api", api_seconds / otlp_seconds, "ratio")
 
         # The wrapper's cost per call, interleaved with unwrapped calls against the same fake.
         fake.responder = lambda body: FakeAnthropic.message([text("ok")])
@@ -191,8 +193,8 @@ def main() -> None:
                 timings[name].append(time.perf_counter() - started)
         assert reverie.flush(60)
         overhead = (median(timings["wrapped"]) - median(timings["plain"])) * 1000
-        print(f"unwrapped_call_p50: {median(timings['plain']) * 1000:.3f} ms")
-        print(f"wrap_overhead_p50: {overhead:.3f} ms")
+        figure("unwrapped_call_p50", median(timings["plain"]) * 1000, "ms")
+        figure("wrap_overhead_p50", overhead, "ms")
         reverie.close()
 
         # Reverie down for a while: the calls go on, the runs wait in the queue and are retried.
@@ -224,8 +226,8 @@ def main() -> None:
             made += 1
         assert down.flush(120)
         kept = Run.objects.filter(external_id__startswith="down-").count()
-        print(f"calls_made_while_down: {made} calls")
-        print(f"calls_lost_while_down: {made - kept} calls")
+        figure("calls_made_while_down", made, "calls")
+        figure("calls_lost_while_down", made - kept, "calls")
         down.close()
     server.shutdown()
 
