@@ -283,6 +283,8 @@ class RunDetailSerializer(RunSummarySerializer):
             "messages",
             "metadata",
             "expectations",
+            "graded_on",
+            "user_brief",
             "source_format",
             "feedback",
         ]
@@ -323,6 +325,14 @@ RUN_IN_DOC = inline_serializer(
         "tags": serializers.ListField(child=serializers.CharField(), required=False),
         "metadata": serializers.DictField(required=False),
         "expectations": serializers.DictField(required=False),
+        "graded_on": serializers.ChoiceField(
+            choices=Run.GradedOn.choices,
+            required=False,
+            help_text="what the outcome was graded on; a replay inherits it only if that is unchanged",
+        ),
+        "user_brief": serializers.CharField(
+            required=False, help_text="what the user wanted (for the simulated user)"
+        ),
     },
 )
 RUN_RESULT_FIELDS = {

@@ -215,6 +215,12 @@ def render_markdown(report: dict[str, Any], *, agent_name: str) -> str:
             f" ({share['share_of_cost_pct']}% of the production spend of the runs in the window)"
             if share.get("share_of_cost_pct") is not None
             else ""
+        )
+        + (
+            f"; {share['dreaming_free_calls']} calls on the simulated or recorded model, "
+            "priced at $0 (nothing was spent)"
+            if share.get("dreaming_free_calls")
+            else ""
         ),
     ]
     if report.get("error"):

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from agents.models import Agent, ConfigVersion, Run, Workspace
 from dreams.cycles import start_cycle
+from dreams.llm.base import FREE_BACKENDS
 from dreams.models import DreamCycle, ModelCall, Proposal
 
 SPEND_DAYS = 30
@@ -54,6 +55,9 @@ def spend(*, agent: Agent, days: int = SPEND_DAYS) -> dict[str, Any]:
         .annotate(total=Sum("cost_usd"))
     )
     dreaming = sum((v or Decimal(0) for v in by_purpose.values()), Decimal(0))
+    free_calls = ModelCall.objects.filter(
+        agent=agent, created_at__gte=since, backend__in=FREE_BACKENDS
+    ).count()
     production = Run.objects.filter(agent=agent, started_at__gte=since).aggregate(
         total=Sum("cost_usd")
     )["total"] or Decimal(0)
@@ -66,6 +70,7 @@ def spend(*, agent: Agent, days: int = SPEND_DAYS) -> dict[str, Any]:
             (label, by_purpose.get(key) or Decimal(0)) for key, label in ModelCall.Purpose.choices
         ],
         "dreaming_share": float(dreaming / total) if total else 0.0,
+        "free_calls": free_calls,  # simulated / recorded: priced at $0, nothing spent
     }
 
 
