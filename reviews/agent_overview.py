@@ -11,7 +11,7 @@ from django.utils import timezone
 from agents.models import Agent, ConfigVersion, Run, Workspace
 from dreams.cycles import start_cycle
 from dreams.llm.base import FREE_BACKENDS
-from dreams.models import DreamCycle, ModelCall, Proposal
+from dreams.models import DreamCycle, Experiment, ModelCall, Proposal
 
 SPEND_DAYS = 30
 
@@ -189,7 +189,23 @@ def agent_overview(*, agent: Agent) -> dict[str, Any]:
             )[:10]
         ),
         "can_dream": not agent.is_paused,
+        **latest_harness_check(agent=agent),
     }
+
+
+def latest_harness_check(*, agent: Agent) -> dict[str, Any]:
+    """The newest experiment's harness check (a fixed two queries at most)."""
+    for experiment in (
+        Experiment.objects.filter(agent=agent, proposal__isnull=False)
+        .only("id", "proposal_id", "harness_check")
+        .order_by("-id")[:5]
+    ):
+        if experiment.harness_check:
+            return {
+                "harness_check": experiment.harness_check,
+                "harness_proposal": experiment.proposal_id,
+            }
+    return {"harness_check": None, "harness_proposal": None}
 
 
 def start_dream(*, agent: Agent, user: Any) -> DreamCycle:
