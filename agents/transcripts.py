@@ -98,13 +98,31 @@ def _system_text(system: Any, path: str) -> str:
     raise TranscriptError(path, "must be a string or a list of text blocks")
 
 
-def _anthropic_tools(tools: Any, path: str) -> list[dict[str, Any]]:
+def _openai_tool(tool: dict[str, Any], path: str) -> dict[str, Any]:
+    function = tool.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise TranscriptError(f"{path}.function.name", "each tool needs a function name")
+    converted = {
+        "name": function["name"],
+        "input_schema": function.get("parameters") or {"type": "object"},
+    }
+    if function.get("description"):
+        converted["description"] = function["description"]
+    return converted
+
+
+def canonical_tools(tools: Any, path: str = "tools") -> list[dict[str, Any]]:
+    """Tool definitions in Anthropic form; OpenAI ``{"type": "function", "function": {...}}``
+    definitions are converted (run import and the versions API both accept either)."""
     if tools is None:
         return []
     if not isinstance(tools, list):
         raise TranscriptError(path, "must be a list")
     out = []
     for i, tool in enumerate(tools):
+        if isinstance(tool, dict) and isinstance(tool.get("function"), dict):
+            out.append(_openai_tool(tool, f"{path}[{i}]"))
+            continue
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
             raise TranscriptError(f"{path}[{i}].name", "each tool needs a non-empty name")
         clean = {k: v for k, v in tool.items() if k != "cache_control"}
@@ -230,7 +248,7 @@ def _anthropic_usage(usage: Any, path: str) -> dict[str, int]:
 def _from_anthropic(item: dict[str, Any]) -> dict[str, Any]:
     return {
         "system": _system_text(item.get("system"), "system"),
-        "tools": _anthropic_tools(item.get("tools"), "tools"),
+        "tools": canonical_tools(item.get("tools"), "tools"),
         "messages": normalise_messages(item.get("messages")),
         "usage": _anthropic_usage(item.get("usage"), "usage"),
         "model": item.get("model") or "",
@@ -269,7 +287,7 @@ def _from_anthropic_exchange(item: dict[str, Any]) -> dict[str, Any]:
     messages = [*history, {"role": "assistant", "content": content}]
     return {
         "system": _system_text(request.get("system"), f"{prefix}request.system"),
-        "tools": _anthropic_tools(request.get("tools"), f"{prefix}request.tools"),
+        "tools": canonical_tools(request.get("tools"), f"{prefix}request.tools"),
         "messages": normalise_messages(messages, f"{prefix}request.messages"),
         "usage": totals,
         "model": response.get("model") or request.get("model") or "",
@@ -399,21 +417,10 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
                 f"{path}.role", "must be system, developer, user, assistant or tool"
             )
 
-    tools = []
     raw_tools = item.get("tools") or []
     if not isinstance(raw_tools, list):
         raise TranscriptError("tools", "must be a list of tool definitions")
-    for i, tool in enumerate(raw_tools):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise TranscriptError(f"tools[{i}].function.name", "each tool needs a function name")
-        converted = {
-            "name": function["name"],
-            "input_schema": function.get("parameters") or {"type": "object"},
-        }
-        if function.get("description"):
-            converted["description"] = function["description"]
-        tools.append(converted)
+    tools = canonical_tools(raw_tools)
 
     usage_in = item.get("usage") or {}
     if not isinstance(usage_in, dict):
