@@ -163,9 +163,10 @@ def run_experiment(*, experiment_id: int) -> None:
 
 def run_harness_check(*, experiment: Experiment) -> dict[str, Any]:
     """The harness check of the experiment's runs with its baseline version (no tokens)."""
-    runs = list(experiment.target_runs.select_related("agent")) + list(
-        experiment.regression_runs.select_related("agent")
-    )
+    runs = [
+        *experiment.target_runs.select_related("agent").prefetch_related("feedback"),
+        *experiment.regression_runs.select_related("agent").prefetch_related("feedback"),
+    ]
     return check_harness(runs=runs, version=experiment.baseline_version)
 
 
