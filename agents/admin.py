@@ -214,6 +214,7 @@ class RunAdmin(admin.ModelAdmin):
         "system",
         "tools",
         "messages",
+        "user_brief",
         "step_count",
         "input_tokens",
         "output_tokens",

@@ -27,6 +27,7 @@ from agents.access import Principal, get_agent_for, get_run_for, principal_for
 from agents.ingest import IngestError, PayloadRejected, ingest_runs, load_payload, nul_path
 from agents.models import Agent, ConfigVersion, Feedback, Run
 from agents.selectors import agents_for, runs_for, versions_for
+from agents.transcripts import TranscriptError, canonical_tools
 from config.api import ERROR_DOC, DefaultPagination, error_response
 
 
@@ -77,10 +78,18 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
         return value
 
     def validate_tools(self, value: Any) -> list[Any]:
-        if not isinstance(value, list) or not all(
-            isinstance(t, dict) and isinstance(t.get("name"), str) for t in value
-        ):
-            raise serializers.ValidationError("must be a list of tool definitions with a name")
+        # Anthropic or OpenAI tool definitions, converted as run import converts them.
+        try:
+            converted = canonical_tools(value)
+        except TranscriptError as exc:
+            raise serializers.ValidationError(
+                f"{exc.path}: {exc.message} (Anthropic or OpenAI tool definitions)"
+            ) from None
+        # Anthropic definitions are stored as sent (their content hash stays the same).
+        value = [
+            new if isinstance(old.get("function"), dict) else old
+            for old, new in zip(value, converted, strict=True)
+        ]
         if nul_path(value) is not None:
             raise serializers.ValidationError("must not contain NUL characters")
         return value
@@ -283,6 +292,8 @@ class RunDetailSerializer(RunSummarySerializer):
             "messages",
             "metadata",
             "expectations",
+            "graded_on",
+            "user_brief",
             "source_format",
             "feedback",
         ]
@@ -328,6 +339,14 @@ RUN_IN_DOC = inline_serializer(
         "tags": serializers.ListField(child=serializers.CharField(), required=False),
         "metadata": serializers.DictField(required=False),
         "expectations": serializers.DictField(required=False),
+        "graded_on": serializers.ChoiceField(
+            choices=Run.GradedOn.choices,
+            required=False,
+            help_text="what the outcome was graded on; a replay inherits it only if that is unchanged",
+        ),
+        "user_brief": serializers.CharField(
+            required=False, help_text="what the user wanted (for the simulated user)"
+        ),
     },
 )
 RUN_RESULT_FIELDS = {

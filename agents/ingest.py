@@ -27,6 +27,8 @@ MAX_EXTERNAL_ID = 255
 STATUSES = frozenset(Run.Status.values)  # the enum rebuilds its value list on every access
 MAX_LATENCY_MS = 2**31 - 1  # the column is a PostgreSQL integer
 MAX_COST_USD = Decimal(1_000_000)  # the column holds 12 digits, 6 after the point
+GRADED_ON = frozenset(Run.GradedOn.values)
+MAX_USER_BRIEF = 20_000
 
 
 class IngestError(ValueError):
@@ -183,6 +185,12 @@ def parse_run(item: Any, *, agents: dict[str, Agent], check_nul: bool = True) ->
         raise _fail("outcome_reason", "must be a string")
     score = _optional_number(item, "score")
     expectations = _validate_expectations(item.get("expectations"))
+    graded_on = item.get("graded_on", Run.GradedOn.BOTH)
+    if not isinstance(graded_on, str) or graded_on not in GRADED_ON:
+        raise _fail("graded_on", f"must be one of {', '.join(Run.GradedOn.values)}")
+    user_brief = item.get("user_brief", "")
+    if not isinstance(user_brief, str) or len(user_brief) > MAX_USER_BRIEF:
+        raise _fail("user_brief", f"must be a string of at most {MAX_USER_BRIEF} characters")
 
     canonical = to_canonical(item)
     usage = canonical["usage"]
@@ -237,6 +245,8 @@ def parse_run(item: Any, *, agents: dict[str, Agent], check_nul: bool = True) ->
         "metadata": metadata,
         "expectations": expectations,
         "source_format": canonical["format"],
+        "graded_on": graded_on,
+        "user_brief": user_brief,
     }
 
 

@@ -236,6 +236,13 @@ class Run(models.Model):
         ERROR = "error", "Error"
         UNKNOWN = "unknown", "Unknown"
 
+    class GradedOn(models.TextChoices):
+        """What the recorded outcome depended on: a replay inherits it only if that is unchanged."""
+
+        ACTIONS = "actions", "Tool calls"
+        ANSWER = "answer", "Final answer"
+        BOTH = "both", "Tool calls and final answer"
+
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
     config_version = models.ForeignKey(
         ConfigVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
@@ -265,6 +272,15 @@ class Run(models.Model):
         help_text="expected_answer_pattern, expected_tools, forbidden_tools, rubric",
     )
     source_format = models.CharField(max_length=24, default="anthropic")
+    graded_on = models.CharField(
+        max_length=8,
+        choices=GradedOn.choices,
+        default=GradedOn.BOTH,
+        help_text="what the recorded outcome was graded on",
+    )
+    user_brief = models.TextField(
+        blank=True, help_text="what the user wanted (a ticket summary, a task's instruction)"
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -16,6 +16,7 @@ Errors are raised as ``TranscriptError(path, message)`` naming the offending fie
 """
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 FORMATS = ("anthropic", "anthropic_exchange", "openai", "claude_code")
@@ -101,13 +102,31 @@ def _system_text(system: Any, path: str) -> str:
     raise TranscriptError(path, "must be a string or a list of text blocks")
 
 
-def _anthropic_tools(tools: Any, path: str) -> list[dict[str, Any]]:
+def _openai_tool(tool: dict[str, Any], path: str) -> dict[str, Any]:
+    function = tool.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise TranscriptError(f"{path}.function.name", "each tool needs a function name")
+    converted = {
+        "name": function["name"],
+        "input_schema": function.get("parameters") or {"type": "object"},
+    }
+    if function.get("description"):
+        converted["description"] = function["description"]
+    return converted
+
+
+def canonical_tools(tools: Any, path: str = "tools") -> list[dict[str, Any]]:
+    """Tool definitions in Anthropic form; OpenAI ``{"type": "function", "function": {...}}``
+    definitions are converted (run import and the versions API both accept either)."""
     if tools is None:
         return []
     if not isinstance(tools, list):
         raise TranscriptError(path, "must be a list")
     out = []
     for i, tool in enumerate(tools):
+        if isinstance(tool, dict) and isinstance(tool.get("function"), dict):
+            out.append(_openai_tool(tool, f"{path}[{i}]"))
+            continue
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
             raise TranscriptError(f"{path}[{i}].name", "each tool needs a non-empty name")
         clean = {k: v for k, v in tool.items() if k != "cache_control"}
@@ -233,7 +252,7 @@ def _anthropic_usage(usage: Any, path: str) -> dict[str, int]:
 def _from_anthropic(item: dict[str, Any]) -> dict[str, Any]:
     return {
         "system": _system_text(item.get("system"), "system"),
-        "tools": _anthropic_tools(item.get("tools"), "tools"),
+        "tools": canonical_tools(item.get("tools"), "tools"),
         "messages": normalise_messages(item.get("messages")),
         "usage": _anthropic_usage(item.get("usage"), "usage"),
         "model": item.get("model") or "",
@@ -272,7 +291,7 @@ def _from_anthropic_exchange(item: dict[str, Any]) -> dict[str, Any]:
     messages = [*history, {"role": "assistant", "content": content}]
     return {
         "system": _system_text(request.get("system"), f"{prefix}request.system"),
-        "tools": _anthropic_tools(request.get("tools"), f"{prefix}request.tools"),
+        "tools": canonical_tools(request.get("tools"), f"{prefix}request.tools"),
         "messages": normalise_messages(messages, f"{prefix}request.messages"),
         "usage": totals,
         "model": response.get("model") or request.get("model") or "",
@@ -402,21 +421,10 @@ def _from_openai(item: dict[str, Any]) -> dict[str, Any]:
                 f"{path}.role", "must be system, developer, user, assistant or tool"
             )
 
-    tools = []
     raw_tools = item.get("tools") or []
     if not isinstance(raw_tools, list):
         raise TranscriptError("tools", "must be a list of tool definitions")
-    for i, tool in enumerate(raw_tools):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise TranscriptError(f"tools[{i}].function.name", "each tool needs a function name")
-        converted = {
-            "name": function["name"],
-            "input_schema": function.get("parameters") or {"type": "object"},
-        }
-        if function.get("description"):
-            converted["description"] = function["description"]
-        tools.append(converted)
+    tools = canonical_tools(raw_tools)
 
     usage_in = item.get("usage") or {}
     if not isinstance(usage_in, dict):
@@ -496,30 +504,151 @@ def to_openai(canonical: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+# -- steps and tool exchanges --------------------------------------------------------------
+#
+# One definition of a *step* (an assistant turn, numbered from 0 in message order) and one
+# pairing of tool results with the calls they answer. Every reader of a run (replay, the
+# dreamer's summaries, sandboxes, pages, markers, exports) goes through these functions.
+
+
+def step_message_indices(messages: list[dict[str, Any]]) -> list[int]:
+    """Message index of each step: ``step_message_indices(m)[step]`` is where step `step` sits."""
+    return [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+
+
 def count_steps(messages: list[dict[str, Any]]) -> int:
-    return sum(1 for m in messages if m["role"] == "assistant")
+    return len(step_message_indices(messages))
+
+
+def message_index_of_step(messages: list[dict[str, Any]], step: int | None) -> int | None:
+    """The message index of assistant step `step` (None when there is no such step)."""
+    if step is None or isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return None
+    indices = step_message_indices(messages)
+    return indices[step] if step < len(indices) else None
+
+
+def step_of_message(messages: list[dict[str, Any]], index: int) -> int | None:
+    """The step number of the assistant message at `index` (None for user messages)."""
+    indices = step_message_indices(messages)
+    return indices.index(index) if index in indices else None
+
+
+@dataclass
+class ToolExchange:
+    """One tool call and the result that answers it (``result`` is None when none came back)."""
+
+    step: int
+    message_index: int
+    id: str
+    name: str
+    input: dict[str, Any]
+    result: dict[str, Any] | None = None
+    result_message_index: int | None = None
+
+    @property
+    def content(self) -> Any:
+        return self.result.get("content", "") if self.result is not None else None
+
+    @property
+    def is_error(self) -> bool:
+        return bool(self.result and self.result.get("is_error"))
+
+
+def pair_tool_results(messages: list[dict[str, Any]]) -> list[ToolExchange]:
+    """Every tool_use in order, each with the tool_result that answers it.
+
+    A result answers a call of the assistant turn just before it, in order (so an id reused
+    in later turns, as many agents do, never picks up another turn's result). Only a result
+    whose id is not among that turn's open calls falls back to the id: the latest earlier
+    call with that id still unanswered.
+    """
+    exchanges: list[ToolExchange] = []
+    previous_turn: list[ToolExchange] = []
+    unanswered: dict[str, list[ToolExchange]] = {}
+    step = -1
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        if message.get("role") == "assistant":
+            step += 1
+            previous_turn = []
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    exchange = ToolExchange(
+                        step=step,
+                        message_index=index,
+                        id=str(block.get("id", "")),
+                        name=str(block.get("name", "")),
+                        input=block.get("input") or {},
+                    )
+                    exchanges.append(exchange)
+                    previous_turn.append(exchange)
+                    unanswered.setdefault(exchange.id, []).append(exchange)
+            continue
+        for block in content:
+            if not isinstance(block, dict) or block.get("type") != "tool_result":
+                continue
+            tool_use_id = str(block.get("tool_use_id", ""))
+            open_calls = [e for e in previous_turn if e.result is None]
+            match = next((e for e in open_calls if e.id == tool_use_id), None)
+            if match is None:
+                # The position is ambiguous (a result out of its turn): fall back to the id.
+                earlier = [e for e in unanswered.get(tool_use_id, []) if e.result is None]
+                match = earlier[-1] if earlier else None
+            if match is None:
+                continue
+            match.result = block
+            match.result_message_index = index
+            unanswered[match.id].remove(match)
+    return exchanges
+
+
+def result_owners(messages: list[dict[str, Any]]) -> dict[tuple[int, int], ToolExchange]:
+    """(message index, block index) of each tool_result → the exchange it answers (for pages)."""
+    owners: dict[tuple[int, int], ToolExchange] = {}
+    by_block = {id(e.result): e for e in pair_tool_results(messages) if e.result is not None}
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for j, block in enumerate(content):
+            exchange = by_block.get(id(block))
+            if exchange is not None:
+                owners[(index, j)] = exchange
+    return owners
 
 
 def iter_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every tool_use block in order, each with its result text and error flag attached."""
-    results: dict[str, dict[str, Any]] = {}
-    for message in messages:
-        for block in message["content"]:
-            if block.get("type") == "tool_result":
-                results[block["tool_use_id"]] = block
-    calls = []
-    for step, message in enumerate(m for m in messages if m["role"] == "assistant"):
-        for block in message["content"]:
-            if block.get("type") == "tool_use":
-                result = results.get(block["id"], {})
-                calls.append(
-                    {
-                        "step": step,
-                        "id": block["id"],
-                        "name": block["name"],
-                        "input": block.get("input", {}),
-                        "result": result.get("content"),
-                        "is_error": bool(result.get("is_error")),
-                    }
-                )
-    return calls
+    return [
+        {
+            "step": e.step,
+            "id": e.id,
+            "name": e.name,
+            "input": e.input,
+            "result": e.content,
+            "is_error": e.is_error,
+        }
+        for e in pair_tool_results(messages)
+    ]
+
+
+def final_answer(messages: list[dict[str, Any]]) -> str:
+    """The text of the last assistant turn that has any (the answer a user was left with)."""
+    for message in reversed(messages):
+        if message.get("role") != "assistant" or not isinstance(message.get("content"), list):
+            continue
+        text = "\n".join(
+            b.get("text", "") for b in message["content"] if b.get("type") == "text"
+        ).strip()
+        if text:
+            return text
+    return ""
+
+
+def answer_key(text: str) -> str:
+    """A final answer reduced to what equivalence means here: case, spacing and the closing
+    punctuation do not matter; every word and number does."""
+    return " ".join(text.casefold().split()).rstrip(" .!")

@@ -13,6 +13,7 @@ from agents.access import SESSION_KEY, get_run_for, memberships_for, principal_f
 from agents.models import Feedback, Run
 from agents.selectors import agents_for, agents_with_recent_counts, recent_runs, run_detail
 from agents.services import add_feedback
+from agents.transcripts import message_index_of_step
 
 RUNS_PAGE_SIZE = 50
 
@@ -83,6 +84,11 @@ def run_page(request: HttpRequest, pk: int) -> HttpResponse:
     )
     context["can_give_feedback"] = principal.can_review
     context["ratings"] = Feedback.Rating.choices
+    # ?step=N marks a diagnosed step (an assistant turn) on its message.
+    step = request.GET.get("step", "")
+    context["divergence_message"] = (
+        message_index_of_step(run.messages, int(step)) if step.isdigit() else None
+    )
     return render(request, "agents/run.html", context)
 
 

@@ -198,6 +198,11 @@ REVERIE_REPLICATES = env_int(
 )
 REVERIE_REGRESSION_SAMPLE_SIZE = env_int("REVERIE_REGRESSION_SAMPLE_SIZE", 40, minimum=0)
 REVERIE_FIDELITY_THRESHOLD = env_float("REVERIE_FIDELITY_THRESHOLD", 0.9)
+# The harness check (dreams/harness.py): the recorded model replays the runs first, no tokens.
+REVERIE_HARNESS_CHECK = env_bool("REVERIE_HARNESS_CHECK", True)
+REVERIE_HARNESS_FIDELITY_THRESHOLD = env_float(
+    "REVERIE_HARNESS_FIDELITY_THRESHOLD", REVERIE_FIDELITY_THRESHOLD
+)
 REVERIE_UNVERIFIABLE_WARNING_SHARE = env_float("REVERIE_UNVERIFIABLE_WARNING_SHARE", 0.2)
 # Significance level of the paired tests and of the early-stop rule (Bonferroni over planned looks).
 REVERIE_STATS_ALPHA = env_float("REVERIE_STATS_ALPHA", 0.05)

@@ -112,6 +112,9 @@ class SpendShareOut(serializers.Serializer):
     dreaming_tokens = serializers.IntegerField()
     dreaming_cost_usd = serializers.CharField()
     dreaming_calls = serializers.IntegerField()
+    dreaming_free_calls = serializers.IntegerField(
+        help_text="calls on the simulated or recorded model: tokens counted, priced at $0"
+    )
     production_tokens = serializers.IntegerField()
     production_cost_usd = serializers.CharField()
     production_runs = serializers.IntegerField()

@@ -195,7 +195,10 @@ def _ask_draft(
         return {**record, "status": "skipped", "reason": "no held-out runs to judge an edit"}
     summaries = []
     for membership in drafting:
-        summary = prompts.run_summary(membership.run, comments=negative_comments(membership.run))
+        focus = {membership.divergence_step} if membership.divergence_step is not None else None
+        summary = prompts.run_summary(
+            membership.run, comments=negative_comments(membership.run), focus_steps=focus
+        )
         summary["pattern"] = membership.pattern_id
         if membership.divergence_step is not None:
             summary["divergence"] = {

@@ -3,8 +3,11 @@
 Graders, the first that applies decides: ``expectations`` (expected answer regex on the final
 assistant text, expected / forbidden tool calls with argument subsets), ``rubric`` (the run's
 rubric, judged through the gateway with a fixed prompt and a stored reason), ``feedback`` (the
-latest negative feedback comment turned into a rubric), ``recorded`` (a replay identical to the
-recording inherits the recorded outcome). A replay stopped at a write tool is ``unverifiable``.
+latest negative feedback comment turned into a rubric), ``recorded`` (the recorded outcome is
+inherited only when what it was graded on — `Run.graded_on`: the tool calls, the final answer
+or both — is unchanged). A replay stopped at a write tool is ``unverifiable``; an answer cut at
+``max_tokens`` fails (``stop_reason``), and a refusal is graded by expectations or a rubric but
+never inherits the recorded outcome.
 """
 
 import json
@@ -13,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.models import Feedback, Run
+from agents.transcripts import answer_key, final_answer
 from dreams.llm import Gateway
-from dreams.replay import ReplayResult, arguments_contain
+from dreams.replay import ReplayResult, Stop, arguments_contain
 
 JUDGE_TOOL = "grade_replay"
 JUDGE_SCHEMA = {
@@ -45,7 +49,7 @@ FEEDBACK_RUBRIC = (
 class Grade:
     verdict: str  # pass | fail | unverifiable
     reason: str
-    grader: str  # expectations | rubric | feedback | recorded | sandbox | none
+    grader: str  # expectations | rubric | feedback | recorded | stop_reason | sandbox | none
 
 
 def _tool_spec(item: Any) -> tuple[str, dict[str, Any]]:
@@ -104,6 +108,25 @@ class JudgeRequest:
     messages: list[dict[str, Any]]
 
 
+def recorded_outcome_holds(run: Run, result: ReplayResult) -> tuple[bool, str]:
+    """Whether the replay kept what the recorded outcome was graded on, and if not, what changed."""
+    same_calls = not result.divergence_kind
+    same_answer = answer_key(result.final_text) == answer_key(final_answer(run.messages or []))
+    graded_on = run.graded_on or Run.GradedOn.BOTH
+    if graded_on in (Run.GradedOn.ACTIONS, Run.GradedOn.BOTH) and not same_calls:
+        return False, "the tool calls changed"
+    if graded_on in (Run.GradedOn.ANSWER, Run.GradedOn.BOTH) and not same_answer:
+        return False, "the final answer changed"
+    return True, ""
+
+
+INHERITED = {
+    Run.GradedOn.ACTIONS: "Same tool calls as the recording; recorded outcome kept.",
+    Run.GradedOn.ANSWER: "Equivalent final answer to the recording; recorded outcome kept.",
+    Run.GradedOn.BOTH: "Same tool calls and an equivalent final answer; recorded outcome kept.",
+}
+
+
 def plan(run: Run, result: ReplayResult, *, comment: str) -> Grade | JudgeRequest:
     """The grade when no model is needed, else the judge request to send."""
     if result.unverifiable:
@@ -112,6 +135,12 @@ def plan(run: Run, result: ReplayResult, *, comment: str) -> Grade | JudgeReques
             "unverifiable",
             f"Stopped at {last} with arguments that are not in the recording (a write tool).",
             "sandbox",
+        )
+    if result.stop_reason == Stop.MAX_TOKENS:
+        return Grade(
+            "fail",
+            "The answer was cut off at max_tokens: a cut answer is not a finished one.",
+            "stop_reason",
         )
     expectations = run.expectations or {}
     graded = grade_expectations(expectations, result)
@@ -123,10 +152,23 @@ def plan(run: Run, result: ReplayResult, *, comment: str) -> Grade | JudgeReques
         return JudgeRequest(
             "feedback", judge_messages(rubric=FEEDBACK_RUBRIC, result=result, feedback=comment)
         )
-    if not result.divergence_kind and run.status in (Run.Status.SUCCESS, Run.Status.FAILURE):
-        verdict = "pass" if run.status == Run.Status.SUCCESS else "fail"
+    if result.stop_reason == Stop.REFUSAL:
         return Grade(
-            verdict, "Same tool calls as the recording; recorded outcome kept.", "recorded"
+            "fail",
+            "The model refused (stop_reason refusal); with no expectations or rubric to say a "
+            "refusal was right, it counts as a failure, never as the recorded outcome.",
+            "stop_reason",
+        )
+    if run.status in (Run.Status.SUCCESS, Run.Status.FAILURE):
+        holds, changed = recorded_outcome_holds(run, result)
+        if holds:
+            verdict = "pass" if run.status == Run.Status.SUCCESS else "fail"
+            return Grade(verdict, INHERITED[run.graded_on or Run.GradedOn.BOTH], "recorded")
+        return Grade(
+            "unverifiable",
+            f"The recorded outcome does not carry over ({changed}) and there are no "
+            "expectations, rubric or feedback to grade the changed run.",
+            "none",
         )
     return Grade(
         "unverifiable", "No expectations, rubric or feedback to grade a changed run.", "none"

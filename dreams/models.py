@@ -230,6 +230,11 @@ class Experiment(models.Model):
     regression_runs = models.ManyToManyField(Run, blank=True, related_name="+")
     stats = models.JSONField(default=dict, blank=True)
     fidelity = models.FloatField(null=True, blank=True)
+    harness_check = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="the recorded model's replay of the baseline runs (dreams/harness.py)",
+    )
     stop_reason = models.TextField(blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -288,9 +293,15 @@ class Replay(models.Model):
     stop_reason = models.CharField(
         max_length=24,
         blank=True,
-        help_text="end_turn, step_limit, diverged_before_turn, unverifiable_write, error",
+        help_text=(
+            "end_turn, step_limit, diverged_before_turn, unverifiable_write, max_tokens, "
+            "refusal, error"
+        ),
     )
     steps = models.PositiveIntegerField(default=0, help_text="assistant turns replayed")
+    model_stop_reason = models.CharField(
+        max_length=24, blank=True, help_text="the model's stop_reason on the last turn"
+    )
     tool_calls = models.JSONField(
         default=list, blank=True, help_text="[{name, input, source}]: recording, sandbox, …"
     )

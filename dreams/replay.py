@@ -22,7 +22,7 @@ from django.utils.module_loading import import_string
 
 from agents.models import Agent, ConfigVersion, Run
 from agents.pricing import cost_of
-from agents.transcripts import iter_tool_calls
+from agents.transcripts import count_steps, final_answer, iter_tool_calls, pair_tool_results
 from dreams.llm import Gateway, ModelError, get_gateway, usage_dict
 
 NOT_AVAILABLE = "Tool {name} is not available in replay: no recorded result for these arguments."
@@ -34,6 +34,13 @@ class Stop:
     DIVERGED_BEFORE_TURN = "diverged_before_turn"
     UNVERIFIABLE = "unverifiable_write"
     ERROR = "error"
+    # The model's own stop_reason ended the replay: a cut answer or a refusal is not a finish.
+    MAX_TOKENS = "max_tokens"
+    REFUSAL = "refusal"
+
+
+# Model stop reasons that end a replay early, whatever the turn holds.
+CUT_SHORT = {"max_tokens": Stop.MAX_TOKENS, "refusal": Stop.REFUSAL}
 
 
 def _canonical(value: Any) -> Any:
@@ -95,30 +102,28 @@ class Recording:
     @classmethod
     def from_run(cls, run: Run) -> "Recording":
         messages = run.messages or []
-        results: dict[str, dict[str, Any]] = {}
+        calls = [
+            RecordedCall(
+                name=e.name,
+                input=e.input,
+                key=canonical_arguments(e.input),
+                content=e.content if e.content is not None else "",
+                is_error=e.is_error,
+            )
+            for e in pair_tool_results(messages)
+        ]
+        calls_before_message: list[int] = []
+        made = 0
         for message in messages:
-            for block in message.get("content") or []:
-                if block.get("type") == "tool_result":
-                    results[block.get("tool_use_id", "")] = block
+            calls_before_message.append(made)
+            if message["role"] == "assistant":
+                made += sum(1 for b in message.get("content") or [] if b.get("type") == "tool_use")
         initial: list[dict[str, Any]] = []
         later: list[tuple[int, dict[str, Any]]] = []
-        calls: list[RecordedCall] = []
         seen_assistant = False
-        for message in messages:
+        for index, message in enumerate(messages):
             if message["role"] == "assistant":
                 seen_assistant = True
-                for block in message.get("content") or []:
-                    if block.get("type") == "tool_use":
-                        result = results.get(block["id"], {})
-                        calls.append(
-                            RecordedCall(
-                                name=block["name"],
-                                input=block.get("input") or {},
-                                key=canonical_arguments(block.get("input")),
-                                content=result.get("content", ""),
-                                is_error=bool(result.get("is_error")),
-                            )
-                        )
                 continue
             texts = [b for b in message.get("content") or [] if b.get("type") != "tool_result"]
             if not texts:
@@ -126,9 +131,8 @@ class Recording:
             if not seen_assistant:
                 initial.append({"role": "user", "content": texts})
             else:
-                later.append((len(calls), {"role": "user", "content": texts}))
-        steps = sum(1 for m in messages if m["role"] == "assistant")
-        return cls(initial=initial, later_turns=later, calls=calls, steps=steps)
+                later.append((calls_before_message[index], {"role": "user", "content": texts}))
+        return cls(initial=initial, later_turns=later, calls=calls, steps=count_steps(messages))
 
     def take(self, name: str, arguments: dict[str, Any]) -> RecordedCall | None:
         key = canonical_arguments(arguments)
@@ -148,6 +152,7 @@ class ReplayResult:
     latency_ms: int = 0
     steps: int = 0
     stop_reason: str = ""
+    model_stop_reason: str = ""  # the model's stop_reason on the last replayed turn
     off_recording: bool = False
     unverifiable: bool = False
     sandboxed: int = 0
@@ -161,14 +166,7 @@ class ReplayResult:
 
     @property
     def final_text(self) -> str:
-        for message in reversed(self.messages):
-            if message["role"] == "assistant":
-                text = "\n".join(
-                    b.get("text", "") for b in message["content"] if b.get("type") == "text"
-                ).strip()
-                if text:
-                    return text
-        return ""
+        return final_answer(self.messages)
 
 
 def _block_dict(block: Any) -> dict[str, Any]:
@@ -183,8 +181,11 @@ def _block_dict(block: Any) -> dict[str, Any]:
 class ReplaySession:
     """The agent loop of one replay as a state machine: `request()` → model → `feed(message)`."""
 
-    def __init__(self, *, run: Run, version: ConfigVersion, agent: Agent) -> None:
+    def __init__(
+        self, *, run: Run, version: ConfigVersion, agent: Agent, priced: bool = True
+    ) -> None:
         self.run = run
+        self.priced = priced  # the simulated and recorded backends cost nothing
         self.agent = agent
         self.recording = Recording.from_run(run)
         self.system = render_instructions(version)
@@ -277,10 +278,15 @@ class ReplaySession:
         usage = usage_dict(message)
         for key, value in usage.items():
             self.result.usage[key] = self.result.usage.get(key, 0) + value
-        self.result.cost_usd += cost_of(message.model or self.model, usage)
+        if self.priced:
+            self.result.cost_usd += cost_of(message.model or self.model, usage)
         content = [_block_dict(b) for b in message.content]
         self.result.messages.append({"role": "assistant", "content": content})
         self.result.steps += 1
+        self.result.model_stop_reason = message.stop_reason or ""
+        if self.result.model_stop_reason in CUT_SHORT:
+            self._finish(CUT_SHORT[self.result.model_stop_reason])
+            return
         uses = [b for b in content if b.get("type") == "tool_use"]
         if uses:
             results = []
@@ -341,6 +347,16 @@ def divergence(
     return None, ""
 
 
+def request_for(gateway: Gateway, session: "ReplaySession") -> dict[str, Any]:
+    """The session's next request; the recorded backend is also told whose turns to replay."""
+    kwargs = session.request()
+    if gateway.recordings is not None:
+        from dreams.simulated.recorded import RUN_HEADER
+
+        kwargs["extra_headers"] = {RUN_HEADER: str(session.run.pk)}
+    return kwargs
+
+
 def replay(
     run: Run,
     config_version: ConfigVersion,
@@ -351,7 +367,7 @@ def replay(
 ) -> ReplayResult:
     """Replay `run` with `config_version` synchronously (one model call per step)."""
     gateway = gateway or get_gateway()
-    session = ReplaySession(run=run, version=config_version, agent=run.agent)
+    session = ReplaySession(run=run, version=config_version, agent=run.agent, priced=gateway.priced)
     while not session.done:
         try:
             message = gateway.create_message(
@@ -360,7 +376,7 @@ def replay(
                 experiment=experiment,
                 replay=replay_row,
                 cache_prefix=True,
-                **session.request(),
+                **request_for(gateway, session),
             )
         except ModelError as exc:
             session.fail(exc)
@@ -379,7 +395,7 @@ async def areplay(
 ) -> ReplayResult:
     """Async twin of `replay` (AsyncAnthropic), for many replays at once in one task."""
     gateway = gateway or get_gateway()
-    session = ReplaySession(run=run, version=config_version, agent=run.agent)
+    session = ReplaySession(run=run, version=config_version, agent=run.agent, priced=gateway.priced)
     while not session.done:
         try:
             message = await gateway.acreate_message(
@@ -388,7 +404,7 @@ async def areplay(
                 experiment=experiment,
                 replay=replay_row,
                 cache_prefix=True,
-                **session.request(),
+                **request_for(gateway, session),
             )
         except ModelError as exc:
             session.fail(exc)

@@ -74,6 +74,8 @@ def experiment_metrics(proposal: Proposal) -> dict[str, Any] | None:
         "target": _arm(stats.get("target")),
         "regression": _arm(stats.get("regression")),
         "early_stop": stats.get("early_stop"),
+        # The harness check (recorded model, no tokens): fidelity, threshold, can_judge, summary.
+        "harness": stats.get("harness"),
     }
 
 
@@ -215,6 +217,12 @@ def render_markdown(report: dict[str, Any], *, agent_name: str) -> str:
             f" ({share['share_of_cost_pct']}% of the production spend of the runs in the window)"
             if share.get("share_of_cost_pct") is not None
             else ""
+        )
+        + (
+            f"; {share['dreaming_free_calls']} calls on the simulated or recorded model, "
+            "priced at $0 (nothing was spent)"
+            if share.get("dreaming_free_calls")
+            else ""
         ),
     ]
     if report.get("error"):
@@ -259,6 +267,9 @@ def render_markdown(report: dict[str, Any], *, agent_name: str) -> str:
                 "",
             ]
         metrics = s.get("metrics")
+        harness = (metrics or {}).get("harness") or {}
+        if harness.get("summary"):
+            lines += [f"Harness check (no tokens): {_line(harness['summary'])}", ""]
         if metrics and metrics.get("target"):
             t = metrics["target"]
             lines.append(

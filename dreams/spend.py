@@ -13,6 +13,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent, Run
+from dreams.llm.base import FREE_BACKENDS
 from dreams.models import DreamCycle, ModelCall
 
 DREAM_PURPOSES = (ModelCall.Purpose.DREAM, ModelCall.Purpose.HOSTED_DREAM)
@@ -40,7 +41,12 @@ def _usage(calls: QuerySet[ModelCall]) -> dict[str, Any]:
         tokens=_token_sum(),
         cost=Coalesce(Sum("cost_usd"), Value(Decimal(0)), output_field=DecimalField()),
     )
-    return {"tokens": int(row["tokens"]), "cost_usd": Decimal(row["cost"]), "calls": calls.count()}
+    return {
+        "tokens": int(row["tokens"]),
+        "cost_usd": Decimal(row["cost"]),
+        "calls": calls.count(),
+        "free_calls": calls.filter(backend__in=FREE_BACKENDS).count(),
+    }
 
 
 def cycle_usage(cycle: DreamCycle) -> dict[str, Any]:
@@ -107,6 +113,8 @@ def spend_share(*, dreaming: dict[str, Any], production: dict[str, Any]) -> dict
         "dreaming_tokens": dreaming["tokens"],
         "dreaming_cost_usd": f"{dreaming['cost_usd']:.6f}",
         "dreaming_calls": dreaming.get("calls", 0),
+        # Calls on the simulated or recorded model: their tokens count, their price is $0.
+        "dreaming_free_calls": dreaming.get("free_calls", 0),
         "production_tokens": production["tokens"],
         "production_cost_usd": f"{production['cost_usd']:.6f}",
         "production_runs": production["runs"],

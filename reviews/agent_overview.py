@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from agents.models import Agent, ConfigVersion, Run, Workspace
 from dreams.cycles import start_cycle
-from dreams.models import DreamCycle, ModelCall, Proposal
+from dreams.llm.base import FREE_BACKENDS
+from dreams.models import DreamCycle, Experiment, ModelCall, Proposal
 
 SPEND_DAYS = 30
 
@@ -54,6 +55,9 @@ def spend(*, agent: Agent, days: int = SPEND_DAYS) -> dict[str, Any]:
         .annotate(total=Sum("cost_usd"))
     )
     dreaming = sum((v or Decimal(0) for v in by_purpose.values()), Decimal(0))
+    free_calls = ModelCall.objects.filter(
+        agent=agent, created_at__gte=since, backend__in=FREE_BACKENDS
+    ).count()
     production = Run.objects.filter(agent=agent, started_at__gte=since).aggregate(
         total=Sum("cost_usd")
     )["total"] or Decimal(0)
@@ -66,6 +70,7 @@ def spend(*, agent: Agent, days: int = SPEND_DAYS) -> dict[str, Any]:
             (label, by_purpose.get(key) or Decimal(0)) for key, label in ModelCall.Purpose.choices
         ],
         "dreaming_share": float(dreaming / total) if total else 0.0,
+        "free_calls": free_calls,  # simulated / recorded: priced at $0, nothing spent
     }
 
 
@@ -184,7 +189,23 @@ def agent_overview(*, agent: Agent) -> dict[str, Any]:
             )[:10]
         ),
         "can_dream": not agent.is_paused,
+        **latest_harness_check(agent=agent),
     }
+
+
+def latest_harness_check(*, agent: Agent) -> dict[str, Any]:
+    """The newest experiment's harness check (a fixed two queries at most)."""
+    for experiment in (
+        Experiment.objects.filter(agent=agent, proposal__isnull=False)
+        .only("id", "proposal_id", "harness_check")
+        .order_by("-id")[:5]
+    ):
+        if experiment.harness_check:
+            return {
+                "harness_check": experiment.harness_check,
+                "harness_proposal": experiment.proposal_id,
+            }
+    return {"harness_check": None, "harness_proposal": None}
 
 
 def start_dream(*, agent: Agent, user: Any) -> DreamCycle:

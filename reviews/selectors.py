@@ -9,6 +9,7 @@ from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery, T
 from django.db.models.functions import Cast
 
 from agents.models import Agent, AuditEvent, Run, Workspace
+from agents.transcripts import message_index_of_step
 from dreams.models import Experiment, FailurePattern, PatternRun, Proposal, Replay
 from reviews.models import Decision, ReviewComment
 from reviews.replays import OUTCOMES, filter_replay_rows, replay_rows
@@ -303,14 +304,27 @@ def replay_pair(*, experiment: Experiment, run_id: int) -> dict[str, Any]:
         .only("divergence_step", "divergence_explanation")
         .first()
     )
+    first_baseline = baseline[0] if baseline else None
+    first_candidate = candidate[0] if candidate else None
+    recorded_step = membership.divergence_step if membership else None
     return {
         "run": run,
-        "baseline": baseline[0] if baseline else None,
-        "candidate": candidate[0] if candidate else None,
+        "baseline": first_baseline,
+        "candidate": first_candidate,
         "replicates": replays,
-        "recorded_divergence": membership.divergence_step if membership else None,
+        "recorded_divergence": recorded_step,
         "recorded_explanation": membership.divergence_explanation if membership else "",
+        # Markers are message indices; divergences are stored as steps (assistant turns).
+        "recorded_divergence_message": message_index_of_step(run.messages, recorded_step),
+        "baseline_divergence_message": _replay_divergence_message(first_baseline),
+        "candidate_divergence_message": _replay_divergence_message(first_candidate),
     }
+
+
+def _replay_divergence_message(replay: Replay | None) -> int | None:
+    if replay is None:
+        return None
+    return message_index_of_step(replay.messages or [], replay.divergence_step)
 
 
 def audit_log(

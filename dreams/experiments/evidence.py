@@ -159,6 +159,13 @@ def compute_stats(
         },
     )
     result["model_backend"] = settings.REVERIE_MODEL_BACKEND  # the UI says "simulated model"
+    harness = experiment.harness_check or {}
+    if harness:
+        result["harness"] = {
+            k: harness.get(k) for k in ("fidelity", "threshold", "can_judge", "checked", "summary")
+        }
+        if not harness.get("can_judge", True):
+            result["verdict"] = "harness_unfit"  # no verdict: the harness cannot judge
     result["judge_agreement"] = judge_agreement(experiment)
     result["unverifiable_warning"] = (
         result["overall"]["unverifiable_share"] > settings.REVERIE_UNVERIFIABLE_WARNING_SHARE

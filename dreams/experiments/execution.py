@@ -37,6 +37,7 @@ def _save_slot(slot: Replay, result: ReplayResult | None, graded: Grade | None, 
         slot.tool_calls = result.tool_calls
         slot.steps = result.steps
         slot.stop_reason = result.stop_reason
+        slot.model_stop_reason = result.model_stop_reason
         slot.divergence_step = result.divergence_step
         slot.divergence_kind = result.divergence_kind
         slot.off_recording = result.off_recording
@@ -121,7 +122,10 @@ def replay_slots_batched(slots: list[Replay], versions: dict[str, ConfigVersion]
     gateway = get_gateway()
     agent = slots[0].run.agent
     sessions = {
-        str(s.pk): ReplaySession(run=s.run, version=versions[s.arm], agent=agent) for s in slots
+        str(s.pk): ReplaySession(
+            run=s.run, version=versions[s.arm], agent=agent, priced=gateway.priced
+        )
+        for s in slots
     }
     by_id = {str(s.pk): s for s in slots}
     while True:

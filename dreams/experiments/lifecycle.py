@@ -27,6 +27,7 @@ from dreams.experiments.execution import (
 )
 from dreams.experiments.sampling import sample_regression_runs
 from dreams.grading import negative_comment
+from dreams.harness import check_harness
 from dreams.models import Experiment, Proposal, Replay
 from dreams.proposals import transition_proposal
 
@@ -137,6 +138,13 @@ def run_experiment(*, experiment_id: int) -> None:
             },
         }
         experiment.save(update_fields=["status", "error", "started_at", "stats"])
+    if settings.REVERIE_HARNESS_CHECK and not experiment.harness_check:
+        experiment.harness_check = run_harness_check(experiment=experiment)
+        Experiment.objects.filter(pk=experiment_id).update(harness_check=experiment.harness_check)
+    if experiment.harness_check and not experiment.harness_check.get("can_judge", True):
+        # The harness cannot reproduce the recordings: spend no tokens on replays it can't judge.
+        finish_experiment(experiment_id=experiment_id)
+        return
     pending = list(
         Replay.objects.filter(experiment_id=experiment_id, status=Replay.Status.PENDING)
         .order_by("run_set", "run_id")  # "regression" sorts before "target": regression first
@@ -151,6 +159,15 @@ def run_experiment(*, experiment_id: int) -> None:
     transaction.on_commit(
         lambda: group(replay_chunk_task.s(experiment_id, chunk) for chunk in chunks).apply_async()
     )
+
+
+def run_harness_check(*, experiment: Experiment) -> dict[str, Any]:
+    """The harness check of the experiment's runs with its baseline version (no tokens)."""
+    runs = [
+        *experiment.target_runs.select_related("agent").prefetch_related("feedback"),
+        *experiment.regression_runs.select_related("agent").prefetch_related("feedback"),
+    ]
+    return check_harness(runs=runs, version=experiment.baseline_version)
 
 
 def replay_chunk(*, experiment_id: int, run_ids: list[int]) -> None:

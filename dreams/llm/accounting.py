@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.db.models import F
 
 from agents.pricing import cost_of
-from dreams.llm.base import CallContext
+from dreams.llm.base import FREE_BACKENDS, CallContext
 from dreams.llm.budget import BudgetGuard
 from dreams.models import DreamCycle, ModelCall
 
@@ -72,7 +72,7 @@ class Accountant:
     ) -> ModelCall:
         """An unsaved ModelCall (no database access: safe on the event loop thread)."""
         usage = usage or {}
-        cost = cost_of(model, usage)
+        cost = Decimal(0) if self.backend in FREE_BACKENDS else cost_of(model, usage)
         if discount is not None:
             cost = (cost * discount).quantize(Decimal("0.000001"))
         return ModelCall(

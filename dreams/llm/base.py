@@ -7,6 +7,9 @@ from anthropic.types import Message
 from agents.models import Agent
 from dreams.models import DreamCycle, Experiment, Replay
 
+# Backends that spend nothing: their calls are priced at $0 wherever spend is shown.
+FREE_BACKENDS = frozenset({"simulated", "recorded"})
+
 
 class ModelError(Exception):
     """Base of the gateway's typed errors; callers record them and carry on cleanly."""

@@ -22,6 +22,7 @@ from django.conf import settings
 from agents.models import Agent
 from dreams.llm.accounting import Accountant
 from dreams.llm.base import (
+    FREE_BACKENDS,
     BudgetExceeded,
     CallContext,
     ModelError,
@@ -34,6 +35,7 @@ from dreams.llm.budget import BudgetGuard
 from dreams.models import DreamCycle, Experiment, ModelCall, Replay
 
 SIMULATED_BASE_URL = "http://simulated.reverie.local"
+RECORDED_BASE_URL = "http://recorded.reverie.local"
 BATCH_DISCOUNT = Decimal("0.5")
 EPHEMERAL = {"type": "ephemeral"}
 # Replays use REVERIE_REPLAY_MAX_TOKENS (read per call); judges answer briefly; dreams write more.
@@ -82,6 +84,12 @@ class Gateway:
         self.budget = BudgetGuard()
         self.accounting = Accountant(backend=backend, guard=self.budget)
         self._client: anthropic.Anthropic | None = None
+        # The recorded backend answers from these recordings (dreams/simulated/recorded.py).
+        self.recordings: Any = None
+        if backend == "recorded":
+            from dreams.simulated.recorded import RecordingLibrary
+
+            self.recordings = RecordingLibrary()
         self._async_clients: weakref.WeakKeyDictionary[Any, anthropic.AsyncAnthropic] = (
             weakref.WeakKeyDictionary()
         )
@@ -92,6 +100,8 @@ class Gateway:
         options: dict[str, Any] = {"max_retries": self.max_retries, "timeout": self.timeout}
         if self.backend == "simulated":
             options.update(api_key="simulated", base_url=SIMULATED_BASE_URL)
+        elif self.backend == "recorded":
+            options.update(api_key="recorded", base_url=RECORDED_BASE_URL, max_retries=0)
         else:
             options.update(api_key=self.api_key or None, base_url=self.base_url or None)
         return options
@@ -104,6 +114,10 @@ class Gateway:
                 from dreams.simulated.transport import SimulatedTransport
 
                 options["http_client"] = httpx2.Client(transport=SimulatedTransport())
+            elif self.backend == "recorded":
+                from dreams.simulated.recorded import RecordedTransport
+
+                options["http_client"] = httpx2.Client(transport=RecordedTransport(self.recordings))
             self._client = anthropic.Anthropic(**options)
         return self._client
 
@@ -117,6 +131,12 @@ class Gateway:
                 from dreams.simulated.transport import AsyncSimulatedTransport
 
                 options["http_client"] = httpx2.AsyncClient(transport=AsyncSimulatedTransport())
+            elif self.backend == "recorded":
+                from dreams.simulated.recorded import AsyncRecordedTransport
+
+                options["http_client"] = httpx2.AsyncClient(
+                    transport=AsyncRecordedTransport(self.recordings)
+                )
             else:
                 options["http_client"] = anthropic.DefaultAsyncHttpxClient(
                     limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
@@ -131,6 +151,16 @@ class Gateway:
         client = self._async_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.close()
+
+    @property
+    def priced(self) -> bool:
+        """Whether calls cost money (the simulated and recorded backends cost nothing)."""
+        return self.backend not in FREE_BACKENDS
+
+    @property
+    def accounted(self) -> bool:
+        """Recorded turns are not model calls: nothing to budget or to account."""
+        return self.backend != "recorded"
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -181,6 +211,11 @@ class Gateway:
         """`messages.create` with budget check, retries, accounting; raises ModelError subclasses."""
         context = CallContext(agent, purpose, cycle, experiment, replay)
         kwargs = self._prepare(purpose, kwargs, cache_prefix)
+        if not self.accounted:
+            try:
+                return self.client.messages.create(**kwargs)
+            except anthropic.AnthropicError as exc:
+                raise self._translate(exc) from exc
         estimate = estimate_call_tokens(kwargs)
         self.budget.reserve(context, estimate=estimate)
         started = time.monotonic()
@@ -223,6 +258,11 @@ class Gateway:
         """Async twin of `create_message`; database work runs through sync_to_async."""
         context = CallContext(agent, purpose, cycle, experiment, replay)
         kwargs = self._prepare(purpose, kwargs, cache_prefix)
+        if not self.accounted:
+            try:
+                return await self.async_client().messages.create(**kwargs)
+            except anthropic.AnthropicError as exc:
+                raise self._translate(exc) from exc
         estimate = estimate_call_tokens(kwargs)
         try:
             self.budget.reserve(context, estimate=estimate, cached_only=True)

@@ -30,6 +30,7 @@ import re
 from typing import Any
 
 from agents import demo
+from agents.transcripts import pair_tool_results
 
 ORDER_ID = re.compile(r"\b([A-Z]{2,5}-\d{3,})\b")
 NAME = re.compile(r"\b(?:I'm|I am|my name is)\s+([A-Z][a-z]+)")
@@ -130,35 +131,23 @@ def _user_texts(messages: list[dict[str, Any]]) -> list[str]:
 
 def _tool_exchanges(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tool calls so far with their results: [{name, input, result (parsed), is_error}]."""
-    results: dict[str, dict[str, Any]] = {}
-    for message in messages:
-        if message.get("role") == "user" and isinstance(message.get("content"), list):
-            for block in message["content"]:
-                if block.get("type") == "tool_result":
-                    results[block.get("tool_use_id", "")] = block
     calls = []
-    for message in messages:
-        if message.get("role") != "assistant" or not isinstance(message.get("content"), list):
-            continue
-        for block in message["content"]:
-            if block.get("type") == "tool_use":
-                result = results.get(block.get("id", ""), {})
-                content = result.get("content", "")
-                if isinstance(content, list):
-                    content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
-                try:
-                    parsed = json.loads(content) if content else None
-                except (TypeError, ValueError):
-                    parsed = content
-                calls.append(
-                    {
-                        "name": block.get("name"),
-                        "input": block.get("input") or {},
-                        "result": parsed,
-                        "is_error": bool(result.get("is_error"))
-                        or (isinstance(parsed, dict) and "error" in parsed),
-                    }
-                )
+    for exchange in pair_tool_results(messages):
+        content = exchange.content or ""
+        if isinstance(content, list):
+            content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+        try:
+            parsed = json.loads(content) if content else None
+        except (TypeError, ValueError):
+            parsed = content
+        calls.append(
+            {
+                "name": exchange.name,
+                "input": exchange.input,
+                "result": parsed,
+                "is_error": exchange.is_error or (isinstance(parsed, dict) and "error" in parsed),
+            }
+        )
     return calls
 
 

@@ -19,6 +19,7 @@ import json
 import re
 from typing import Any
 
+from agents.transcripts import pair_tool_results
 from dreams.simulated.registry import register
 
 DAYS = re.compile(r"delivered (\d+) days ago")
@@ -42,34 +43,24 @@ def _request_text(request: dict[str, Any]) -> str:
 
 
 def _calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    results = {}
-    for message in messages:
-        if message.get("role") == "user" and isinstance(message.get("content"), list):
-            for block in message["content"]:
-                if block.get("type") == "tool_result":
-                    results[block.get("tool_use_id")] = block
     calls = []
-    for message in messages:
-        if message.get("role") == "assistant" and isinstance(message.get("content"), list):
-            for block in message["content"]:
-                if block.get("type") == "tool_use":
-                    result = results.get(block.get("id"), {})
-                    content = result.get("content", "")
-                    if isinstance(content, list):
-                        content = "".join(b.get("text", "") for b in content)
-                    try:
-                        parsed = json.loads(content) if content else None
-                    except (TypeError, ValueError):
-                        parsed = content
-                    calls.append(
-                        {
-                            "name": block.get("name", ""),
-                            "input": block.get("input") or {},
-                            "result": parsed,
-                            "raw": content or "",
-                            "is_error": bool(result.get("is_error")),
-                        }
-                    )
+    for exchange in pair_tool_results(messages):
+        content = exchange.content or ""
+        if isinstance(content, list):
+            content = "".join(b.get("text", "") for b in content)
+        try:
+            parsed = json.loads(content) if content else None
+        except (TypeError, ValueError):
+            parsed = content
+        calls.append(
+            {
+                "name": exchange.name,
+                "input": exchange.input,
+                "result": parsed,
+                "raw": content or "",
+                "is_error": exchange.is_error,
+            }
+        )
     return calls
 
 

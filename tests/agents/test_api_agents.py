@@ -275,3 +275,37 @@ def test_setting_the_stable_version_during_a_rollout_is_refused(api, agent):
     assert response.json()["error"]["code"] == "rollout_in_progress"
     agent.refresh_from_db()
     assert agent.stable_version.number == 1
+
+
+def test_a_version_accepts_openai_tool_definitions_as_run_import_does(api, agent):
+    openai_tool = {
+        "type": "function",
+        "function": {
+            "name": "get_user_details",
+            "description": "Look a user up.",
+            "parameters": {"type": "object", "properties": {"user_id": {"type": "string"}}},
+        },
+    }
+
+    response = api.post(
+        "/api/v1/agents/support/versions",
+        {"system_prompt": "Airline desk.", "tools": [openai_tool, {"name": "think"}]},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.content
+    version = agent.versions.get(number=response.json()["number"])
+    assert version.tools == [
+        {
+            "name": "get_user_details",
+            "input_schema": openai_tool["function"]["parameters"],
+            "description": "Look a user up.",
+        },
+        {"name": "think"},
+    ]
+    bad = api.post(
+        "/api/v1/agents/support/versions",
+        {"tools": [{"type": "function", "function": {}}]},
+        format="json",
+    )
+    assert bad.status_code == 400 and "function.name" in bad.content.decode()

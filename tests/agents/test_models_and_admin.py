@@ -213,6 +213,7 @@ def test_the_run_admin_keeps_the_recording_read_only(admin_client, agent):
             "outcome_reason": "relabelled",
             "tags": "[]",
             "expectations": "{}",
+            "graded_on": "both",
             "messages": "[]",
             "feedback-TOTAL_FORMS": "0",
             "feedback-INITIAL_FORMS": "0",

@@ -144,8 +144,67 @@ def test_unverifiable_replays_are_not_graded_pass_or_fail(agent):
 
 
 def test_an_unchanged_replay_without_graders_keeps_the_recorded_outcome(agent):
-    outcome = graded(agent, {}, transcript(), status="success")
+    recorded = transcript(("lookup_order", {"order_id": "NW-1"}, ORDER_OK), final="Refunded.")
+    replayed = transcript(("lookup_order", {"order_id": "NW-1"}, ORDER_OK), final="refunded")
+    outcome = graded(agent, {}, replayed, status="success", messages=recorded.messages)
     assert (outcome.verdict, outcome.grader) == ("pass", "recorded")
+
+
+def test_same_tool_calls_with_another_final_answer_do_not_inherit_the_outcome(agent):
+    recorded = transcript(("lookup_order", {"order_id": "NW-1"}, ORDER_OK), final="Refunded $79.")
+    replayed = transcript(("lookup_order", {"order_id": "NW-1"}, ORDER_OK), final="Refunded $7.")
+
+    outcome = graded(agent, {}, replayed, status="success", messages=recorded.messages)
+
+    assert (outcome.verdict, outcome.grader) == ("unverifiable", "none")
+    assert "final answer changed" in outcome.reason
+
+
+def test_graded_on_says_what_the_recorded_outcome_depends_on(agent):
+    recorded = transcript(("lookup_order", {"order_id": "NW-1"}, ORDER_OK), final="Refunded $79.")
+    new_answer = transcript(("lookup_order", {"order_id": "NW-1"}, ORDER_OK), final="All done!")
+    new_calls = transcript(("lookup_order", {"order_id": "NW-2"}, ORDER_OK), final="Refunded $79.")
+    new_calls.divergence_kind = "arguments"
+
+    by_actions = graded(
+        agent, {}, new_answer, status="failure", messages=recorded.messages, graded_on="actions"
+    )
+    by_answer = graded(
+        agent, {}, new_calls, status="failure", messages=recorded.messages, graded_on="answer"
+    )
+    both = graded(agent, {}, new_calls, status="failure", messages=recorded.messages)
+
+    assert (by_actions.verdict, by_actions.grader) == ("fail", "recorded")
+    assert (by_answer.verdict, by_answer.grader) == ("fail", "recorded")
+    assert (both.verdict, "tool calls changed" in both.reason) == ("unverifiable", True)
+
+
+def test_an_answer_cut_at_max_tokens_never_inherits_a_recorded_pass(agent):
+    recorded = transcript(final="Refunded.")
+    cut = transcript(final="Refunded.")
+    cut.stop_reason = cut.model_stop_reason = "max_tokens"
+
+    outcome = graded(agent, {}, cut, status="success", messages=recorded.messages)
+    with_expectations = graded(
+        agent, {"expected_answer_pattern": "Refunded"}, cut, status="success"
+    )
+
+    assert (outcome.verdict, outcome.grader) == ("fail", "stop_reason")
+    assert "max_tokens" in outcome.reason
+    assert (with_expectations.verdict, with_expectations.grader) == ("fail", "stop_reason")
+
+
+def test_a_refusal_is_graded_by_expectations_but_never_inherits_the_outcome(agent):
+    recorded = transcript(final="I can't help with that.")
+    refused = transcript(final="I can't help with that.")
+    refused.stop_reason = refused.model_stop_reason = "refusal"
+
+    inherited = graded(agent, {}, refused, status="success", messages=recorded.messages)
+    expected = graded(agent, {"expected_answer_pattern": "can't help"}, refused, status="success")
+
+    assert (inherited.verdict, inherited.grader) == ("fail", "stop_reason")
+    assert "refus" in inherited.reason
+    assert (expected.verdict, expected.grader) == ("pass", "expectations")
 
 
 def test_run_content_cannot_close_the_transcript_fence():

@@ -239,7 +239,7 @@ def test_replay_runs_on_the_simulated_backend_by_default(run, version):
 
     # Without window guidance the simulated agent refunds like the recording did.
     assert [c["name"] for c in result.tool_calls] == ["lookup_order", "issue_refund"]
-    assert result.usage["input_tokens"] > 0 and result.cost_usd > 0
+    assert result.usage["input_tokens"] > 0 and result.cost_usd == 0  # simulated: $0
 
 
 def test_a_broken_sandbox_tool_is_an_error_result_not_a_crash(
@@ -258,3 +258,17 @@ def test_a_broken_sandbox_tool_is_an_error_result_not_a_crash(
 
     assert result.tool_calls[0]["source"] == "sandbox_error"
     assert result.off_recording and result.messages[2]["content"][0]["is_error"] is True
+
+
+@pytest.mark.parametrize("stop", ["max_tokens", "refusal"])
+def test_a_cut_or_refused_turn_ends_the_replay_with_the_models_stop_reason(
+    stop, run, version, fake_gateway_settings
+):
+    fake_gateway_settings.queue(
+        FakeAnthropic.message([text("Let me look up your ord")], stop_reason=stop)
+    )
+
+    result = replay(run, version)
+
+    assert (result.stop_reason, result.model_stop_reason) == (stop, stop)
+    assert result.steps == 1 and len(fake_gateway_settings.message_requests) == 1

@@ -142,7 +142,13 @@ def test_report_shows_experiment_numbers_once_they_exist(finished_cycle: DreamCy
         baseline_version=proposal.base_version,
         candidate_version=proposal.candidate_version,
         status="completed",
-        stats={"verdict": "improves", "fidelity": 0.96, "target": block, "regression": block},
+        stats={
+            "verdict": "improves",
+            "fidelity": 0.96,
+            "target": block,
+            "regression": block,
+            "harness": {"fidelity": 1.0, "can_judge": True, "summary": "Harness fidelity 100%."},
+        },
     )
 
     report = reports.build_cycle_report(finished_cycle)
@@ -152,6 +158,8 @@ def test_report_shows_experiment_numbers_once_they_exist(finished_cycle: DreamCy
     assert suggestion["metrics"]["verdict"] == "improves"
     assert suggestion["metrics"]["target"]["candidate_pass_rate"] == 0.9
     assert "pass rate 0% → 90% (9 fixed, 0 broken); verdict: improves" in markdown
+    assert suggestion["metrics"]["harness"]["can_judge"] is True  # the API shows the check
+    assert "Harness check (no tokens): Harness fidelity 100%." in markdown
 
 
 def test_markdown_correction_report_downloads(
@@ -221,7 +229,9 @@ def test_agent_dreaming_spend_share(demo_api: APIClient, finished_cycle: DreamCy
     body = response.json()
     assert body["dreaming_tokens"] == finished_cycle.tokens_used
     assert body["production_runs"] == finished_cycle.agent.runs.count()
-    assert 0 < body["share_of_cost_pct"] < 100
+    # The demo dreams on the simulated model: its tokens count, its price is $0, and it says so.
+    assert body["share_of_cost_pct"] == 0 and body["dreaming_cost_usd"] == "0.000000"
+    assert body["dreaming_free_calls"] == body["dreaming_calls"] > 0
     assert demo_api.get("/api/v1/agents/refunds-desk/dreaming-spend?days=x").status_code == 400
 
 

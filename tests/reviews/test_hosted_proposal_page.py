@@ -12,8 +12,11 @@ pytestmark = pytest.mark.django_db
 
 
 def test_a_hosted_dream_proposal_page_shows_its_memory_diff_and_replay_evidence(
-    client, reviewer, managed_link, fake_managed, django_capture_on_commit_callbacks
+    client, reviewer, managed_link, fake_managed, django_capture_on_commit_callbacks, settings
 ):
+    # The simulated rubric judge passes these recorded failures, so the harness check would
+    # (rightly) stop the experiment before its replays; this test is about the replay evidence.
+    settings.REVERIE_HARNESS_CHECK = False
     for n in range(3):
         fake_managed.add_session(
             agent_id=managed_link.managed_agent_id,

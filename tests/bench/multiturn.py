@@ -1,0 +1,198 @@
+"""Benchmark: replay evidence on generated multi-turn desk runs (OpenAI format, ids reused).
+
+Each run has 3–8 user turns, tool calls with the id `call_0` reused in every turn, a long
+reservation record, an empty `think` result, and the decisive write a few user turns in; half
+carry expectations derived from their recorded outcome. Prints `name: value unit` lines:
+
+* harness fidelity of the no-change replay (the recorded model, no tokens) and its speed;
+* the share of candidate replays (the simulated model, a different agent) that reach a graded
+  verdict — without a simulated user, today's behaviour (stopped at the first user turn after a
+  divergence, or unverifiable).
+
+    .venv/bin/python tests/bench/multiturn.py            # 500 runs
+    .venv/bin/python tests/bench/multiturn.py --smoke    # 40 runs, a few seconds
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.utils import timezone  # noqa: E402
+
+from agents import services  # noqa: E402
+from agents.models import ConfigVersion, Run, Workspace  # noqa: E402
+from agents.transcripts import to_canonical  # noqa: E402
+from dreams.grading import grade  # noqa: E402
+from dreams.harness import check_harness  # noqa: E402
+from dreams.llm import get_gateway  # noqa: E402
+from dreams.replay import replay  # noqa: E402
+
+TOOLS = [
+    {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+    for name in ("get_user_details", "get_reservation_details", "think", "calculate")
+] + [{"type": "function", "function": {"name": "update_reservation_baggages"}}]
+
+
+def _call(name: str, arguments: dict, call_id: str = "call_0") -> dict:
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments)},
+    }
+
+
+def generated_run(rng: random.Random, index: int) -> dict:
+    user = f"user_{index:05d}"
+    reservation = f"R{index:05d}"
+    bags = rng.randint(1, 3)
+    turns = rng.randint(3, 8)
+    messages = [
+        {"role": "system", "content": "You are an airline desk agent."},
+        {"role": "user", "content": "Hi, I need help with my booking."},
+        {"role": "assistant", "content": "Sure, what is your user id?"},
+        {"role": "user", "content": f"It's {user}."},
+        {
+            "role": "assistant",
+            "content": "Let me look you up.",
+            "tool_calls": [_call("get_user_details", {"user_id": user})],
+        },
+        {"role": "tool", "tool_call_id": "call_0", "content": json.dumps({"user_id": user})},
+    ]
+    for turn in range(turns - 3):
+        messages += [
+            {"role": "assistant", "content": "Anything else about the trip?"},
+            {"role": "user", "content": f"Question {turn} about {reservation}."},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    _call("get_reservation_details", {"reservation_id": reservation}),
+                    _call("think", {"thought": f"turn {turn}"}, "call_1"),
+                ],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "call_0",
+                "content": json.dumps({"id": reservation, "flights": ["HAT170"] * 30}),
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": ""},
+        ]
+    messages += [
+        {"role": "assistant", "content": f"Adding {bags} bags costs ${50 * bags}. Go ahead?"},
+        {"role": "user", "content": "Yes please."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                _call(
+                    "update_reservation_baggages",
+                    {"reservation_id": reservation, "total_baggages": bags},
+                )
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_0", "content": json.dumps({"ok": True})},
+        {"role": "assistant", "content": f"Done: {bags} bags added to {reservation}."},
+    ]
+    success = rng.random() < 0.6
+    expected = {"name": "update_reservation_baggages", "arguments": {"total_baggages": bags}}
+    if not success:
+        expected["arguments"] = {"total_baggages": bags + 1}  # the gold action differed
+    return {
+        "messages": messages,
+        "tools": TOOLS,
+        "status": "success" if success else "failure",
+        "expectations": {"expected_tools": [expected]} if index % 2 == 0 else {},
+    }
+
+
+def setup(runs: int):
+    workspace = Workspace.objects.create(name="Bench multiturn", slug="bench-multiturn")
+    agent = services.create_agent(
+        workspace=workspace,
+        slug="airline-desk",
+        name="Airline desk (bench)",
+        model="claude-sonnet-5-5",
+        write_tools=["update_reservation_baggages"],
+    )
+    version = ConfigVersion.objects.create(
+        agent=agent,
+        number=1,
+        system_prompt="You are an airline desk agent.",
+        tools=to_canonical(
+            {"format": "openai", "messages": [{"role": "user", "content": "x"}], "tools": TOOLS}
+        )["tools"],
+        model=agent.model,
+    )
+    agent.stable_version = version
+    agent.save(update_fields=["stable_version"])
+    rng = random.Random(12)  # noqa: S311 - reproducible data, not security
+    rows = []
+    now = timezone.now()
+    for index in range(runs):
+        item = generated_run(rng, index)
+        canonical = to_canonical({"format": "openai", **item})
+        rows.append(
+            Run(
+                agent=agent,
+                external_id=f"mt-{index}",
+                status=item["status"],
+                messages=canonical["messages"],
+                tools=canonical["tools"],
+                system=canonical["system"],
+                step_count=sum(1 for m in canonical["messages"] if m["role"] == "assistant"),
+                expectations=item["expectations"],
+                started_at=now,
+            )
+        )
+    Run.objects.bulk_create(rows, batch_size=500)
+    return agent
+
+
+def main(runs: int) -> None:
+    agent = setup(runs)
+    version = agent.stable_version
+    recorded = list(Run.objects.filter(agent=agent).select_related("agent").order_by("id"))
+
+    check = check_harness(runs=recorded, version=version)
+    print(f"runs: {len(recorded)} runs")
+    print(f"harness_fidelity: {check['fidelity'] * 100:.1f} %")
+    print(f"harness_speed: {check['runs_per_second']:.1f} runs/s")
+    print(f"harness_tokens: {check['tokens']} tokens")
+    for name, g in check["graders"].items():
+        print(f"grader_agreement_{name}: {g['agreement'] * 100:.1f} %")
+
+    gateway = get_gateway()  # the simulated model: a different agent, the "candidate"
+    sample = recorded[: min(len(recorded), 200)]
+    graded = 0
+    started = time.monotonic()
+    for run in sample:
+        result = replay(run, version, gateway=gateway)
+        verdict = grade(run, result, gateway=gateway, comment="")
+        graded += result.stop_reason == "end_turn" and verdict.verdict in ("pass", "fail")
+    elapsed = time.monotonic() - started
+    print(f"graded_verdict_share_without_simulated_user: {graded / len(sample) * 100:.1f} %")
+    print(f"candidate_replay_speed: {len(sample) / elapsed:.1f} runs/s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="40 runs, a few seconds")
+    args = parser.parse_args()
+    from django.test.utils import setup_databases, teardown_databases
+
+    old_config = setup_databases(verbosity=0, interactive=False)
+    try:
+        main(40 if args.smoke else int(os.environ.get("BENCH_RUNS", "500")))
+    finally:
+        teardown_databases(old_config, verbosity=0)
