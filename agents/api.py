@@ -1,14 +1,10 @@
 """Capture REST API: agents, config versions, runs (bulk, idempotent) and feedback."""
 
-import re
-from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -27,6 +23,7 @@ from agents.access import Principal, get_agent_for, get_run_for, principal_for
 from agents.ingest import IngestError, PayloadRejected, ingest_runs, load_payload, nul_path
 from agents.models import Agent, ConfigVersion, Feedback, Run
 from agents.selectors import agents_for, runs_for, versions_for
+from agents.timestamps import TimestampError, parse_timestamp
 from config.api import ERROR_DOC, DefaultPagination, error_response
 
 
@@ -372,17 +369,6 @@ def _parse_bool(value: str | None) -> bool | None:
     raise ValidationError({"negative_feedback": ["must be true or false"]})
 
 
-def _parse_time(raw: str) -> datetime | None:
-    """An ISO 8601 time from a query string; naive means UTC, an unencoded '+' is tolerated."""
-    try:
-        parsed = parse_datetime(raw) or parse_datetime(re.sub(r" (\d\d:?\d\d)$", r"+\1", raw))
-    except ValueError:
-        return None
-    if parsed is not None and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, UTC)
-    return parsed
-
-
 class RunCursorPagination(DefaultPagination):
     ordering = ("-started_at", "-id")
 
@@ -401,9 +387,10 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
         since = until = None
         for name in ("since", "until"):
             if params.get(name):
-                parsed = _parse_time(params[name])
-                if parsed is None:
-                    raise ValidationError({name: ["must be an ISO 8601 date-time"]})
+                try:
+                    parsed = parse_timestamp(params[name], lenient_plus=True)
+                except TimestampError as exc:
+                    raise ValidationError({name: [str(exc)]}) from None
                 if name == "since":
                     since = parsed
                 else:

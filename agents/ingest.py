@@ -17,10 +17,10 @@ import orjson
 from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from agents.models import Agent, ConfigVersion, Run, Workspace
 from agents.pricing import cost_of
+from agents.timestamps import TimestampError, parse_timestamp
 from agents.transcripts import TranscriptError, count_steps, to_canonical
 
 MAX_EXTERNAL_ID = 255
@@ -155,16 +155,10 @@ def parse_run(item: Any, *, agents: dict[str, Agent], check_nul: bool = True) ->
         raise _fail("status", f"must be one of {', '.join(Run.Status.values)}")
     started_at = timezone.now()
     if item.get("started_at") is not None:
-        raw = item["started_at"]
         try:
-            parsed = parse_datetime(raw) if isinstance(raw, str) else None
-        except ValueError:  # well-formed but impossible, e.g. month 13
-            parsed = None
-        if parsed is None:
-            raise _fail("started_at", "must be an ISO 8601 date-time")
-        started_at = (
-            parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
-        )
+            started_at = parse_timestamp(item["started_at"])
+        except TimestampError as exc:
+            raise _fail("started_at", str(exc)) from None
     latency = item.get("latency_ms")
     if latency is not None and (
         isinstance(latency, bool)
