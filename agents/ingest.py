@@ -8,7 +8,6 @@ instances, and on PostgreSQL one COPY per batch into the run table.
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -18,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from agents.answer_patterns import PatternError, compile_answer_pattern
 from agents.models import Agent, ConfigVersion, Run, Workspace
 from agents.pricing import cost_of
 from agents.timestamps import TimestampError, parse_timestamp
@@ -85,11 +85,9 @@ def _validate_expectations(value: Any) -> dict[str, Any]:
                 "expectations.expected_answer_pattern", "must be a string (a regular expression)"
             )
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise _fail(
-                "expectations.expected_answer_pattern", f"is not a valid regular expression ({exc})"
-            ) from exc
+            compile_answer_pattern(pattern)
+        except PatternError as exc:
+            raise _fail("expectations.expected_answer_pattern", str(exc)) from None
     for key in ("expected_tools", "forbidden_tools"):
         calls = value.get(key)
         if calls is None:
