@@ -21,7 +21,7 @@ from agents.answer_patterns import PatternError, compile_answer_pattern
 from agents.models import Agent, ConfigVersion, Run, Workspace
 from agents.pricing import cost_of
 from agents.timestamps import TimestampError, parse_timestamp
-from agents.transcripts import TranscriptError, count_steps, to_canonical
+from agents.transcripts import TranscriptError, check_tool_turns, count_steps, to_canonical
 
 MAX_EXTERNAL_ID = 255
 STATUSES = frozenset(Run.Status.values)  # the enum rebuilds its value list on every access
@@ -177,6 +177,7 @@ def parse_run(item: Any, *, agents: dict[str, Agent], check_nul: bool = True) ->
     expectations = _validate_expectations(item.get("expectations"))
 
     canonical = to_canonical(item)
+    check_tool_turns(canonical["messages"])
     usage = canonical["usage"]
     model = canonical["model"] or agent.model
     if not isinstance(model, str):
