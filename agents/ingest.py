@@ -343,16 +343,29 @@ def ingest_runs(
         raise IngestError(errors)
 
     slugs_by_id = {agent.pk: slug for slug, agent in agents.items()}
-    for _attempt in range(3):
+    try:
+        return _insert(rows, slugs_by_id=slugs_by_id)
+    except IntegrityError:
+        pass  # a concurrent request stored some of these first
+    if connection.vendor == "postgresql":
+        # Skip what racers stored (ON CONFLICT DO NOTHING): cannot fail again however many race.
+        return _insert(rows, slugs_by_id=slugs_by_id, skip_conflicts=True)
+    for _attempt in range(3):  # SQLite serialises writers: looking again is enough
         try:
             return _insert(rows, slugs_by_id=slugs_by_id)
         except IntegrityError:
-            continue  # a concurrent request stored some of these first; look again
+            continue
     return _insert(rows, slugs_by_id=slugs_by_id)
 
 
-def _insert(rows: list[dict[str, Any]], *, slugs_by_id: dict[int, str]) -> list[IngestResult]:
-    """Store the rows not stored yet, in one transaction; duplicates in the batch: first one wins."""
+def _insert(
+    rows: list[dict[str, Any]], *, slugs_by_id: dict[int, str], skip_conflicts: bool = False
+) -> list[IngestResult]:
+    """Store the rows not stored yet, in one transaction; duplicates in the batch: first one wins.
+
+    `skip_conflicts` (PostgreSQL) inserts with ON CONFLICT DO NOTHING and then reads back which
+    rows a concurrent request stored first: those are answered as existing, with their ids.
+    """
     with transaction.atomic():
         existing: dict[tuple[int, str], int] = {}
         by_agent: dict[int, list[str]] = {}
@@ -372,7 +385,15 @@ def _insert(rows: list[dict[str, Any]], *, slugs_by_id: dict[int, str]) -> list[
                 planned[key] = row
         if planned:
             # A fixed order: two batches racing on the same keys then wait, never deadlock.
-            _store([planned[key] for key in sorted(planned)])
+            ordered = [planned[key] for key in sorted(planned)]
+            if skip_conflicts:
+                _store_skipping_conflicts(ordered)
+                for key, row in list(planned.items()):
+                    if row.get("stored_by_other") is not None:
+                        existing[key] = row.pop("stored_by_other")
+                        del planned[key]
+            else:
+                _store(ordered)
     results = []
     for index, row in enumerate(rows):
         key = (row["agent_id"], row["external_id"])
@@ -417,6 +438,28 @@ def _store(rows: list[dict[str, Any]]) -> None:
                     [row["id"], now]
                     + [dump_json(row[n]) if n in json_fields else row[n] for n in names]
                 )
+
+
+def _store_skipping_conflicts(rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL: ids from the sequence, INSERT … ON CONFLICT DO NOTHING, then read back each
+    key's id; a row whose stored id is not its own was stored by a concurrent request."""
+    table = Run._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [table, len(rows)],
+        )
+        for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
+            row["id"] = pk
+    Run.objects.bulk_create([Run(**row) for row in rows], batch_size=500, ignore_conflicts=True)
+    by_agent: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_agent.setdefault(row["agent_id"], {})[row["external_id"]] = row
+    for agent_id, wanted in by_agent.items():
+        stored = Run.objects.filter(agent_id=agent_id, external_id__in=list(wanted))
+        for ext, pk in stored.values_list("external_id", "pk"):
+            if pk != wanted[ext]["id"]:
+                wanted[ext]["stored_by_other"] = pk
 
 
 def dump_json(value: Any) -> str:
