@@ -10,6 +10,7 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     PolymorphicProxySerializer,
     extend_schema,
+    extend_schema_field,
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
@@ -24,7 +25,7 @@ from agents.ingest import IngestError, PayloadRejected, ingest_runs, load_payloa
 from agents.models import Agent, ConfigVersion, Feedback, Run
 from agents.selectors import agents_for, runs_for, versions_for
 from agents.timestamps import TimestampError, parse_timestamp
-from config.api import ERROR_DOC, DefaultPagination, error_response
+from config.api import ERROR_DOC, DefaultPagination, StrictModelSerializer, error_response
 
 
 class WorkspaceMixin:
@@ -42,9 +43,9 @@ class WorkspaceMixin:
 # -- Agents --------------------------------------------------------------------------------
 
 
-class ConfigVersionSerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="number", read_only=True)
-    author = serializers.StringRelatedField()
+class ConfigVersionSerializer(StrictModelSerializer):
+    parent = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
+    author = serializers.StringRelatedField(allow_null=True)
 
     class Meta:
         model = ConfigVersion
@@ -83,7 +84,19 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
         return value
 
 
-class AgentSerializer(serializers.ModelSerializer):
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$",
+        "example": "22:00",
+        "description": "time of day in UTC (HH:MM or HH:MM:SS)",
+    }
+)
+class TimeOfDayField(serializers.TimeField):
+    """A UTC time of day; documented as HH:MM[:SS] (JSON Schema's `time` demands an offset)."""
+
+
+class AgentSerializer(StrictModelSerializer):
     stable_version = serializers.IntegerField(
         source="stable_version.number", read_only=True, allow_null=True
     )
@@ -91,6 +104,10 @@ class AgentSerializer(serializers.ModelSerializer):
         source="canary_version.number", read_only=True, allow_null=True
     )
     webhook_secret = serializers.CharField(write_only=True, required=False, allow_blank=True)
+    dream_window_start = TimeOfDayField(required=False, allow_null=True)
+    dream_window_end = TimeOfDayField(
+        required=False, allow_null=True, help_text="may wrap past midnight"
+    )
 
     class Meta:
         model = Agent
@@ -386,7 +403,7 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
                 raise ValidationError({name: ["must not contain NUL characters"]})
         since = until = None
         for name in ("since", "until"):
-            if params.get(name):
+            if name in params:
                 try:
                     parsed = parse_timestamp(params[name], lenient_plus=True)
                 except TimestampError as exc:

@@ -172,6 +172,12 @@ class MarkdownRenderer(renderers.BaseRenderer):
 class DreamReportMarkdown(WorkspaceMixin, APIView):
     renderer_classes = [MarkdownRenderer, renderers.JSONRenderer]
 
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors are the API's JSON error shape, so they carry the JSON content type.
+        self.request.accepted_renderer = renderers.JSONRenderer()
+        self.request.accepted_media_type = "application/json"
+        return super().handle_exception(exc)
+
     @extend_schema(responses={(200, "text/markdown"): OpenApiTypes.STR})
     def get(self, request: Request, pk: int) -> HttpResponse:
         cycle = reports.get_cycle_for(self.principal, pk)
