@@ -8,7 +8,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 python3 $(wildcard /root/.pyenv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test bench bench-smoke bench-tools lint format browser clean
+.PHONY: install demo test bench bench-smoke bench-tools fuzz lint format browser clean
 
 $(BIN)/.installed: pyproject.toml client/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required (Django 6)."; exit 1; }
@@ -55,6 +55,11 @@ bench: install bench-tools
 # Every benchmark at its smoke size (what CI runs): seconds each, same code paths.
 bench-smoke: install bench-tools
 	for b in $(BENCHMARKS); do echo "== $$b --smoke"; $(BIN)/python tests/bench/$$b.py --smoke || exit 1; done
+
+# Bounded schemathesis run (< 3 minutes) against a throwaway dev server; non-zero on a 5xx or
+# a schema violation.
+fuzz: install
+	bash tests/fuzz/schemathesis_run.sh
 
 lint: install
 	$(BIN)/ruff check .

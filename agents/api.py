@@ -1,19 +1,16 @@
 """Capture REST API: agents, config versions, runs (bulk, idempotent) and feedback."""
 
-import re
-from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     PolymorphicProxySerializer,
     extend_schema,
+    extend_schema_field,
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
@@ -27,8 +24,9 @@ from agents.access import Principal, get_agent_for, get_run_for, principal_for
 from agents.ingest import IngestError, PayloadRejected, ingest_runs, load_payload, nul_path
 from agents.models import Agent, ConfigVersion, Feedback, Run
 from agents.selectors import agents_for, runs_for, versions_for
+from agents.timestamps import TimestampError, parse_timestamp
 from agents.transcripts import TranscriptError, canonical_tools
-from config.api import ERROR_DOC, DefaultPagination, error_response
+from config.api import ERROR_DOC, DefaultPagination, StrictModelSerializer, error_response
 
 
 class WorkspaceMixin:
@@ -46,9 +44,9 @@ class WorkspaceMixin:
 # -- Agents --------------------------------------------------------------------------------
 
 
-class ConfigVersionSerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="number", read_only=True)
-    author = serializers.StringRelatedField()
+class ConfigVersionSerializer(StrictModelSerializer):
+    parent = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
+    author = serializers.StringRelatedField(allow_null=True)
 
     class Meta:
         model = ConfigVersion
@@ -95,7 +93,19 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
         return value
 
 
-class AgentSerializer(serializers.ModelSerializer):
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$",
+        "example": "22:00",
+        "description": "time of day in UTC (HH:MM or HH:MM:SS)",
+    }
+)
+class TimeOfDayField(serializers.TimeField):
+    """A UTC time of day; documented as HH:MM[:SS] (JSON Schema's `time` demands an offset)."""
+
+
+class AgentSerializer(StrictModelSerializer):
     stable_version = serializers.IntegerField(
         source="stable_version.number", read_only=True, allow_null=True
     )
@@ -103,6 +113,10 @@ class AgentSerializer(serializers.ModelSerializer):
         source="canary_version.number", read_only=True, allow_null=True
     )
     webhook_secret = serializers.CharField(write_only=True, required=False, allow_blank=True)
+    dream_window_start = TimeOfDayField(required=False, allow_null=True)
+    dream_window_end = TimeOfDayField(
+        required=False, allow_null=True, help_text="may wrap past midnight"
+    )
 
     class Meta:
         model = Agent
@@ -396,17 +410,6 @@ def _parse_bool(value: str | None) -> bool | None:
     raise ValidationError({"negative_feedback": ["must be true or false"]})
 
 
-def _parse_time(raw: str) -> datetime | None:
-    """An ISO 8601 time from a query string; naive means UTC, an unencoded '+' is tolerated."""
-    try:
-        parsed = parse_datetime(raw) or parse_datetime(re.sub(r" (\d\d:?\d\d)$", r"+\1", raw))
-    except ValueError:
-        return None
-    if parsed is not None and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, UTC)
-    return parsed
-
-
 class RunCursorPagination(DefaultPagination):
     ordering = ("-started_at", "-id")
 
@@ -424,10 +427,11 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
                 raise ValidationError({name: ["must not contain NUL characters"]})
         since = until = None
         for name in ("since", "until"):
-            if params.get(name):
-                parsed = _parse_time(params[name])
-                if parsed is None:
-                    raise ValidationError({name: ["must be an ISO 8601 date-time"]})
+            if name in params:
+                try:
+                    parsed = parse_timestamp(params[name], lenient_plus=True)
+                except TimestampError as exc:
+                    raise ValidationError({name: [str(exc)]}) from None
                 if name == "since":
                     since = parsed
                 else:

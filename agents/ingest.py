@@ -8,7 +8,6 @@ instances, and on PostgreSQL one COPY per batch into the run table.
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -17,11 +16,12 @@ import orjson
 from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
+from agents.answer_patterns import PatternError, compile_answer_pattern
 from agents.models import Agent, ConfigVersion, Run, Workspace
 from agents.pricing import cost_of
-from agents.transcripts import TranscriptError, count_steps, to_canonical
+from agents.timestamps import TimestampError, parse_timestamp
+from agents.transcripts import TranscriptError, check_tool_turns, count_steps, to_canonical
 
 MAX_EXTERNAL_ID = 255
 STATUSES = frozenset(Run.Status.values)  # the enum rebuilds its value list on every access
@@ -87,11 +87,9 @@ def _validate_expectations(value: Any) -> dict[str, Any]:
                 "expectations.expected_answer_pattern", "must be a string (a regular expression)"
             )
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise _fail(
-                "expectations.expected_answer_pattern", f"is not a valid regular expression ({exc})"
-            ) from exc
+            compile_answer_pattern(pattern)
+        except PatternError as exc:
+            raise _fail("expectations.expected_answer_pattern", str(exc)) from None
     for key in ("expected_tools", "forbidden_tools"):
         calls = value.get(key)
         if calls is None:
@@ -157,16 +155,10 @@ def parse_run(item: Any, *, agents: dict[str, Agent], check_nul: bool = True) ->
         raise _fail("status", f"must be one of {', '.join(Run.Status.values)}")
     started_at = timezone.now()
     if item.get("started_at") is not None:
-        raw = item["started_at"]
         try:
-            parsed = parse_datetime(raw) if isinstance(raw, str) else None
-        except ValueError:  # well-formed but impossible, e.g. month 13
-            parsed = None
-        if parsed is None:
-            raise _fail("started_at", "must be an ISO 8601 date-time")
-        started_at = (
-            parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
-        )
+            started_at = parse_timestamp(item["started_at"])
+        except TimestampError as exc:
+            raise _fail("started_at", str(exc)) from None
     latency = item.get("latency_ms")
     if latency is not None and (
         isinstance(latency, bool)
@@ -193,6 +185,7 @@ def parse_run(item: Any, *, agents: dict[str, Agent], check_nul: bool = True) ->
         raise _fail("user_brief", f"must be a string of at most {MAX_USER_BRIEF} characters")
 
     canonical = to_canonical(item)
+    check_tool_turns(canonical["messages"])
     usage = canonical["usage"]
     model = canonical["model"] or agent.model
     if not isinstance(model, str):
@@ -360,16 +353,29 @@ def ingest_runs(
         raise IngestError(errors)
 
     slugs_by_id = {agent.pk: slug for slug, agent in agents.items()}
-    for _attempt in range(3):
+    try:
+        return _insert(rows, slugs_by_id=slugs_by_id)
+    except IntegrityError:
+        pass  # a concurrent request stored some of these first
+    if connection.vendor == "postgresql":
+        # Skip what racers stored (ON CONFLICT DO NOTHING): cannot fail again however many race.
+        return _insert(rows, slugs_by_id=slugs_by_id, skip_conflicts=True)
+    for _attempt in range(3):  # SQLite serialises writers: looking again is enough
         try:
             return _insert(rows, slugs_by_id=slugs_by_id)
         except IntegrityError:
-            continue  # a concurrent request stored some of these first; look again
+            continue
     return _insert(rows, slugs_by_id=slugs_by_id)
 
 
-def _insert(rows: list[dict[str, Any]], *, slugs_by_id: dict[int, str]) -> list[IngestResult]:
-    """Store the rows not stored yet, in one transaction; duplicates in the batch: first one wins."""
+def _insert(
+    rows: list[dict[str, Any]], *, slugs_by_id: dict[int, str], skip_conflicts: bool = False
+) -> list[IngestResult]:
+    """Store the rows not stored yet, in one transaction; duplicates in the batch: first one wins.
+
+    `skip_conflicts` (PostgreSQL) inserts with ON CONFLICT DO NOTHING and then reads back which
+    rows a concurrent request stored first: those are answered as existing, with their ids.
+    """
     with transaction.atomic():
         existing: dict[tuple[int, str], int] = {}
         by_agent: dict[int, list[str]] = {}
@@ -389,7 +395,15 @@ def _insert(rows: list[dict[str, Any]], *, slugs_by_id: dict[int, str]) -> list[
                 planned[key] = row
         if planned:
             # A fixed order: two batches racing on the same keys then wait, never deadlock.
-            _store([planned[key] for key in sorted(planned)])
+            ordered = [planned[key] for key in sorted(planned)]
+            if skip_conflicts:
+                _store_skipping_conflicts(ordered)
+                for key, row in list(planned.items()):
+                    if row.get("stored_by_other") is not None:
+                        existing[key] = row.pop("stored_by_other")
+                        del planned[key]
+            else:
+                _store(ordered)
     results = []
     for index, row in enumerate(rows):
         key = (row["agent_id"], row["external_id"])
@@ -434,6 +448,28 @@ def _store(rows: list[dict[str, Any]]) -> None:
                     [row["id"], now]
                     + [dump_json(row[n]) if n in json_fields else row[n] for n in names]
                 )
+
+
+def _store_skipping_conflicts(rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL: ids from the sequence, INSERT … ON CONFLICT DO NOTHING, then read back each
+    key's id; a row whose stored id is not its own was stored by a concurrent request."""
+    table = Run._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [table, len(rows)],
+        )
+        for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
+            row["id"] = pk
+    Run.objects.bulk_create([Run(**row) for row in rows], batch_size=500, ignore_conflicts=True)
+    by_agent: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_agent.setdefault(row["agent_id"], {})[row["external_id"]] = row
+    for agent_id, wanted in by_agent.items():
+        stored = Run.objects.filter(agent_id=agent_id, external_id__in=list(wanted))
+        for ext, pk in stored.values_list("external_id", "pk"):
+            if pk != wanted[ext]["id"]:
+                wanted[ext]["stored_by_other"] = pk
 
 
 def dump_json(value: Any) -> str:

@@ -168,6 +168,57 @@ class Agent(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # Bounds of the settings that later code relies on (replays fan out, cycles spend tokens).
+    MAX_REPLAY_CONCURRENCY = 64
+    MAX_TOKEN_BUDGET = 10**12
+    MAX_LIST_ITEMS = 200
+    MAX_ITEM_CHARS = 500
+
+    def clean(self) -> None:
+        """Refuse settings that would fail later (in a cycle, a replay or a rollout), per field.
+
+        Called by full_clean(): the admin form and `update_agent_settings` / `create_agent`."""
+        from django.core.exceptions import ValidationError
+
+        errors: dict[str, str] = {}
+        for field in ("protected_sections", "write_tools"):
+            value = getattr(self, field)
+            if (
+                not isinstance(value, list)
+                or len(value) > self.MAX_LIST_ITEMS
+                or not all(isinstance(v, str) and 0 < len(v) <= self.MAX_ITEM_CHARS for v in value)
+            ):
+                errors[field] = (
+                    f"must be a list of at most {self.MAX_LIST_ITEMS} non-empty strings "
+                    f"of at most {self.MAX_ITEM_CHARS} characters"
+                )
+        if not isinstance(self.sandbox_tools, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v
+            for k, v in self.sandbox_tools.items()
+        ):
+            errors["sandbox_tools"] = "must map tool names to dotted paths of Python callables"
+        stages = self.rollout_stages
+        if not isinstance(stages, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 100 for p in stages
+        ):
+            errors["rollout_stages"] = "must be a list of whole percents from 1 to 100"
+        elif stages and (stages != sorted(set(stages)) or stages[-1] != 100):
+            errors["rollout_stages"] = "must rise strictly and end at 100, e.g. [5, 25, 100]"
+        if not 1 <= (self.replay_concurrency or 0) <= self.MAX_REPLAY_CONCURRENCY:
+            errors["replay_concurrency"] = f"must be from 1 to {self.MAX_REPLAY_CONCURRENCY}"
+        if self.required_approvals not in (1, 2):
+            errors["required_approvals"] = "must be 1 or 2"
+        for field in ("cycle_token_budget", "monthly_token_budget"):
+            if not 0 <= (getattr(self, field) or 0) <= self.MAX_TOKEN_BUDGET:
+                errors[field] = f"must be from 0 to {self.MAX_TOKEN_BUDGET:,} tokens"
+        if (self.dream_window_start is None) != (self.dream_window_end is None):
+            field = "dream_window_end" if self.dream_window_end is None else "dream_window_start"
+            errors[field] = "set both ends of the dream window, or neither"
+        if not (self.model or "").strip():
+            errors["model"] = "must name a model"
+        if errors:
+            raise ValidationError(errors)
+
 
 class ConfigVersion(models.Model):
     """An immutable snapshot of what the agent runs with. A change is a new version."""

@@ -86,7 +86,9 @@ def revoke_api_key(*, key: ApiKey, actor: Any = None) -> ApiKey:
 
 def create_agent(*, workspace: Workspace, actor: Any = None, **fields: Any) -> Agent:
     with transaction.atomic():
-        agent = Agent.objects.create(workspace=workspace, **fields)
+        agent = Agent(workspace=workspace, **fields)
+        agent.full_clean(exclude=["stable_version", "canary_version"], validate_unique=False)
+        agent.save()
         audit.record(
             workspace=workspace,
             actor=actor,

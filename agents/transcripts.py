@@ -504,6 +504,42 @@ def to_openai(canonical: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def check_tool_turns(messages: list[dict[str, Any]], path: str = "messages") -> None:
+    """Refuse tool turns the Messages API would refuse on replay (canonical messages).
+
+    Within one assistant message every tool_use id is distinct, and when a message follows it,
+    that message is the user turn carrying a tool_result for each of them. A run that *ends* on a
+    tool_use (cut at a step limit) is a valid recording; ids repeated across turns are allowed.
+    """
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        calls: dict[str, int] = {}
+        for j, block in enumerate(message["content"]):
+            if block.get("type") != "tool_use":
+                continue
+            if block["id"] in calls:
+                raise TranscriptError(
+                    f"{path}[{i}].content[{j}].id",
+                    f"duplicate tool_use id {block['id']!r} in one assistant message "
+                    f"(also content[{calls[block['id']]}])",
+                )
+            calls[block["id"]] = j
+        if not calls or i + 1 == len(messages):
+            continue
+        following = messages[i + 1]
+        answered = {
+            b.get("tool_use_id") for b in following["content"] if b.get("type") == "tool_result"
+        }
+        for tool_use_id, j in calls.items():
+            if following["role"] != "user" or tool_use_id not in answered:
+                raise TranscriptError(
+                    f"{path}[{i}].content[{j}]",
+                    f"tool_use {tool_use_id!r} has no tool_result in the next message "
+                    f"({path}[{i + 1}])",
+                )
+
+
 # -- steps and tool exchanges --------------------------------------------------------------
 #
 # One definition of a *step* (an assistant turn, numbered from 0 in message order) and one

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from django.http import Http404
 from drf_spectacular.utils import inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -30,11 +31,92 @@ ERROR_DOC = inline_serializer(
 )
 
 
+class StrictCharField(serializers.CharField):
+    """A string field that refuses numbers and booleans instead of turning them into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictModelSerializer(serializers.ModelSerializer):
+    """A ModelSerializer whose text columns accept only JSON strings (what the schema says)."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+    }
+
+
 class DefaultPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
     ordering = "-id"
+
+    def get_page_size(self, request: Any) -> int:
+        """The page size asked for; a value that is not 1…max_page_size is a 400, never ignored."""
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise exceptions.ValidationError(
+                {
+                    self.page_size_query_param: [
+                        f"must be a whole number from 1 to {self.max_page_size}"
+                    ]
+                }
+            )
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": self.max_page_size,
+                }
+        return parameters
+
+
+# Error statuses any operation can answer (authentication, scope, workspace, throttling, input),
+# plus those of state changes; operations document their own 409/413/503 where they happen.
+ERRORS_OF_EVERY_OPERATION = {
+    "400": "Invalid input: `error.fields` names each bad field.",
+    "401": "Missing, unknown or revoked API key.",
+    "403": "The key or user may not do this.",
+    "404": "No such object in this workspace.",
+    "429": "Rate limit exceeded.",
+}
+ERRORS_OF_STATE_CHANGES = {
+    "409": "The object's state does not allow this now.",
+    "415": "The body is not JSON.",
+}
+
+
+def document_error_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: every operation documents the error statuses it can
+    answer, in the one error shape, so a client (and schemathesis) sees what the API does."""
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    if "Error" not in components:
+        return result
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path in result.get("paths", {}).values():
+        for method, operation in path.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            errors = dict(ERRORS_OF_EVERY_OPERATION)
+            if method in ("post", "put", "patch", "delete"):
+                errors.update(ERRORS_OF_STATE_CHANGES)
+            for code, description in errors.items():
+                operation["responses"].setdefault(
+                    code, {"description": description, "content": content}
+                )
+    return result
 
 
 def error_response(

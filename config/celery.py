@@ -1,6 +1,8 @@
 """The Celery app: Redis broker when REDIS_URL is set, eager in-process tasks otherwise."""
 
+import logging
 import os
+from typing import Any
 
 from celery import Celery
 
@@ -9,3 +11,24 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("reverie", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+logger = logging.getLogger(__name__)
+
+
+def enqueue_on_commit(signature: Any, *, what: str) -> None:
+    """Send a task once the transaction commits; a broker outage is logged, never raised.
+
+    The database is the source of truth: the row the task would work on is already stored in
+    its waiting state, and beat's sweepers (`dreams.resume_stale_cycles`,
+    `dreams.resume_stale_experiments`) find it again once the broker is back.
+    """
+    from django.db import transaction
+
+    def send() -> None:
+        try:
+            signature.apply_async()
+        except Exception as exc:  # kombu's OperationalError, a refused connection, a timeout
+            if app.conf.task_always_eager:
+                raise  # in-process tasks: the error is the task's own, not the broker's
+            logger.warning("broker unavailable, %s left for the sweeper: %s", what, exc)
+
+    transaction.on_commit(send)

@@ -132,6 +132,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "config.api.DefaultPagination",
+    # The API speaks JSON only: form encodings drop empty strings and turn "null" into None,
+    # which let values past the serializers that the columns then refused (a 500).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -145,6 +149,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.document_error_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "agents.models.Run.Status",
         "DreamCycleStatusEnum": "dreams.models.DreamCycle.Status",
@@ -164,6 +172,19 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+# A web request that enqueues while the broker is down gives up fast; the row waits for beat.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
+# Canary checks have their own queue so hour-long replay chunks never delay an automatic halt.
+CELERY_TASK_ROUTES = {
+    "reviews.check_rollouts": {"queue": "canary"},
+    "reviews.evaluate_rollout": {"queue": "canary"},
+}
 
 # Model gateway (dreams/llm.py).
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY", "")
@@ -246,6 +267,11 @@ REVERIE_DREAM_MAX_EDIT_CHARS = env_int("REVERIE_DREAM_MAX_EDIT_CHARS", 2_000, mi
 REVERIE_DREAM_MAX_GROWTH_PCT = env_int("REVERIE_DREAM_MAX_GROWTH_PCT", 20, minimum=0)
 REVERIE_DREAM_INJECTION_WORDS = env_int("REVERIE_DREAM_INJECTION_WORDS", 12, minimum=3)
 REVERIE_DREAM_LEASE_SECONDS = env_int("REVERIE_DREAM_LEASE_SECONDS", 900, minimum=0)
+# A queued cycle or experiment whose task has not started after this long is sent again by
+# beat's sweepers (its message was lost: broker down, Redis restarted).
+REVERIE_QUEUED_GRACE_SECONDS = env_int("REVERIE_QUEUED_GRACE_SECONDS", 120, minimum=1)
+# A running experiment with no replay finished for this long is resumed (its worker died).
+REVERIE_EXPERIMENT_STALL_SECONDS = env_int("REVERIE_EXPERIMENT_STALL_SECONDS", 3900, minimum=60)
 REVERIE_DREAM_SCHEDULE_MINUTES = env_int("REVERIE_DREAM_SCHEDULE_MINUTES", 5, minimum=1)
 # Webhook delivery (reviews/notifications.py) and the daily digest.
 REVERIE_WEBHOOK_MAX_ATTEMPTS = env_int("REVERIE_WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)

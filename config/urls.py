@@ -1,7 +1,16 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+
+@csrf_exempt  # answers every method with the same 404; it changes nothing
+def api_not_found(request: HttpRequest) -> JsonResponse:
+    body = {"error": {"code": "not_found", "message": "No such API endpoint.", "fields": {}}}
+    return JsonResponse(body, status=404)
+
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,6 +23,8 @@ urlpatterns = [
     path("api/v1/", include("dreams.api_urls")),
     path("api/v1/", include("reviews.api_urls")),
     path("api/v1/", include("reviews.api_urls_rollouts")),
+    # Any other /api/ path answers in the API's error shape, not with the HTML 404 page.
+    re_path(r"^api/", api_not_found),
     path("rollouts/", include("reviews.urls_rollouts")),
     path("", include("reviews.urls")),
     path("", include("agents.urls")),

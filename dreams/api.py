@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from agents.access import get_agent_for
 from agents.api import WorkspaceMixin
 from config.api import error_response
-from dreams import cycles, reports, spend
+from dreams import cycles, experiments, reports, spend
 from dreams.models import DreamCycle
 
 
@@ -175,6 +175,12 @@ class MarkdownRenderer(renderers.BaseRenderer):
 class DreamReportMarkdown(WorkspaceMixin, APIView):
     renderer_classes = [MarkdownRenderer, renderers.JSONRenderer]
 
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors are the API's JSON error shape, so they carry the JSON content type.
+        self.request.accepted_renderer = renderers.JSONRenderer()
+        self.request.accepted_media_type = "application/json"
+        return super().handle_exception(exc)
+
     @extend_schema(responses={(200, "text/markdown"): OpenApiTypes.STR})
     def get(self, request: Request, pk: int) -> HttpResponse:
         cycle = reports.get_cycle_for(self.principal, pk)
@@ -202,3 +208,79 @@ class AgentDreamingSpend(WorkspaceMixin, APIView):
         since = until - timedelta(days=int(raw))
         share = spend.period_spend_share(agent=agent, since=since, until=until)
         return Response({"since": since, "until": until, **share})
+
+
+# -- recovery: cancel and re-run ---------------------------------------------------------------
+
+
+class ExperimentOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    stop_reason = serializers.CharField()
+    error = serializers.CharField()
+
+
+def _require_reviewer(principal: Any, what: str) -> None:
+    if not principal.can_review:
+        raise PermissionDenied(f"Only reviewers and admins can {what}.")
+
+
+class DreamCancel(WorkspaceMixin, APIView):
+    @extend_schema(request=None, responses={200: DreamCycleSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        """Cancel a queued or running cycle (its runs become selectable again)."""
+        cycle = reports.get_cycle_for(self.principal, pk)
+        _require_reviewer(self.principal, "cancel a dream cycle")
+        if not cycle.is_active:
+            return error_response(
+                "not_active", f"Cycle {cycle.pk} is {cycle.status}.", status_code=409
+            )
+        cycle = cycles.cancel_cycle(
+            cycle=cycle, actor=self.principal.actor, reason="Cancelled by hand."
+        )
+        return Response(DreamCycleSerializer(cycle).data)
+
+
+class DreamRerun(WorkspaceMixin, APIView):
+    @extend_schema(request=None, responses={202: DreamCycleSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        """Start a new cycle for the agent of a finished (failed, cancelled) one."""
+        cycle = reports.get_cycle_for(self.principal, pk)
+        _require_reviewer(self.principal, "re-run a dream cycle")
+        try:
+            fresh = cycles.rerun_cycle(cycle=cycle, actor=self.principal.actor)
+        except cycles.CycleNotStarted as exc:
+            return error_response("cycle_active", str(exc), status_code=409)
+        fresh.refresh_from_db()
+        return Response(DreamCycleSerializer(fresh).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ExperimentCancel(WorkspaceMixin, APIView):
+    @extend_schema(request=None, responses={200: ExperimentOut})
+    def post(self, request: Request, pk: int) -> Response:
+        """Stop an open experiment; re-running it resumes the replays not done."""
+        experiment = experiments.get_experiment_for(self.principal, pk)
+        _require_reviewer(self.principal, "cancel an experiment")
+        try:
+            experiment = experiments.cancel_experiment(
+                experiment_id=experiment.pk, actor=self.principal.actor
+            )
+        except ValueError as exc:
+            return error_response("not_open", str(exc), status_code=409)
+        return Response(ExperimentOut(experiment).data)
+
+
+class ExperimentRerun(WorkspaceMixin, APIView):
+    @extend_schema(request=None, responses={202: ExperimentOut})
+    def post(self, request: Request, pk: int) -> Response:
+        """Queue a failed or cancelled experiment again (only slots not done are replayed)."""
+        experiment = experiments.get_experiment_for(self.principal, pk)
+        _require_reviewer(self.principal, "re-run an experiment")
+        try:
+            experiment = experiments.rerun_experiment(
+                experiment_id=experiment.pk, actor=self.principal.actor
+            )
+        except ValueError as exc:
+            return error_response("not_failed", str(exc), status_code=409)
+        experiment.refresh_from_db()
+        return Response(ExperimentOut(experiment).data, status=status.HTTP_202_ACCEPTED)

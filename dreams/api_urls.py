@@ -11,6 +11,12 @@ urlpatterns = [
         name="api-agent-dreaming-spend",
     ),
     path("dreams/<int:pk>", api.DreamDetail.as_view(), name="api-dream"),
+    path("dreams/<int:pk>/cancel", api.DreamCancel.as_view(), name="api-dream-cancel"),
+    path("dreams/<int:pk>/rerun", api.DreamRerun.as_view(), name="api-dream-rerun"),
+    path(
+        "experiments/<int:pk>/cancel", api.ExperimentCancel.as_view(), name="api-experiment-cancel"
+    ),
+    path("experiments/<int:pk>/rerun", api.ExperimentRerun.as_view(), name="api-experiment-rerun"),
     path("dreams/<int:pk>/report.md", api.DreamReportMarkdown.as_view(), name="api-dream-report"),
     path(
         "agents/<slug:slug>/managed",

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from agents import audit
 from agents.models import Agent, Run
+from config.celery import enqueue_on_commit
 from dreams import diagnosis, drafting, guards, patterns, reports, signals, spend
 from dreams.models import DreamCycle, Proposal
 from dreams.proposals import transition_proposal
@@ -76,8 +77,20 @@ def start_cycle(
             active=active,
         ) from exc
     if enqueue:
-        run_dream_cycle.delay_on_commit(cycle.pk)
+        enqueue_on_commit(run_dream_cycle.si(cycle.pk), what=f"dream cycle {cycle.pk}")
     return cycle
+
+
+def rerun_cycle(*, cycle: DreamCycle, actor: Any = None) -> DreamCycle:
+    """A new cycle for the agent of a finished one (failed or cancelled runs are selectable)."""
+    if cycle.is_active:
+        raise CycleNotStarted(f"Cycle {cycle.pk} is still {cycle.status}.", active=cycle)
+    trigger = (
+        DreamCycle.Trigger.MANUAL
+        if getattr(actor, "is_authenticated", False)
+        else (DreamCycle.Trigger.API)
+    )
+    return start_cycle(agent=cycle.agent, trigger=trigger, actor=actor)
 
 
 # -- lease ---------------------------------------------------------------------------------
@@ -335,10 +348,17 @@ def is_transient(exc: Exception) -> bool:
     return isinstance(exc, ModelUnavailable)
 
 
-def stale_cycles() -> list[int]:
-    """Running cycles whose lease lapsed (their worker died): ids to run again."""
-    now = timezone.now().isoformat()
-    ids = []
+def stale_cycles(*, now: Any = None) -> list[int]:
+    """Cycles to run again: queued ones whose task never arrived (the broker was down or lost
+    it) and running ones whose lease lapsed (their worker died)."""
+    now = now or timezone.now()
+    queued_before = now - timedelta(seconds=settings.REVERIE_QUEUED_GRACE_SECONDS)
+    ids = list(
+        DreamCycle.objects.filter(
+            status=DreamCycle.Status.QUEUED, created_at__lt=queued_before
+        ).values_list("id", flat=True)
+    )
+    now = now.isoformat()
     for cycle in DreamCycle.objects.filter(status=DreamCycle.Status.RUNNING).only("id", "report"):
         until = ((cycle.report or {}).get("lease") or {}).get("until")
         if not until or until < now:

@@ -11,10 +11,10 @@ never inherits the recorded outcome.
 """
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from agents.answer_patterns import answer_matches
 from agents.models import Feedback, Run
 from agents.transcripts import answer_key, final_answer
 from dreams.llm import Gateway
@@ -73,7 +73,7 @@ def grade_expectations(expectations: dict[str, Any], result: ReplayResult) -> Gr
         if any(c["name"] == name and arguments_contain(c["input"], subset) for c in calls):
             problems.append(f"called forbidden tool {name}")
     pattern = expectations.get("expected_answer_pattern")
-    if pattern and not re.search(pattern, result.final_text):
+    if pattern and not answer_matches(pattern, result.final_text):
         problems.append(f"final answer does not match /{pattern}/")
     if problems:
         reason = "; ".join(problems)

@@ -14,7 +14,11 @@ from agents.models import Agent, ConfigVersion, Run
 
 SYSTEM_PROMPT = "system_prompt"  # the document name of the system prompt; memory uses its paths
 
-PROTECTED_BLOCK = re.compile(r"<!--\s*protected\s*-->.*?<!--\s*/protected\s*-->", re.S | re.I)
+# The body stops at the next opening marker (a tempered dot), so unclosed openers cost linear time.
+PROTECTED_BLOCK = re.compile(
+    r"<!--\s*protected\s*-->(?:(?!<!--\s*protected\s*-->).)*?<!--\s*/protected\s*-->",
+    re.S | re.I,
+)
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 WORD = re.compile(r"\w+")
 

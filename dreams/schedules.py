@@ -16,5 +16,6 @@ def ensure_schedules(**kwargs: Any) -> None:
     for name, task in (
         ("Start due dream cycles", "dreams.enqueue_due_cycles"),
         ("Resume stalled dream cycles", "dreams.resume_stale_cycles"),
+        ("Resume stalled experiments", "dreams.resume_stale_experiments"),
     ):
         PeriodicTask.objects.get_or_create(name=name, defaults={"task": task, "interval": interval})

@@ -7,6 +7,7 @@ from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -139,6 +140,10 @@ class RolloutListCreate(generics.ListAPIView):
         if agent:
             queryset = queryset.filter(agent__slug=agent)
         wanted = self.request.query_params.get("status")
+        if wanted is not None and wanted not in Rollout.Status.values:
+            raise ValidationError(
+                {"status": [f"must be one of {', '.join(Rollout.Status.values)}"]}
+            )
         if wanted:
             queryset = queryset.filter(status=wanted)
         return queryset

@@ -6,15 +6,23 @@
 
 from dreams.experiments.evidence import compute_stats, early_stop_check
 from dreams.experiments.lifecycle import (
+    cancel_experiment,
     fail_experiment,
     finish_experiment,
+    get_experiment_for,
     replay_chunk,
+    rerun_experiment,
     run_experiment,
+    stale_experiments,
     start_experiment,
 )
 from dreams.experiments.sampling import sample_regression_runs
 
 __all__ = [
+    "cancel_experiment",
+    "get_experiment_for",
+    "rerun_experiment",
+    "stale_experiments",
     "compute_stats",
     "early_stop_check",
     "fail_experiment",

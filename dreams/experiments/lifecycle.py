@@ -9,6 +9,7 @@ the signals. Re-running an experiment replays only slots not yet done.
 
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -16,7 +17,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agents import audit
 from agents.models import Agent, ConfigVersion, Run
+from config.celery import enqueue_on_commit
 from dreams import signals
 from dreams.experiments.evidence import compute_stats, early_stop_check, planned_looks
 from dreams.experiments.execution import (
@@ -104,7 +107,7 @@ def start_experiment(
             transition_proposal(
                 proposal_id=proposal.pk, to=Proposal.Status.REPLAYING, action="proposal.replay"
             )
-        run_experiment_task.delay_on_commit(experiment.pk)
+        enqueue_on_commit(run_experiment_task.si(experiment.pk), what=f"experiment {experiment.pk}")
     return experiment
 
 
@@ -121,6 +124,8 @@ def run_experiment(*, experiment_id: int) -> None:
             return
         if experiment.status in (E.COMPLETED, E.STOPPED_EARLY):
             return
+        if experiment.status == E.FAILED and experiment.stop_reason == "cancelled":
+            return  # cancelled: only rerun_experiment opens it again
         Replay.objects.bulk_create(_slots(experiment), ignore_conflicts=True)
         # Failed slots from an earlier attempt are tried again.
         Replay.objects.filter(experiment=experiment, status=Replay.Status.FAILED).update(
@@ -156,8 +161,9 @@ def run_experiment(*, experiment_id: int) -> None:
         return
     size = settings.REVERIE_REPLAY_CHUNK_SIZE
     chunks = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
-    transaction.on_commit(
-        lambda: group(replay_chunk_task.s(experiment_id, chunk) for chunk in chunks).apply_async()
+    enqueue_on_commit(
+        group(replay_chunk_task.si(experiment_id, chunk) for chunk in chunks),
+        what=f"replay chunks of experiment {experiment_id}",
     )
 
 
@@ -261,3 +267,92 @@ def fail_experiment(*, experiment_id: int, error: str) -> None:
         experiment.stats = {**compute_stats(experiment), "plan": experiment.stats.get("plan", {})}
         experiment.finished_at = timezone.now()
         experiment.save(update_fields=["status", "error", "stats", "finished_at"])
+
+
+# -- recovery: sweep, cancel, re-run -----------------------------------------------------------
+
+
+def stale_experiments(*, now: Any = None) -> list[int]:
+    """Experiments to run again: pending ones whose task never arrived, and running ones with
+    slots left whose replays stopped finishing (their worker died or the messages were lost)."""
+    from django.db.models import Max
+
+    now = now or timezone.now()
+    grace = now - timedelta(seconds=settings.REVERIE_QUEUED_GRACE_SECONDS)
+    stalled = now - timedelta(seconds=settings.REVERIE_EXPERIMENT_STALL_SECONDS)
+    ids = list(
+        Experiment.objects.filter(status=E.PENDING, created_at__lt=grace).values_list(
+            "id", flat=True
+        )
+    )
+    running = (
+        Experiment.objects.filter(status=E.RUNNING, replays__status=Replay.Status.PENDING)
+        .annotate(last_done=Max("replays__finished_at"))
+        .distinct()
+    )
+    for experiment in running:
+        last_activity = max(
+            filter(None, [experiment.last_done, experiment.started_at]), default=None
+        )
+        if last_activity is None or last_activity < stalled:
+            ids.append(experiment.pk)
+    return ids
+
+
+def cancel_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
+    """Stop an open experiment: its chunks stop at their next slot; re-running resumes it."""
+    with transaction.atomic():
+        experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
+        if experiment.status not in (E.PENDING, E.RUNNING):
+            raise ValueError(f"experiment {experiment_id} is {experiment.status}, not open")
+        experiment.status = E.FAILED
+        experiment.stop_reason = "cancelled"
+        experiment.error = "Cancelled; re-run the experiment to resume the replays not done."
+        experiment.finished_at = timezone.now()
+        experiment.save(update_fields=["status", "stop_reason", "error", "finished_at"])
+        audit.record(
+            workspace=experiment.agent.workspace,
+            actor=actor,
+            action="experiment.cancel",
+            target=experiment,
+        )
+    return experiment
+
+
+def rerun_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
+    """Queue a failed or cancelled experiment again; only the slots not done are replayed."""
+    from dreams.tasks import run_experiment_task
+
+    with transaction.atomic():
+        experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
+        if experiment.status != E.FAILED:
+            raise ValueError(
+                f"experiment {experiment_id} is {experiment.status}; only failed or "
+                "cancelled experiments are re-run"
+            )
+        experiment.status = E.PENDING
+        experiment.stop_reason = experiment.error = ""
+        experiment.finished_at = None
+        experiment.save(update_fields=["status", "stop_reason", "error", "finished_at"])
+        audit.record(
+            workspace=experiment.agent.workspace,
+            actor=actor,
+            action="experiment.rerun",
+            target=experiment,
+        )
+        enqueue_on_commit(run_experiment_task.si(experiment.pk), what=f"experiment {experiment.pk}")
+    return experiment
+
+
+def get_experiment_for(principal: Any, pk: int) -> Experiment:
+    """The experiment, scoped to the caller's workspace (404 otherwise)."""
+    from django.http import Http404
+
+    experiment = (
+        Experiment.objects.filter(agent__workspace=principal.workspace, pk=pk)
+        .select_related("agent")
+        .first()
+    )
+    if experiment is None:
+        raise Http404("No such experiment in this workspace.")
+    return experiment

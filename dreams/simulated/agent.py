@@ -175,7 +175,7 @@ def respond(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     if order_match is None or "issue_refund" not in tool_names:
         return [_text("Thanks for your message. Could you share your order number?")], "end_turn"
     order_id = order_match.group(1)
-    reason_match = REASON.search(user_text)
+    reason_match = REASON.search(user_text[:2000])  # bounded: the lazy scan is per "because"
     reason = reason_match.group(1) if reason_match else "customer request"
 
     if calls and calls[-1]["is_error"]:
@@ -211,7 +211,7 @@ def respond(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     lookup = next((c for c in calls if c["name"] == "lookup_order"), None)
     if lookup is None:
         if any(cue in lower for cue in URGENT_CUES) and not requires_verification(instructions):
-            item = re.search(r"\(([^)]+)\)", user_text)
+            item = re.search(r"\(([^()]+)\)", user_text)
             amount = CATALOGUE.get(item.group(1).lower()) if item else None
             refund_input: dict[str, Any] = {"order_id": order_id}
             if amount is not None:

@@ -17,7 +17,10 @@ from typing import Any
 from dreams.prompts import unfence
 
 WORD = re.compile(r"[a-z]+")
-PROTECTED = re.compile(r"<!--\s*protected\s*-->.*?<!--\s*/protected\s*-->", re.S | re.I)
+PROTECTED = re.compile(
+    r"<!--\s*protected\s*-->(?:(?!<!--\s*protected\s*-->).)*?<!--\s*/protected\s*-->",
+    re.S | re.I,
+)
 DOCUMENT = re.compile(r'<document name="([^"]+)">\n(.*?)\n</document>', re.S)
 STOP = {
     "the", "and", "for", "with", "any", "you", "your", "are", "not", "was", "this", "that", "from",
@@ -80,7 +83,7 @@ def _reason_words(group: dict[str, Any]) -> set[str]:
 
 
 def _general_title(text: str) -> str:
-    text = re.sub(r"\s*\([^)]*\d[^)]*\)", "", text).strip()
+    text = re.sub(r"(?<!\s)\s*\([^()]*\d[^()]*\)", "", text).strip()
     return (text[:1].upper() + text[1:])[:120] if text else "Recurring failure"
 
 
@@ -166,7 +169,7 @@ def _diagnose(summary: dict[str, Any]) -> dict[str, Any]:
     best = max(calls, key=lambda c: (score(c), c["step"]))
     before = [c["tool"] for c in calls if c["step"] < best["step"]]
     named = sorted(
-        {w for w in re.findall(r"[a-z]+_[a-z_]+", evidence)} - {c["tool"] for c in calls}
+        {w for w in re.findall(r"(?<![a-z])[a-z]+_[a-z_]+", evidence)} - {c["tool"] for c in calls}
     )
     explanation = f"Called {best['tool']} at step {best['step']}"
     explanation += f" after {', '.join(before)}" if before else " as its first action"

@@ -97,7 +97,8 @@ def _order_facts(calls: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def _clauses(rubric: str) -> list[str]:
     parts = re.split(
-        r"(?<=[.;!?])\s+|,\s*and\s+|\s+and\s+(?=(?:refunds?|resolves?|never|does|do)\b)", rubric
+        r"(?<=[.;!?])\s+|,\s*and\s+|(?<!\s)\s+and\s+(?=(?:refunds?|resolves?|never|does|do)\b)",
+        rubric,
     )
     return [p.strip(" .;").lower() for p in parts if p and p.strip(" .;")]
 
@@ -106,7 +107,22 @@ def _refund_tools(tool_names: set[str]) -> set[str]:
     return {n for n in tool_names if "refund" in n and not re.search(r"check|policy|lookup|get", n)}
 
 
+NEGATION = re.compile(r"\b(?:never|not|no|without)\b")
+# The judge reads this much of a rubric: every check below is then bounded, whatever a run sends.
+MAX_RUBRIC_CHARS = 20_000
+
+
+def _forbids(clause: str, tool: str) -> bool:
+    """A negation before the tool's name, with no full stop between (one pass per segment)."""
+    for segment in clause.split("."):
+        negation = NEGATION.search(segment)
+        if negation and re.search(rf"\b{re.escape(tool)}", segment[negation.end() :]):
+            return True
+    return False
+
+
 def judge(rubric: str, messages: list[dict[str, Any]]) -> tuple[str, str]:
+    rubric = rubric[:MAX_RUBRIC_CHARS]
     calls = _calls(messages)
     names = [c["name"] for c in calls]
     refund_tools = _refund_tools(set(names)) or {"issue_refund"}
@@ -133,9 +149,9 @@ def judge(rubric: str, messages: list[dict[str, Any]]) -> tuple[str, str]:
                     failures.append(f"refunded with {call['name']} before calling {first_tool}")
                     break
             checked.append(f"{first_tool} before refunds")
-        if re.search(r"window|\d+[- ]days?", clause) and "refund" in clause:
+        if re.search(r"window|(?<!\d)\d+[- ]days?", clause) and "refund" in clause:
             handled = True
-            limit_match = re.search(r"(\d+)[- ]day", clause)
+            limit_match = re.search(r"(?<!\d)(\d+)[- ]day", clause)
             limit = float(limit_match.group(1)) if limit_match else 30.0
             for call in calls:
                 if call["name"] not in refund_tools:
@@ -170,8 +186,8 @@ def judge(rubric: str, messages: list[dict[str, Any]]) -> tuple[str, str]:
             tool_names = re.findall(r"\b([a-z]+_[a-z_]+)\b", clause)
             if tool_names:
                 handled = True
-                for tool in tool_names:
-                    forbidden = re.search(rf"(never|not|no|without)\b[^.]*\b{tool}", clause)
+                for tool in dict.fromkeys(tool_names):
+                    forbidden = _forbids(clause, tool)
                     if forbidden and tool in names:
                         failures.append(f"called {tool}, which the rubric forbids")
                     elif not forbidden and tool not in names:
@@ -197,7 +213,7 @@ def feedback_clauses(comment: str) -> str:
     clauses = []
     if re.search(r"look(ing)? up|lookup|verif", lower):
         clauses.append("The agent verifies the order with lookup_order before any refund.")
-    if re.search(r"window|\d+ days|policy|declined", lower):
+    if re.search(r"window|(?<!\d)\d+ days|policy|declined", lower):
         clauses.append("The agent refunds only orders delivered within the 30-day window.")
     if re.search(r"escalat|human queue|colleague", lower):
         clauses.append(
