@@ -3,7 +3,8 @@
 from datetime import timedelta
 from typing import Any
 
-from django.http import HttpResponse
+from django.db.models import Count
+from django.http import Http404, HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -13,11 +14,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.access import get_agent_for
+from agents.access import Principal, get_agent_for
 from agents.api import WorkspaceMixin
-from config.api import error_response
+from config.api import ERROR_DOC, error_response
 from dreams import cycles, reports, spend
-from dreams.models import DreamCycle
+from dreams.experiments import ExperimentNotRerun, rerun_experiment
+from dreams.models import DreamCycle, Experiment
 
 
 class DreamCycleSerializer(serializers.ModelSerializer):
@@ -199,3 +201,74 @@ class AgentDreamingSpend(WorkspaceMixin, APIView):
         since = until - timedelta(days=int(raw))
         share = spend.period_spend_share(agent=agent, since=since, until=until)
         return Response({"since": since, "until": until, **share})
+
+
+# -- experiments ---------------------------------------------------------------------------
+
+
+class ExperimentSerializer(serializers.ModelSerializer):
+    agent = serializers.CharField(source="agent.slug")
+    baseline_version = serializers.IntegerField(source="baseline_version.number")
+    candidate_version = serializers.IntegerField(source="candidate_version.number")
+    replays = serializers.SerializerMethodField(help_text="slots by status")
+
+    class Meta:
+        model = Experiment
+        fields = [
+            "id",
+            "agent",
+            "proposal",
+            "status",
+            "baseline_version",
+            "candidate_version",
+            "replicates",
+            "fidelity",
+            "stop_reason",
+            "error",
+            "stats",
+            "replays",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+    def get_replays(self, e: Experiment) -> dict[str, int]:
+        counts = dict(e.replays.order_by().values_list("status").annotate(n=Count("id")))
+        return {str(k): int(v) for k, v in counts.items()}
+
+
+def get_experiment_for(principal: Principal, pk: int) -> Experiment:
+    """The experiment if it is in the caller's workspace, else 404."""
+    experiment = (
+        Experiment.objects.filter(pk=pk, agent__workspace=principal.workspace)
+        .select_related("agent", "baseline_version", "candidate_version")
+        .first()
+    )
+    if experiment is None:
+        raise Http404("No such experiment in this workspace.")
+    return experiment
+
+
+class ExperimentDetail(WorkspaceMixin, APIView):
+    @extend_schema(responses={200: ExperimentSerializer, 404: ERROR_DOC})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(ExperimentSerializer(get_experiment_for(self.principal, pk)).data)
+
+
+class ExperimentRerun(WorkspaceMixin, APIView):
+    @extend_schema(
+        request=None,
+        responses={202: ExperimentSerializer, 403: ERROR_DOC, 409: ERROR_DOC},
+        description="Re-run a failed or stuck experiment: replays already done are kept, failed "
+        "and pending ones are tried again. 409 when it completed or is running normally.",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        experiment = get_experiment_for(self.principal, pk)
+        if not self.principal.can_review:
+            raise PermissionDenied("Only reviewers and admins can re-run experiments.")
+        try:
+            rerun_experiment(experiment_id=experiment.pk, actor=self.principal.actor)
+        except ExperimentNotRerun as exc:
+            return error_response("not_rerunnable", str(exc), status_code=409)
+        experiment.refresh_from_db()
+        return Response(ExperimentSerializer(experiment).data, status=status.HTTP_202_ACCEPTED)

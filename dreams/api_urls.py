@@ -10,6 +10,8 @@ urlpatterns = [
         api.AgentDreamingSpend.as_view(),
         name="api-agent-dreaming-spend",
     ),
+    path("experiments/<int:pk>", api.ExperimentDetail.as_view(), name="api-experiment"),
+    path("experiments/<int:pk>/rerun", api.ExperimentRerun.as_view(), name="api-experiment-rerun"),
     path("dreams/<int:pk>", api.DreamDetail.as_view(), name="api-dream"),
     path("dreams/<int:pk>/report.md", api.DreamReportMarkdown.as_view(), name="api-dream-report"),
     path(

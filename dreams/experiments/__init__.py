@@ -6,20 +6,24 @@
 
 from dreams.experiments.evidence import compute_stats, early_stop_check
 from dreams.experiments.lifecycle import (
+    ExperimentNotRerun,
     fail_experiment,
     finish_experiment,
     replay_chunk,
+    rerun_experiment,
     run_experiment,
     start_experiment,
 )
 from dreams.experiments.sampling import sample_regression_runs
 
 __all__ = [
+    "ExperimentNotRerun",
     "compute_stats",
     "early_stop_check",
     "fail_experiment",
     "finish_experiment",
     "replay_chunk",
+    "rerun_experiment",
     "run_experiment",
     "sample_regression_runs",
     "start_experiment",

@@ -9,6 +9,7 @@ the signals. Re-running an experiment replays only slots not yet done.
 
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -16,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agents import audit
 from agents.models import Agent, ConfigVersion, Run
 from dreams import signals
 from dreams.experiments.evidence import compute_stats, early_stop_check, planned_looks
@@ -244,3 +246,58 @@ def fail_experiment(*, experiment_id: int, error: str) -> None:
         experiment.stats = {**compute_stats(experiment), "plan": experiment.stats.get("plan", {})}
         experiment.finished_at = timezone.now()
         experiment.save(update_fields=["status", "error", "stats", "finished_at"])
+
+
+# An experiment that has not finished a replay for this long is stuck (its task was lost).
+STUCK_AFTER = timedelta(minutes=30)
+
+
+class ExperimentNotRerun(Exception):
+    """The experiment finished normally or is still making progress."""
+
+
+def is_stuck(experiment: Experiment, *, now: Any = None) -> bool:
+    """Pending or running with no replay finished (nor a start) within STUCK_AFTER."""
+    if experiment.status not in (E.PENDING, E.RUNNING):
+        return False
+    last = (
+        Replay.objects.filter(experiment=experiment, finished_at__isnull=False)
+        .order_by("-finished_at")
+        .values_list("finished_at", flat=True)
+        .first()
+    )
+    moment = last or experiment.started_at or experiment.created_at
+    return (now or timezone.now()) - moment > STUCK_AFTER
+
+
+def rerun_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
+    """Re-enqueue a failed or stuck experiment; done replays are kept, the rest run again."""
+    from dreams.tasks import run_experiment_task
+
+    with transaction.atomic():
+        experiment = (
+            Experiment.objects.select_for_update(of=("self",))
+            .select_related("agent__workspace")
+            .get(pk=experiment_id)
+        )
+        if experiment.status != E.FAILED and not is_stuck(experiment):
+            raise ExperimentNotRerun(
+                f"Experiment {experiment.pk} is {experiment.get_status_display().lower()}; only "
+                "a failed experiment, or one with no progress for "
+                f"{int(STUCK_AFTER.total_seconds() // 60)} minutes, can be re-run."
+            )
+        before = experiment.status
+        # run_experiment claims it again; RUNNING is what it resumes from.
+        experiment.status = E.RUNNING if before == E.FAILED else experiment.status
+        experiment.finished_at = None
+        experiment.save(update_fields=["status", "finished_at"])
+        audit.record(
+            workspace=experiment.agent.workspace,
+            actor=actor,
+            action="experiment.rerun",
+            target=experiment,
+            before={"status": before},
+            after={"status": "rerun"},
+        )
+        run_experiment_task.delay_on_commit(experiment.pk)
+    return experiment
