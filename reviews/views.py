@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from agents.access import get_agent_for, principal_for
 from agents.models import ConfigVersion, Membership
+from dreams import rebase
 from dreams.cycles import CycleNotStarted
 from dreams.models import Experiment
 from dreams.proposals import InvalidTransition
@@ -78,6 +79,7 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
         "can_edit": role in (Membership.Role.REVIEWER, Membership.Role.ADMIN)
         and proposal.status in services.EDITABLE,
         "verdict": stats.get("verdict", ""),
+        "stale": rebase.is_stale(proposal),
         # One reverse() instead of one per replay row (the list can hold hundreds).
         "replay_prefix": reverse("proposal-detail", args=[proposal.pk]) + "replays/",
         **evidence,
@@ -209,6 +211,22 @@ def edit_page(request: HttpRequest, pk: int) -> HttpResponse:
         {"proposal": proposal, "system_prompt": candidate_prompt, "docs": docs, "error": error},
         status=400 if error else 200,
     )
+
+
+@login_required
+@require_POST
+def rebase_page(request: HttpRequest, pk: int) -> HttpResponse:
+    proposal = get_proposal_for_user(request.user, pk, write=True)
+    try:
+        result = rebase.rebase_proposal(proposal_id=proposal.pk, actor=request.user)
+    except (rebase.RebaseRefused, InvalidTransition) as refused:
+        messages.error(request, str(refused))
+        return redirect("proposal-detail", pk=proposal.pk)
+    if result.pk == proposal.pk:
+        messages.error(request, "The rebase conflicts; changes are requested (see below).")
+    else:
+        messages.success(request, f"Rebased as proposal #{result.pk}; replays are running.")
+    return redirect("proposal-detail", pk=result.pk)
 
 
 @login_required
