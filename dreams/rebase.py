@@ -38,16 +38,22 @@ def stale_filter() -> Q:
     """The queryset form of `is_stale` (for the queue and the API list)."""
     return (
         Q(status__in=STALE_STATUSES)
+        & ~Q(source=Proposal.Source.HOSTED_DREAM)
         & Q(agent__stable_version__isnull=False)
         & ~Q(base_version=F("agent__stable_version"))
     )
 
 
 def is_stale(proposal: Proposal) -> bool:
-    """Open and built on a version that is no longer the agent's stable one."""
+    """Open and built on a version that is no longer the agent's stable one.
+
+    A hosted dream's base is a snapshot of the live memory store, not the stable version, and
+    its write is guarded by the store's own content preconditions, so it is never stale here.
+    """
     stable_id = proposal.agent.stable_version_id
     return (
         proposal.status in STALE_STATUSES
+        and proposal.source != Proposal.Source.HOSTED_DREAM
         and stable_id is not None
         and proposal.base_version_id != stable_id
     )
