@@ -3,6 +3,7 @@
 from datetime import timedelta
 from typing import Any
 
+from django.db.models import Count
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -15,9 +16,9 @@ from rest_framework.views import APIView
 
 from agents.access import get_agent_for
 from agents.api import WorkspaceMixin
-from config.api import error_response
+from config.api import ERROR_DOC, error_response
 from dreams import cycles, experiments, reports, spend
-from dreams.models import DreamCycle
+from dreams.models import DreamCycle, Experiment
 
 
 class DreamCycleSerializer(serializers.ModelSerializer):
@@ -210,14 +211,38 @@ class AgentDreamingSpend(WorkspaceMixin, APIView):
         return Response({"since": since, "until": until, **share})
 
 
-# -- recovery: cancel and re-run ---------------------------------------------------------------
+# -- experiments: read, cancel, re-run; dream cycles: cancel, re-run -----------------------
 
 
-class ExperimentOut(serializers.Serializer):
-    id = serializers.IntegerField()
-    status = serializers.CharField()
-    stop_reason = serializers.CharField()
-    error = serializers.CharField()
+class ExperimentSerializer(serializers.ModelSerializer):
+    agent = serializers.CharField(source="agent.slug")
+    baseline_version = serializers.IntegerField(source="baseline_version.number")
+    candidate_version = serializers.IntegerField(source="candidate_version.number")
+    replays = serializers.SerializerMethodField(help_text="slots by status")
+
+    class Meta:
+        model = Experiment
+        fields = [
+            "id",
+            "agent",
+            "proposal",
+            "status",
+            "baseline_version",
+            "candidate_version",
+            "replicates",
+            "fidelity",
+            "stop_reason",
+            "error",
+            "stats",
+            "replays",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+    def get_replays(self, e: Experiment) -> dict[str, int]:
+        counts = dict(e.replays.order_by().values_list("status").annotate(n=Count("id")))
+        return {str(k): int(v) for k, v in counts.items()}
 
 
 def _require_reviewer(principal: Any, what: str) -> None:
@@ -255,8 +280,18 @@ class DreamRerun(WorkspaceMixin, APIView):
         return Response(DreamCycleSerializer(fresh).data, status=status.HTTP_202_ACCEPTED)
 
 
+class ExperimentDetail(WorkspaceMixin, APIView):
+    @extend_schema(responses={200: ExperimentSerializer, 404: ERROR_DOC})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(
+            ExperimentSerializer(experiments.get_experiment_for(self.principal, pk)).data
+        )
+
+
 class ExperimentCancel(WorkspaceMixin, APIView):
-    @extend_schema(request=None, responses={200: ExperimentOut})
+    @extend_schema(
+        request=None, responses={200: ExperimentSerializer, 403: ERROR_DOC, 409: ERROR_DOC}
+    )
     def post(self, request: Request, pk: int) -> Response:
         """Stop an open experiment; re-running it resumes the replays not done."""
         experiment = experiments.get_experiment_for(self.principal, pk)
@@ -267,20 +302,23 @@ class ExperimentCancel(WorkspaceMixin, APIView):
             )
         except ValueError as exc:
             return error_response("not_open", str(exc), status_code=409)
-        return Response(ExperimentOut(experiment).data)
+        return Response(ExperimentSerializer(experiment).data)
 
 
 class ExperimentRerun(WorkspaceMixin, APIView):
-    @extend_schema(request=None, responses={202: ExperimentOut})
+    @extend_schema(
+        request=None,
+        responses={202: ExperimentSerializer, 403: ERROR_DOC, 409: ERROR_DOC},
+        description="Re-run a failed, cancelled or stuck experiment: replays already done are "
+        "kept, failed and pending ones are tried again. 409 when it completed or is running "
+        "normally.",
+    )
     def post(self, request: Request, pk: int) -> Response:
-        """Queue a failed or cancelled experiment again (only slots not done are replayed)."""
         experiment = experiments.get_experiment_for(self.principal, pk)
         _require_reviewer(self.principal, "re-run an experiment")
         try:
-            experiment = experiments.rerun_experiment(
-                experiment_id=experiment.pk, actor=self.principal.actor
-            )
-        except ValueError as exc:
-            return error_response("not_failed", str(exc), status_code=409)
+            experiments.rerun_experiment(experiment_id=experiment.pk, actor=self.principal.actor)
+        except experiments.ExperimentNotRerun as exc:
+            return error_response("not_rerunnable", str(exc), status_code=409)
         experiment.refresh_from_db()
-        return Response(ExperimentOut(experiment).data, status=status.HTTP_202_ACCEPTED)
+        return Response(ExperimentSerializer(experiment).data, status=status.HTTP_202_ACCEPTED)

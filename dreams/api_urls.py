@@ -10,6 +10,7 @@ urlpatterns = [
         api.AgentDreamingSpend.as_view(),
         name="api-agent-dreaming-spend",
     ),
+    path("experiments/<int:pk>", api.ExperimentDetail.as_view(), name="api-experiment"),
     path("dreams/<int:pk>", api.DreamDetail.as_view(), name="api-dream"),
     path("dreams/<int:pk>/cancel", api.DreamCancel.as_view(), name="api-dream-cancel"),
     path("dreams/<int:pk>/rerun", api.DreamRerun.as_view(), name="api-dream-rerun"),

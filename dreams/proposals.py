@@ -16,11 +16,12 @@ from dreams.models import DreamCycle, FailurePattern, Proposal
 S = Proposal.Status
 
 ALLOWED_TRANSITIONS: dict[str, set[str]] = {
-    S.DRAFTED: {S.REPLAYING, S.READY, S.SUPERSEDED},
+    # changes_requested from drafted or approved: a rebase onto a new stable version conflicted.
+    S.DRAFTED: {S.REPLAYING, S.READY, S.CHANGES_REQUESTED, S.SUPERSEDED},
     S.REPLAYING: {S.READY, S.DRAFTED, S.SUPERSEDED},
     S.READY: {S.APPROVED, S.REJECTED, S.CHANGES_REQUESTED, S.REPLAYING, S.SUPERSEDED},
     S.CHANGES_REQUESTED: {S.REPLAYING, S.REJECTED, S.SUPERSEDED},
-    S.APPROVED: {S.ROLLING_OUT, S.SUPERSEDED},
+    S.APPROVED: {S.ROLLING_OUT, S.CHANGES_REQUESTED, S.SUPERSEDED},
     S.ROLLING_OUT: {S.ROLLED_OUT, S.ROLLED_BACK},
     S.REJECTED: set(),
     S.ROLLED_OUT: set(),

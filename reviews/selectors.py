@@ -5,12 +5,23 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery, TextField
+from django.db.models import (
+    BooleanField,
+    Count,
+    ExpressionWrapper,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+)
 from django.db.models.functions import Cast
 
 from agents.models import Agent, AuditEvent, Run, Workspace
 from agents.transcripts import message_index_of_step
 from dreams.models import Experiment, FailurePattern, PatternRun, Proposal, Replay
+from dreams.rebase import stale_filter
 from reviews.models import Decision, ReviewComment
 from reviews.replays import OUTCOMES, filter_replay_rows, replay_rows
 
@@ -57,6 +68,7 @@ class QueueFilters:
     flag: str = ""
     sort: str = "value"
     assigned: str = ""
+    stale: bool = False
     page: int = 1
 
     @classmethod
@@ -67,6 +79,7 @@ class QueueFilters:
         sort = query.get("sort") if query.get("sort") in SORTS else "value"
         flag = query.get("flag") if query.get("flag") in {f for f, _ in FLAG_CHOICES} else ""
         assigned = query.get("assigned") if query.get("assigned") in ("me", "nobody") else ""
+        stale = query.get("stale") in ("1", "true", "yes")
         try:
             page = max(1, int(query.get("page") or 1))
         except ValueError:
@@ -77,6 +90,7 @@ class QueueFilters:
             flag=flag,
             sort=sort,
             assigned=assigned,
+            stale=stale,
             page=page,
         )
 
@@ -89,6 +103,7 @@ class QueueFilters:
             "flag": self.flag,
             "sort": self.sort,
             "assigned": self.assigned,
+            "stale": "1" if self.stale else "",
         }
         values.update(overrides)
         defaults = {"status": S.READY, "sort": "value"}
@@ -121,10 +136,8 @@ def _flag_filter(flag: str) -> Q:
     return Q(flags_text__contains=f'"{flag}"')
 
 
-def review_queue(
-    *, workspace: Workspace, filters: QueueFilters, user: Any = None
-) -> dict[str, Any]:
-    """The queue page: one page of proposals with their latest stats, plus counts per status."""
+def queue_scope(*, workspace: Workspace, filters: QueueFilters, user: Any = None) -> QuerySet:
+    """The workspace's proposals narrowed by the queue's agent, assignee and flag filters."""
     scoped = Proposal.objects.filter(agent__workspace=workspace)
     if filters.agent:
         scoped = scoped.filter(agent__slug=filters.agent)
@@ -136,22 +149,42 @@ def review_queue(
         if filters.flag not in ("any", "none"):
             scoped = scoped.annotate(flags_text=Cast("flags", TextField()))
         scoped = scoped.filter(_flag_filter(filters.flag))
-    counts = dict(scoped.order_by().values_list("status").annotate(n=Count("id")))
+    return scoped
+
+
+def queue_rows(*, scoped: QuerySet, filters: QueueFilters) -> QuerySet:
+    """The queue's rows in its order, with latest stats, approvals and staleness annotated."""
     rows = scoped if filters.status == "all" else scoped.filter(status=filters.status)
-    rows = (
+    if filters.stale:
+        rows = rows.filter(stale_filter())
+    return (
         rows.select_related("agent", "assignee", "candidate_version", "base_version")
-        .annotate(stats=latest_experiment_stats(), approvals=approval_count())
+        .annotate(
+            stats=latest_experiment_stats(),
+            approvals=approval_count(),
+            stale=ExpressionWrapper(stale_filter(), output_field=BooleanField()),
+        )
         .defer("rationale", "metadata")
         .prefetch_related(
             Prefetch("patterns", queryset=FailurePattern.objects.only("id", "title", "count"))
         )
         .order_by(*SORTS[filters.sort])
     )
+
+
+def review_queue(
+    *, workspace: Workspace, filters: QueueFilters, user: Any = None
+) -> dict[str, Any]:
+    """The queue page: one page of proposals with their latest stats, plus counts per status."""
+    scoped = queue_scope(workspace=workspace, filters=filters, user=user)
+    counts = dict(scoped.order_by().values_list("status").annotate(n=Count("id")))
+    rows = queue_rows(scoped=scoped, filters=filters)
     paginator = Paginator(rows, QUEUE_PAGE_SIZE)
-    # The per-status counts already hold the total: spare the paginator its COUNT(*).
-    paginator.count = (
-        sum(counts.values()) if filters.status == "all" else counts.get(filters.status, 0)
-    )
+    if not filters.stale:
+        # The per-status counts already hold the total: spare the paginator its COUNT(*).
+        paginator.count = (
+            sum(counts.values()) if filters.status == "all" else counts.get(filters.status, 0)
+        )
     page = paginator.get_page(filters.page)
     items = [QueueRow.build(p) for p in page.object_list]
     return {

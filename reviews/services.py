@@ -19,6 +19,7 @@ from dreams.managed.selectors import managed_link_for
 from dreams.managed.tasks import apply_memory
 from dreams.models import Experiment, Proposal
 from dreams.proposals import InvalidTransition, create_proposal, transition_proposal
+from dreams.rebase import is_stale
 from reviews.models import Decision
 
 S = Proposal.Status
@@ -86,6 +87,12 @@ def approve_proposal(
         _check_reviewer(proposal=proposal, reviewer=reviewer)
         if proposal.status != S.READY:
             raise InvalidTransition(proposal, S.APPROVED)
+        if is_stale(proposal):
+            raise DecisionRefused(
+                f"The stable version is now v{proposal.agent.stable_version.number}, not this "
+                "proposal's base; rebase it onto the stable version before approving.",
+                code="stale_base",
+            )
         needed = approvals_needed(proposal=proposal)
         if needed >= 2 and proposal.author_id == reviewer.pk:
             raise DecisionRefused(

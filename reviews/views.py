@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from agents.access import get_agent_for, principal_for
 from agents.models import ConfigVersion, Membership
+from dreams import handwritten, rebase
 from dreams.cycles import CycleNotStarted
 from dreams.models import Experiment
 from dreams.proposals import InvalidTransition
@@ -78,6 +79,7 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
         "can_edit": role in (Membership.Role.REVIEWER, Membership.Role.ADMIN)
         and proposal.status in services.EDITABLE,
         "verdict": stats.get("verdict", ""),
+        "stale": rebase.is_stale(proposal),
         # One reverse() instead of one per replay row (the list can hold hundreds).
         "replay_prefix": reverse("proposal-detail", args=[proposal.pk]) + "replays/",
         **evidence,
@@ -213,6 +215,22 @@ def edit_page(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def rebase_page(request: HttpRequest, pk: int) -> HttpResponse:
+    proposal = get_proposal_for_user(request.user, pk, write=True)
+    try:
+        result = rebase.rebase_proposal(proposal_id=proposal.pk, actor=request.user)
+    except (rebase.RebaseRefused, InvalidTransition) as refused:
+        messages.error(request, str(refused))
+        return redirect("proposal-detail", pk=proposal.pk)
+    if result.pk == proposal.pk:
+        messages.error(request, "The rebase conflicts; changes are requested (see below).")
+    else:
+        messages.success(request, f"Rebased as proposal #{result.pk}; replays are running.")
+    return redirect("proposal-detail", pk=result.pk)
+
+
+@login_required
+@require_POST
 def assign(request: HttpRequest, pk: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk, write=True)
     assignee_id = _int(request.POST.get("assignee"))
@@ -292,6 +310,65 @@ def dream_now(request: HttpRequest, slug: str) -> HttpResponse:
     else:
         messages.success(request, "Dream cycle queued.")
     return redirect("agent-detail", slug=agent.slug)
+
+
+@login_required
+def propose_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """Propose a change by hand: edit the stable documents, pick the runs that judge them."""
+    principal = principal_for(request)
+    agent = get_agent_for(principal, slug)
+    if not principal.can_review:
+        raise PermissionDenied("Only reviewers and admins can propose changes.")
+    stable = agent.stable_version
+    if stable is None:
+        messages.error(request, "The agent has no stable version to change yet.")
+        return redirect("agent-detail", slug=agent.slug)
+    docs = [
+        {"field": f"doc-{i}", "path": path, "text": text}
+        for i, (path, text) in enumerate(sorted((stable.memory_documents or {}).items()))
+    ]
+    form = {"title": "", "rationale": "", "runs": "unstudied", "since": "", "run_ids": ""}
+    system_prompt, error = stable.system_prompt, ""
+    if request.method == "POST":
+        form = {key: request.POST.get(key, "").strip() for key in form}
+        system_prompt = request.POST.get("system_prompt", "").replace("\r\n", "\n")
+        documents: dict[str, str | None] = {"system_prompt": system_prompt}
+        for doc in docs:
+            doc["text"] = request.POST.get(doc["field"], doc["text"]).replace("\r\n", "\n")
+            documents[doc["path"]] = doc["text"]
+        choice = handwritten.RunChoice()
+        if form["runs"] == "since":
+            from agents.api import _parse_time
+
+            choice = handwritten.RunChoice(since=_parse_time(form["since"]), use_filter=True)
+        elif form["runs"] == "ids":
+            ids = [_int(part) for part in form["run_ids"].replace(",", " ").split()]
+            choice = handwritten.RunChoice(run_ids=[i for i in ids if i is not None])
+        try:
+            if not form["title"]:
+                raise handwritten.ProposalInvalid({"title": ["give the change a title"]})
+            proposal = handwritten.propose_change(
+                agent=agent,
+                actor=request.user,
+                title=form["title"],
+                rationale=form["rationale"],
+                documents=documents,
+                runs=choice,
+            )
+        except handwritten.ProposalInvalid as invalid:
+            error = str(invalid)
+        else:
+            messages.success(request, f"Proposal #{proposal.pk} created; replays are running.")
+            return redirect("proposal-detail", pk=proposal.pk)
+    context = {
+        "agent": agent,
+        "stable": stable,
+        "system_prompt": system_prompt,
+        "docs": docs,
+        "form": form,
+        "error": error,
+    }
+    return render(request, "reviews/propose.html", context, status=400 if error else 200)
 
 
 @login_required

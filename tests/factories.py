@@ -338,14 +338,20 @@ def reviewable_proposal(
     from django.db.models import Max
 
     top = ConfigVersion.objects.filter(agent=agent).aggregate(n=Max("number"))["n"] or 0
-    base = ConfigVersionFactory(
-        agent=agent,
-        number=top + 1,
-        system_prompt=BASE_PROMPT,
-        memory_documents={"policies/refunds.md": "# Refund policy\n\n- 30 days.\n"}
-        if memory
-        else {},
-    )
+    base_memory = {"policies/refunds.md": "# Refund policy\n\n- 30 days.\n"} if memory else {}
+    stable = agent.stable_version
+    if (
+        stable is not None
+        and stable.system_prompt == BASE_PROMPT
+        and stable.memory_documents == base_memory
+    ):
+        base = stable  # proposals are built on the stable version (else they are stale)
+    else:
+        base = ConfigVersionFactory(
+            agent=agent, number=top + 1, system_prompt=BASE_PROMPT, memory_documents=base_memory
+        )
+        agent.stable_version = base
+        agent.save(update_fields=["stable_version"])
     cand = ConfigVersionFactory(
         agent=agent,
         number=top + 2,

@@ -6,6 +6,7 @@
 
 from dreams.experiments.evidence import compute_stats, early_stop_check
 from dreams.experiments.lifecycle import (
+    ExperimentNotRerun,
     cancel_experiment,
     fail_experiment,
     finish_experiment,
@@ -19,15 +20,16 @@ from dreams.experiments.lifecycle import (
 from dreams.experiments.sampling import sample_regression_runs
 
 __all__ = [
+    "ExperimentNotRerun",
     "cancel_experiment",
     "get_experiment_for",
-    "rerun_experiment",
     "stale_experiments",
     "compute_stats",
     "early_stop_check",
     "fail_experiment",
     "finish_experiment",
     "replay_chunk",
+    "rerun_experiment",
     "run_experiment",
     "sample_regression_runs",
     "start_experiment",

@@ -319,17 +319,45 @@ def cancel_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
     return experiment
 
 
+# An experiment that has not finished a replay for this long is stuck (its task was lost).
+STUCK_AFTER = timedelta(minutes=30)
+
+
+class ExperimentNotRerun(ValueError):
+    """The experiment finished normally or is still making progress."""
+
+
+def is_stuck(experiment: Experiment, *, now: Any = None) -> bool:
+    """Pending or running with no replay finished (nor a start) within STUCK_AFTER."""
+    if experiment.status not in (E.PENDING, E.RUNNING):
+        return False
+    last = (
+        Replay.objects.filter(experiment=experiment, finished_at__isnull=False)
+        .order_by("-finished_at")
+        .values_list("finished_at", flat=True)
+        .first()
+    )
+    moment = last or experiment.started_at or experiment.created_at
+    return (now or timezone.now()) - moment > STUCK_AFTER
+
+
 def rerun_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
-    """Queue a failed or cancelled experiment again; only the slots not done are replayed."""
+    """Queue a failed, cancelled or stuck experiment again; only the slots not done are replayed."""
     from dreams.tasks import run_experiment_task
 
     with transaction.atomic():
-        experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
-        if experiment.status != E.FAILED:
-            raise ValueError(
-                f"experiment {experiment_id} is {experiment.status}; only failed or "
-                "cancelled experiments are re-run"
+        experiment = (
+            Experiment.objects.select_for_update(of=("self",))
+            .select_related("agent__workspace")
+            .get(pk=experiment_id)
+        )
+        if experiment.status != E.FAILED and not is_stuck(experiment):
+            raise ExperimentNotRerun(
+                f"Experiment {experiment.pk} is {experiment.get_status_display().lower()}; only "
+                "a failed or cancelled experiment, or one with no progress for "
+                f"{int(STUCK_AFTER.total_seconds() // 60)} minutes, can be re-run."
             )
+        before = experiment.status
         experiment.status = E.PENDING
         experiment.stop_reason = experiment.error = ""
         experiment.finished_at = None
@@ -339,6 +367,8 @@ def rerun_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
             actor=actor,
             action="experiment.rerun",
             target=experiment,
+            before={"status": before},
+            after={"status": "rerun"},
         )
         enqueue_on_commit(run_experiment_task.si(experiment.pk), what=f"experiment {experiment.pk}")
     return experiment

@@ -291,6 +291,7 @@ def main() -> None:
         ),
         "agent page": measure(client, f"/agents/{proposal.agent.slug}/", REQUESTS),
         "runs list (newest, all agents)": measure(client, "/runs/", REQUESTS),
+        "proposals API /api/v1/proposals": measure(client, "/api/v1/proposals", REQUESTS),
     }
     base = statistics.median(results["baseline (login page)"][0])
     print(
@@ -311,6 +312,7 @@ def main() -> None:
     figure("proposal_p95", prop95, "ms")
     figure("agent_page_p95", p95(results["agent page"][0]), "ms")
     figure("runs_list_p95", p95(results["runs list (newest, all agents)"][0]), "ms")
+    figure("proposals_api_p95", p95(results["proposals API /api/v1/proposals"][0]), "ms")
     print(
         f"aim: queue p95 < 150 ms → {'OK' if queue95 < 150 else 'MISSED'} ({queue95:.1f}); "
         f"proposal p95 < 300 ms → {'OK' if prop95 < 300 else 'MISSED'} ({prop95:.1f})"
