@@ -11,9 +11,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("agents.api_urls")),
     path("api/v1/", include("dreams.api_urls")),
-    path("api/v1/", include("reviews.api_urls")),
-    path("api/v1/", include("reviews.api_urls_rollouts")),
-    path("rollouts/", include("reviews.urls_rollouts")),
+    path("api/v1/", include("rollouts.api_urls")),
+    path("rollouts/", include("rollouts.urls")),
     path("", include("reviews.urls")),
     path("", include("agents.urls")),
 ]

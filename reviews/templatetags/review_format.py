@@ -6,6 +6,9 @@ from typing import Any
 
 from django import template
 from django.utils import timezone
+from django.utils.safestring import SafeString
+
+from agents.slots import render_slot
 
 register = template.Library()
 
@@ -150,3 +153,9 @@ def role_label(message: Any) -> str:
     ):
         return "tool result"
     return role
+
+
+@register.simple_tag(takes_context=True)
+def slot(context: template.Context, name: str, **values: Any) -> SafeString:
+    """What the apps above this page put in the named slot (see agents/slots.py)."""
+    return render_slot(name, context.get("request"), values)

@@ -23,7 +23,7 @@ from django.db.models import Avg, Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from agents.models import Feedback, Run
-from reviews.models import Rollout, RolloutStage
+from rollouts.models import Rollout, RolloutStage
 
 Z_95 = 1.959963984540054
 
