@@ -1,5 +1,6 @@
-"""Formatting filters for review pages: numbers, intervals, p-values, JSON. They return plain
-strings, which templates autoescape."""
+"""The one template-tag library (`{% load reverie %}`): numbers, intervals, p-values, JSON, slots.
+
+Filters return plain strings, which templates autoescape."""
 
 import json
 from typing import Any
