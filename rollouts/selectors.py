@@ -40,8 +40,10 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-def _ci(ci: tuple[float, float] | list[float], value: float | None) -> str:
-    return "" if value is None else f"{ci[0] * 100:.1f}–{ci[1] * 100:.1f}%"
+def _ci(ci: tuple[float, float] | None, value: float | None) -> str:
+    if value is None:
+        return ""
+    return "—" if ci is None else f"{ci[0] * 100:.1f}–{ci[1] * 100:.1f}%"
 
 
 def metric_rows(stable: ArmMetrics, canary: ArmMetrics) -> list[dict[str, str]]:

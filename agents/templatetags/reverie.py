@@ -24,7 +24,9 @@ def pct(value: Any, digits: int = 0) -> str:
 
 @register.filter
 def ci(value: Any) -> str:
-    """[lo, hi] → '42–71%'."""
+    """[lo, hi] → '42–71%'; no interval (None, n = 0) → '—'."""
+    if value is None:
+        return "—"
     try:
         lo, hi = value
         return f"{float(lo) * 100:.0f}–{float(hi) * 100:.0f}%"

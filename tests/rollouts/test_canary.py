@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from agents.models import AuditEvent
+from dreams.stats import wilson_interval
 from rollouts import services
 from rollouts.canary import (
     ArmCounts,
@@ -15,7 +16,6 @@ from rollouts.canary import (
     look_alpha,
     look_for,
     sequential_comparison,
-    wilson_interval,
 )
 from rollouts.models import Rollout
 from tests.rollouts.fixtures import age_stage, approved_proposal, seed_runs
@@ -28,7 +28,7 @@ def test_wilson_interval_matches_the_published_value():
     low, high = wilson_interval(8, 10)
     assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
     assert [round(x, 4) for x in wilson_interval(0, 10)] == [0.0, 0.2775]
-    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(0, 0) is None
 
 
 def _draw(rng: np.random.Generator, n: int, p_success: float) -> ArmCounts:
