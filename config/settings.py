@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "agents.otel",
     "dreams",
     "reviews",
+    "rollouts",
 ]
 
 MIDDLEWARE = [
@@ -278,7 +279,7 @@ REVERIE_WEBHOOK_MAX_ATTEMPTS = env_int("REVERIE_WEBHOOK_MAX_ATTEMPTS", 6, minimu
 REVERIE_WEBHOOK_TIMEOUT_SECONDS = env_int("REVERIE_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
 REVERIE_DIGEST_HOUR = env_int("REVERIE_DIGEST_HOUR", 8, minimum=0)
 REVERIE_BASE_URL = env_str("REVERIE_BASE_URL", "http://127.0.0.1:8000")
-# Rollouts and canary analysis (reviews/rollouts.py, reviews/canary.py).
+# Rollouts and canary analysis (rollouts/services.py, rollouts/canary.py).
 REVERIE_CANARY_ALPHA = env_float("REVERIE_CANARY_ALPHA", 0.01)
 REVERIE_CANARY_MIN_SAMPLE = env_int("REVERIE_CANARY_MIN_SAMPLE", 50, minimum=1)
 REVERIE_CANARY_ERROR_CEILING = env_float("REVERIE_CANARY_ERROR_CEILING", 0.10)

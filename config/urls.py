@@ -22,10 +22,10 @@ urlpatterns = [
     path("api/v1/", include("agents.api_urls")),
     path("api/v1/", include("dreams.api_urls")),
     path("api/v1/", include("reviews.api_urls")),
-    path("api/v1/", include("reviews.api_urls_rollouts")),
+    path("api/v1/", include("rollouts.api_urls")),
     # Any other /api/ path answers in the API's error shape, not with the HTML 404 page.
     re_path(r"^api/", api_not_found),
-    path("rollouts/", include("reviews.urls_rollouts")),
+    path("rollouts/", include("rollouts.urls")),
     path("", include("reviews.urls")),
     path("", include("agents.urls")),
 ]

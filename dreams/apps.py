@@ -7,8 +7,8 @@ class DreamsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Celery autodiscovery imports only `dreams.tasks`; these task modules live beside it.
-        from dreams import schedules, tasks_dreaming  # noqa: F401
+        # Celery autodiscovery imports `dreams.tasks`; the Managed Agents package keeps its own.
+        from dreams import schedules
         from dreams.managed import tasks  # noqa: F401
 
         post_migrate.connect(schedules.ensure_schedules, sender=self)

@@ -46,7 +46,7 @@ def start_cycle(
     *, agent: Agent, trigger: str, actor: Any = None, enqueue: bool = True
 ) -> DreamCycle:
     """Queue a cycle; the partial unique constraint makes concurrent starts yield one cycle."""
-    from dreams.tasks_dreaming import run_dream_cycle
+    from dreams.tasks import run_dream_cycle
 
     try:
         with transaction.atomic():

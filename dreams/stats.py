@@ -15,10 +15,12 @@ from scipy.stats import binomtest, norm
 PASS, FAIL, UNVERIFIABLE = "pass", "fail", "unverifiable"
 
 
-def wilson_interval(passed: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (0, 0 when n is 0)."""
+def wilson_interval(passed: int, n: int, *, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval for a binomial proportion; None when n is 0 (no data, no interval).
+
+    The one interval of the codebase: replay arms and rollout canary arms both use it."""
     if n == 0:
-        return (0.0, 0.0)
+        return None
     z = float(norm.ppf(1 - (1 - confidence) / 2))
     p = passed / n
     denominator = 1 + z * z / n
@@ -85,12 +87,12 @@ def _arm_block(pairs: list[RunPair], arm: str) -> dict[str, Any]:
     graded = [o for o in outcomes if o is not None]
     passed = graded.count(PASS)
     n = len(graded)
-    lo, hi = wilson_interval(passed, n)
+    interval = wilson_interval(passed, n)
     return {
         "passed": passed,
         "n": n,
         "rate": passed / n if n else 0.0,
-        "ci": [round(lo, 4), round(hi, 4)],
+        "ci": [round(interval[0], 4), round(interval[1], 4)] if interval else None,
     }
 
 

@@ -1,12 +1,13 @@
-"""Celery tasks of the dreams app: thin wrappers that take ids and call a service."""
+"""Celery tasks of the dreams app: run a dream cycle, start due cycles, resume stale ones, and
+run an experiment's replays. Thin wrappers that take ids and call a service; found by autodiscovery."""
 
 import logging
 
 from celery import shared_task
 
-from dreams import experiments
+from dreams import cycles, experiments, scheduling
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="dreams.run_experiment", acks_late=True)
@@ -24,3 +25,34 @@ def resume_stale_experiments() -> None:
 @shared_task(name="dreams.replay_chunk", acks_late=True, soft_time_limit=3600)
 def replay_chunk_task(experiment_id: int, run_ids: list[int]) -> None:
     experiments.replay_chunk(experiment_id=experiment_id, run_ids=run_ids)
+
+
+@shared_task(
+    bind=True,
+    name="dreams.run_cycle",
+    acks_late=True,
+    max_retries=5,
+    soft_time_limit=1800,
+)
+def run_dream_cycle(self, cycle_id: int) -> None:  # type: ignore[no-untyped-def]
+    try:
+        cycles.run_cycle(cycle_id=cycle_id)  # idempotent: safe to run twice
+    except Exception as exc:
+        # Another worker holds the cycle, or the model is unavailable: try again later; the
+        # next run resumes from what is in the database.
+        if isinstance(exc, cycles.CycleBusy) or cycles.is_transient(exc):
+            raise self.retry(exc=exc, countdown=60 * 2**self.request.retries) from exc
+        raise
+
+
+@shared_task(name="dreams.enqueue_due_cycles", ignore_result=True)
+def enqueue_due_cycles() -> None:
+    started = scheduling.enqueue_due_cycles()
+    if started:
+        logger.info("started dream cycles %s", started)
+
+
+@shared_task(name="dreams.resume_stale_cycles", ignore_result=True)
+def resume_stale_cycles() -> None:
+    for cycle_id in cycles.stale_cycles():
+        run_dream_cycle.delay(cycle_id)

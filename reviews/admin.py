@@ -1,11 +1,11 @@
-"""Read-only admin views of rollouts and webhook deliveries: state changes go through the services."""
+"""Read-only admin views of webhook deliveries: state changes go through the services."""
 
 from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
 
-from reviews.models import Rollout, RolloutStage, WebhookAttempt, WebhookDelivery
+from reviews.models import WebhookAttempt, WebhookDelivery
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -17,36 +17,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-
-class RolloutStageInline(admin.TabularInline):
-    model = RolloutStage
-    extra = 0
-    can_delete = False
-    fields = [
-        "index",
-        "percent",
-        "status",
-        "min_runs",
-        "min_duration",
-        "approved_by_label",
-        "approved_at",
-        "started_at",
-        "ended_at",
-        "verdict",
-    ]
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(Rollout)
-class RolloutAdmin(ReadOnlyAdmin):
-    list_display = ["pk", "agent", "proposal", "status", "current_stage", "created_at", "ended_at"]
-    list_filter = ["status", "agent"]
-    list_select_related = ["agent", "proposal"]
-    inlines = [RolloutStageInline]
 
 
 class WebhookAttemptInline(admin.TabularInline):

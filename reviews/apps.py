@@ -37,4 +37,3 @@ class ReviewsConfig(AppConfig):
 
         notifications.connect_receivers()
         post_migrate.connect(ensure_notification_schedules, sender=self)
-        from reviews import tasks_rollouts  # noqa: F401  (registers the rollout tasks)

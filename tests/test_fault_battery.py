@@ -17,8 +17,7 @@ from agents.ingest import ingest_runs
 from agents.models import Run
 from config.celery import app as celery_app
 from dreams.models import DreamCycle, Experiment
-from dreams.tasks import resume_stale_experiments
-from dreams.tasks_dreaming import resume_stale_cycles
+from dreams.tasks import resume_stale_cycles, resume_stale_experiments
 from tests.dreams.test_recovery import _experiment, broker_down, reviewer_api, seeded  # noqa: F401
 from tests.factories import AgentFactory, simple_messages
 

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from reviews.models import Rollout
-from tests.reviews.rollout_fixtures import age_stage, approved_proposal, seed_runs
+from rollouts.models import Rollout
+from tests.rollouts.fixtures import age_stage, approved_proposal, seed_runs
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -404,10 +404,10 @@ def test_dream_demo_runs_one_cycle_and_then_skips(demo_agent: Any) -> None:
 def test_the_beat_tasks_start_due_cycles_and_resume_stalled_ones(
     agent: Any, settings: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from dreams import tasks_dreaming
+    from dreams import tasks
 
     with django_capture_on_commit_callbacks(execute=True):
-        tasks_dreaming.enqueue_due_cycles.delay()
+        tasks.enqueue_due_cycles.delay()
     (cycle,) = DreamCycle.objects.filter(agent=agent)
     assert cycle.trigger == DreamCycle.Trigger.SCHEDULE
     assert cycle.status == DreamCycle.Status.SUCCEEDED
@@ -415,7 +415,7 @@ def test_the_beat_tasks_start_due_cycles_and_resume_stalled_ones(
     settings.REVERIE_DREAM_LEASE_SECONDS = 0
     stalled = cycles.start_cycle(agent=agent, trigger="manual", enqueue=False)
     cycles._take_lease(cycle_id=stalled.pk, owner="dead-worker")
-    tasks_dreaming.resume_stale_cycles.delay()
+    tasks.resume_stale_cycles.delay()
 
     stalled.refresh_from_db()
     assert stalled.status == DreamCycle.Status.SUCCEEDED

@@ -16,8 +16,7 @@ from config.celery import app as celery_app
 from dreams import cycles
 from dreams.experiments import stale_experiments, start_experiment
 from dreams.models import DreamCycle, Experiment, Replay
-from dreams.tasks import resume_stale_experiments
-from dreams.tasks_dreaming import resume_stale_cycles
+from dreams.tasks import resume_stale_cycles, resume_stale_experiments
 
 pytestmark = pytest.mark.django_db
 

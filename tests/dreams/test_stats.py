@@ -128,3 +128,15 @@ def test_verdicts_improves_insufficient_and_per_pattern_blocks():
 def test_regression_p_is_one_sided():
     assert stats.regression_p(0, 5) == pytest.approx(1 / 32)
     assert stats.regression_p(5, 0) == pytest.approx(1.0)
+
+
+def test_no_runs_give_no_interval_and_pages_show_a_dash():
+    # The replay stats said 0–0 and the canary 0–1 for n = 0; the one interval says neither.
+    from django.template import Context, Template
+
+    from rollouts import canary
+
+    assert stats.wilson_interval(0, 0) is None
+    assert canary.wilson_interval is stats.wilson_interval
+    assert stats._arm_block([], "baseline")["ci"] is None
+    assert Template("{% load reverie %}{{ ci|ci }}").render(Context({"ci": None})) == "—"

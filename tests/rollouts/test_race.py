@@ -9,9 +9,9 @@ from django.db import connection, connections
 
 from agents.models import Agent, AuditEvent
 from dreams.models import Proposal
-from reviews import rollouts
-from reviews.models import Rollout, RolloutStage
-from tests.reviews.rollout_fixtures import age_stage, approved_proposal, seed_runs
+from rollouts import services
+from rollouts.models import Rollout, RolloutStage
+from tests.rollouts.fixtures import age_stage, approved_proposal, seed_runs
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -43,7 +43,7 @@ def race(*calls):
 
 def new_rollout(agent, owner, *, seed, canary_success):
     proposal = approved_proposal(agent, actor=owner)
-    rollout = rollouts.start_rollout(
+    rollout = services.start_rollout(
         proposal_id=proposal.pk, actor=owner, min_runs=50, min_duration=timedelta(minutes=1)
     )
     age_stage(rollout, minutes=5)
@@ -80,13 +80,13 @@ def assert_consistent(rollout_id):
 def test_approval_racing_the_automatic_halt_never_advances_a_regressed_canary(agent, owner, seed):
     rollout = new_rollout(agent, owner, seed=seed, canary_success=0.6)
     approve, evaluate = race(
-        lambda: rollouts.approve_stage(rollout_id=rollout.pk, actor=owner),
-        lambda: rollouts.evaluate_rollout(rollout_id=rollout.pk),
+        lambda: services.approve_stage(rollout_id=rollout.pk, actor=owner),
+        lambda: services.evaluate_rollout(rollout_id=rollout.pk),
     )
     final = assert_consistent(rollout.pk)
     assert final.status == Rollout.Status.HALTED and final.current_stage == 0
     # Whoever got the lock first halted; the other saw the halted rollout.
-    assert isinstance(approve, Rollout | rollouts.InvalidRolloutState), approve
+    assert isinstance(approve, Rollout | services.InvalidRolloutState), approve
     assert evaluate is None or evaluate.comparison.should_halt
 
 
@@ -94,13 +94,13 @@ def test_approval_racing_the_automatic_halt_never_advances_a_regressed_canary(ag
 def test_approval_racing_a_manual_halt_ends_in_one_of_two_consistent_states(agent, owner, seed):
     rollout = new_rollout(agent, owner, seed=seed, canary_success=0.9)
     approve, halt = race(
-        lambda: rollouts.approve_stage(rollout_id=rollout.pk, actor=owner),
-        lambda: rollouts.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="operator"),
+        lambda: services.approve_stage(rollout_id=rollout.pk, actor=owner),
+        lambda: services.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="operator"),
     )
     final = assert_consistent(rollout.pk)
     assert final.status == Rollout.Status.HALTED  # the halt always lands, before or after
     if isinstance(approve, Exception):
-        assert isinstance(approve, rollouts.InvalidRolloutState) and final.current_stage == 0
+        assert isinstance(approve, services.InvalidRolloutState) and final.current_stage == 0
     else:
         assert final.current_stage == 1  # approved first, then halted at stage 2
     assert isinstance(halt, Rollout)

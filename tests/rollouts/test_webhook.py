@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from reviews import rollouts
 from reviews.notifications import TargetRefused, resolve_target
-from tests.reviews.rollout_fixtures import approved_proposal
+from rollouts import services
+from tests.rollouts.fixtures import approved_proposal
 
 pytestmark = pytest.mark.django_db
 
@@ -49,11 +49,11 @@ def test_a_halt_posts_a_signed_event_after_commit(
     agent.save(update_fields=["webhook_url", "webhook_secret"])
     proposal = approved_proposal(agent, actor=owner)
     with django_capture_on_commit_callbacks(execute=True):
-        rollout = rollouts.start_rollout(
+        rollout = services.start_rollout(
             proposal_id=proposal.pk, actor=owner, min_runs=0, min_duration=timedelta(0)
         )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        rollouts.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="error spike")
+        services.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="error spike")
     assert len(received) == 1  # nothing leaves before the transaction commits
     for callback in callbacks:
         callback()
@@ -76,7 +76,7 @@ def test_a_tampered_body_does_not_verify(
     agent.save(update_fields=["webhook_url", "webhook_secret"])
     proposal = approved_proposal(agent, actor=owner)
     with django_capture_on_commit_callbacks(execute=True):
-        rollouts.start_rollout(proposal_id=proposal.pk, actor=owner)
+        services.start_rollout(proposal_id=proposal.pk, actor=owner)
 
     headers, body = received[-1]
     with pytest.raises(WebhookVerificationError):

@@ -5,9 +5,9 @@ from datetime import timedelta
 
 import pytest
 
-from reviews import rollouts
-from reviews.models import Rollout
-from tests.reviews.rollout_fixtures import age_stage, approved_proposal, seed_runs
+from rollouts import services
+from rollouts.models import Rollout
+from tests.rollouts.fixtures import age_stage, approved_proposal, seed_runs
 
 pytestmark = pytest.mark.django_db
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def rollout(agent, owner):
     proposal = approved_proposal(agent, actor=owner)
-    return rollouts.start_rollout(
+    return services.start_rollout(
         proposal_id=proposal.pk, actor=owner, min_runs=10, min_duration=timedelta(minutes=30)
     )
 
@@ -112,3 +112,16 @@ def test_the_rollout_page_makes_a_fixed_number_of_queries(
     assert "Sequential test: look 1 on the first 50 canary runs" in page
     assert "next look is at 100" in page
     assert "Canary check: <strong>ok</strong>" in page
+
+
+def test_the_proposal_page_offers_the_rollout_through_its_slot(client, reviewer, agent, owner):
+    proposal = approved_proposal(agent, actor=owner)
+    client.force_login(reviewer)
+    page = client.get(f"/proposals/{proposal.pk}/").content.decode()
+    assert f'action="/rollouts/start/{proposal.pk}/"' in page and "csrfmiddlewaretoken" in page
+
+
+def test_the_agent_page_loads_the_traffic_split_through_its_slot(client, reviewer, agent):
+    client.force_login(reviewer)
+    page = client.get(f"/agents/{agent.slug}/").content.decode()
+    assert f'hx-get="/rollouts/agents/{agent.slug}/split/"' in page

@@ -23,20 +23,8 @@ from django.db.models import Avg, Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from agents.models import Feedback, Run
-from reviews.models import Rollout, RolloutStage
-
-Z_95 = 1.959963984540054
-
-
-def wilson_interval(successes: int, n: int, *, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a proportion; (0, 1) when there is no data."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from dreams.stats import wilson_interval
+from rollouts.models import Rollout, RolloutStage
 
 
 @dataclass
@@ -55,11 +43,11 @@ class ArmMetrics:
     version: int | None
     counts: ArmCounts
     success_rate: float | None = None
-    success_ci: tuple[float, float] = (0.0, 1.0)
+    success_ci: tuple[float, float] | None = None
     error_rate: float | None = None
-    error_ci: tuple[float, float] = (0.0, 1.0)
+    error_ci: tuple[float, float] | None = None
     negative_rate: float | None = None
-    negative_ci: tuple[float, float] = (0.0, 1.0)
+    negative_ci: tuple[float, float] | None = None
     mean_tokens: float | None = None
     p95_latency_ms: float | None = None
 

@@ -1,11 +1,15 @@
-"""Formatting filters for review pages: numbers, intervals, p-values, JSON. They return plain
-strings, which templates autoescape."""
+"""The one template-tag library (`{% load reverie %}`): numbers, intervals, p-values, JSON, slots.
+
+Filters return plain strings, which templates autoescape."""
 
 import json
 from typing import Any
 
 from django import template
 from django.utils import timezone
+from django.utils.safestring import SafeString
+
+from agents.slots import render_slot
 
 register = template.Library()
 
@@ -20,7 +24,9 @@ def pct(value: Any, digits: int = 0) -> str:
 
 @register.filter
 def ci(value: Any) -> str:
-    """[lo, hi] → '42–71%'."""
+    """[lo, hi] → '42–71%'; no interval (None, n = 0) → '—'."""
+    if value is None:
+        return "—"
     try:
         lo, hi = value
         return f"{float(lo) * 100:.0f}–{float(hi) * 100:.0f}%"
@@ -150,3 +156,9 @@ def role_label(message: Any) -> str:
     ):
         return "tool result"
     return role
+
+
+@register.simple_tag(takes_context=True)
+def slot(context: template.Context, name: str, **values: Any) -> SafeString:
+    """What the apps above this page put in the named slot (see agents/slots.py)."""
+    return render_slot(name, context.get("request"), values)

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 
 from agents.models import AuditEvent
-from reviews import rollouts
-from reviews.canary import (
+from dreams.stats import wilson_interval
+from rollouts import services
+from rollouts.canary import (
     ArmCounts,
     analyse_stage,
     compare_arms,
     look_alpha,
     look_for,
     sequential_comparison,
-    wilson_interval,
 )
-from reviews.models import Rollout
-from tests.reviews.rollout_fixtures import age_stage, approved_proposal, seed_runs
+from rollouts.models import Rollout
+from tests.rollouts.fixtures import age_stage, approved_proposal, seed_runs
 
 SEEDS = [11, 23, 37, 41, 59]
 
@@ -28,7 +28,7 @@ def test_wilson_interval_matches_the_published_value():
     low, high = wilson_interval(8, 10)
     assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
     assert [round(x, 4) for x in wilson_interval(0, 10)] == [0.0, 0.2775]
-    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(0, 0) is None
 
 
 def _draw(rng: np.random.Generator, n: int, p_success: float) -> ArmCounts:
@@ -78,7 +78,7 @@ def live_rollout(db, agent, owner, settings):
     settings.REVERIE_CANARY_MIN_SAMPLE = 50
     settings.REVERIE_CANARY_ERROR_CEILING = 0.10
     proposal = approved_proposal(agent, actor=owner)
-    rollout = rollouts.start_rollout(
+    rollout = services.start_rollout(
         proposal_id=proposal.pk, actor=owner, min_runs=50, min_duration=timedelta(minutes=10)
     )
     age_stage(rollout, minutes=15)
@@ -95,7 +95,7 @@ def test_auto_halt_fires_on_a_real_regression(live_rollout, agent, seed):
     seed_runs(
         agent=agent, version=live_rollout.to_version, n=150, success=0.7, rng=rng, negative=0.05
     )
-    analysis = rollouts.evaluate_rollout(rollout_id=live_rollout.pk)
+    analysis = services.evaluate_rollout(rollout_id=live_rollout.pk)
     assert analysis.comparison.verdict == "regression"
     assert analysis.canary.success_rate < analysis.stable.success_rate
     rollout = Rollout.objects.get(pk=live_rollout.pk)
@@ -119,7 +119,7 @@ def test_auto_halt_does_not_fire_when_the_rates_are_the_same(live_rollout, agent
     seed_runs(
         agent=agent, version=live_rollout.to_version, n=150, success=0.9, rng=rng, negative=0.05
     )
-    analysis = rollouts.evaluate_rollout(rollout_id=live_rollout.pk)
+    analysis = services.evaluate_rollout(rollout_id=live_rollout.pk)
     assert analysis.comparison.verdict == "ok", analysis.comparison.p_values
     rollout = Rollout.objects.get(pk=live_rollout.pk)
     assert rollout.status == Rollout.Status.AWAITING_APPROVAL
@@ -131,7 +131,7 @@ def test_auto_halt_does_not_fire_when_the_rates_are_the_same(live_rollout, agent
 def test_a_canary_over_the_error_ceiling_halts_even_without_a_stable_sample(live_rollout, agent):
     rng = random.Random(5)
     seed_runs(agent=agent, version=live_rollout.to_version, n=100, success=0.9, error=0.25, rng=rng)
-    analysis = rollouts.evaluate_rollout(rollout_id=live_rollout.pk)
+    analysis = services.evaluate_rollout(rollout_id=live_rollout.pk)
     assert analysis.comparison.verdict == "error_ceiling"
     assert Rollout.objects.get(pk=live_rollout.pk).status == Rollout.Status.HALTED
 
@@ -145,7 +145,7 @@ def test_more_negative_feedback_on_the_canary_halts(live_rollout, agent):
     seed_runs(
         agent=agent, version=live_rollout.to_version, n=150, success=0.9, negative=0.25, rng=rng
     )
-    analysis = rollouts.evaluate_rollout(rollout_id=live_rollout.pk)
+    analysis = services.evaluate_rollout(rollout_id=live_rollout.pk)
     assert analysis.comparison.verdict == "regression"
     assert "negative feedback" in analysis.comparison.reason
 
@@ -173,7 +173,7 @@ def test_approving_a_stage_that_has_regressed_halts_instead(live_rollout, agent,
     rng = random.Random(4)
     seed_runs(agent=agent, version=live_rollout.from_version, n=600, success=0.9, rng=rng)
     seed_runs(agent=agent, version=live_rollout.to_version, n=150, success=0.6, rng=rng)
-    rollout = rollouts.approve_stage(rollout_id=live_rollout.pk, actor=owner)
+    rollout = services.approve_stage(rollout_id=live_rollout.pk, actor=owner)
     agent.refresh_from_db()
     assert rollout.status == Rollout.Status.HALTED and agent.canary_percent == 0
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from reviews import api_rollouts as api
+from rollouts import api
 
 urlpatterns = [
     path("rollouts", api.RolloutListCreate.as_view(), name="api-rollouts"),

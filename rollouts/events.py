@@ -8,8 +8,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from reviews.models import Rollout
 from reviews.notifications import enqueue_delivery
+from rollouts.models import Rollout
 
 
 def rollout_payload(*, rollout: Rollout, event: str, detail: dict[str, Any]) -> dict[str, Any]:

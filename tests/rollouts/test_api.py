@@ -5,9 +5,9 @@ from datetime import timedelta
 
 import pytest
 
-from reviews import rollouts
-from reviews.models import Rollout
-from tests.reviews.rollout_fixtures import age_stage, approved_proposal, seed_runs
+from rollouts import services
+from rollouts.models import Rollout
+from tests.rollouts.fixtures import age_stage, approved_proposal, seed_runs
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +30,7 @@ def test_an_api_key_starts_a_rollout_of_an_approved_proposal(api, agent, owner):
 
 def test_approve_answers_409_with_the_reasons_until_the_minimums_are_met(api, agent, owner):
     proposal = approved_proposal(agent, actor=owner)
-    rollout = rollouts.start_rollout(
+    rollout = services.start_rollout(
         proposal_id=proposal.pk, actor=owner, min_runs=5, min_duration=timedelta(minutes=1)
     )
     response = api.post(f"/api/v1/rollouts/{rollout.pk}/approve", {}, format="json")
@@ -46,7 +46,7 @@ def test_approve_answers_409_with_the_reasons_until_the_minimums_are_met(api, ag
 
 def test_halt_over_the_api_is_audited_with_the_reason(api, agent, owner):
     proposal = approved_proposal(agent, actor=owner)
-    rollout = rollouts.start_rollout(proposal_id=proposal.pk, actor=owner)
+    rollout = services.start_rollout(proposal_id=proposal.pk, actor=owner)
     response = api.post(f"/api/v1/rollouts/{rollout.pk}/halt", {"reason": "pager"}, format="json")
     assert response.status_code == 200 and response.json()["status"] == "halted"
     from agents.models import AuditEvent
@@ -57,7 +57,7 @@ def test_halt_over_the_api_is_audited_with_the_reason(api, agent, owner):
 
 def test_rollouts_of_another_workspace_are_invisible(outsider_api, agent, owner):
     proposal = approved_proposal(agent, actor=owner)
-    rollout = rollouts.start_rollout(proposal_id=proposal.pk, actor=owner)
+    rollout = services.start_rollout(proposal_id=proposal.pk, actor=owner)
     assert outsider_api.get(f"/api/v1/rollouts/{rollout.pk}").status_code == 404
     assert outsider_api.post(f"/api/v1/rollouts/{rollout.pk}/halt", {}).status_code == 404
     assert outsider_api.get("/api/v1/rollouts").json()["results"] == []
@@ -67,7 +67,7 @@ def test_rollouts_of_another_workspace_are_invisible(outsider_api, agent, owner)
 
 def test_a_viewer_can_read_but_not_act(client, viewer, agent, owner):
     proposal = approved_proposal(agent, actor=owner)
-    rollout = rollouts.start_rollout(proposal_id=proposal.pk, actor=owner)
+    rollout = services.start_rollout(proposal_id=proposal.pk, actor=owner)
     client.force_login(viewer)
     assert client.get(f"/api/v1/rollouts/{rollout.pk}").status_code == 200
     assert client.post(f"/api/v1/rollouts/{rollout.pk}/halt").status_code == 403
@@ -75,8 +75,8 @@ def test_a_viewer_can_read_but_not_act(client, viewer, agent, owner):
 
 def test_the_list_filters_by_agent_and_status(api, agent, owner):
     proposal = approved_proposal(agent, actor=owner)
-    rollout = rollouts.start_rollout(proposal_id=proposal.pk, actor=owner)
-    rollouts.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="x")
+    rollout = services.start_rollout(proposal_id=proposal.pk, actor=owner)
+    services.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="x")
     assert [r["id"] for r in api.get("/api/v1/rollouts?status=halted").json()["results"]] == [
         rollout.pk
     ]

@@ -16,9 +16,10 @@ from agents.access import Principal, principal_for
 from config.api import error_response
 from dreams.models import Proposal
 from dreams.proposals import InvalidTransition
-from reviews import rollouts
-from reviews.models import Rollout, RolloutStage
-from reviews.rollout_selectors import get_rollout_for, rollout_page, rollouts_for
+from rollouts import services
+from rollouts.access import get_rollout_for
+from rollouts.models import Rollout, RolloutStage
+from rollouts.selectors import rollout_page, rollouts_for
 
 
 class RolloutStageSerializer(serializers.ModelSerializer):
@@ -113,7 +114,7 @@ class ReasonSerializer(serializers.Serializer):
 
 
 def _conflict(exc: Exception) -> Response:
-    fields = {"reasons": exc.reasons} if isinstance(exc, rollouts.StageNotReady) else {}
+    fields = {"reasons": exc.reasons} if isinstance(exc, services.StageNotReady) else {}
     code = getattr(exc, "code", "invalid_transition")
     return error_response(code, str(exc), fields=fields, status_code=status.HTTP_409_CONFLICT)
 
@@ -173,12 +174,12 @@ class RolloutListCreate(generics.ListAPIView):
         ).exists():
             raise Http404("No such proposal in this workspace.")
         try:
-            rollout = rollouts.start_rollout(
+            rollout = services.start_rollout(
                 proposal_id=data.validated_data["proposal"],
                 actor=principal.actor,
                 stages=data.validated_data.get("stages"),
             )
-        except (rollouts.RolloutError, InvalidTransition) as exc:
+        except (services.RolloutError, InvalidTransition) as exc:
             return _conflict(exc)
         return _detail(rollout.pk, principal, code=201)
 
@@ -214,11 +215,11 @@ class RolloutAction(APIView):
         reason = body.validated_data.get("reason", "")
         try:
             if self.action_name == "approve":
-                rollouts.approve_stage(rollout_id=rollout.pk, actor=principal.actor)
+                services.approve_stage(rollout_id=rollout.pk, actor=principal.actor)
             elif self.action_name == "halt":
-                rollouts.halt_rollout(rollout_id=rollout.pk, actor=principal.actor, reason=reason)
+                services.halt_rollout(rollout_id=rollout.pk, actor=principal.actor, reason=reason)
             else:
-                rollouts.roll_back(rollout_id=rollout.pk, actor=principal.actor, reason=reason)
-        except (rollouts.RolloutError, InvalidTransition) as exc:
+                services.roll_back(rollout_id=rollout.pk, actor=principal.actor, reason=reason)
+        except (services.RolloutError, InvalidTransition) as exc:
             return _conflict(exc)
         return _detail(rollout.pk, principal)

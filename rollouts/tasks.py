@@ -4,8 +4,8 @@ import logging
 
 from celery import shared_task
 
-from reviews import rollouts
-from reviews.models import Rollout
+from rollouts import services
+from rollouts.models import Rollout
 
 logger = logging.getLogger(__name__)
 
@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 @shared_task(name="reviews.check_rollouts")
 def check_rollouts() -> int:
     """Fan out one canary evaluation per active rollout (scheduled by beat)."""
-    ids = rollouts.active_rollout_ids()
+    ids = services.active_rollout_ids()
     for rollout_id in ids:
         evaluate_rollout.delay(rollout_id)
     return len(ids)
@@ -22,6 +22,6 @@ def check_rollouts() -> int:
 @shared_task(name="reviews.evaluate_rollout", acks_late=True, soft_time_limit=120)
 def evaluate_rollout(rollout_id: int) -> None:
     try:
-        rollouts.evaluate_rollout(rollout_id=rollout_id)
+        services.evaluate_rollout(rollout_id=rollout_id)
     except Rollout.DoesNotExist:
         logger.info("rollout %s is gone; nothing to evaluate", rollout_id)

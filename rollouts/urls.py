@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from reviews import views_rollouts as views
+from rollouts import views
 
 urlpatterns = [
     path("", views.rollout_list, name="rollout-list"),

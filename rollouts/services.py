@@ -17,9 +17,9 @@ from agents import audit
 from agents.models import Agent, Run
 from dreams.models import Proposal
 from dreams.proposals import transition_proposal
-from reviews.canary import StageAnalysis, analyse_stage
-from reviews.models import DEFAULT_STAGES, Rollout, RolloutStage
-from reviews.rollout_notifications import notify_rollout_event
+from rollouts.canary import StageAnalysis, analyse_stage
+from rollouts.events import notify_rollout_event
+from rollouts.models import DEFAULT_STAGES, Rollout, RolloutStage
 
 R = Rollout.Status
 

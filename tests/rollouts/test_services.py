@@ -9,9 +9,9 @@ from django.db import IntegrityError, transaction
 from agents.models import AuditEvent
 from dreams.models import Proposal
 from dreams.proposals import InvalidTransition
-from reviews import rollouts
-from reviews.models import Rollout, RolloutStage
-from tests.reviews.rollout_fixtures import age_stage, approved_proposal, seed_runs
+from rollouts import services
+from rollouts.models import Rollout, RolloutStage
+from tests.rollouts.fixtures import age_stage, approved_proposal, seed_runs
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ def start(agent, owner, **kwargs):
     proposal = approved_proposal(agent, actor=owner)
     kwargs.setdefault("min_runs", 20)
     kwargs.setdefault("min_duration", timedelta(minutes=30))
-    return rollouts.start_rollout(proposal_id=proposal.pk, actor=owner, **kwargs)
+    return services.start_rollout(proposal_id=proposal.pk, actor=owner, **kwargs)
 
 
 def test_starting_a_rollout_routes_the_first_stage_to_the_candidate(agent, owner):
@@ -48,14 +48,14 @@ def test_a_proposal_that_is_not_approved_cannot_roll_out(agent, owner):
     proposal = approved_proposal(agent, actor=owner)
     Proposal.objects.filter(pk=proposal.pk).update(status=Proposal.Status.READY)
     with pytest.raises(InvalidTransition):
-        rollouts.start_rollout(proposal_id=proposal.pk, actor=owner)
+        services.start_rollout(proposal_id=proposal.pk, actor=owner)
     agent.refresh_from_db()
     assert agent.canary_version_id is None and not Rollout.objects.exists()
 
 
 def test_an_agent_has_one_active_rollout_at_a_time(agent, owner):
     first = start(agent, owner)
-    with pytest.raises(rollouts.RolloutError):
+    with pytest.raises(services.RolloutError):
         start(agent, owner)
     # The database holds the rule too, even if a service forgot to check.
     with pytest.raises(IntegrityError), transaction.atomic():
@@ -70,20 +70,20 @@ def test_an_agent_has_one_active_rollout_at_a_time(agent, owner):
 
 def test_a_stage_cannot_advance_before_its_minimum_runs_and_duration(agent, owner):
     rollout = start(agent, owner, min_runs=20, min_duration=timedelta(minutes=30))
-    with pytest.raises(rollouts.StageNotReady) as excinfo:
-        rollouts.approve_stage(rollout_id=rollout.pk, actor=owner)
+    with pytest.raises(services.StageNotReady) as excinfo:
+        services.approve_stage(rollout_id=rollout.pk, actor=owner)
     assert any("0 of 20 canary runs" in r for r in excinfo.value.reasons)
     assert any("minimum duration" in r for r in excinfo.value.reasons)
 
     age_stage(rollout, minutes=1)
     rng = random.Random(1)
     seed_runs(agent=agent, version=rollout.to_version, n=20, success=0.9, rng=rng)
-    with pytest.raises(rollouts.StageNotReady) as excinfo:  # runs are there, time is not
-        rollouts.approve_stage(rollout_id=rollout.pk, actor=owner)
+    with pytest.raises(services.StageNotReady) as excinfo:  # runs are there, time is not
+        services.approve_stage(rollout_id=rollout.pk, actor=owner)
     assert excinfo.value.reasons == [r for r in excinfo.value.reasons if "duration" in r]
 
     age_stage(rollout, minutes=31)
-    rollout = rollouts.approve_stage(rollout_id=rollout.pk, actor=owner)
+    rollout = services.approve_stage(rollout_id=rollout.pk, actor=owner)
     agent.refresh_from_db()
     assert rollout.current_stage == 1 and agent.canary_percent == 25
     assert rollout.stages.get(index=0).status == RolloutStage.Status.PASSED
@@ -101,19 +101,19 @@ def test_runs_from_before_the_stage_do_not_count_towards_its_minimum(agent, owne
         rng=random.Random(2),
         started_at=stage.started_at - timedelta(minutes=10),
     )
-    with pytest.raises(rollouts.StageNotReady):
-        rollouts.approve_stage(rollout_id=rollout.pk, actor=owner)
+    with pytest.raises(services.StageNotReady):
+        services.approve_stage(rollout_id=rollout.pk, actor=owner)
 
 
 def test_approving_the_final_stage_makes_the_candidate_stable(agent, owner, reviewer):
     rollout = start(agent, owner, min_runs=0, min_duration=timedelta(0))
-    rollouts.approve_stage(rollout_id=rollout.pk, actor=reviewer)
-    with pytest.raises(rollouts.InvalidRolloutState):
-        rollouts.complete_rollout(rollout_id=rollout.pk, actor=reviewer)  # not the final stage yet
-    rollouts.approve_stage(rollout_id=rollout.pk, actor=reviewer)
+    services.approve_stage(rollout_id=rollout.pk, actor=reviewer)
+    with pytest.raises(services.InvalidRolloutState):
+        services.complete_rollout(rollout_id=rollout.pk, actor=reviewer)  # not the final stage yet
+    services.approve_stage(rollout_id=rollout.pk, actor=reviewer)
     agent.refresh_from_db()
     assert agent.canary_percent == 100
-    rollout = rollouts.complete_rollout(rollout_id=rollout.pk, actor=reviewer)
+    rollout = services.complete_rollout(rollout_id=rollout.pk, actor=reviewer)
     agent.refresh_from_db()
     assert rollout.status == Rollout.Status.COMPLETED
     assert agent.stable_version_id == rollout.to_version_id
@@ -124,13 +124,13 @@ def test_approving_the_final_stage_makes_the_candidate_stable(agent, owner, revi
         .order_by("id")
         .values_list("action", flat=True)
     ) == ["rollout.start", "rollout.stage_approve", "rollout.stage_approve", "rollout.complete"]
-    with pytest.raises(rollouts.InvalidRolloutState):
-        rollouts.approve_stage(rollout_id=rollout.pk, actor=reviewer)
+    with pytest.raises(services.InvalidRolloutState):
+        services.approve_stage(rollout_id=rollout.pk, actor=reviewer)
 
 
 def test_halting_returns_all_traffic_to_stable_at_once(agent, owner):
     rollout = start(agent, owner)
-    rollout = rollouts.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="looks off")
+    rollout = services.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="looks off")
     agent.refresh_from_db()
     assert rollout.status == Rollout.Status.HALTED and rollout.halt_reason == "looks off"
     assert agent.canary_version_id is None and agent.canary_percent == 0
@@ -140,15 +140,15 @@ def test_halting_returns_all_traffic_to_stable_at_once(agent, owner):
     assert Proposal.objects.get(pk=rollout.proposal_id).status == Proposal.Status.ROLLED_BACK
     event = AuditEvent.objects.get(action="rollout.halt")
     assert event.comment == "looks off" and event.after["canary_percent"] == 0
-    with pytest.raises(rollouts.InvalidRolloutState):
-        rollouts.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="again")
+    with pytest.raises(services.InvalidRolloutState):
+        services.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="again")
 
 
 def test_rolling_back_a_completed_rollout_restores_the_old_stable(agent, owner):
     rollout = start(agent, owner, min_runs=0, min_duration=timedelta(0))
     for _ in range(3):
-        rollouts.approve_stage(rollout_id=rollout.pk, actor=owner)
-    rollout = rollouts.roll_back(rollout_id=rollout.pk, actor=owner, reason="support tickets up")
+        services.approve_stage(rollout_id=rollout.pk, actor=owner)
+    rollout = services.roll_back(rollout_id=rollout.pk, actor=owner, reason="support tickets up")
     agent.refresh_from_db()
     assert rollout.status == Rollout.Status.ROLLED_BACK
     assert agent.stable_version_id == rollout.from_version_id
@@ -159,7 +159,7 @@ def test_rolling_back_a_completed_rollout_restores_the_old_stable(agent, owner):
 
 def test_rolling_back_an_active_rollout_stops_it(agent, owner):
     rollout = start(agent, owner)
-    rollout = rollouts.roll_back(rollout_id=rollout.pk, actor=owner)
+    rollout = services.roll_back(rollout_id=rollout.pk, actor=owner)
     agent.refresh_from_db()
     assert rollout.status == Rollout.Status.ROLLED_BACK and agent.canary_version_id is None
     # A new rollout can start once the old one is over.
@@ -169,17 +169,17 @@ def test_rolling_back_an_active_rollout_stops_it(agent, owner):
 def test_the_periodic_check_flags_a_stage_ready_for_approval(agent, owner):
     rollout = start(agent, owner, min_runs=5, min_duration=timedelta(minutes=1))
     age_stage(rollout, minutes=2)
-    rollouts.evaluate_rollout(rollout_id=rollout.pk)
+    services.evaluate_rollout(rollout_id=rollout.pk)
     assert Rollout.objects.get(pk=rollout.pk).status == Rollout.Status.RUNNING
     seed_runs(agent=agent, version=rollout.to_version, n=5, success=1.0, rng=random.Random(3))
-    rollouts.evaluate_rollout(rollout_id=rollout.pk)
+    services.evaluate_rollout(rollout_id=rollout.pk)
     assert Rollout.objects.get(pk=rollout.pk).status == Rollout.Status.AWAITING_APPROVAL
-    rollout = rollouts.approve_stage(rollout_id=rollout.pk, actor=owner)
+    rollout = services.approve_stage(rollout_id=rollout.pk, actor=owner)
     assert rollout.status == Rollout.Status.RUNNING and rollout.current_stage == 1
 
 
 def test_the_scheduled_task_checks_every_active_rollout(agent, owner):
-    from reviews.tasks_rollouts import check_rollouts
+    from rollouts.tasks import check_rollouts
 
     rollout = start(agent, owner, min_runs=0, min_duration=timedelta(0))
     assert check_rollouts.delay().get() == 1
@@ -189,11 +189,11 @@ def test_the_scheduled_task_checks_every_active_rollout(agent, owner):
 def test_a_proposal_drafted_on_an_older_stable_cannot_roll_out(agent, owner):
     stale = approved_proposal(agent, actor=owner)
     newer = approved_proposal(agent, actor=owner)
-    rollout = rollouts.start_rollout(
+    rollout = services.start_rollout(
         proposal_id=newer.pk, actor=owner, min_runs=0, min_duration=timedelta(0)
     )
     for _ in range(3):
-        rollouts.approve_stage(rollout_id=rollout.pk, actor=owner)
-    with pytest.raises(rollouts.RolloutError, match="not the proposal's base"):
-        rollouts.start_rollout(proposal_id=stale.pk, actor=owner)
+        services.approve_stage(rollout_id=rollout.pk, actor=owner)
+    with pytest.raises(services.RolloutError, match="not the proposal's base"):
+        services.start_rollout(proposal_id=stale.pk, actor=owner)
     assert Proposal.objects.get(pk=stale.pk).status == Proposal.Status.APPROVED

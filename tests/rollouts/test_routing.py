@@ -5,8 +5,8 @@ from datetime import timedelta
 import pytest
 
 from agents.routing_api import clear_caches
-from reviews import rollouts
-from tests.reviews.rollout_fixtures import approved_proposal
+from rollouts import services
+from tests.rollouts.fixtures import approved_proposal
 
 pytestmark = pytest.mark.django_db
 
@@ -25,27 +25,27 @@ def arms(api, slug):
 
 def test_the_endpoint_follows_the_rollout_and_keys_stay_in_the_canary(api, agent, owner):
     proposal = approved_proposal(agent, actor=owner)
-    rollout = rollouts.start_rollout(
+    rollout = services.start_rollout(
         proposal_id=proposal.pk, actor=owner, min_runs=0, min_duration=timedelta(0)
     )
     candidate = rollout.to_version.number
     at_5 = {k for k, v in arms(api, agent.slug).items() if v == candidate}
-    rollouts.approve_stage(rollout_id=rollout.pk, actor=owner)
+    services.approve_stage(rollout_id=rollout.pk, actor=owner)
     at_25 = {k for k, v in arms(api, agent.slug).items() if v == candidate}
     assert at_5 < at_25  # every key in the canary at 5% is still there at 25%
     assert 0.01 < len(at_5) / len(KEYS) < 0.10 and 0.18 < len(at_25) / len(KEYS) < 0.32
     assert api.get(f"/api/v1/agents/{agent.slug}/config").json()["version"] == 1  # no key
 
-    rollouts.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="test")
+    services.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="test")
     assert set(arms(api, agent.slug).values()) == {1}
 
 
 def test_completing_a_rollout_serves_the_candidate_to_everyone(api, agent, owner):
     proposal = approved_proposal(agent, actor=owner)
-    rollout = rollouts.start_rollout(
+    rollout = services.start_rollout(
         proposal_id=proposal.pk, actor=owner, min_runs=0, min_duration=timedelta(0)
     )
     for _ in range(3):
-        rollouts.approve_stage(rollout_id=rollout.pk, actor=owner)
+        services.approve_stage(rollout_id=rollout.pk, actor=owner)
     answer = api.get(f"/api/v1/agents/{agent.slug}/config").json()
     assert (answer["arm"], answer["version"]) == ("stable", rollout.to_version.number)

@@ -1,21 +1,24 @@
 """HTML pages for rollouts: list, rollout page with live canary metrics, and the actions."""
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
 from agents.access import get_agent_for, principal_for
 from dreams.models import Proposal
 from dreams.proposals import InvalidTransition
-from reviews import rollouts
-from reviews.models import Rollout
-from reviews.rollout_selectors import (
+from rollouts import services
+from rollouts.access import get_rollout_for
+from rollouts.models import Rollout
+from rollouts.selectors import (
     agent_split,
     approved_proposals_for,
-    get_rollout_for,
     rollout_page,
     rollouts_for,
 )
@@ -26,7 +29,7 @@ def rollout_list(request: HttpRequest) -> HttpResponse:
     principal = principal_for(request)
     return render(
         request,
-        "reviews/rollouts.html",
+        "rollouts/rollouts.html",
         {
             "rollouts": rollouts_for(principal.workspace)[:200],
             "approved": approved_proposals_for(principal.workspace),
@@ -44,8 +47,8 @@ def rollout_start(request: HttpRequest, proposal_id: int) -> HttpResponse:
     if not Proposal.objects.filter(pk=proposal_id, agent__workspace=principal.workspace).exists():
         raise Http404("No such proposal in this workspace.")
     try:
-        rollout = rollouts.start_rollout(proposal_id=proposal_id, actor=request.user)
-    except (rollouts.RolloutError, InvalidTransition) as exc:
+        rollout = services.start_rollout(proposal_id=proposal_id, actor=request.user)
+    except (services.RolloutError, InvalidTransition) as exc:
         messages.error(request, str(exc))
         return redirect("rollout-list")
     messages.success(request, f"Rollout started at {rollout.stages.first().percent}%.")
@@ -57,7 +60,7 @@ def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
     principal = principal_for(request)
     rollout = get_rollout_for(principal, pk)
     context = {**rollout_page(rollout), "can_act": principal.can_review}
-    template = "reviews/rollout.html"
+    template = "rollouts/rollout.html"
     if request.htmx:
         template += "#rollout-live"
     return render(request, template, context)
@@ -68,7 +71,7 @@ def _act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     reason = request.POST.get("reason", "").strip()[:500]
     try:
         if action == "approve":
-            result = rollouts.approve_stage(rollout_id=rollout.pk, actor=request.user)
+            result = services.approve_stage(rollout_id=rollout.pk, actor=request.user)
             if result.status == Rollout.Status.HALTED:
                 messages.error(request, f"Halted instead of advancing: {result.halt_reason}")
             elif result.status == Rollout.Status.COMPLETED:
@@ -76,12 +79,12 @@ def _act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             else:
                 messages.success(request, f"Stage {result.current_stage + 1} started.")
         elif action == "halt":
-            rollouts.halt_rollout(rollout_id=rollout.pk, actor=request.user, reason=reason)
+            services.halt_rollout(rollout_id=rollout.pk, actor=request.user, reason=reason)
             messages.success(request, "Rollout halted: all traffic is on the stable version.")
         else:
-            rollouts.roll_back(rollout_id=rollout.pk, actor=request.user, reason=reason)
+            services.roll_back(rollout_id=rollout.pk, actor=request.user, reason=reason)
             messages.success(request, "Rolled back: all traffic is on the previous version.")
-    except rollouts.RolloutError as exc:
+    except services.RolloutError as exc:
         messages.error(request, str(exc))
     return redirect("rollout-detail", pk=rollout.pk)
 
@@ -107,4 +110,17 @@ def rollout_roll_back(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def agent_split_fragment(request: HttpRequest, slug: str) -> HttpResponse:
     agent = get_agent_for(principal_for(request), slug)
-    return render(request, "reviews/_agent_split.html", agent_split(agent))
+    return render(request, "rollouts/_agent_split.html", agent_split(agent))
+
+
+# Slots on pages of the apps below (agents/slots.py), registered in RolloutsConfig.ready().
+
+
+def proposal_actions(request: HttpRequest | None, context: dict[str, Any]) -> str:
+    """The proposal page's "Start staged rollout" button, or the link to its rollout."""
+    return render_to_string("rollouts/_proposal_actions.html", context, request=request)
+
+
+def agent_split_panel(request: HttpRequest | None, context: dict[str, Any]) -> str:
+    """The agent page's traffic split, loaded (and refreshed) over htmx."""
+    return render_to_string("rollouts/_agent_split_lazy.html", context, request=request)

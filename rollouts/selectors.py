@@ -1,37 +1,14 @@
-"""Reads for the rollout pages, scoped to the caller's workspace; the rollout access helper."""
+"""Reads for the rollout pages, scoped to the caller's workspace."""
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404
 
-from agents.access import Principal
 from agents.models import Agent, Workspace
 from dreams.models import Proposal
-from reviews.canary import ArmMetrics, StageAnalysis, analyse_stage
-from reviews.models import Rollout, RolloutStage
-from reviews.rollouts import stage_readiness
-
-
-def get_rollout_for(principal: Principal, pk: int, *, write: bool = False) -> Rollout:
-    """The rollout if it is in the caller's workspace (404 otherwise); writes need a reviewer."""
-    rollout = (
-        Rollout.objects.filter(agent__workspace=principal.workspace, pk=pk)
-        .select_related(
-            "agent__stable_version",
-            "agent__canary_version",
-            "from_version",
-            "to_version",
-            "proposal",
-        )
-        .first()
-    )
-    if rollout is None:
-        raise Http404("No such rollout in this workspace.")
-    if write and not principal.can_review:
-        raise PermissionDenied("Only reviewers and admins can change rollouts.")
-    return rollout
+from rollouts.canary import ArmMetrics, StageAnalysis, analyse_stage
+from rollouts.models import Rollout, RolloutStage
+from rollouts.services import stage_readiness
 
 
 def rollouts_for(workspace: Workspace) -> QuerySet[Rollout]:
@@ -63,8 +40,10 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-def _ci(ci: tuple[float, float] | list[float], value: float | None) -> str:
-    return "" if value is None else f"{ci[0] * 100:.1f}–{ci[1] * 100:.1f}%"
+def _ci(ci: tuple[float, float] | None, value: float | None) -> str:
+    if value is None:
+        return ""
+    return "—" if ci is None else f"{ci[0] * 100:.1f}–{ci[1] * 100:.1f}%"
 
 
 def metric_rows(stable: ArmMetrics, canary: ArmMetrics) -> list[dict[str, str]]:
