@@ -19,6 +19,8 @@ from agents import audit
 from agents.models import Agent, Run
 from config.celery import enqueue_on_commit
 from dreams import diagnosis, drafting, guards, patterns, reports, signals, spend
+from dreams.experiments import start_experiment
+from dreams.llm import ModelUnavailable
 from dreams.models import DreamCycle, Proposal
 from dreams.proposals import transition_proposal
 
@@ -248,22 +250,8 @@ def guard_cycle(*, cycle: DreamCycle) -> int:
     return done
 
 
-def _start_experiment() -> Any:
-    try:
-        from dreams.experiments import start_experiment
-    except ImportError:
-        return None
-    return start_experiment
-
-
 def replay_cycle(*, cycle: DreamCycle) -> int:
     """Stage *replay*: one experiment per drafted proposal, on its held-out runs."""
-    start_experiment = _start_experiment()
-    if start_experiment is None:
-        logger.warning(
-            "dreams.experiments is not installed; proposals of cycle %s stay drafted", cycle.pk
-        )
-        return 0
     started = 0
     for proposal in Proposal.objects.filter(cycle=cycle, status=Proposal.Status.DRAFTED):
         heldout = list(
@@ -341,10 +329,6 @@ def run_cycle(*, cycle_id: int) -> DreamCycle | None:
 
 
 def is_transient(exc: Exception) -> bool:
-    try:
-        from dreams.llm import ModelUnavailable
-    except ImportError:
-        return False
     return isinstance(exc, ModelUnavailable)
 
 

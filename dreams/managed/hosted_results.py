@@ -271,12 +271,9 @@ def finish_completed(
 
 
 def start_replay(*, proposal_id: int) -> bool:
-    """Start the proposal's experiment when the replay module is installed; else leave it drafted."""
-    try:
-        from dreams.experiments import start_experiment  # type: ignore[import-not-found]
-    except ImportError:
-        logger.info("dreams.experiments is not installed; proposal %s stays drafted", proposal_id)
-        return False
+    """Start the proposal's experiment."""
+    from dreams.experiments import start_experiment
+
     try:
         with transaction.atomic():
             proposal = transition_proposal(
