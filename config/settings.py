@@ -171,7 +171,8 @@ REST_FRAMEWORK = {
         "agents.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every API view declares the scope an API key needs (agents/scopes.py).
+    "DEFAULT_PERMISSION_CLASSES": ["agents.scopes.DeclaredScope"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "config.api.DefaultPagination",

@@ -122,6 +122,8 @@ class SpendShareOut(serializers.Serializer):
 class AgentDreams(WorkspaceMixin, generics.ListAPIView):
     """GET lists the agent's dream cycles (newest first); POST starts one by hand."""
 
+    required_scopes = {"GET": "read", "POST": "admin"}
+
     serializer_class = DreamCycleSerializer
 
     def get_queryset(self) -> Any:
@@ -150,6 +152,8 @@ class AgentDreams(WorkspaceMixin, generics.ListAPIView):
 
 
 class DreamDetail(WorkspaceMixin, APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses=CycleReportOut)
     def get(self, request: Request, pk: int) -> Response:
         cycle = reports.get_cycle_for(self.principal, pk)
@@ -170,6 +174,7 @@ class MarkdownRenderer(renderers.BaseRenderer):
 
 
 class DreamReportMarkdown(WorkspaceMixin, APIView):
+    required_scopes = {"GET": "read"}
     renderer_classes = [MarkdownRenderer, renderers.JSONRenderer]
 
     @extend_schema(responses={(200, "text/markdown"): OpenApiTypes.STR})
@@ -186,6 +191,8 @@ class DreamReportMarkdown(WorkspaceMixin, APIView):
 
 
 class AgentDreamingSpend(WorkspaceMixin, APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(
         parameters=[OpenApiParameter("days", int, description="period length, default 30")],
         responses=SpendShareOut,
