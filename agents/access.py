@@ -36,7 +36,7 @@ def current_membership(request: Any) -> Membership | None:
 
 
 class Principal:
-    """The caller of an API request: an API key (full workspace access) or a member with a role."""
+    """The caller of an API request: an API key (role from its scope) or a member with a role."""
 
     def __init__(self, *, workspace: Workspace, role: str, actor: Any) -> None:
         self.workspace = workspace
@@ -55,7 +55,10 @@ class Principal:
 def principal_for(request: Any) -> Principal:
     auth = getattr(request, "auth", None)
     if isinstance(auth, ApiKey):
-        return Principal(workspace=auth.workspace, role=Membership.Role.ADMIN, actor=auth)
+        # The view already checked the key's scope (agents/scopes.py); only admin keys act as
+        # workspace admins in services' role checks.
+        role = Membership.Role.ADMIN if auth.scope == ApiKey.Scope.ADMIN else Membership.Role.VIEWER
+        return Principal(workspace=auth.workspace, role=role, actor=auth)
     membership = current_membership(request)
     if membership is None:
         raise PermissionDenied("You are not a member of any workspace.")

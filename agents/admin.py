@@ -40,12 +40,21 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "workspace", "prefix", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["workspace"]
+    list_display = [
+        "name",
+        "workspace",
+        "scope",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    list_filter = ["workspace", "scope"]
     readonly_fields = ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
     fields = [
         "workspace",
         "name",
+        "scope",
         "prefix",
         "created_by",
         "created_at",
@@ -60,7 +69,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         # Creation goes through the service so the key is hashed, audited and shown exactly once.
         key, raw = services.create_api_key(
-            workspace=obj.workspace, name=obj.name, created_by=request.user
+            workspace=obj.workspace, name=obj.name, created_by=request.user, scope=obj.scope
         )
         obj.pk = key.pk
         obj.prefix = key.prefix

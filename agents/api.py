@@ -158,6 +158,7 @@ class VersionPagination(DefaultPagination):
 
 
 class AgentListCreate(WorkspaceMixin, generics.ListCreateAPIView):
+    required_scopes = {"GET": "read", "POST": "admin"}
     serializer_class = AgentSerializer
     pagination_class = AgentPagination
 
@@ -181,6 +182,8 @@ class AgentListCreate(WorkspaceMixin, generics.ListCreateAPIView):
 
 
 class AgentDetail(WorkspaceMixin, APIView):
+    required_scopes = {"GET": "read", "PATCH": "admin"}
+
     @extend_schema(responses=AgentSerializer)
     def get(self, request: Request, slug: str) -> Response:
         return Response(AgentSerializer(get_agent_for(self.principal, slug)).data)
@@ -220,6 +223,7 @@ class AgentDetail(WorkspaceMixin, APIView):
 
 
 class ConfigVersionListCreate(WorkspaceMixin, generics.ListCreateAPIView):
+    required_scopes = {"GET": "read", "POST": "admin"}
     serializer_class = ConfigVersionSerializer
     pagination_class = VersionPagination
 
@@ -247,6 +251,8 @@ class ConfigVersionListCreate(WorkspaceMixin, generics.ListCreateAPIView):
 
 
 class ConfigVersionDetail(WorkspaceMixin, APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses=ConfigVersionSerializer)
     def get(self, request: Request, slug: str, number: int) -> Response:
         agent = get_agent_for(self.principal, slug)
@@ -417,6 +423,8 @@ class RunCursorPagination(DefaultPagination):
 class RunListIngest(WorkspaceMixin, generics.ListAPIView):
     """GET lists runs (cursor-paginated, newest first); POST stores one run or a batch."""
 
+    required_scopes = {"GET": "read", "POST": "ingest"}
+
     serializer_class = RunSummarySerializer
     pagination_class = RunCursorPagination
 
@@ -545,6 +553,8 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
 
 
 class RunDetail(WorkspaceMixin, APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses=RunDetailSerializer)
     def get(self, request: Request, pk: int) -> Response:
         return Response(RunDetailSerializer(get_run_for(self.principal, pk)).data)
@@ -573,6 +583,8 @@ class FeedbackIn(serializers.Serializer):
 
 
 class FeedbackCreate(WorkspaceMixin, APIView):
+    required_scopes = {"POST": "ingest"}
+
     @extend_schema(
         request=FeedbackIn,
         responses={201: FeedbackSerializer, 400: ERROR_DOC, 404: ERROR_DOC},

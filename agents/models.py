@@ -64,8 +64,15 @@ class ApiKey(models.Model):
 
     PREFIX = "rv_"
 
+    class Scope(models.TextChoices):
+        # What a production agent needs: send runs, feedback and traces, fetch its config.
+        INGEST = "ingest", "ingest (runs, feedback, traces, config)"
+        READ = "read", "read (everything, no writes)"
+        ADMIN = "admin", "admin (everything, incl. approvals, rollouts, memory writes)"
+
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.INGEST)
     prefix = models.CharField(max_length=16, db_index=True, editable=False)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     created_by = models.ForeignKey(
@@ -88,6 +95,10 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    def grants(self, scope: str) -> bool:
+        """An admin key may do everything; ingest and read keys only their own scope."""
+        return self.scope == self.Scope.ADMIN or self.scope == scope
 
 
 def new_routing_salt() -> str:

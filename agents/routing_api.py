@@ -19,7 +19,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,6 +27,7 @@ from rest_framework.views import APIView
 from agents.authentication import LAST_USED_RESOLUTION, ApiKeyAuthentication, ApiKeyPrincipal
 from agents.models import ApiKey, ConfigVersion, hash_api_key
 from agents.routing import RoutingState, choose_arm
+from agents.scopes import HasScope
 from config.api import error_response
 
 PAUSED_RETRY_AFTER_SECONDS = 60
@@ -168,7 +168,7 @@ class JsonOnlyNegotiation(BaseContentNegotiation):
 class AgentConfig(APIView):
     content_negotiation_class = JsonOnlyNegotiation
     authentication_classes = [CachedApiKeyAuthentication]
-    permission_classes = [IsAuthenticated]
+    permission_classes = [HasScope("ingest")]
     renderer_classes = [JSONRenderer]
 
     @extend_schema(

@@ -53,7 +53,7 @@ def _settings_snapshot(agent: Agent, fields: list[str]) -> dict[str, Any]:
 
 
 def create_api_key(
-    *, workspace: Workspace, name: str, created_by: Any = None
+    *, workspace: Workspace, name: str, created_by: Any = None, scope: str = ApiKey.Scope.INGEST
 ) -> tuple[ApiKey, str]:
     """Create a key; the raw key is returned once and only its hash is kept."""
     raw = ApiKey.generate_raw_key()
@@ -64,6 +64,7 @@ def create_api_key(
             prefix=raw[:10],
             key_hash=hash_api_key(raw),
             created_by=created_by,
+            scope=scope,
         )
         audit.record(
             workspace=workspace,

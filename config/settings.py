@@ -6,6 +6,8 @@ Every variable read here is documented in README.md (tests/test_settings_docs.py
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
@@ -13,12 +15,58 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("REVERIE_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
+DATABASE_URL = env_str("DATABASE_URL", "")
+# Production mode = a real database (DATABASE_URL). The embedded mode (SQLite file, eager tasks)
+# is for `make demo`, `make test` and trying Reverie on a laptop.
+PRODUCTION = bool(DATABASE_URL)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY and PRODUCTION:
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be set when DATABASE_URL is (production mode): a long random "
+        "value, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    )
 if not SECRET_KEY:
-    # Embedded mode: a per-checkout key is fine; production must set DJANGO_SECRET_KEY.
-    SECRET_KEY = "reverie-embedded-insecure-key-set-DJANGO_SECRET_KEY-in-production"  # noqa: S105
+    # Embedded mode only: a fixed development key (sessions of the demo, the test suite).
+    SECRET_KEY = "django-insecure-reverie-embedded-key-set-DJANGO_SECRET_KEY-in-production"  # noqa: S105
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# Transport security: on by default in production (TLS at the proxy or gunicorn), off embedded.
+REVERIE_HTTPS = env_bool("REVERIE_HTTPS", PRODUCTION)
+SECURE_SSL_REDIRECT = REVERIE_HTTPS
+# Load balancers and local probes reach the health endpoint over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = REVERIE_HTTPS
+CSRF_COOKIE_SECURE = REVERIE_HTTPS
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = env_int(
+    "DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if REVERIE_HTTPS else 0, minimum=0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", REVERIE_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", REVERIE_HTTPS)
+if env_bool("REVERIE_TRUST_X_FORWARDED_PROTO", False):
+    # Only behind a proxy that overwrites the header; otherwise clients could claim HTTPS.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Content Security Policy (Django's own middleware): scripts and styles from this origin only
+# (inline style attributes stay allowed for progress bars and htmx's indicator style).
+_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "font-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
+_CSP_MODE = env_choice("REVERIE_CSP", "enforce", ("enforce", "report-only", "off"))
+SECURE_CSP = _CSP if _CSP_MODE == "enforce" else {}
+SECURE_CSP_REPORT_ONLY = _CSP if _CSP_MODE == "report-only" else {}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -42,6 +90,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -75,7 +124,6 @@ TEMPLATES = [
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 (VAR_DIR / "staticfiles").mkdir(exist_ok=True)
 
-DATABASE_URL = env_str("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {
         "default": dj_database_url.parse(
@@ -129,7 +177,8 @@ REST_FRAMEWORK = {
         "agents.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every API view declares the scope an API key needs (agents/scopes.py).
+    "DEFAULT_PERMISSION_CLASSES": ["agents.scopes.DeclaredScope"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "config.api.DefaultPagination",
@@ -164,6 +213,19 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: eager (in-process) unless a Redis broker is configured.
 REDIS_URL = env_str("REDIS_URL", "")
+# The shared cache (rate limits, login throttling): Redis in production so limits hold across
+# gunicorn workers and machines; per-process memory in the embedded mode.
+REVERIE_CACHE_URL = env_str("REVERIE_CACHE_URL", REDIS_URL)
+if REVERIE_CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REVERIE_CACHE_URL,
+            "KEY_PREFIX": "reverie",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL

@@ -126,6 +126,8 @@ class SpendShareOut(serializers.Serializer):
 class AgentDreams(WorkspaceMixin, generics.ListAPIView):
     """GET lists the agent's dream cycles (newest first); POST starts one by hand."""
 
+    required_scopes = {"GET": "read", "POST": "admin"}
+
     serializer_class = DreamCycleSerializer
 
     def get_queryset(self) -> Any:
@@ -154,6 +156,8 @@ class AgentDreams(WorkspaceMixin, generics.ListAPIView):
 
 
 class DreamDetail(WorkspaceMixin, APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses=CycleReportOut)
     def get(self, request: Request, pk: int) -> Response:
         cycle = reports.get_cycle_for(self.principal, pk)
@@ -174,6 +178,7 @@ class MarkdownRenderer(renderers.BaseRenderer):
 
 
 class DreamReportMarkdown(WorkspaceMixin, APIView):
+    required_scopes = {"GET": "read"}
     renderer_classes = [MarkdownRenderer, renderers.JSONRenderer]
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -196,6 +201,8 @@ class DreamReportMarkdown(WorkspaceMixin, APIView):
 
 
 class AgentDreamingSpend(WorkspaceMixin, APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(
         parameters=[OpenApiParameter("days", int, description="period length, default 30")],
         responses=SpendShareOut,

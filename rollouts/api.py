@@ -133,6 +133,7 @@ def _detail(rollout_id: int, principal: Principal, *, code: int = 200) -> Respon
 
 
 class RolloutListCreate(generics.ListAPIView):
+    required_scopes = {"GET": "read", "POST": "admin"}
     serializer_class = RolloutSerializer
 
     def get_queryset(self) -> Any:
@@ -185,12 +186,15 @@ class RolloutListCreate(generics.ListAPIView):
 
 
 class RolloutDetail(APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses=RolloutDetailSerializer)
     def get(self, request: Request, pk: int) -> Response:
         return _detail(pk, principal_for(request))
 
 
 class RolloutAction(APIView):
+    required_scopes = {"POST": "admin"}
     action_name = ""
 
     @extend_schema(

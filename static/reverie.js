@@ -2,6 +2,12 @@
 (function () {
   "use strict";
 
+  // Inline handlers are blocked by the Content Security Policy: wire behaviours here.
+  document.addEventListener("change", function (event) {
+    var el = event.target;
+    if (el && el.matches && el.matches("select[data-autosubmit]") && el.form) el.form.submit();
+  });
+
   function typing(event) {
     var el = event.target;
     return el && (el.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName));

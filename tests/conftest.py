@@ -82,7 +82,7 @@ def agent(workspace: Any) -> Any:
 
 @pytest.fixture
 def api_key(workspace: Any) -> str:
-    _, raw = services.create_api_key(workspace=workspace, name="tests")
+    _, raw = services.create_api_key(workspace=workspace, name="tests", scope="admin")
     return raw
 
 
@@ -95,7 +95,7 @@ def api(api_key: str) -> APIClient:
 
 @pytest.fixture
 def outsider_api(other_workspace: Any) -> APIClient:
-    _, raw = services.create_api_key(workspace=other_workspace, name="outsider")
+    _, raw = services.create_api_key(workspace=other_workspace, name="outsider", scope="admin")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return client

@@ -65,6 +65,8 @@ class ManagedLinkSerializer(serializers.ModelSerializer):
 class ManagedLinkDetail(WorkspaceMixin, APIView):
     """The agent's link to a Claude Managed Agent."""
 
+    required_scopes = {"GET": "read", "PUT": "admin", "DELETE": "admin"}
+
     def _link(self, slug: str) -> ManagedAgentLink:
         agent = get_agent_for(self.principal, slug)
         link = (
@@ -115,6 +117,8 @@ QUEUED_DOC = inline_serializer("ManagedQueued", fields={"queued": serializers.Bo
 
 class ManagedSync(WorkspaceMixin, APIView):
     """Queue a sync of the linked Managed Agent's sessions into runs."""
+
+    required_scopes = {"POST": "admin"}
 
     @extend_schema(request=None, responses={202: QUEUED_DOC})
     def post(self, request: Request, slug: str) -> Response:
@@ -170,6 +174,8 @@ class HostedDreamStartSerializer(serializers.Serializer):
 class HostedDreamListCreate(WorkspaceMixin, APIView):
     """ "Dream with Anthropic": list this agent's hosted dreams or start one."""
 
+    required_scopes = {"GET": "read", "POST": "admin"}
+
     @extend_schema(responses=HostedDreamSerializer(many=True))
     def get(self, request: Request, slug: str) -> Response:
         agent = get_agent_for(self.principal, slug)
@@ -214,6 +220,8 @@ class MemoryApplicationSerializer(serializers.ModelSerializer):
 
 class MemoryApply(WorkspaceMixin, APIView):
     """Write an approved proposal into the live memory store (reviewers), or list the attempts."""
+
+    required_scopes = {"GET": "read", "POST": "admin"}
 
     def _proposal(self) -> Proposal:
         proposal = Proposal.objects.filter(

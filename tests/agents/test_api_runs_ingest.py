@@ -315,7 +315,7 @@ def test_an_unknown_key_is_a_401(client, agent):
 
 
 def test_a_revoked_key_is_a_401(client, agent, workspace):
-    key, raw = services.create_api_key(workspace=workspace, name="old")
+    key, raw = services.create_api_key(workspace=workspace, name="old", scope="admin")
     services.revoke_api_key(key=key)
     response = client.post(
         URL,

@@ -123,7 +123,7 @@ def _all_stored_text() -> str:
 
 
 def test_only_the_sha256_of_a_key_is_stored(workspace):
-    key, raw = services.create_api_key(workspace=workspace, name="ci")
+    key, raw = services.create_api_key(workspace=workspace, name="ci", scope="admin")
 
     assert raw.startswith("rv_") and len(raw) > 40
     assert key.key_hash == hashlib.sha256(raw.encode()).hexdigest()
@@ -133,7 +133,7 @@ def test_only_the_sha256_of_a_key_is_stored(workspace):
 
 
 def test_using_a_key_records_when_it_was_last_used(client, workspace, agent):
-    key, raw = services.create_api_key(workspace=workspace, name="ci")
+    key, raw = services.create_api_key(workspace=workspace, name="ci", scope="admin")
     assert key.last_used_at is None
 
     response = client.get("/api/v1/agents", HTTP_AUTHORIZATION=f"Bearer {raw}")
@@ -145,7 +145,9 @@ def test_using_a_key_records_when_it_was_last_used(client, workspace, agent):
 
 def test_the_admin_shows_a_new_key_once_and_stores_only_its_hash(admin_client, workspace, agent):
     response = admin_client.post(
-        "/admin/agents/apikey/add/", {"workspace": workspace.pk, "name": "from admin"}, follow=True
+        "/admin/agents/apikey/add/",
+        {"workspace": workspace.pk, "name": "from admin", "scope": "read"},
+        follow=True,
     )
 
     shown = [str(m) for m in get_messages(response.wsgi_request)]
@@ -164,7 +166,7 @@ def test_the_admin_shows_a_new_key_once_and_stores_only_its_hash(admin_client, w
 
 
 def test_revoking_in_the_admin_makes_the_key_useless(admin_client, client, workspace, agent):
-    key, raw = services.create_api_key(workspace=workspace, name="leaked")
+    key, raw = services.create_api_key(workspace=workspace, name="leaked", scope="admin")
 
     admin_client.post(
         "/admin/agents/apikey/",

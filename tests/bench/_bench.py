@@ -13,6 +13,11 @@ from typing import Any
 
 SMOKE = "--smoke" in sys.argv[1:]
 
+# Benchmarks point DATABASE_URL at PostgreSQL (production mode), which needs a secret key, and
+# talk plain HTTP on loopback. Inherited by the servers they start.
+os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-" + "k" * 20 + "0123456789abcdefghijklmnop")
+os.environ.setdefault("REVERIE_HTTPS", "false")
+
 
 def smoke_sizes(**sizes: Any) -> None:
     """With `--smoke`, override these environment knobs (explicit env settings still win)."""

@@ -134,7 +134,7 @@ def prepare() -> tuple[str, str, list[str]]:
     agent.canary_version = canary
     agent.canary_percent = 25
     agent.save()
-    _, raw = services.create_api_key(workspace=workspace, name="bench")
+    _, raw = services.create_api_key(workspace=workspace, name="bench", scope="admin")
     from django.db import connections
 
     connections.close_all()

@@ -187,7 +187,7 @@ for slug in ("bench", "warmup"):
     agent = services.create_agent(workspace=ws, slug=slug, name=slug)
     version = services.create_config_version(agent=agent, system_prompt="bench")
     services.set_stable_version(agent=agent, version=version)
-_, raw = services.create_api_key(workspace=ws, name="bench")
+_, raw = services.create_api_key(workspace=ws, name="bench", scope="admin")
 print(raw)
 """
 

@@ -16,7 +16,7 @@ from tests.factories import MembershipFactory, UserFactory
 def demo_api(demo_agent: Any) -> APIClient:
     from agents import services
 
-    _, raw = services.create_api_key(workspace=demo_agent.workspace, name="tests")
+    _, raw = services.create_api_key(workspace=demo_agent.workspace, name="tests", scope="admin")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return client
