@@ -42,7 +42,7 @@ class DeclaredScope(IsAuthenticated):
         if key_allows(request, scope):
             return True
         self.message = (
-            f"This API key has scope {request.auth.scope!r}; this request needs {scope!r}."
+            f"This API key has scope {request.auth.scope!r}; this request needs {str(scope)!r}."
         )
         return False
 
@@ -57,7 +57,7 @@ def HasScope(scope: str) -> type[BasePermission]:  # noqa: N802 - reads as a per
             if key_allows(request, scope):
                 return True
             self.message = (
-                f"This API key has scope {request.auth.scope!r}; this request needs {scope!r}."
+                f"This API key has scope {request.auth.scope!r}; this request needs {str(scope)!r}."
             )
             return False
 

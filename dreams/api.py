@@ -258,6 +258,8 @@ def _require_reviewer(principal: Any, what: str) -> None:
 
 
 class DreamCancel(WorkspaceMixin, APIView):
+    required_scopes = {"POST": "admin"}
+
     @extend_schema(request=None, responses={200: DreamCycleSerializer})
     def post(self, request: Request, pk: int) -> Response:
         """Cancel a queued or running cycle (its runs become selectable again)."""
@@ -274,6 +276,8 @@ class DreamCancel(WorkspaceMixin, APIView):
 
 
 class DreamRerun(WorkspaceMixin, APIView):
+    required_scopes = {"POST": "admin"}
+
     @extend_schema(request=None, responses={202: DreamCycleSerializer})
     def post(self, request: Request, pk: int) -> Response:
         """Start a new cycle for the agent of a finished (failed, cancelled) one."""
@@ -288,6 +292,8 @@ class DreamRerun(WorkspaceMixin, APIView):
 
 
 class ExperimentDetail(WorkspaceMixin, APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses={200: ExperimentSerializer, 404: ERROR_DOC})
     def get(self, request: Request, pk: int) -> Response:
         return Response(
@@ -296,6 +302,8 @@ class ExperimentDetail(WorkspaceMixin, APIView):
 
 
 class ExperimentCancel(WorkspaceMixin, APIView):
+    required_scopes = {"POST": "admin"}
+
     @extend_schema(
         request=None, responses={200: ExperimentSerializer, 403: ERROR_DOC, 409: ERROR_DOC}
     )
@@ -313,6 +321,8 @@ class ExperimentCancel(WorkspaceMixin, APIView):
 
 
 class ExperimentRerun(WorkspaceMixin, APIView):
+    required_scopes = {"POST": "admin"}
+
     @extend_schema(
         request=None,
         responses={202: ExperimentSerializer, 403: ERROR_DOC, 409: ERROR_DOC},

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from agents.access import Principal, get_agent_for, principal_for
 from agents.api import WorkspaceMixin
 from agents.models import ApiKey
+from agents.scopes import DeclaredScope
 from agents.timestamps import TimestampError, parse_timestamp
 from config.api import ERROR_DOC, DefaultPagination, error_response
 from dreams import handwritten, rebase
@@ -240,6 +241,7 @@ API_SORTS = {"value": ("-expected_value", "-id"), "age": ("created_at", "id")}
 
 
 class ProposalList(WorkspaceMixin, generics.ListAPIView):
+    required_scopes = {"GET": "read"}
     """The review queue: its filters and order, cursor-paginated."""
 
     serializer_class = ProposalSummary
@@ -297,6 +299,8 @@ class ProposalList(WorkspaceMixin, generics.ListAPIView):
 
 
 class ProposalRead(WorkspaceMixin, APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses={200: ProposalDetail, 404: ERROR_DOC})
     def get(self, request: Request, pk: int) -> Response:
         return detail_response(self.principal, pk)
@@ -321,7 +325,8 @@ DECISIONS = {
 
 
 class ProposalDecision(WorkspaceMixin, APIView):
-    permission_classes = [permissions.IsAuthenticated, CanReview]
+    required_scopes = {"POST": "admin"}
+    permission_classes = [DeclaredScope, CanReview]
 
     @extend_schema(
         request=DecisionIn,
@@ -360,8 +365,9 @@ class CommentSerializer(serializers.ModelSerializer):
 
 
 class ProposalComments(WorkspaceMixin, generics.ListAPIView):
+    required_scopes = {"GET": "read", "POST": "admin"}
     serializer_class = CommentSerializer
-    permission_classes = [permissions.IsAuthenticated, CanReview]
+    permission_classes = [DeclaredScope, CanReview]
 
     def get_queryset(self) -> Any:
         proposal = get_proposal_for(self.principal, self.kwargs["pk"])
@@ -390,7 +396,8 @@ class AssignmentIn(serializers.Serializer):
 
 
 class ProposalAssignment(WorkspaceMixin, APIView):
-    permission_classes = [permissions.IsAuthenticated, CanReview]
+    required_scopes = {"POST": "admin"}
+    permission_classes = [DeclaredScope, CanReview]
 
     @extend_schema(request=AssignmentIn, responses={200: ProposalDetail, 400: ERROR_DOC})
     def post(self, request: Request, pk: int) -> Response:
@@ -415,7 +422,8 @@ class ProposalAssignment(WorkspaceMixin, APIView):
 
 
 class ProposalRebase(WorkspaceMixin, APIView):
-    permission_classes = [permissions.IsAuthenticated, CanReview]
+    required_scopes = {"POST": "admin"}
+    permission_classes = [DeclaredScope, CanReview]
 
     @extend_schema(
         request=None,
@@ -488,7 +496,8 @@ def _run_choice(data: dict[str, Any] | None) -> handwritten.RunChoice:
 
 
 class AgentProposals(WorkspaceMixin, APIView):
-    permission_classes = [permissions.IsAuthenticated, CanReview]
+    required_scopes = {"POST": "admin"}
+    permission_classes = [DeclaredScope, CanReview]
 
     @extend_schema(
         request=HandProposalIn,

@@ -15,10 +15,15 @@ from django.utils import timezone
 
 from agents.ingest import ingest_runs
 from agents.models import Run
-from config.celery import app as celery_app
 from dreams.models import DreamCycle, Experiment
 from dreams.tasks import resume_stale_cycles, resume_stale_experiments
-from tests.dreams.test_recovery import _experiment, broker_down, reviewer_api, seeded  # noqa: F401
+from tests.dreams.test_recovery import (  # noqa: F401
+    _experiment,
+    broker_back,
+    broker_down,
+    reviewer_api,
+    seeded,
+)
 from tests.factories import AgentFactory, simple_messages
 
 
@@ -40,7 +45,7 @@ def test_broker_down_loses_no_dream_cycle(
             response = reviewer_api.post(f"/api/v1/agents/{agent.slug}/dreams")
         assert response.status_code == 202
         ids.append(response.json()["id"])
-    celery_app.conf.task_always_eager = True  # the broker is back
+    broker_back()
     DreamCycle.objects.filter(pk__in=ids).update(created_at=timezone.now() - timedelta(hours=1))
     resume_stale_cycles.apply()
     done = DreamCycle.objects.filter(pk__in=ids, status=DreamCycle.Status.SUCCEEDED).count()

@@ -47,6 +47,13 @@ def broker_down() -> Any:
         outage_pool.force_close_all()
 
 
+def broker_back() -> None:
+    """The broker answers again: eager tasks, and pools not left closed by the outage."""
+    celery_app.conf.task_always_eager = True
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
 @pytest.fixture
 def seeded(db: Any) -> Agent:
     call_command("seed_demo", runs=60, no_dream=True, stdout=io.StringIO())
@@ -59,7 +66,7 @@ def reviewer_api(seeded: Agent) -> Any:
 
     from agents import services
 
-    _, raw = services.create_api_key(workspace=seeded.workspace, name="recovery")
+    _, raw = services.create_api_key(workspace=seeded.workspace, name="recovery", scope="admin")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return client
@@ -81,7 +88,7 @@ def test_dream_now_with_the_broker_down_queues_a_cycle_that_beat_resumes(
     assert cycles.stale_cycles(now=later()) == [cycle.pk]
 
     # The broker is back; beat's sweeper sends the cycle again and a worker runs it.
-    celery_app.conf.task_always_eager = True
+    broker_back()
     DreamCycle.objects.filter(pk=cycle.pk).update(created_at=timezone.now() - timedelta(hours=1))
     resume_stale_cycles.apply()
     cycle.refresh_from_db()

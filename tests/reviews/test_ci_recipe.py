@@ -23,7 +23,7 @@ RULE = "\nBefore issuing any refund, always check the refund window with check_r
 def seeded(transactional_db):
     call_command("seed_demo", runs=60, no_dream=True, stdout=io.StringIO())
     agent = Agent.objects.select_related("stable_version", "workspace").get(slug="refunds-desk")
-    _, raw = services.create_api_key(workspace=agent.workspace, name="ci")
+    _, raw = services.create_api_key(workspace=agent.workspace, name="ci", scope="admin")
     return agent, raw
 
 

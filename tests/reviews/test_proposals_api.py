@@ -135,7 +135,9 @@ def test_viewers_and_personless_keys_cannot_decide(viewer, proposal, api, worksp
     url = f"/api/v1/proposals/{proposal.pk}/decisions"
     assert session(viewer).post(url, {"action": "approve"}, format="json").status_code == 403
     assert api.post(url, {"action": "approve"}, format="json").status_code == 403
-    _, raw = agent_services.create_api_key(workspace=workspace, name="ci", created_by=owner)
+    _, raw = agent_services.create_api_key(
+        workspace=workspace, name="ci", created_by=owner, scope="admin"
+    )
     keyed = APIClient()
     keyed.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert keyed.post(url, {"action": "approve"}, format="json").json()["status"] == "approved"
