@@ -156,7 +156,7 @@ def fetch(path: str, api_key: str) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{PORT}{path}", headers={"Authorization": f"Bearer {api_key}"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
         return response.status, dict(response.headers), response.read()
 
 
