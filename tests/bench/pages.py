@@ -35,12 +35,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ["DJANGO_DEBUG"] = "false"
 
 
-def ensure_database() -> None:
+def ensure_database(*, fresh: bool = False) -> None:
     import psycopg
 
     name = DB_URL.rsplit("/", 1)[1]
     admin = DB_URL.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
+        if fresh:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -259,7 +261,13 @@ def p95(values: list[float]) -> float:
 
 
 def main() -> None:
-    call_command("migrate", verbosity=0)
+    try:
+        call_command("migrate", verbosity=0)
+    except Exception as exc:  # kept from older migrations (they may be regenerated): rebuild
+        print(f"database from other migrations ({exc}); rebuilding it", flush=True)
+        connection.close()
+        ensure_database(fresh=True)
+        call_command("migrate", verbosity=0)
     if current_signature() != signature():
         build()
     from django.contrib.auth import get_user_model
