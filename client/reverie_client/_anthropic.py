@@ -75,23 +75,32 @@ class _Accumulator:
         )
 
 
+def _capture(
+    result: Any, kwargs: dict[str, Any], started: float, record: Callable[..., None]
+) -> None:
+    """Record one call (a stream is recorded as the app reads it); never raises."""
+    try:
+        request = _snapshot(kwargs)
+        if isinstance(result, Stream):
+            _tee(result, _Accumulator(request, record, started))
+        elif isinstance(result, AsyncStream):
+            _atee(result, _Accumulator(request, record, started))
+        else:
+            record(
+                request=request,
+                response=result,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+    except Exception:
+        logger.exception("reverie-client: could not capture a call")
+
+
 def _create(original: Callable[..., Any], record: Callable[..., None]) -> Callable[..., Any]:
     @functools.wraps(original)
     def create(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         result = original(*args, **kwargs)
-        try:
-            request = _snapshot(kwargs)
-            if isinstance(result, Stream):
-                _tee(result, _Accumulator(request, record, started))
-            else:
-                record(
-                    request=request,
-                    response=result,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                )
-        except Exception:
-            logger.exception("reverie-client: could not capture a call")
+        _capture(result, kwargs, started, record)
         return result
 
     return create
@@ -102,18 +111,7 @@ def _async_create(original: Callable[..., Any], record: Callable[..., None]) -> 
     async def create(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         result = await original(*args, **kwargs)
-        try:
-            request = _snapshot(kwargs)
-            if isinstance(result, AsyncStream):
-                _atee(result, _Accumulator(request, record, started))
-            else:
-                record(
-                    request=request,
-                    response=result,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                )
-        except Exception:
-            logger.exception("reverie-client: could not capture a call")
+        _capture(result, kwargs, started, record)
         return result
 
     return create
