@@ -130,7 +130,10 @@ class AgentAdmin(admin.ModelAdmin):
             },
         ),
         ("Review", {"fields": ["required_approvals", "protected_sections"]}),
-        ("Replay sandbox", {"fields": ["sandbox_tools", "write_tools"]}),
+        (
+            "Replay sandbox",
+            {"fields": ["sandbox_tools", "write_tools", "pure_tools", "simulated_user"]},
+        ),
         ("Notifications", {"fields": ["webhook_url", "webhook_secret"]}),
         (
             "Routing",
