@@ -180,7 +180,8 @@ def test_a_simulated_user_carries_a_diverged_replay_to_a_graded_verdict(
     written = [result.messages[i]["content"][0]["text"] for i in result.simulated_turns]
     assert written == RECORDED_USER_TURNS[1:]
     assert all(result.messages[i]["role"] == "user" for i in result.simulated_turns)
-    assert len(user_requests(fake_gateway_settings)) == 4  # the last one answered "done"
+    # Everything said and the agent's last message asks nothing: done without a fourth call.
+    assert len(user_requests(fake_gateway_settings)) == 3
     assert verdict.verdict == "pass" and verdict.grader == "expectations"
     # think was reworded: its sandbox answered, and it is not a divergence.
     think = [c for c in result.tool_calls if c["name"] == "think"]
@@ -241,7 +242,7 @@ def test_simulated_user_calls_are_accounted_with_their_own_purpose(
     purposes = list(
         ModelCall.objects.filter(agent=desk_run.agent).values_list("purpose", flat=True)
     )
-    assert purposes.count("simulated_user") == 4
+    assert purposes.count("simulated_user") == 3
     assert purposes.count("replay") == len(CANDIDATE)
 
 
