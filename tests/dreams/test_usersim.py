@@ -390,3 +390,41 @@ def test_an_experiment_reports_the_simulated_user_share_and_whether_it_can_be_tr
     assert experiment.stats["overall"]["simulated_user_share"] == 1.0
     html = render_to_string("dreams/_simulated_user.html", {"check": check})
     assert "cannot be trusted" in html and "100%" in html
+
+
+def test_batched_replays_send_the_simulated_users_calls_in_the_same_batches(
+    desk_agent, desk_run, desk_version, fake_gateway_settings, settings,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    from dreams.experiments import start_experiment
+    from dreams.models import Replay
+
+    settings.REVERIE_REPLAY_BATCH_MODE = True
+
+    def respond(body):  # stateless: the agent's turn by the number of turns so far
+        if (body.get("tool_choice") or {}).get("name") == USER_TOOL:
+            return simulated_answer(body)
+        step = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        return FakeAnthropic.message(CANDIDATE[step])
+
+    fake_gateway_settings.responder = respond
+    desk_agent.stable_version = desk_version
+    desk_agent.save(update_fields=["stable_version"])
+    candidate = ConfigVersionFactory(agent=desk_agent, number=3, tools=desk_version.tools)
+    with django_capture_on_commit_callbacks(execute=True):
+        experiment = start_experiment(
+            agent=desk_agent,
+            baseline_version=desk_version,
+            candidate_version=candidate,
+            target_runs=[desk_run],
+            regression_runs=[],
+            replicates=1,
+        )
+
+    replays = list(Replay.objects.filter(experiment=experiment))
+    assert [len(r.simulated_turns) for r in replays] == [3, 3]
+    assert {(r.status, r.verdict) for r in replays} == {("done", "pass")}
+    calls = ModelCall.objects.filter(experiment=experiment, purpose="simulated_user")
+    assert calls.count() == 6 and all(c.replay_id for c in calls)
+    assert any(r.path == "/v1/messages/batches" for r in fake_gateway_settings.requests)
+    assert not [r for r in fake_gateway_settings.message_requests]  # all through batches
