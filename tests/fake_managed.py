@@ -52,6 +52,7 @@ class FakeManaged:
         self.memory_versions: list[dict[str, Any]] = []
         self.dreams: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
+        self.faults: list[tuple[str, str, int]] = []
         self.server: ThreadingHTTPServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -79,6 +80,11 @@ class FakeManaged:
     def _now(self) -> str:
         self.clock += timedelta(seconds=1)
         return _iso(self.clock)
+
+    def fail_next(self, method: str, path: str, *, status: int = 500) -> None:
+        """The next `method` request to exactly `path` fails with `status` (an outage)."""
+        with self.lock:
+            self.faults.append((method, path, status))
 
     def writes(self, prefix: str = "/v1/memory_stores") -> list[tuple[str, str]]:
         """(method, path) of every non-GET request under `prefix`, in order."""
@@ -485,6 +491,10 @@ class FakeManaged:
         parts = path.strip("/").split("/")[1:]  # drop "v1"
         q = {k: v[-1] for k, v in query.items()}
         with self.lock:
+            fault = next((f for f in self.faults if f[:2] == (method, path)), None)
+            if fault is not None:
+                self.faults.remove(fault)
+                raise FakeManagedError(fault[2], "api_error", "Internal server error")
             match (method, parts):
                 case ("GET", ["agents", agent_id]):
                     if agent_id not in self.agents:
@@ -528,12 +538,9 @@ class FakeManaged:
                     content = body.get("content", memory["content"])
                     new_path = body.get("path", memory["path"])
                     pre = body.get("precondition")
-                    unchanged = content == memory["content"] and new_path == memory["path"]
-                    if (
-                        pre
-                        and pre.get("content_sha256") != memory["content_sha256"]
-                        and not unchanged
-                    ):
+                    # Like the real API: a failed precondition is a 409 even when the write
+                    # would change nothing (a retry re-sending the old hash is refused).
+                    if pre and pre.get("content_sha256") != memory["content_sha256"]:
                         raise self._precondition_failed()
                     if content != memory["content"] or new_path != memory["path"]:
                         self._write_memory(memory, content, new_path, operation="modified")
