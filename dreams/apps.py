@@ -8,7 +8,10 @@ class DreamsConfig(AppConfig):
 
     def ready(self) -> None:
         # Celery autodiscovery imports `dreams.tasks`; the Managed Agents package keeps its own.
-        from dreams import schedules
-        from dreams.managed import tasks  # noqa: F401
+        from dreams import schedules, signals
+        from dreams.managed import tasks
 
         post_migrate.connect(schedules.ensure_schedules, sender=self)
+        signals.proposal_decided.connect(
+            tasks.on_proposal_decided, dispatch_uid="dreams.managed.archive_output"
+        )

@@ -7,6 +7,12 @@ arguments gets its recorded result; else a read-only tool gets the agent's sandb
 (`Agent.sandbox_tools`) or an "not available in replay" error (the replay is *off-recording*);
 a write tool (`Agent.write_tools`) with new arguments stops the replay as *unverifiable*.
 Later recorded user turns are fed in order while the replay is still on the recording.
+
+A run recorded in a Managed Agents session replays with memory the way that session read it
+(dreams/managed/mount.py): the store's files mounted, a note in the system prompt, and `read` /
+`glob` / `grep` calls on the mount answered from the replayed version's documents (source
+`memory`), never from the recording; those reads are environment, not actions, so they do not
+count towards divergence.
 """
 
 import json
@@ -24,6 +30,7 @@ from agents.models import Agent, ConfigVersion, Run
 from agents.pricing import cost_of
 from agents.transcripts import count_steps, final_answer, iter_tool_calls, pair_tool_results
 from dreams.llm import Gateway, ModelError, get_gateway, usage_dict
+from dreams.managed import mount as memory_mount
 
 NOT_AVAILABLE = "Tool {name} is not available in replay: no recorded result for these arguments."
 
@@ -71,12 +78,18 @@ def arguments_contain(arguments: dict[str, Any], subset: dict[str, Any]) -> bool
     )
 
 
-def render_instructions(version: ConfigVersion) -> str:
+def render_instructions(
+    version: ConfigVersion, *, mount: memory_mount.MemoryMount | None = None
+) -> str:
     """System text of a version: the system prompt, then each memory document (sorted by path).
 
     Each document is wrapped as ``<memory path="…">…</memory>`` so the model can tell them apart.
+    With a `mount` (a Managed Agents session) the documents are files to read instead, and only
+    the note naming the mount follows the prompt.
     """
     parts = [version.system_prompt.strip()] if version.system_prompt.strip() else []
+    if mount is not None:
+        return "\n\n".join([*parts, mount.note()])
     for path in sorted(version.memory_documents or {}):
         parts.append(f'<memory path="{path}">\n{version.memory_documents[path].strip()}\n</memory>')
     return "\n\n".join(parts)
@@ -188,8 +201,13 @@ class ReplaySession:
         self.priced = priced  # the simulated and recorded backends cost nothing
         self.agent = agent
         self.recording = Recording.from_run(run)
-        self.system = render_instructions(version)
-        self.tools = version.tools or run.tools or []
+        self.mount = memory_mount.mount_for_run(run)
+        self.documents: dict[str, str] = dict(version.memory_documents or {})
+        self.system = render_instructions(version, mount=self.mount)
+        self.tools = list(version.tools or run.tools or [])
+        if self.mount is not None:
+            named = {t.get("name") for t in self.tools}
+            self.tools += [t for t in memory_mount.TOOLS if t["name"] not in named]
         self.model = version.model or run.model or settings.REVERIE_REPLAY_MODEL
         self.step_limit = max(self.recording.steps, 1) + settings.REVERIE_REPLAY_STEP_MARGIN
         self.write_tools = set(agent.write_tools or [])
@@ -220,10 +238,23 @@ class ReplaySession:
     def _sandbox(self, name: str) -> Callable[..., Any]:
         return import_string(self.sandbox_paths[name])
 
+    def is_memory_call(self, name: str, arguments: dict[str, Any]) -> bool:
+        return self.mount is not None and memory_mount.is_memory_call(
+            self.mount, name, arguments or {}
+        )
+
     def _answer_tool(self, block: dict[str, Any]) -> dict[str, Any] | None:
         """The tool_result for a tool_use, or None when the replay must stop (unverifiable)."""
         name, arguments = block["name"], block.get("input") or {}
         recorded = self.recording.take(name, arguments)
+        if self.mount is not None and self.is_memory_call(name, arguments):
+            # The replayed version's memory, not the recording's: that is what changed.
+            self.result.tool_calls.append({"name": name, "input": arguments, "source": "memory"})
+            text, is_error = memory_mount.answer(self.mount, self.documents, name, arguments)
+            result = {"type": "tool_result", "tool_use_id": block["id"], "content": text}
+            if is_error:
+                result["is_error"] = True
+            return result
         entry = {"name": name, "input": arguments, "source": "recording"}
         self.result.tool_calls.append(entry)
         if recorded is not None:
@@ -266,12 +297,17 @@ class ReplaySession:
         }
 
     def _on_recording(self, calls_before: int) -> bool:
-        made = self.result.tool_calls
-        if len(made) != calls_before:
+        made = [m for m in self.result.tool_calls if m.get("source") != "memory"]
+        recorded = [
+            r
+            for r in self.recording.calls[:calls_before]
+            if not self.is_memory_call(r.name, r.input)
+        ]
+        if len(made) != len(recorded):
             return False
         return all(
             m["name"] == r.name and canonical_arguments(m["input"]) == r.key
-            for m, r in zip(made, self.recording.calls[:calls_before], strict=False)
+            for m, r in zip(made, recorded, strict=False)
         )
 
     def feed(self, message: Message) -> None:
@@ -321,20 +357,40 @@ class ReplaySession:
         self.done = True
         self.result.stop_reason = reason
         self.result.latency_ms = int((time.monotonic() - self._started) * 1000)
-        step, kind = divergence(self.result.tool_calls, self.recording.calls, self.result.messages)
+        step, kind = divergence(
+            self.result.tool_calls,
+            self.recording.calls,
+            self.result.messages,
+            environment=self.is_memory_call if self.mount is not None else None,
+        )
         self.result.divergence_step, self.result.divergence_kind = step, kind
 
 
 def divergence(
-    made: list[dict[str, Any]], recorded: list[RecordedCall], messages: list[dict[str, Any]]
+    made: list[dict[str, Any]],
+    recorded: list[RecordedCall],
+    messages: list[dict[str, Any]],
+    *,
+    environment: Callable[[str, dict[str, Any]], bool] | None = None,
 ) -> tuple[int | None, str]:
-    """First assistant step (0-based) where the replay's tool calls leave the recording, and how."""
+    """First assistant step (0-based) where the replay's tool calls leave the recording, and how.
+
+    Calls for which `environment(name, input)` holds (memory reads) are left out on both sides.
+    """
+    if environment is not None:
+        made = [m for m in made if m.get("source") != "memory"]
+        recorded = [r for r in recorded if not environment(r.name, r.input)]
     steps: list[int] = []
     step = -1
     for message in messages:
         if message["role"] == "assistant":
             step += 1
-            steps.extend(step for b in message["content"] if b.get("type") == "tool_use")
+            steps.extend(
+                step
+                for b in message["content"]
+                if b.get("type") == "tool_use"
+                and not (environment and environment(b.get("name", ""), b.get("input") or {}))
+            )
     for i, call in enumerate(made):
         if i >= len(recorded):
             return steps[i] if i < len(steps) else step, "extra"
