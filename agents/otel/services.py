@@ -2,7 +2,9 @@
 
 One request is one transaction per trace group (a savepoint each): a group whose run does not
 validate is rejected whole (OTLP partial success) and stores nothing; the others are kept.
-A re-sent span is recognised by (agent, trace id, span id) and changes nothing.
+A re-sent span is recognised by (agent, trace id, span id) and changes nothing. The buffer
+holds one row per trace (TraceSpans: all its spans in one orjson list), so a new trace costs one
+buffer insert however many spans it has.
 """
 
 from collections import defaultdict
@@ -18,7 +20,7 @@ from django.utils import timezone
 from agents.ingest import _load_agents, _store, parse_run
 from agents.models import Agent, Run, Workspace
 from agents.otel import mapping
-from agents.otel.models import CapturedSpan, CapturedTrace
+from agents.otel.models import CapturedTrace, TraceSpans
 from agents.transcripts import TranscriptError
 
 TAKEN = "a run with this external_id was stored through the runs API"
@@ -201,18 +203,11 @@ def _create_traces(
             for (agent_id, key), row in rows.items()
         ]
     )
-    CapturedSpan.objects.bulk_create(
+    TraceSpans.objects.bulk_create(
         [
-            CapturedSpan(
-                captured_trace=trace,
-                agent_id=trace.agent_id,
-                trace_id=s["trace_id"],
-                span_id=s["span_id"],
-                data=orjson.dumps(s).decode(),
-                received_at=now,
-            )
+            _trace_spans_row(trace=trace, trace_id=trace_id, spans=spans, now=now)
             for trace, group in zip(traces, rows, strict=True)
-            for s in groups[group]
+            for trace_id, spans in _by_trace_id(groups[group]).items()
         ]
     )
     for group, row in rows.items():
@@ -220,14 +215,35 @@ def _create_traces(
         result.runs.append(row["id"])
 
 
+def _by_trace_id(spans: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for span in spans:
+        grouped[span["trace_id"]].append(span)
+    return grouped
+
+
+def _trace_spans_row(
+    *, trace: CapturedTrace, trace_id: str, spans: list[dict[str, Any]], now: datetime
+) -> TraceSpans:
+    return TraceSpans(
+        captured_trace=trace,
+        agent_id=trace.agent_id,
+        trace_id=trace_id,
+        span_ids=" ".join(s["span_id"] for s in spans),
+        span_count=len(spans),
+        data=orjson.dumps(spans).decode(),
+        received_at=now,
+    )
+
+
 def _stored_spans(*, agents: list[Agent], trace_ids: list[str]) -> dict[str, Any]:
     known: set[tuple[int, str, str]] = set()
     groups: dict[tuple[int, str], str] = {}
-    rows = CapturedSpan.objects.filter(agent__in=agents, trace_id__in=trace_ids).values_list(
-        "agent_id", "trace_id", "span_id", "captured_trace__key"
+    rows = TraceSpans.objects.filter(agent__in=agents, trace_id__in=trace_ids).values_list(
+        "agent_id", "trace_id", "span_ids", "captured_trace__key"
     )
-    for agent_id, trace_id, span_id, key in rows:
-        known.add((agent_id, trace_id, span_id))
+    for agent_id, trace_id, span_ids, key in rows:
+        known.update((agent_id, trace_id, span_id) for span_id in span_ids.split())
         groups[(agent_id, trace_id)] = key
     return {"known": known, "groups": groups}
 
@@ -249,26 +265,35 @@ def _extend_trace(
     """Add new spans to a trace group and rebuild its run, all or nothing; returns the run id."""
     with transaction.atomic():
         trace = _locked_trace(agent=agent, key=key, now=now)
-        if trace.spans.exists() and is_settled(trace, now=now):
+        buffered = {row.trace_id: row for row in trace.trace_spans.all()}
+        if buffered and is_settled(trace, now=now):
             raise _Rejected(
                 f"{key}: the run is settled (no span for {settings.REVERIE_OTLP_SETTLE_SECONDS} s); "
                 "late spans are not added"
             )
-        CapturedSpan.objects.bulk_create(
-            [
-                CapturedSpan(
-                    captured_trace=trace,
-                    agent=agent,
-                    trace_id=s["trace_id"],
-                    span_id=s["span_id"],
-                    data=orjson.dumps(s).decode(),
-                    received_at=now,
-                )
-                for s in spans
-            ]
-        )
+        for trace_id, new_spans in _by_trace_id(spans).items():
+            row = buffered.get(trace_id)
+            if row is None:
+                row = _trace_spans_row(trace=trace, trace_id=trace_id, spans=new_spans, now=now)
+                try:
+                    with transaction.atomic():
+                        row.save()
+                except IntegrityError:
+                    # This trace id already feeds another run (its group changed): not twice.
+                    raise _Rejected(f"{key}: trace {trace_id} belongs to another run") from None
+                buffered[trace_id] = row
+                continue
+            seen = set(row.span_ids.split())
+            added = [s for s in new_spans if s["span_id"] not in seen]
+            if not added:
+                continue
+            row.data = orjson.dumps([*orjson.loads(row.data), *added]).decode()
+            row.span_ids = " ".join([row.span_ids, *(s["span_id"] for s in added)])
+            row.span_count += len(added)
+            row.received_at = now
+            row.save(update_fields=["data", "span_ids", "span_count", "received_at"])
         trace.last_received_at = now
-        everything = [orjson.loads(d) for d in trace.spans.values_list("data", flat=True)]
+        everything = [span for row in buffered.values() for span in orjson.loads(row.data)]
         row = _run_row(agent=agent, agents=agents, key=key, spans=everything)
         run = trace.run
         if run is None:
