@@ -17,13 +17,14 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.ingest import _load_agents, _store, parse_run
+from agents.ingest import _load_agents, _store, insert_rows, parse_run
 from agents.models import Agent, Run, Workspace
 from agents.otel import mapping
 from agents.otel.models import CapturedTrace, TraceSpans
 from agents.transcripts import TranscriptError
 
 TAKEN = "a run with this external_id was stored through the runs API"
+NUL = b"\\u0000"  # how orjson writes U+0000 inside a string
 NO_CONTENT = [{"role": "user", "content": "(no content captured)"}]
 # Run fields a later span may change; the agent and external id never move.
 REBUILT_FIELDS = (
@@ -173,10 +174,19 @@ def _create_traces(
 ) -> None:
     """New trace groups in bulk: validate every run first, then three bulk inserts."""
     rows: dict[tuple[int, str], dict[str, Any]] = {}
+    # Each trace's spans serialised once: the buffer row, and the NUL scan of the runs API.
+    dumped = {
+        group: {tid: orjson.dumps(s) for tid, s in _by_trace_id(spans).items()}
+        for group, spans in groups.items()
+    }
     for (agent_id, key), spans in groups.items():
         try:
             rows[(agent_id, key)] = _run_row(
-                agent=by_id[agent_id], agents=agents, key=key, spans=spans
+                agent=by_id[agent_id],
+                agents=agents,
+                key=key,
+                spans=spans,
+                check_nul=any(NUL in d for d in dumped[(agent_id, key)].values()),
             )
         except _Rejected as exc:
             result.reject(len(spans), exc.message)
@@ -190,25 +200,34 @@ def _create_traces(
         del rows[group]
     if not rows:
         return
-    _store(list(rows.values()))  # the runs API's own writer: one COPY on PostgreSQL; sets "id"
-    traces = CapturedTrace.objects.bulk_create(
+    # The runs API's own writer (one COPY each on PostgreSQL; sets "id"): runs, traces, spans.
+    _store(list(rows.values()))
+    traces = [
+        {
+            "agent_id": agent_id,
+            "key": key,
+            "run_id": row["id"],
+            "first_received_at": now,
+            "last_received_at": now,
+            "settled_at": None,
+        }
+        for (agent_id, key), row in rows.items()
+    ]
+    insert_rows(CapturedTrace, traces)
+    insert_rows(
+        TraceSpans,
         [
-            CapturedTrace(
-                agent_id=agent_id,
-                key=key,
-                run_id=row["id"],
-                first_received_at=now,
-                last_received_at=now,
+            _trace_spans_values(
+                trace_pk=trace["id"],
+                agent_id=trace["agent_id"],
+                trace_id=tid,
+                spans=spans,
+                now=now,
+                data=dumped[group][tid],
             )
-            for (agent_id, key), row in rows.items()
-        ]
-    )
-    TraceSpans.objects.bulk_create(
-        [
-            _trace_spans_row(trace=trace, trace_id=trace_id, spans=spans, now=now)
             for trace, group in zip(traces, rows, strict=True)
-            for trace_id, spans in _by_trace_id(groups[group]).items()
-        ]
+            for tid, spans in _by_trace_id(groups[group]).items()
+        ],
     )
     for group, row in rows.items():
         result.accepted += len(groups[group])
@@ -222,18 +241,24 @@ def _by_trace_id(spans: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return grouped
 
 
-def _trace_spans_row(
-    *, trace: CapturedTrace, trace_id: str, spans: list[dict[str, Any]], now: datetime
-) -> TraceSpans:
-    return TraceSpans(
-        captured_trace=trace,
-        agent_id=trace.agent_id,
-        trace_id=trace_id,
-        span_ids=" ".join(s["span_id"] for s in spans),
-        span_count=len(spans),
-        data=orjson.dumps(spans).decode(),
-        received_at=now,
-    )
+def _trace_spans_values(
+    *,
+    trace_pk: int,
+    agent_id: int,
+    trace_id: str,
+    spans: list[dict[str, Any]],
+    now: datetime,
+    data: bytes | None = None,
+) -> dict[str, Any]:
+    return {
+        "captured_trace_id": trace_pk,
+        "agent_id": agent_id,
+        "trace_id": trace_id,
+        "span_ids": " ".join(s["span_id"] for s in spans),
+        "span_count": len(spans),
+        "data": (data if data is not None else orjson.dumps(spans)).decode(),
+        "received_at": now,
+    }
 
 
 def _stored_spans(*, agents: list[Agent], trace_ids: list[str]) -> dict[str, Any]:
@@ -274,7 +299,15 @@ def _extend_trace(
         for trace_id, new_spans in _by_trace_id(spans).items():
             row = buffered.get(trace_id)
             if row is None:
-                row = _trace_spans_row(trace=trace, trace_id=trace_id, spans=new_spans, now=now)
+                row = TraceSpans(
+                    **_trace_spans_values(
+                        trace_pk=trace.pk,
+                        agent_id=trace.agent_id,
+                        trace_id=trace_id,
+                        spans=new_spans,
+                        now=now,
+                    )
+                )
                 try:
                     with transaction.atomic():
                         row.save()
@@ -313,13 +346,20 @@ def _extend_trace(
 
 
 def _run_row(
-    *, agent: Agent, agents: dict[str, Agent], key: str, spans: list[dict[str, Any]]
+    *,
+    agent: Agent,
+    agents: dict[str, Agent],
+    key: str,
+    spans: list[dict[str, Any]],
+    check_nul: bool = True,
 ) -> dict[str, Any]:
     """The Run row the spans describe, validated by the runs API's own `parse_run`."""
     item = mapping.build_run(agent=agent.slug, external_id=key, spans=spans)
     empty = not item["messages"]
     try:
-        row = parse_run(item | ({"messages": NO_CONTENT} if empty else {}), agents=agents)
+        row = parse_run(
+            item | ({"messages": NO_CONTENT} if empty else {}), agents=agents, check_nul=check_nul
+        )
     except TranscriptError as exc:
         raise _Rejected(f"{key}: {exc.path}: {exc.message}") from None
     if empty:
