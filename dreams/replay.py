@@ -214,6 +214,7 @@ class ReplaySession:
         self.sandbox_paths: dict[str, str] = dict(agent.sandbox_tools or {})
         self.result = ReplayResult(messages=list(self.recording.initial))
         self.next_turn = 0
+        self.memory_steps = 0
         self.done = not self.result.messages
         if self.done:
             self.result.stop_reason = Stop.ERROR
@@ -334,7 +335,9 @@ class ReplaySession:
                     return
                 results.append(answer)
             self.result.messages.append({"role": "user", "content": results})
-            if self.result.steps >= self.step_limit:
+            if all(self.is_memory_call(b["name"], b.get("input") or {}) for b in uses):
+                self.memory_steps += 1
+            if self._over_step_limit():
                 self._finish(Stop.STEP_LIMIT)
             return
         if self.next_turn < len(self.recording.later_turns):
@@ -344,10 +347,16 @@ class ReplaySession:
                 return
             self.next_turn += 1
             self.result.messages.append(turn)
-            if self.result.steps >= self.step_limit:
+            if self._over_step_limit():
                 self._finish(Stop.STEP_LIMIT)
             return
         self._finish(Stop.END_TURN)
+
+    def _over_step_limit(self) -> bool:
+        # Steps that only read mounted memory are the environment's, not the agent's: they do not
+        # use up the recording's steps (at most step_limit of them, so a loop still ends).
+        counted = self.result.steps - min(self.memory_steps, self.step_limit)
+        return counted >= self.step_limit
 
     def fail(self, error: ModelError) -> None:
         self.result.error = f"{type(error).__name__}: {error}"

@@ -145,6 +145,8 @@ def test_the_simulated_agent_reads_its_mounted_memory_before_acting(agent, setti
     assert [c["name"] for c in before.tool_calls] == ["glob", "read", "issue_refund"]
     assert [c["name"] for c in after.tool_calls][:3] == ["glob", "read", "lookup_order"]
     assert before.tool_calls[1]["source"] == "memory"
+    # Reading memory does not use up the recording's step budget (1 step + margin 2).
+    assert before.stop_reason == "end_turn" and before.steps == 4
 
 
 def test_synced_sessions_keep_their_memory_mount_for_replay(managed_link, fake_managed):
