@@ -419,20 +419,29 @@ def _insert(
 
 
 def _store(rows: list[dict[str, Any]]) -> None:
-    """Write new rows and set their "id". On PostgreSQL: ids from the sequence, then one COPY
-    (several times faster than Django's multi-row INSERT, which quotes JSON into arrays)."""
-    if connection.vendor != "postgresql":
-        runs = Run.objects.bulk_create([Run(**row) for row in rows], batch_size=500)
-        for row, run in zip(rows, runs, strict=True):
-            row["id"] = run.pk
-            if run.pk is None:  # backends without RETURNING
-                row["id"] = Run.objects.get(agent_id=run.agent_id, external_id=run.external_id).pk
+    """Write new runs and set their "id" (see `insert_rows`)."""
+    insert_rows(Run, rows)
+
+
+def insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
+    """Write new rows (field attname → value) and set their "id". On PostgreSQL: ids from the
+    sequence, then one COPY (several times faster than Django's multi-row INSERT, which quotes
+    JSON and long text into arrays); elsewhere one bulk INSERT."""
+    if not rows:
         return
-    table = Run._meta.db_table
-    fields = [f for f in Run._meta.concrete_fields if f.attname not in ("id", "created_at")]
+    if connection.vendor != "postgresql":
+        objs = model.objects.bulk_create([model(**row) for row in rows], batch_size=500)
+        for row, obj in zip(rows, objs, strict=True):
+            row["id"] = obj.pk
+            if obj.pk is None:  # backends without RETURNING
+                row["id"] = model.objects.get(**{f: row[f] for f in _natural_key(model)}).pk
+        return
+    table = model._meta.db_table
+    fields = [f for f in model._meta.concrete_fields if f.attname != "id"]
     json_fields = {f.attname for f in fields if isinstance(f, models.JSONField)}
-    names = [f.attname for f in fields]
     now = timezone.now()
+    # A column the row does not name gets its model default (auto_now fields: now).
+    defaults = {f.attname: now if _auto_now(f) else f.get_default() for f in fields}
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
@@ -441,13 +450,27 @@ def _store(rows: list[dict[str, Any]]) -> None:
         for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
             row["id"] = pk
         columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-        sql = f"COPY {connection.ops.quote_name(table)} (id, created_at, {columns}) FROM STDIN"
+        sql = f"COPY {connection.ops.quote_name(table)} (id, {columns}) FROM STDIN"
         with connection.wrap_database_errors, cursor.copy(sql) as copy:  # type: ignore[attr-defined]
             for row in rows:
                 copy.write_row(
-                    [row["id"], now]
-                    + [dump_json(row[n]) if n in json_fields else row[n] for n in names]
+                    [row["id"]]
+                    + [
+                        dump_json(row.get(n, d)) if n in json_fields else row.get(n, d)
+                        for n, d in defaults.items()
+                    ]
                 )
+
+
+def _auto_now(field: models.Field) -> bool:
+    return bool(getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False))
+
+
+def _natural_key(model: type[models.Model]) -> list[str]:
+    for constraint in model._meta.constraints:
+        if isinstance(constraint, models.UniqueConstraint) and constraint.condition is None:
+            return [model._meta.get_field(f).attname for f in constraint.fields]
+    raise LookupError(f"{model.__name__} has no unique constraint to read ids back by")
 
 
 def _store_skipping_conflicts(rows: list[dict[str, Any]]) -> None:

@@ -7,8 +7,11 @@ class DreamsConfig(AppConfig):
 
     def ready(self) -> None:
         from agents import slots
-        from dreams import views
+        from dreams import signals, tasks, views
 
         slots.register("agent-actions", views.agent_actions)
         slots.register("agent-cards", views.agent_cards)
         slots.register("agent-sections", views.agent_sections)
+        signals.proposal_decided.connect(
+            tasks.on_proposal_decided, dispatch_uid="dreams.managed.archive_output"
+        )

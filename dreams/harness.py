@@ -116,7 +116,7 @@ def _grader_verdicts(
 
 def _disagreement_reason(result: ReplayResult, graded: Grade, recorded: bool) -> str:
     parts = []
-    off = [c for c in result.tool_calls if c.get("source") != "recording"]
+    off = [c for c in result.tool_calls if c.get("source") not in ("recording", "memory")]
     if off:
         first = off[0]
         parts.append(f"{first['name']} went {first['source'].replace('_', '-')}")

@@ -11,9 +11,13 @@ from django.utils import timezone
 
 from agents import audit
 from agents.models import Agent, ConfigVersion
+from dreams import signals
 from dreams.models import DreamCycle, FailurePattern, Proposal
 
 S = Proposal.Status
+# A reviewer's (or the system's) final word on the change set: what the dream produced is no longer
+# needed as input once the proposal reaches one of these.
+DECIDED = {S.APPROVED, S.REJECTED, S.SUPERSEDED}
 
 ALLOWED_TRANSITIONS: dict[str, set[str]] = {
     # changes_requested from drafted or approved: a rebase onto a new stable version conflicted.
@@ -77,6 +81,13 @@ def transition_proposal(
             proposal.decided_at = timezone.now()
             fields.append("decided_at")
         proposal.save(update_fields=fields)
+        if to in DECIDED:
+            proposal_id = proposal.pk
+            transaction.on_commit(
+                lambda: signals.proposal_decided.send(
+                    sender=Proposal, proposal_id=proposal_id, status=to
+                )
+            )
         audit.record(
             workspace=proposal.agent.workspace,
             actor=actor,

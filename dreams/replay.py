@@ -23,6 +23,12 @@ The loop of one replay, for any caller (sync, async, batched)::
         session.feed(message)               # the agent's turn, or the simulated user's answer
 
 `call.purpose` is "replay" for the agent's turns and "simulated_user" for the user's.
+
+A run recorded in a Managed Agents session replays with memory the way that session read it
+(dreams/managed/mount.py): the store's files mounted, a note in the system prompt, and `read` /
+`glob` / `grep` calls on the mount answered from the replayed version's documents (source
+`memory`), never from the recording; those reads are environment, not actions, so they do not
+count towards divergence.
 """
 
 import json
@@ -40,6 +46,7 @@ from agents.models import Agent, ConfigVersion, Run
 from agents.pricing import cost_of
 from agents.transcripts import count_steps, final_answer, iter_tool_calls, pair_tool_results
 from dreams.llm import Gateway, ModelError, get_gateway, usage_dict
+from dreams.managed import mount as memory_mount
 from dreams.usersim import (
     UserSimulatorError,
     message_text,
@@ -100,12 +107,18 @@ def arguments_contain(arguments: dict[str, Any], subset: dict[str, Any]) -> bool
     )
 
 
-def render_instructions(version: ConfigVersion) -> str:
+def render_instructions(
+    version: ConfigVersion, *, mount: memory_mount.MemoryMount | None = None
+) -> str:
     """System text of a version: the system prompt, then each memory document (sorted by path).
 
     Each document is wrapped as ``<memory path="…">…</memory>`` so the model can tell them apart.
+    With a `mount` (a Managed Agents session) the documents are files to read instead, and only
+    the note naming the mount follows the prompt.
     """
     parts = [version.system_prompt.strip()] if version.system_prompt.strip() else []
+    if mount is not None:
+        return "\n\n".join([*parts, mount.note()])
     for path in sorted(version.memory_documents or {}):
         parts.append(f'<memory path="{path}">\n{version.memory_documents[path].strip()}\n</memory>')
     return "\n\n".join(parts)
@@ -243,8 +256,13 @@ class ReplaySession:
         self.priced = priced  # the simulated and recorded backends cost nothing
         self.agent = agent
         self.recording = Recording.from_run(run)
-        self.system = render_instructions(version)
-        self.tools = version.tools or run.tools or []
+        self.mount = memory_mount.mount_for_run(run)
+        self.documents: dict[str, str] = dict(version.memory_documents or {})
+        self.system = render_instructions(version, mount=self.mount)
+        self.tools = list(version.tools or run.tools or [])
+        if self.mount is not None:
+            named = {t.get("name") for t in self.tools}
+            self.tools += [t for t in memory_mount.TOOLS if t["name"] not in named]
         self.model = version.model or run.model or settings.REVERIE_REPLAY_MODEL
         self.step_limit = max(self.recording.steps, 1) + settings.REVERIE_REPLAY_STEP_MARGIN
         self.write_tools = set(agent.write_tools or [])
@@ -257,6 +275,7 @@ class ReplaySession:
         self.simulating = False  # the simulated user has taken over the user's side
         self._made_keys: list[str] = []  # canonical arguments of result.tool_calls, in order
         self.awaiting_user = False  # the next call is the simulated user's
+        self.memory_steps = 0
         self.done = not self.result.messages
         if self.done:
             self.result.stop_reason = Stop.ERROR
@@ -294,11 +313,25 @@ class ReplaySession:
     def _sandbox(self, name: str) -> Callable[..., Any]:
         return import_string(self.sandbox_paths[name])
 
+    def is_memory_call(self, name: str, arguments: dict[str, Any]) -> bool:
+        return self.mount is not None and memory_mount.is_memory_call(
+            self.mount, name, arguments or {}
+        )
+
     def _answer_tool(self, block: dict[str, Any]) -> dict[str, Any] | None:
         """The tool_result for a tool_use, or None when the replay must stop (unverifiable)."""
         name, arguments = block["name"], block.get("input") or {}
         key = canonical_arguments(arguments)
         recorded = self.recording.take(name, arguments, key)
+        if self.mount is not None and self.is_memory_call(name, arguments):
+            # The replayed version's memory, not the recording's: that is what changed.
+            self.result.tool_calls.append({"name": name, "input": arguments, "source": "memory"})
+            self._made_keys.append(key)
+            text, is_error = memory_mount.answer(self.mount, self.documents, name, arguments)
+            result = {"type": "tool_result", "tool_use_id": block["id"], "content": text}
+            if is_error:
+                result["is_error"] = True
+            return result
         entry = {"name": name, "input": arguments, "source": "recording"}
         self.result.tool_calls.append(entry)
         self._made_keys.append(key)
@@ -348,10 +381,12 @@ class ReplaySession:
         made = [
             (c["name"], key)
             for c, key in zip(self.result.tool_calls, self._made_keys, strict=True)
-            if c["name"] not in pure
+            if c["name"] not in pure and c.get("source") != "memory"
         ]
         recorded = [
-            (c.name, c.key) for c in self.recording.calls[:calls_before] if c.name not in pure
+            (c.name, c.key)
+            for c in self.recording.calls[:calls_before]
+            if c.name not in pure and not self.is_memory_call(c.name, c.input)
         ]
         return made == recorded
 
@@ -383,7 +418,9 @@ class ReplaySession:
                     return
                 results.append(answer)
             self.result.messages.append({"role": "user", "content": results})
-            if self.result.steps >= self.step_limit:
+            if all(self.is_memory_call(b["name"], b.get("input") or {}) for b in uses):
+                self.memory_steps += 1
+            if self._over_step_limit():
                 self._finish(Stop.STEP_LIMIT)
             return
         if not self.simulating and self.next_turn < len(self.recording.later_turns):
@@ -391,7 +428,7 @@ class ReplaySession:
             if self._on_recording(calls_before):
                 self.next_turn += 1
                 self.result.messages.append(turn)
-                if self.result.steps >= self.step_limit:
+                if self._over_step_limit():
                     self._finish(Stop.STEP_LIMIT)
                 return
             if not self.simulated_user:
@@ -401,7 +438,7 @@ class ReplaySession:
         if not self.simulating:
             self._finish(Stop.END_TURN)
             return
-        if self.result.steps >= self.step_limit:
+        if self._over_step_limit():
             self._finish(Stop.STEP_LIMIT)
         elif nothing_left_to_say(
             recorded_turns=self.recording.user_texts(), messages=self.result.messages
@@ -436,6 +473,12 @@ class ReplaySession:
             {"role": "user", "content": [{"type": "text", "text": turn.text}]}
         )
 
+    def _over_step_limit(self) -> bool:
+        # Steps that only read mounted memory are the environment's, not the agent's: they do not
+        # use up the recording's steps (at most step_limit of them, so a loop still ends).
+        counted = self.result.steps - min(self.memory_steps, self.step_limit)
+        return counted >= self.step_limit
+
     def fail(self, error: ModelError) -> None:
         self.result.error = f"{type(error).__name__}: {error}"
         self._finish(Stop.ERROR)
@@ -445,7 +488,11 @@ class ReplaySession:
         self.result.stop_reason = reason
         self.result.latency_ms = int((time.monotonic() - self._started) * 1000)
         step, kind = divergence(
-            self.result.tool_calls, self.recording.calls, self.result.messages, pure=self.pure_tools
+            self.result.tool_calls,
+            self.recording.calls,
+            self.result.messages,
+            pure=self.pure_tools,
+            environment=self.is_memory_call if self.mount is not None else None,
         )
         self.result.divergence_step, self.result.divergence_kind = step, kind
 
@@ -456,10 +503,16 @@ def divergence(
     messages: list[dict[str, Any]],
     *,
     pure: set[str] | frozenset[str] = frozenset(),
+    environment: Callable[[str, dict[str, Any]], bool] | None = None,
 ) -> tuple[int | None, str]:
     """First assistant step (0-based) where the replay's tool calls leave the recording, and how.
 
-    Calls of pure tools are left out on both sides: rewording a calculation changes nothing."""
+    Calls of pure tools are left out on both sides: rewording a calculation changes nothing.
+    Calls for which `environment(name, input)` holds (memory reads) are left out too.
+    """
+    if environment is not None:
+        made = [m for m in made if m.get("source") != "memory"]
+        recorded = [r for r in recorded if not environment(r.name, r.input)]
     steps: list[int] = []
     step = -1
     for message in messages:
@@ -468,7 +521,9 @@ def divergence(
             steps.extend(
                 step
                 for b in message["content"]
-                if b.get("type") == "tool_use" and b.get("name") not in pure
+                if b.get("type") == "tool_use"
+                and b.get("name") not in pure
+                and not (environment and environment(b.get("name", ""), b.get("input") or {}))
             )
     if pure:
         made = [c for c in made if c["name"] not in pure]

@@ -8,3 +8,4 @@ from django.dispatch import Signal
 cycle_finished = Signal()  # kwargs: cycle_id
 proposal_ready = Signal()  # kwargs: proposal_id
 experiment_finished = Signal()  # kwargs: experiment_id
+proposal_decided = Signal()  # kwargs: proposal_id, status (approved, rejected, superseded, …)

@@ -73,6 +73,7 @@ def sync_all() -> None:
         sync_agent_sessions.delay(link_id)
     hosted.start_due_hosted_dreams()
     hosted.poll_due()
+    hosted.archive_decided_outputs()
 
 
 @shared_task(name="dreams.managed.sync_agent", acks_late=True, soft_time_limit=900)
@@ -125,3 +126,17 @@ def apply_memory(proposal_id: int, user_id: int | None = None) -> None:
 
     actor = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     apply.apply_approved_memory(proposal_id=proposal_id, actor=actor)
+
+
+@shared_task(name="dreams.managed.archive_hosted_output", acks_late=True)
+def archive_hosted_output(proposal_id: int) -> None:
+    for hosted_id in HostedDream.objects.filter(proposal_id=proposal_id).values_list(
+        "pk", flat=True
+    ):
+        hosted.archive_output_store(hosted_id=hosted_id)
+
+
+def on_proposal_decided(sender: object, *, proposal_id: int, **kwargs: object) -> None:
+    """dreams.signals.proposal_decided: a decided hosted-dream proposal's output store is archived."""
+    if HostedDream.objects.filter(proposal_id=proposal_id).exists():
+        archive_hosted_output.delay(proposal_id)

@@ -52,6 +52,7 @@ class FakeManaged:
         self.memory_versions: list[dict[str, Any]] = []
         self.dreams: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
+        self.faults: list[tuple[str, str, int]] = []
         self.server: ThreadingHTTPServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -79,6 +80,11 @@ class FakeManaged:
     def _now(self) -> str:
         self.clock += timedelta(seconds=1)
         return _iso(self.clock)
+
+    def fail_next(self, method: str, path: str, *, status: int = 500) -> None:
+        """The next `method` request to exactly `path` fails with `status` (an outage)."""
+        with self.lock:
+            self.faults.append((method, path, status))
 
     def writes(self, prefix: str = "/v1/memory_stores") -> list[tuple[str, str]]:
         """(method, path) of every non-GET request under `prefix`, in order."""
@@ -155,8 +161,9 @@ class FakeManaged:
         outcome: dict[str, Any] | None = None,
         status: str = "idle",
         usage: dict[str, Any] | None = None,
+        memory_store: str | None = None,
     ) -> str:
-        """Add a finished session. `turns` are event dicts without ids/timestamps; `outcome` is
+        """Add a finished session (with `memory_store` mounted as its resource when given). `turns` are event dicts without ids/timestamps; `outcome` is
         {description, rubric, result, explanation} (result pending → evaluation still running)."""
         with self.lock:
             session_id = self._id("sesn")
@@ -239,7 +246,7 @@ class FakeManaged:
                 "updated_at": self._now(),
                 "archived_at": None,
                 "metadata": {},
-                "resources": [],
+                "resources": [self._mount(memory_store)] if memory_store else [],
                 "outcome_evaluations": evaluations,
                 "stats": {"active_seconds": 3.0, "duration_seconds": 4.5},
                 "usage": usage
@@ -247,6 +254,78 @@ class FakeManaged:
                 "vault_ids": [],
             }
             return session_id
+
+    def _mount(self, store_id: str) -> dict[str, Any]:
+        store = self.stores[store_id]
+        return {
+            "type": "memory_store",
+            "memory_store_id": store_id,
+            "name": store["name"],
+            "description": store["description"],
+            "access": "read_write",
+            "instructions": None,
+            "mount_path": f"/mnt/memory/{store['name']}",
+        }
+
+    def continue_session(
+        self, session_id: str, *, turns: list[dict[str, Any]], end: bool = False
+    ) -> None:
+        """The user sends another message to an idle session; it runs and goes idle again (or,
+        with `end`, terminates)."""
+        with self.lock:
+            events = self.events[session_id]
+            events.append(
+                {
+                    "type": "session.status_running",
+                    "id": self._id("sevt"),
+                    "processed_at": self._now(),
+                }
+            )
+            for turn in turns:
+                events.append(
+                    {**turn, "id": turn.get("id") or self._id("sevt"), "processed_at": self._now()}
+                )
+            if end:
+                events.append(
+                    {
+                        "type": "session.status_terminated",
+                        "id": self._id("sevt"),
+                        "processed_at": self._now(),
+                    }
+                )
+            else:
+                events.append(
+                    {
+                        "type": "session.status_idle",
+                        "id": self._id("sevt"),
+                        "processed_at": self._now(),
+                        "stop_reason": {"type": "end_turn"},
+                    }
+                )
+            session = self.sessions[session_id]
+            session["status"] = "terminated" if end else "idle"
+            session["updated_at"] = self._now()
+            usage = session["usage"]
+            usage["input_tokens"] = usage.get("input_tokens", 0) + 800
+            usage["output_tokens"] = usage.get("output_tokens", 0) + 200
+
+    def run_session(self, session_id: str) -> None:
+        """A new turn is being worked on: the session is running, its events still growing."""
+        with self.lock:
+            self.sessions[session_id]["status"] = "running"
+            self.sessions[session_id]["updated_at"] = self._now()
+
+    def terminate(self, session_id: str) -> None:
+        with self.lock:
+            self.events[session_id].append(
+                {
+                    "type": "session.status_terminated",
+                    "id": self._id("sevt"),
+                    "processed_at": self._now(),
+                }
+            )
+            self.sessions[session_id]["status"] = "terminated"
+            self.sessions[session_id]["updated_at"] = self._now()
 
     def grade_later(self, session_id: str, *, outcome: dict[str, Any]) -> None:
         """The user defines an outcome on an already idle session and the grader finishes it."""
@@ -282,6 +361,7 @@ class FakeManaged:
                     "completed_at": self._now(),
                 }
             )
+            self.sessions[session_id]["updated_at"] = self._now()
 
     def finish_evaluation(self, session_id: str, *, result: str, explanation: str) -> None:
         with self.lock:
@@ -289,6 +369,7 @@ class FakeManaged:
             evaluation = session["outcome_evaluations"][-1]
             evaluation.update(result=result, explanation=explanation, completed_at=self._now())
             session["status"] = "idle"
+            session["updated_at"] = self._now()
 
     # -- memory stores --------------------------------------------------------------------
 
@@ -351,6 +432,7 @@ class FakeManaged:
     def _create_memory(self, store_id: str, path: str, content: str) -> dict[str, Any]:
         if store_id not in self.memories:
             raise FakeManagedError(404, "not_found_error", f"memory store {store_id}")
+        self._writable(store_id)
         if any(m["path"] == path for m in self.memories[store_id].values()):
             raise FakeManagedError(
                 409, "memory_path_conflict_error", f"{path} exists", **{"x-should-retry": "false"}
@@ -383,6 +465,16 @@ class FakeManaged:
             updated_at=self._now(),
         )
         self._version(memory, operation)
+
+    def _writable(self, store_id: str) -> None:
+        if self.stores[store_id]["archived_at"] is not None:
+            raise FakeManagedError(
+                400, "invalid_request_error", f"memory store {store_id} is archived"
+            )
+
+    def archived(self, store_id: str) -> bool:
+        with self.lock:
+            return self.stores[store_id]["archived_at"] is not None
 
     def _memory(self, store_id: str, memory_id: str) -> dict[str, Any]:
         memory = self.memories.get(store_id, {}).get(memory_id)
@@ -485,6 +577,10 @@ class FakeManaged:
         parts = path.strip("/").split("/")[1:]  # drop "v1"
         q = {k: v[-1] for k, v in query.items()}
         with self.lock:
+            fault = next((f for f in self.faults if f[:2] == (method, path)), None)
+            if fault is not None:
+                self.faults.remove(fault)
+                raise FakeManagedError(fault[2], "api_error", "Internal server error")
             match (method, parts):
                 case ("GET", ["agents", agent_id]):
                     if agent_id not in self.agents:
@@ -506,6 +602,13 @@ class FakeManaged:
                     if store_id not in self.stores:
                         raise FakeManagedError(404, "not_found_error", store_id)
                     return self.stores[store_id]
+                case ("POST", ["memory_stores", store_id, "archive"]):
+                    if store_id not in self.stores:
+                        raise FakeManagedError(404, "not_found_error", store_id)
+                    store = self.stores[store_id]
+                    if store["archived_at"] is None:  # archiving twice returns it unchanged
+                        store["archived_at"] = store["updated_at"] = self._now()
+                    return store
                 case ("GET", ["memory_stores", store_id, "memories"]):
                     if store_id not in self.memories:
                         raise FakeManagedError(404, "not_found_error", store_id)
@@ -525,21 +628,20 @@ class FakeManaged:
                     )
                 case ("POST", ["memory_stores", store_id, "memories", memory_id]):
                     memory = self._memory(store_id, memory_id)
+                    self._writable(store_id)
                     content = body.get("content", memory["content"])
                     new_path = body.get("path", memory["path"])
                     pre = body.get("precondition")
-                    unchanged = content == memory["content"] and new_path == memory["path"]
-                    if (
-                        pre
-                        and pre.get("content_sha256") != memory["content_sha256"]
-                        and not unchanged
-                    ):
+                    # Like the real API: a failed precondition is a 409 even when the write
+                    # would change nothing (a retry re-sending the old hash is refused).
+                    if pre and pre.get("content_sha256") != memory["content_sha256"]:
                         raise self._precondition_failed()
                     if content != memory["content"] or new_path != memory["path"]:
                         self._write_memory(memory, content, new_path, operation="modified")
                     return self._memory_view(memory, q.get("view", "basic"))
                 case ("DELETE", ["memory_stores", store_id, "memories", memory_id]):
                     memory = self._memory(store_id, memory_id)
+                    self._writable(store_id)
                     expected = q.get("expected_content_sha256")
                     if expected is not None and expected != memory["content_sha256"]:
                         raise self._precondition_failed()

@@ -131,6 +131,8 @@ def _convert_ids(span: Any) -> None:
 def any_value(value: AnyValue) -> Any:
     """An OTLP AnyValue as plain JSON data (bytes as hex)."""
     which = value.WhichOneof("value")
+    if which == "string_value":  # nearly every GenAI attribute: the fast path first
+        return value.string_value
     if which is None:
         return None
     if which == "array_value":

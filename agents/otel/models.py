@@ -1,4 +1,8 @@
-"""The span buffer: spans received per trace (or conversation) until its run is settled."""
+"""The span buffer: spans received per trace (or conversation) until its run is settled.
+
+One CapturedTrace per run (a trace, or a conversation of several traces); one TraceSpans row per
+trace id in it holding all that trace's spans.
+"""
 
 from django.db import models
 
@@ -27,26 +31,25 @@ class CapturedTrace(models.Model):
         return f"{self.agent_id}:{self.key}"
 
 
-class CapturedSpan(models.Model):
-    """One received span, as decoded (attributes, events, status, resource)."""
+class TraceSpans(models.Model):
+    """The spans received of one trace id, in one row (not one per span): one insert per trace
+    on the hot path; late spans of the same trace are appended to it."""
 
     captured_trace = models.ForeignKey(
-        CapturedTrace, on_delete=models.CASCADE, related_name="spans"
+        CapturedTrace, on_delete=models.CASCADE, related_name="trace_spans"
     )
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
     trace_id = models.CharField(max_length=32)
-    span_id = models.CharField(max_length=16)
-    # The decoded span as orjson text: written on every export, read back only to rebuild a run.
+    span_ids = models.TextField(help_text="the received span ids, space-separated")
+    span_count = models.PositiveIntegerField(default=0)
+    # The decoded spans as one orjson list: written on every export, read back only to rebuild.
     data = models.TextField()
     received_at = models.DateTimeField()
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["agent", "trace_id", "span_id"], name="capturedspan_unique_span"
-            )
+            models.UniqueConstraint(fields=["agent", "trace_id"], name="tracespans_unique_trace")
         ]
-        indexes = [models.Index(fields=["agent", "trace_id"], name="span_agent_trace")]
 
     def __str__(self) -> str:
-        return f"{self.trace_id}/{self.span_id}"
+        return f"{self.trace_id} ({self.span_count} spans)"

@@ -2,7 +2,9 @@
 
 One request is one transaction per trace group (a savepoint each): a group whose run does not
 validate is rejected whole (OTLP partial success) and stores nothing; the others are kept.
-A re-sent span is recognised by (agent, trace id, span id) and changes nothing.
+A re-sent span is recognised by (agent, trace id, span id) and changes nothing. The buffer
+holds one row per trace (TraceSpans: all its spans in one orjson list), so a new trace costs one
+buffer insert however many spans it has.
 """
 
 from collections import defaultdict
@@ -15,13 +17,14 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.ingest import _load_agents, _store, parse_run
+from agents.ingest import _load_agents, _store, insert_rows, parse_run
 from agents.models import Agent, Run, Workspace
 from agents.otel import mapping
-from agents.otel.models import CapturedSpan, CapturedTrace
+from agents.otel.models import CapturedTrace, TraceSpans
 from agents.transcripts import TranscriptError
 
 TAKEN = "a run with this external_id was stored through the runs API"
+NUL = b"\\u0000"  # how orjson writes U+0000 inside a string
 NO_CONTENT = [{"role": "user", "content": "(no content captured)"}]
 # Run fields a later span may change; the agent and external id never move.
 REBUILT_FIELDS = (
@@ -171,10 +174,19 @@ def _create_traces(
 ) -> None:
     """New trace groups in bulk: validate every run first, then three bulk inserts."""
     rows: dict[tuple[int, str], dict[str, Any]] = {}
+    # Each trace's spans serialised once: the buffer row, and the NUL scan of the runs API.
+    dumped = {
+        group: {tid: orjson.dumps(s) for tid, s in _by_trace_id(spans).items()}
+        for group, spans in groups.items()
+    }
     for (agent_id, key), spans in groups.items():
         try:
             rows[(agent_id, key)] = _run_row(
-                agent=by_id[agent_id], agents=agents, key=key, spans=spans
+                agent=by_id[agent_id],
+                agents=agents,
+                key=key,
+                spans=spans,
+                check_nul=any(NUL in d for d in dumped[(agent_id, key)].values()),
             )
         except _Rejected as exc:
             result.reject(len(spans), exc.message)
@@ -188,46 +200,75 @@ def _create_traces(
         del rows[group]
     if not rows:
         return
-    _store(list(rows.values()))  # the runs API's own writer: one COPY on PostgreSQL; sets "id"
-    traces = CapturedTrace.objects.bulk_create(
+    # The runs API's own writer (one COPY each on PostgreSQL; sets "id"): runs, traces, spans.
+    _store(list(rows.values()))
+    traces = [
+        {
+            "agent_id": agent_id,
+            "key": key,
+            "run_id": row["id"],
+            "first_received_at": now,
+            "last_received_at": now,
+            "settled_at": None,
+        }
+        for (agent_id, key), row in rows.items()
+    ]
+    insert_rows(CapturedTrace, traces)
+    insert_rows(
+        TraceSpans,
         [
-            CapturedTrace(
-                agent_id=agent_id,
-                key=key,
-                run_id=row["id"],
-                first_received_at=now,
-                last_received_at=now,
-            )
-            for (agent_id, key), row in rows.items()
-        ]
-    )
-    CapturedSpan.objects.bulk_create(
-        [
-            CapturedSpan(
-                captured_trace=trace,
-                agent_id=trace.agent_id,
-                trace_id=s["trace_id"],
-                span_id=s["span_id"],
-                data=orjson.dumps(s).decode(),
-                received_at=now,
+            _trace_spans_values(
+                trace_pk=trace["id"],
+                agent_id=trace["agent_id"],
+                trace_id=tid,
+                spans=spans,
+                now=now,
+                data=dumped[group][tid],
             )
             for trace, group in zip(traces, rows, strict=True)
-            for s in groups[group]
-        ]
+            for tid, spans in _by_trace_id(groups[group]).items()
+        ],
     )
     for group, row in rows.items():
         result.accepted += len(groups[group])
         result.runs.append(row["id"])
 
 
+def _by_trace_id(spans: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for span in spans:
+        grouped[span["trace_id"]].append(span)
+    return grouped
+
+
+def _trace_spans_values(
+    *,
+    trace_pk: int,
+    agent_id: int,
+    trace_id: str,
+    spans: list[dict[str, Any]],
+    now: datetime,
+    data: bytes | None = None,
+) -> dict[str, Any]:
+    return {
+        "captured_trace_id": trace_pk,
+        "agent_id": agent_id,
+        "trace_id": trace_id,
+        "span_ids": " ".join(s["span_id"] for s in spans),
+        "span_count": len(spans),
+        "data": (data if data is not None else orjson.dumps(spans)).decode(),
+        "received_at": now,
+    }
+
+
 def _stored_spans(*, agents: list[Agent], trace_ids: list[str]) -> dict[str, Any]:
     known: set[tuple[int, str, str]] = set()
     groups: dict[tuple[int, str], str] = {}
-    rows = CapturedSpan.objects.filter(agent__in=agents, trace_id__in=trace_ids).values_list(
-        "agent_id", "trace_id", "span_id", "captured_trace__key"
+    rows = TraceSpans.objects.filter(agent__in=agents, trace_id__in=trace_ids).values_list(
+        "agent_id", "trace_id", "span_ids", "captured_trace__key"
     )
-    for agent_id, trace_id, span_id, key in rows:
-        known.add((agent_id, trace_id, span_id))
+    for agent_id, trace_id, span_ids, key in rows:
+        known.update((agent_id, trace_id, span_id) for span_id in span_ids.split())
         groups[(agent_id, trace_id)] = key
     return {"known": known, "groups": groups}
 
@@ -249,26 +290,43 @@ def _extend_trace(
     """Add new spans to a trace group and rebuild its run, all or nothing; returns the run id."""
     with transaction.atomic():
         trace = _locked_trace(agent=agent, key=key, now=now)
-        if trace.spans.exists() and is_settled(trace, now=now):
+        buffered = {row.trace_id: row for row in trace.trace_spans.all()}
+        if buffered and is_settled(trace, now=now):
             raise _Rejected(
                 f"{key}: the run is settled (no span for {settings.REVERIE_OTLP_SETTLE_SECONDS} s); "
                 "late spans are not added"
             )
-        CapturedSpan.objects.bulk_create(
-            [
-                CapturedSpan(
-                    captured_trace=trace,
-                    agent=agent,
-                    trace_id=s["trace_id"],
-                    span_id=s["span_id"],
-                    data=orjson.dumps(s).decode(),
-                    received_at=now,
+        for trace_id, new_spans in _by_trace_id(spans).items():
+            row = buffered.get(trace_id)
+            if row is None:
+                row = TraceSpans(
+                    **_trace_spans_values(
+                        trace_pk=trace.pk,
+                        agent_id=trace.agent_id,
+                        trace_id=trace_id,
+                        spans=new_spans,
+                        now=now,
+                    )
                 )
-                for s in spans
-            ]
-        )
+                try:
+                    with transaction.atomic():
+                        row.save()
+                except IntegrityError:
+                    # This trace id already feeds another run (its group changed): not twice.
+                    raise _Rejected(f"{key}: trace {trace_id} belongs to another run") from None
+                buffered[trace_id] = row
+                continue
+            seen = set(row.span_ids.split())
+            added = [s for s in new_spans if s["span_id"] not in seen]
+            if not added:
+                continue
+            row.data = orjson.dumps([*orjson.loads(row.data), *added]).decode()
+            row.span_ids = " ".join([row.span_ids, *(s["span_id"] for s in added)])
+            row.span_count += len(added)
+            row.received_at = now
+            row.save(update_fields=["data", "span_ids", "span_count", "received_at"])
         trace.last_received_at = now
-        everything = [orjson.loads(d) for d in trace.spans.values_list("data", flat=True)]
+        everything = [span for row in buffered.values() for span in orjson.loads(row.data)]
         row = _run_row(agent=agent, agents=agents, key=key, spans=everything)
         run = trace.run
         if run is None:
@@ -288,13 +346,20 @@ def _extend_trace(
 
 
 def _run_row(
-    *, agent: Agent, agents: dict[str, Agent], key: str, spans: list[dict[str, Any]]
+    *,
+    agent: Agent,
+    agents: dict[str, Agent],
+    key: str,
+    spans: list[dict[str, Any]],
+    check_nul: bool = True,
 ) -> dict[str, Any]:
     """The Run row the spans describe, validated by the runs API's own `parse_run`."""
     item = mapping.build_run(agent=agent.slug, external_id=key, spans=spans)
     empty = not item["messages"]
     try:
-        row = parse_run(item | ({"messages": NO_CONTENT} if empty else {}), agents=agents)
+        row = parse_run(
+            item | ({"messages": NO_CONTENT} if empty else {}), agents=agents, check_nul=check_nul
+        )
     except TranscriptError as exc:
         raise _Rejected(f"{key}: {exc.path}: {exc.message}") from None
     if empty:

@@ -1,7 +1,7 @@
 """`POST /api/otel/v1/traces`: the OTLP/HTTP answer around `services.receive_spans`.
 
 Per the OTLP/HTTP spec: 200 with an ExportTraceServiceResponse (partial_success when some
-spans were rejected), 400 malformed, 401 bad key, 413 too large, 415 wrong media type, and
+spans were rejected), 400 malformed, 401 bad key, 403 a key without the `ingest` scope, 413 too large, 415 wrong media type, and
 429 / 503 with Retry-After when shedding load. Error bodies are a google.rpc.Status encoded
 like the request. Plain Django, not DRF: the body is protobuf, so it is not in the OpenAPI schema.
 """
@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 from rest_framework import exceptions
 
 from agents.authentication import ApiKeyAuthentication
+from agents.models import ApiKey
 from agents.otel import decode, services
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ def traces(request: HttpRequest) -> HttpResponse:
     if authenticated is None:
         return _answer(kind, 401, "Send the API key as Authorization: Bearer <key>.")
     key = authenticated[1]
+    if not key.grants(ApiKey.Scope.INGEST):
+        # Traces are capture: the same `ingest` scope as POST /api/v1/runs (agents/scopes.py).
+        return _answer(
+            kind, 403, f"This API key has scope {key.scope!r}; this request needs 'ingest'."
+        )
     limit = settings.REVERIE_REQUEST_MAX_BYTES
     if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
         return _answer(kind, 413, f"Request body over {limit} bytes.")

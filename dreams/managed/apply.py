@@ -3,6 +3,10 @@
 Every changed or removed memory is written with the content_sha256 of the version the proposal
 was based on. The first failed precondition stops the run: nothing further is written, and the
 MemoryApplication row says exactly which writes happened and what the live text is now.
+
+A new attempt (after a conflict, an outage or a dead worker) re-reads the live hashes first: a
+memory that already holds the proposal's text is done (`already_live`), so a retried partial apply
+finishes instead of re-sending the old hash and reading its own earlier write as a conflict.
 """
 
 import hashlib
@@ -49,12 +53,31 @@ def plan_for(proposal: Proposal) -> list[dict[str, Any]]:
     return plan
 
 
-def _live_ids(client: anthropic.Anthropic, store_id: str) -> dict[str, str]:
+def _live_state(client: anthropic.Anthropic, store_id: str) -> dict[str, tuple[str, str]]:
+    """path → (memory id, content_sha256) of the live store; the basic view carries the hash."""
     return {
-        m.path: m.id
+        m.path: (m.id, m.content_sha256)
         for m in client.beta.memory_stores.memories.list(store_id, limit=100)
         if getattr(m, "type", "") == "memory"
     }
+
+
+def _live_ids(client: anthropic.Anthropic, store_id: str) -> dict[str, str]:
+    return {path: memory_id for path, (memory_id, _) in _live_state(client, store_id).items()}
+
+
+def _already_live(
+    step: dict[str, Any], live: tuple[str, str] | None, new_text: str | None
+) -> dict[str, Any] | None:
+    """The written record when the live store already holds this step's result, else None."""
+    op, path = step["op"], step["path"]
+    if op == "delete":
+        if live is not None:
+            return None
+        return {"op": op, "path": path, "memory_id": None, "content_sha256": None}
+    if live is None or live[1] != sha256(new_text or ""):
+        return None
+    return {"op": op, "path": path, "memory_id": live[0], "content_sha256": live[1]}
 
 
 def _save(application: MemoryApplication, **changes: Any) -> None:
@@ -192,10 +215,17 @@ def apply_approved_memory(*, proposal_id: int, actor: Any = None) -> MemoryAppli
         client = client_for(link, max_retries=2)
         # Conditional writes are never retried blindly: a 409 is an answer, not a glitch.
         writer = client.with_options(max_retries=0)
-        live_ids = _live_ids(client, store_id)
+        live = _live_state(client, store_id)
         for step in application.planned:
             path = step["path"]
-            memory_id = (known.get(path) or {}).get("memory_id") or live_ids.get(path)
+            done = _already_live(step, live.get(path), after.get(path))
+            if done is not None:
+                # Written by an earlier attempt of this proposal (or the same edit made live).
+                written.append({**done, "already_live": True})
+                _save(application, written=list(written))
+                continue
+            live_id = live[path][0] if path in live else None
+            memory_id = (known.get(path) or {}).get("memory_id") or live_id
             if step["op"] != "create" and memory_id is None:
                 status = MemoryApplication.Status.CONFLICT
                 conflict = _conflict(
@@ -240,8 +270,19 @@ def apply_approved_memory(*, proposal_id: int, actor: Any = None) -> MemoryAppli
                     expected=None if step["op"] == "create" else sha256(before.get(path, "")),
                     message=str(getattr(exc, "message", exc)),
                 )
-                if step["op"] == "create" and found["live_content"] == after.get(path):
-                    continue  # created by an earlier attempt of this same proposal
+                if found["live_content"] is not None and found["live_content"] == after.get(path):
+                    # Another writer got there first with the same text: the goal holds.
+                    written.append(
+                        {
+                            "op": step["op"],
+                            "path": path,
+                            "memory_id": found["memory_id"],
+                            "content_sha256": found["live_sha256"],
+                            "already_live": True,
+                        }
+                    )
+                    _save(application, written=list(written))
+                    continue
                 status, conflict = MemoryApplication.Status.CONFLICT, found
                 break
             written.append(record)
@@ -290,6 +331,11 @@ def _apply_system_prompt(
     if old == new:
         return
     remote = client.beta.agents.retrieve(link.managed_agent_id)
+    if (remote.system or "") == new:
+        # An earlier attempt already wrote it (the worker stopped before recording it).
+        _save(application, agent_version_before=remote.version, agent_version_after=remote.version)
+        ManagedAgentLink.objects.filter(pk=link.pk).update(managed_agent_version=remote.version)
+        return
     if (remote.system or "") != old:
         _save(
             application,

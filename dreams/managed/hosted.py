@@ -2,7 +2,8 @@
 
 start → submit (dreams.create, output_behavior create_new) → poll with backoff until terminal →
 hosted_results records usage and, on `completed`, turns the memory diff into an ordinary proposal
-(source hosted_dream) that goes through the same replay and review as any other.
+(source hosted_dream) that goes through the same replay and review as any other. Once that
+proposal is decided (or the dream changed nothing) the output store is archived at Anthropic.
 """
 
 import logging
@@ -12,7 +13,7 @@ from typing import Any
 import anthropic
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from agents import audit
@@ -20,7 +21,7 @@ from agents.models import Agent, Run
 from dreams.managed import hosted_results
 from dreams.managed.client import ManagedNotConfigured, client_for
 from dreams.managed.models import HostedDream, ManagedAgentLink
-from dreams.models import DreamCycle, ModelCall
+from dreams.models import DreamCycle, ModelCall, Proposal
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +278,72 @@ def poll(*, hosted_id: int) -> HostedDream:
         usage=usage,
         elapsed_ms=elapsed_ms,
     )
+    hosted = HostedDream.objects.get(pk=hosted_id)
+    if hosted.proposal_id is None:
+        archive_output_store(hosted_id=hosted_id)  # nothing changed: nothing to decide
     return HostedDream.objects.get(pk=hosted_id)
+
+
+# After these the output store is no input to anything: its text lives on in the candidate version.
+ARCHIVABLE_AFTER = [
+    Proposal.Status.APPROVED,
+    Proposal.Status.REJECTED,
+    Proposal.Status.SUPERSEDED,
+    Proposal.Status.ROLLING_OUT,
+    Proposal.Status.ROLLED_OUT,
+    Proposal.Status.ROLLED_BACK,
+]
+
+
+def archive_output_store(*, hosted_id: int) -> bool:
+    """Archive a finished dream's output store at Anthropic once (idempotent there and here).
+
+    True when it is archived now or was before; False when the API could not be reached (the
+    periodic sweep, `archive_decided_outputs`, tries again).
+    """
+    hosted = HostedDream.objects.get(pk=hosted_id)
+    if not hosted.output_memory_store_id or hosted.output_archived_at is not None:
+        return hosted.output_archived_at is not None
+    link = ManagedAgentLink.objects.filter(agent_id=hosted.agent_id).first()
+    if link is None:
+        return False
+    try:
+        client_for(link).beta.memory_stores.archive(hosted.output_memory_store_id)
+    except anthropic.NotFoundError:
+        pass  # deleted at Anthropic meanwhile: nothing left to archive
+    except (anthropic.APIError, ManagedNotConfigured) as exc:
+        logger.warning("could not archive output store of hosted dream %s: %s", hosted_id, exc)
+        return False
+    with transaction.atomic():
+        updated = HostedDream.objects.filter(pk=hosted_id, output_archived_at__isnull=True).update(
+            output_archived_at=timezone.now()
+        )
+        if updated:
+            audit.record(
+                workspace=link.agent.workspace,
+                actor=None,
+                action="managed.hosted_dream.output_archived",
+                target=hosted.cycle,
+                after={
+                    "dream_id": hosted.dream_id,
+                    "memory_store_id": hosted.output_memory_store_id,
+                    "proposal": hosted.proposal_id,
+                },
+            )
+    return True
+
+
+def archive_decided_outputs() -> list[int]:
+    """Sweep: archive every output store whose proposal is decided (or that changed nothing)."""
+    due = list(
+        HostedDream.objects.filter(
+            status=HostedDream.Status.COMPLETED, output_archived_at__isnull=True
+        )
+        .exclude(output_memory_store_id="")
+        .filter(Q(proposal__isnull=True) | Q(proposal__status__in=ARCHIVABLE_AFTER))
+        .values_list("pk", flat=True)
+    )
+    return [hosted_id for hosted_id in due if archive_output_store(hosted_id=hosted_id)]
 
 
 def poll_due(*, now: datetime | None = None, agent_id: int | None = None) -> list[int]:

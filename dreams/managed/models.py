@@ -75,6 +75,11 @@ class HostedDream(models.Model):
     session_ids = models.JSONField(default=list, help_text="input sessions (failed runs)")
     input_memory_store_id = models.CharField(max_length=100)
     output_memory_store_id = models.CharField(max_length=100, blank=True)
+    output_archived_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="when the output store was archived at Anthropic (after the proposal's decision)",
+    )
     usage = models.JSONField(default=dict, blank=True)
     error_type = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)

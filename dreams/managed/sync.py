@@ -4,6 +4,11 @@ Sessions are listed from the link's cursor on, read event by event, converted to
 Anthropic Messages form and stored through agents.ingest (idempotent on the session id as the
 run's external_id). A session still running or still being graded is left for the next sync, and
 the cursor never moves past it.
+
+A session is whole when it *ends* (`terminated`, or archived), not at its first `idle` (waiting
+for the user): the run is stored at the first idle, and while the session is open every sync
+fetches it again and, when it has moved on (`updated_at`) and is settled, rebuilds the run from
+all its events — later turns extend the same run, idempotently, until the session terminates.
 """
 
 import logging
@@ -21,6 +26,7 @@ from agents.models import Run
 from agents.transcripts import TranscriptError
 from dreams.managed.client import client_for
 from dreams.managed.models import ManagedAgentLink
+from dreams.managed.mount import mounts_of_session
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +38,9 @@ OUTCOME_STATUS = {
 }
 UNSETTLED_RESULTS = {"pending", "running", "evaluating", "needs_revision"}
 FINISHED_STATUSES = {"idle", "terminated"}
+OPEN_STATUSES = ["idle", "running", "rescheduling"]
 MANAGED_TAG = "managed"
+MAX_OPEN_PER_SYNC = 200  # open sessions re-fetched per sync, most recent first
 
 
 @dataclass
@@ -46,6 +54,11 @@ class SyncResult:
 
 def _dump(obj: Any) -> dict[str, Any]:
     return obj.to_dict(mode="json") if hasattr(obj, "to_dict") else dict(obj)
+
+
+def has_ended(session: dict[str, Any]) -> bool:
+    """Terminated or archived: no further turn can come."""
+    return session.get("status") == "terminated" or bool(session.get("archived_at"))
 
 
 def is_settled(session: dict[str, Any]) -> bool:
@@ -212,7 +225,10 @@ def session_to_run(
                 "session_id": session["id"],
                 "agent_id": remote_agent.get("id"),
                 "agent_version": remote_agent.get("version"),
-                "session_status": session.get("status"),
+                "session_status": "terminated" if has_ended(session) else session.get("status"),
+                "session_updated_at": str(session.get("updated_at") or ""),
+                # How the session read memory (mounted files), so its replays read it the same way.
+                "memory_mounts": mounts_of_session(session),
                 **outcome["outcome"],
             }
         },
@@ -257,10 +273,47 @@ def _graded(session: dict[str, Any]) -> bool:
     )
 
 
-def _refresh(
-    link: ManagedAgentLink, session: dict[str, Any], client: anthropic.Anthropic, result: SyncResult
+EXTENDED_FIELDS = [
+    "messages",
+    "step_count",
+    "system",
+    "tools",
+    "metadata",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "latency_ms",
+]
+GRADE_FIELDS = ["status", "outcome_reason", "expectations"]
+
+
+def _is_open(run: Run) -> bool:
+    return (run.metadata.get(MANAGED_TAG) or {}).get("session_status") in OPEN_STATUSES
+
+
+def _moved_on(run: Run, session: dict[str, Any]) -> bool:
+    managed = run.metadata.get(MANAGED_TAG) or {}
+    return managed.get("session_updated_at") != str(session.get("updated_at") or "") or (
+        run.status == Run.Status.UNKNOWN and _graded(session)
+    )
+
+
+def _extend(
+    link: ManagedAgentLink,
+    run: Run,
+    session: dict[str, Any],
+    client: anthropic.Anthropic,
+    result: SyncResult,
 ) -> None:
-    """A run stored before its outcome was defined gets the transcript and grade it has now."""
+    """Rebuild an open session's run from all its events (later turns, a grade, its end)."""
+    if not _moved_on(run, session):
+        result.existing.append(session["id"])
+        return
+    if not is_settled(session):
+        result.pending.append(session["id"])  # a turn is in progress: take it whole next time
+        return
     events = _read_events(client, session["id"])
     item = session_to_run(agent_slug=link.agent.slug, session=session, events=events)
     try:
@@ -268,24 +321,28 @@ def _refresh(
     except TranscriptError as exc:
         result.skipped[session["id"]] = str(exc)
         return
-    fields = [
-        "status",
-        "outcome_reason",
-        "expectations",
-        "messages",
-        "step_count",
-        "metadata",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
-        "cost_usd",
-        "latency_ms",
-    ]
-    updated = Run.objects.filter(
-        agent=link.agent, external_id=session["id"], status=Run.Status.UNKNOWN
-    ).update(**{f: fresh[f] for f in fields})
-    (result.updated if updated else result.existing).append(session["id"])
+    fields = list(EXTENDED_FIELDS)
+    if fresh["status"] != Run.Status.UNKNOWN:
+        fields += GRADE_FIELDS  # else an outcome sent through the API stays
+    fresh["metadata"] = {**run.metadata, MANAGED_TAG: fresh["metadata"][MANAGED_TAG]}
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if not _is_open(locked):
+            result.existing.append(session["id"])  # another sync saw it end first
+            return
+        for name in fields:
+            setattr(locked, name, fresh[name])
+        locked.save(update_fields=fields)
+    result.updated.append(session["id"])
+
+
+def _open_runs(link: ManagedAgentLink, exclude: set[str]) -> list[Run]:
+    """Stored runs whose session has not ended (JSON key lookups work on SQLite and PostgreSQL)."""
+    return list(
+        Run.objects.filter(agent=link.agent, metadata__managed__session_status__in=OPEN_STATUSES)
+        .exclude(external_id__in=exclude)
+        .order_by("-started_at", "-id")[:MAX_OPEN_PER_SYNC]
+    )
 
 
 def _agents_by_slug(link: ManagedAgentLink) -> dict[str, Any]:
@@ -310,18 +367,18 @@ def sync_link(*, link_id: int, session_ids: list[str] | None = None) -> SyncResu
             params["created_at_gte"] = link.sync_cursor.isoformat()
         sessions = [_dump(s) for s in client.beta.sessions.list(**params)]
 
-    known = dict(
-        Run.objects.filter(
-            agent=link.agent, external_id__in=[s["id"] for s in sessions]
-        ).values_list("external_id", "status")
-    )
+    known = {
+        run.external_id: run
+        for run in Run.objects.filter(agent=link.agent, external_id__in=[s["id"] for s in sessions])
+    }
     cursor = link.sync_cursor
     blocked = False  # the cursor stops at the first session that is not settled yet
     for session in sessions:
         created_at = _as_datetime(session["created_at"])
         if session["id"] in known:
-            if known[session["id"]] == Run.Status.UNKNOWN and _graded(session):
-                _refresh(link, session, client, result)
+            run = known[session["id"]]
+            if _is_open(run):
+                _extend(link, run, session, client, result)
             else:
                 result.existing.append(session["id"])
         elif not is_settled(session):
@@ -333,6 +390,17 @@ def sync_link(*, link_id: int, session_ids: list[str] | None = None) -> SyncResu
             _store(link, session, client, result)
         if session_ids is None and not blocked:
             cursor = max(cursor, created_at) if cursor else created_at
+    if session_ids is None:
+        # Open sessions behind the cursor: their later turns extend their runs.
+        for run in _open_runs(link, exclude={s["id"] for s in sessions}):
+            try:
+                session = _dump(client.beta.sessions.retrieve(run.external_id))
+            except anthropic.NotFoundError:
+                session = {"id": run.external_id, "status": "terminated"}  # deleted: it ended
+                _close(run)
+                result.updated.append(run.external_id)
+                continue
+            _extend(link, run, session, client, result)
 
     with transaction.atomic():
         link = (
@@ -356,6 +424,11 @@ def sync_link(*, link_id: int, session_ids: list[str] | None = None) -> SyncResu
                 after={"created": len(result.created), "pending": len(result.pending)},
             )
     return result
+
+
+def _close(run: Run) -> None:
+    managed = {**(run.metadata.get(MANAGED_TAG) or {}), "session_status": "terminated"}
+    Run.objects.filter(pk=run.pk).update(metadata={**run.metadata, MANAGED_TAG: managed})
 
 
 def record_sync_error(*, link_id: int, message: str) -> None:

@@ -22,6 +22,7 @@ SYNC_EVENT_TYPES = {
     "session.outcome_evaluation_ended",
     "session.status_idled",
     "session.idled",
+    "session.status_terminated",  # the session ended: its run is complete
 }
 
 

@@ -23,6 +23,11 @@ Guidance it looks for in the instructions (sentence by sentence, case-insensitiv
 World knowledge: like a model that has read the shop's public catalogue, it knows the demo
 shop's list prices (agents.demo.ITEMS), which it uses only when it refunds without a lookup.
 A tool error makes it apologise and stop; unknown domains get a short acknowledgement.
+
+Mounted memory (a Managed Agents session): when the system text says "A memory store is mounted
+at <path>" and the `glob` and `read` tools are offered, it first lists the mount with `glob`, then
+reads every file with `read`, and only then follows the guidance above, read from the system
+text plus what those reads returned, exactly as a Managed Agent reads its memory.
 """
 
 import json
@@ -57,6 +62,8 @@ OBLIGATION = re.compile(
 )
 NEGATION = re.compile(r"\b(do not|don't|never|not|instead|no need to|avoid)\b")
 CATALOGUE = {name.lower(): price for name, price in [*demo.ITEMS, *demo.BIG_ITEMS]}
+MOUNT_NOTE = re.compile(r"A memory store is mounted at (/\S+?) \(")
+MEMORY_TOOLS = ("glob", "read", "grep")
 TOOL_ERROR_TEXT = "Sorry, our order system is not responding. Please try again in a few minutes."
 
 
@@ -159,6 +166,39 @@ def _tool(step: int, name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
     return {"type": "tool_use", "id": f"toolu_sim_{step:02d}", "name": name, "input": tool_input}
 
 
+def _under(mount: str, path: Any) -> bool:
+    return isinstance(path, str) and (path == mount or path.startswith(mount.rstrip("/") + "/"))
+
+
+def _memory_turn(
+    mount: str, calls: list[dict[str, Any]], step: int
+) -> tuple[list[dict[str, Any]] | None, str]:
+    """(the next memory-reading turn, or None when all is read; the text read so far)."""
+    memory = [
+        c
+        for c in calls
+        if c["name"] in MEMORY_TOOLS
+        and _under(mount, c["input"].get("file_path") or c["input"].get("path"))
+    ]
+    listing = next((c for c in memory if c["name"] == "glob"), None)
+    if listing is None:
+        return [
+            _text("Let me check my memory first."),
+            _tool(step, "glob", {"pattern": "**", "path": mount}),
+        ], ""
+    listed = listing["result"] if isinstance(listing["result"], str) else ""
+    files = [line.strip() for line in listed.splitlines() if _under(mount, line.strip())]
+    reads = {c["input"].get("file_path"): c for c in memory if c["name"] == "read"}
+    unread = [f for f in files if f not in reads]
+    if unread:
+        return [
+            {**_tool(step, "read", {"file_path": path}), "id": f"toolu_sim_{step:02d}_{n}"}
+            for n, path in enumerate(unread)
+        ], ""
+    texts = [c["result"] for c in reads.values() if isinstance(c["result"], str)]
+    return None, "\n\n".join(texts)
+
+
 def respond(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """Content blocks and stop reason of the next assistant turn."""
     instructions = system_text(body.get("system"))
@@ -168,6 +208,13 @@ def respond(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     lower = user_text.lower()
     step = sum(1 for m in messages if m.get("role") == "assistant") + 1
     calls = _tool_exchanges(messages)
+    mount = MOUNT_NOTE.search(instructions)
+    if mount is not None and {"glob", "read"} <= tool_names:
+        turn, memory_text = _memory_turn(mount.group(1), calls, step)
+        if turn is not None:
+            return turn, "tool_use"
+        instructions = f"{instructions}\n\n{memory_text}"
+        calls = [c for c in calls if c["name"] not in MEMORY_TOOLS]
     order_match = ORDER_ID.search(user_text)
     name_match = NAME.search(user_text)
     name = name_match.group(1) if name_match else "there"

@@ -134,3 +134,27 @@ def test_admin_form_defaults_to_ingest(admin_client: Any):
 
     assert response.status_code == 200
     assert 'value="ingest" selected' in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("scope", "status"), [("ingest", 200), ("admin", 200), ("read", 403)])
+def test_the_otlp_trace_route_needs_the_ingest_scope(keys: dict[str, str], scope: str, status: int):
+    """POST /api/otel/v1/traces is plain Django (protobuf body), so it is checked here by hand."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from agents.models import Run
+
+    client = APIClient()
+    response = client.post(
+        "/api/otel/v1/traces",
+        ExportTraceServiceRequest().SerializeToString(),
+        content_type="application/x-protobuf",
+        HTTP_AUTHORIZATION=f"Bearer {keys[scope]}",
+    )
+
+    assert response.status_code == status, response.content
+    if status == 403:
+        assert b"ingest" in response.content
+    assert not Run.objects.exists()

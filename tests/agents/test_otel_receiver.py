@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from agents.models import ApiKey, Run
 from agents.otel import services, views
-from agents.otel.models import CapturedSpan, CapturedTrace
+from agents.otel.models import CapturedTrace, TraceSpans
 from tests.factories import ConfigVersionFactory
 from tests.fake_anthropic import FakeAnthropic, text
 from tests.otel_support import anthropic_client, provider, support_conversation
@@ -106,7 +106,11 @@ def test_resending_a_batch_creates_nothing(client, agent, api_key, recorded):
 
     assert response.status_code == 200
     assert partial_success(response)[0] == 0
-    assert Run.objects.count() == 1 and CapturedSpan.objects.count() == len(recorded) - 1
+    assert (
+        Run.objects.count() == 1
+        and sum(TraceSpans.objects.values_list("span_count", flat=True)) == len(recorded) - 1
+    )
+    assert TraceSpans.objects.count() == 1  # one buffer row per trace, not per span
     after = Run.objects.get(agent=agent)
     assert after.messages == before.messages and after.input_tokens == before.input_tokens
 
@@ -191,7 +195,7 @@ def test_an_unknown_agent_is_a_partial_success_naming_it(client, agent, api_key,
     rejected, message = partial_success(response)
     assert response.status_code == 200
     assert rejected == len(spans) - 1 and "unknown agent 'nobody'" in message
-    assert not Run.objects.exists() and not CapturedSpan.objects.exists()
+    assert not Run.objects.exists() and not TraceSpans.objects.exists()
 
 
 @pytest.mark.django_db
@@ -207,7 +211,7 @@ def test_an_unknown_config_version_rejects_the_trace_whole(client, agent, api_ke
 
     rejected, message = partial_success(response)
     assert rejected == 1 and "config_version" in message and "no version 9" in message
-    assert not CapturedSpan.objects.exists() and not CapturedTrace.objects.exists()
+    assert not TraceSpans.objects.exists() and not CapturedTrace.objects.exists()
 
 
 @pytest.mark.django_db
@@ -231,7 +235,7 @@ def test_a_malformed_body_is_a_400_with_a_status_message(
 
     assert response.status_code == 400
     assert fragment in response.content.decode(errors="replace")
-    assert not CapturedSpan.objects.exists()
+    assert not TraceSpans.objects.exists()
 
 
 @pytest.mark.django_db
@@ -250,7 +254,7 @@ def test_oversized_bodies_are_413_even_when_compressed(client, agent, api_key, r
     response = post(client, api_key, bomb, HTTP_CONTENT_ENCODING="gzip")
 
     assert len(bomb) < 2048 and response.status_code == 413
-    assert not CapturedSpan.objects.exists()
+    assert not TraceSpans.objects.exists()
 
 
 @pytest.mark.django_db

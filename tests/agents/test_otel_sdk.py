@@ -89,7 +89,7 @@ def test_conversation_id_groups_separate_traces_into_one_run(
     assert run.external_id == "otel:conversation:ticket-981"
     assert [m["content"][0]["text"] for m in run.messages] == ["hi", "Hello.", "bye", "Bye."]
     assert len(run.metadata["otel"]["trace_ids"]) == 2
-    assert CapturedTrace.objects.get().spans.count() == 2
+    assert CapturedTrace.objects.get().trace_spans.count() == 2  # one row per trace
 
 
 def test_a_streamed_call_is_captured(live_server, agent, api_key, fake_anthropic):

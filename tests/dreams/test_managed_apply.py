@@ -252,3 +252,65 @@ def test_the_last_approval_in_the_review_queue_writes_the_memory(
     assert live == DREAMT
     dreamt_proposal.refresh_from_db()
     assert dreamt_proposal.status == Proposal.Status.ROLLED_OUT
+
+
+def test_a_retried_partial_apply_rereads_the_live_hashes_and_finishes(
+    managed_link, fake_managed, dreamt_proposal, reviewer
+):
+    """An outage after the first write; the retry must not re-send the old hash of that write."""
+    _approve(dreamt_proposal, reviewer)
+    store = managed_link.memory_store_id
+    shipping_id = fake_managed.memory_id(store, "/policies/shipping.md")
+    fake_managed.fail_next("POST", f"/v1/memory_stores/{store}/memories/{shipping_id}")
+
+    first = apply_approved_memory(proposal_id=dreamt_proposal.pk, actor=reviewer)
+    fake_managed.requests.clear()
+    second = apply_approved_memory(proposal_id=dreamt_proposal.pk, actor=reviewer)
+
+    assert first.status == MemoryApplication.Status.FAILED
+    assert [w["path"] for w in first.written] == ["/policies/refunds.md"]
+    assert second.status == MemoryApplication.Status.APPLIED, second.conflict
+    assert fake_managed.store_contents(store) == DREAMT
+    # The refunds memory was found already written: no second write, no 409.
+    refunds_id = fake_managed.memory_id(store, "/policies/refunds.md")
+    assert ("POST", f"/v1/memory_stores/{store}/memories/{refunds_id}") not in fake_managed.writes()
+    assert second.written[0] == {
+        "op": "update",
+        "path": "/policies/refunds.md",
+        "memory_id": refunds_id,
+        "content_sha256": _sha(DREAMT["/policies/refunds.md"]),
+        "already_live": True,
+    }
+    assert [w["path"] for w in second.written] == [
+        "/policies/refunds.md",
+        "/policies/shipping.md",
+        "/policies/escalation.md",
+        "/notes/old.md",
+    ]
+    assert Proposal.objects.get(pk=dreamt_proposal.pk).status == Proposal.Status.ROLLED_OUT
+
+
+def test_a_retry_after_the_delete_and_create_went_through_finishes_without_writing(
+    managed_link, fake_managed, dreamt_proposal, reviewer
+):
+    _approve(dreamt_proposal, reviewer)
+    store = managed_link.memory_store_id
+    for path, text in DREAMT.items():  # every write already landed (the worker died after them)
+        if path in fake_managed.store_contents(store):
+            fake_managed.edit_live(store, path, text)
+    fake_managed.handle(
+        "POST",
+        f"/v1/memory_stores/{store}/memories",
+        {},
+        {"path": "/policies/escalation.md", "content": DREAMT["/policies/escalation.md"]},
+    )
+    old_note = fake_managed.memory_id(store, "/notes/old.md")
+    del fake_managed.memories[store][old_note]
+    fake_managed.requests.clear()
+
+    application = apply_approved_memory(proposal_id=dreamt_proposal.pk, actor=reviewer)
+
+    assert application.status == MemoryApplication.Status.APPLIED
+    assert all(w["already_live"] for w in application.written)
+    assert fake_managed.writes() == []
+    assert fake_managed.store_contents(store) == DREAMT

@@ -297,3 +297,70 @@ def test_with_the_replay_module_installed_the_proposal_goes_to_replay(
     assert experiment.baseline_version_id == proposal.base_version_id
     assert experiment.candidate_version_id == proposal.candidate_version_id
     assert {r.external_id for r in experiment.target_runs.all()} == set(failed_sessions)
+
+
+def _decide(proposal: Proposal, to: str, actor) -> None:
+    from dreams.proposals import transition_proposal
+
+    if proposal.status != Proposal.Status.READY:
+        transition_proposal(proposal_id=proposal.pk, to=Proposal.Status.READY)
+    transition_proposal(proposal_id=proposal.pk, to=to, actor=actor)
+
+
+@pytest.mark.parametrize("decision", [Proposal.Status.REJECTED, Proposal.Status.APPROVED])
+def test_the_output_store_is_archived_after_the_decision(
+    managed_link,
+    fake_managed,
+    failed_sessions,
+    start,
+    owner,
+    decision,
+    django_capture_on_commit_callbacks,
+):
+    dream = start(managed_link.agent)
+    output = fake_managed.dream_completed(dream.dream_id, memories=DREAMT)
+    dream = hosted.poll(hosted_id=dream.pk)
+    proposal = Proposal.objects.get(pk=dream.proposal_id)
+    assert not fake_managed.archived(output)  # the reviewer may still be reading it
+
+    with django_capture_on_commit_callbacks(execute=True):
+        _decide(proposal, decision, owner)
+
+    dream.refresh_from_db()
+    assert fake_managed.archived(output)
+    assert dream.output_archived_at is not None
+    assert not fake_managed.archived(managed_link.memory_store_id)  # the live store, never
+    assert AuditEvent.objects.filter(action="managed.hosted_dream.output_archived").count() == 1
+    archives = [r for r in fake_managed.requests if r["path"].endswith("/archive")]
+    assert [r["path"] for r in archives] == [f"/v1/memory_stores/{output}/archive"]
+
+
+def test_an_output_store_that_changed_nothing_is_archived_at_once(
+    managed_link, fake_managed, failed_sessions, start
+):
+    dream = start(managed_link.agent)
+    output = fake_managed.dream_completed(
+        dream.dream_id, memories=fake_managed.store_contents(managed_link.memory_store_id)
+    )
+
+    dream = hosted.poll(hosted_id=dream.pk)
+
+    assert dream.proposal_id is None
+    assert fake_managed.archived(output) and dream.output_archived_at is not None
+
+
+def test_an_archive_lost_to_an_outage_is_done_by_the_next_sweep(
+    managed_link, fake_managed, failed_sessions, start, owner, django_capture_on_commit_callbacks
+):
+    dream = start(managed_link.agent)
+    output = fake_managed.dream_completed(dream.dream_id, memories=DREAMT)
+    dream = hosted.poll(hosted_id=dream.pk)
+    fake_managed.fail_next("POST", f"/v1/memory_stores/{output}/archive", status=503)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        _decide(Proposal.objects.get(pk=dream.proposal_id), Proposal.Status.REJECTED, owner)
+    assert not fake_managed.archived(output)
+
+    assert hosted.archive_decided_outputs() == [dream.pk]
+    assert fake_managed.archived(output)
+    assert hosted.archive_decided_outputs() == []  # once

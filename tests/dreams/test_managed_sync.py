@@ -265,3 +265,94 @@ def test_linking_checks_the_remote_agent_and_store_first(api, agent, fake_manage
     assert "managed_agent_id" in missing_agent.json()["error"]["fields"]
     assert linked.status_code == 200 and linked.json()["managed_agent_version"] == 1
     assert ManagedAgentLink.objects.count() == 1
+
+
+def test_later_turns_extend_the_run_until_the_session_terminates(managed_link, fake_managed):
+    """`idle` means waiting for input, not done: the run grows with each turn, then is final."""
+    session = fake_managed.add_session(
+        agent_id=managed_link.managed_agent_id, turns=chat_turns("Refund for NW-1?", "Which item?")
+    )
+    first = sync_link(link_id=managed_link.pk)
+    assert first.created == [session]
+    run = Run.objects.get(external_id=session)
+    assert run.step_count == 1 and run.metadata["managed"]["session_status"] == "idle"
+
+    fake_managed.continue_session(
+        session,
+        turns=chat_turns("The poles.", "Refunded.", tool="issue_refund", tool_result="ok"),
+    )
+    second = sync_link(link_id=managed_link.pk)
+    again = sync_link(link_id=managed_link.pk)  # nothing new: nothing rewritten
+
+    run.refresh_from_db()
+    assert second.updated == [session] and again.updated == [] and again.existing == [session]
+    users = [
+        b["text"]
+        for m in run.messages
+        if m["role"] == "user"
+        for b in m["content"]
+        if b["type"] == "text"
+    ]
+    assert users == ["Refund for NW-1?", "The poles."]
+    assert run.step_count == 3 and run.input_tokens == 2000
+    assert Run.objects.filter(external_id=session).count() == 1
+
+    fake_managed.continue_session(session, turns=chat_turns("Thanks!", "Bye."), end=True)
+    third = sync_link(link_id=managed_link.pk)
+    run.refresh_from_db()
+    assert third.updated == [session]
+    assert run.metadata["managed"]["session_status"] == "terminated"
+    assert run.messages[-1]["content"][-1]["text"] == "Bye."
+
+    # Ended: no more fetching of this session.
+    fake_managed.requests.clear()
+    assert sync_link(link_id=managed_link.pk).updated == []
+    assert not [r for r in fake_managed.requests if r["path"] == f"/v1/sessions/{session}"]
+
+
+def test_a_turn_in_progress_is_taken_whole_at_the_next_sync(managed_link, fake_managed):
+    session = fake_managed.add_session(
+        agent_id=managed_link.managed_agent_id, turns=chat_turns("Refund?", "Which order?")
+    )
+    sync_link(link_id=managed_link.pk)
+    fake_managed.run_session(session)
+
+    result = sync_link(link_id=managed_link.pk)
+
+    assert result.pending == [session] and result.updated == []
+    assert Run.objects.get(external_id=session).step_count == 1
+
+
+def test_an_outcome_sent_through_the_api_survives_an_ungraded_extension(managed_link, fake_managed):
+    session = fake_managed.add_session(
+        agent_id=managed_link.managed_agent_id, turns=chat_turns("Refund?", "No.")
+    )
+    sync_link(link_id=managed_link.pk)
+    Run.objects.filter(external_id=session).update(
+        status=Run.Status.FAILURE, outcome_reason="Customer complained."
+    )
+    fake_managed.continue_session(session, turns=chat_turns("Why?", "Policy."), end=True)
+
+    sync_link(link_id=managed_link.pk)
+
+    run = Run.objects.get(external_id=session)
+    assert run.status == Run.Status.FAILURE and run.outcome_reason == "Customer complained."
+    assert run.step_count == 2
+
+
+def test_a_webhook_for_a_terminated_session_extends_its_run(managed_link, fake_managed):
+    from dreams.managed.webhooks import SYNC_EVENT_TYPES
+
+    session = fake_managed.add_session(
+        agent_id=managed_link.managed_agent_id, turns=chat_turns("Refund?", "Which order?")
+    )
+    sync_link(link_id=managed_link.pk, session_ids=[session])
+    fake_managed.continue_session(session, turns=chat_turns("NW-1", "Done."), end=True)
+
+    result = sync_link(link_id=managed_link.pk, session_ids=[session])
+
+    assert "session.status_terminated" in SYNC_EVENT_TYPES
+    assert result.updated == [session]
+    assert Run.objects.get(external_id=session).metadata["managed"]["session_status"] == (
+        "terminated"
+    )
