@@ -10,6 +10,7 @@ urlpatterns = [
     path("proposals/<int:pk>/edit/", views.edit_page, name="proposal-edit"),
     path("proposals/<int:pk>/rebase/", views.rebase_page, name="proposal-rebase"),
     path("proposals/<int:pk>/assign/", views.assign, name="proposal-assign"),
+    path("proposals/<int:pk>/run-set/", views.save_run_set, name="proposal-run-set"),
     path("proposals/<int:pk>/comment/", views.comment, name="proposal-comment"),
     path("agents/<slug:slug>/", views.agent_page, name="agent-detail"),
     path("agents/<slug:slug>/propose/", views.propose_page, name="agent-propose"),
