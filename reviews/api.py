@@ -446,6 +446,44 @@ class ProposalRebase(WorkspaceMixin, APIView):
         return detail_response(self.principal, result.pk, code=201 if created else 200)
 
 
+class ResolveIn(serializers.Serializer):
+    documents = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, allow_null=True, trim_whitespace=False),
+        help_text="each conflicting document → its resolved text (null removes a memory document)",
+    )
+
+
+class ProposalResolve(WorkspaceMixin, APIView):
+    required_scopes = {"POST": "admin"}
+    permission_classes = [DeclaredScope, CanReview]
+
+    @extend_schema(
+        request=ResolveIn,
+        responses={201: ProposalDetail, 400: ERROR_DOC, 409: ERROR_DOC},
+        description="Resolve a conflicted rebase in place: the resolved text of every document "
+        "in `rebase_conflict` (without conflict markers). 201 with the new revision on the "
+        "stable version, replaying, approvals reset; 409 when there is no conflict to resolve "
+        "or the stable version moved again (rebase again).",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        proposal = get_proposal_for(self.principal, pk, write=True)
+        body = ResolveIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            new = rebase.resolve_rebase_conflict(
+                proposal_id=proposal.pk,
+                actor=self.principal.actor,
+                documents=dict(body.validated_data["documents"]),
+            )
+        except rebase.ConflictUnresolved as exc:
+            raise ValidationError(exc.fields) from exc
+        except rebase.RebaseRefused as exc:
+            return error_response(exc.code, str(exc), status_code=409)
+        except InvalidTransition as exc:
+            return _conflict(exc)
+        return detail_response(self.principal, new.pk, code=status.HTTP_201_CREATED)
+
+
 class RunSetFromReplaysIn(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     outcome = serializers.CharField(

@@ -232,6 +232,37 @@ def rebase_page(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def resolve_conflict(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resolve a conflicted rebase in the editor on the proposal page; replays the result."""
+    proposal = get_proposal_for_user(request.user, pk, write=True)
+    conflict = proposal.metadata.get("rebase_conflict") or {}
+    documents: dict[str, str | None] = {}
+    for index, doc in enumerate(conflict.get("documents") or []):
+        text = request.POST.get(f"resolve-{index}")
+        if text is not None:
+            documents[doc["document"]] = text.replace("\r\n", "\n")
+    try:
+        new = rebase.resolve_rebase_conflict(
+            proposal_id=proposal.pk, actor=request.user, documents=documents
+        )
+    except rebase.ConflictUnresolved as unresolved:
+        context = _proposal_context(
+            request, proposal, resolve_error=str(unresolved), resolve_texts=documents
+        )
+        return render(request, "reviews/proposal.html", context, status=400)
+    except (rebase.RebaseRefused, InvalidTransition) as refused:
+        messages.error(request, str(refused))
+        return redirect("proposal-detail", pk=proposal.pk)
+    messages.success(
+        request,
+        f"Conflict resolved: revision {new.revision} as proposal #{new.pk} on "
+        f"v{new.base_version.number}; replays are running and approvals start again.",
+    )
+    return redirect("proposal-detail", pk=new.pk)
+
+
+@login_required
+@require_POST
 def assign(request: HttpRequest, pk: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk, write=True)
     assignee_id = _int(request.POST.get("assignee"))
