@@ -14,6 +14,8 @@ from agents.models import (
     Feedback,
     Membership,
     Run,
+    RunSet,
+    RunSetMember,
     Workspace,
 )
 
@@ -271,4 +273,28 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RunSetMemberInline(admin.TabularInline):
+    model = RunSetMember
+    extra = 0
+    fields = ["external_id", "added_at"]
+    readonly_fields = ["external_id", "added_at"]
+    can_delete = False
+
+
+@admin.register(RunSet)
+class RunSetAdmin(admin.ModelAdmin):
+    """Read-only here: run sets change through their page and API (agents/run_sets.py)."""
+
+    list_display = ["name", "agent", "pinned", "origin", "created_at"]
+    list_filter = ["pinned", "origin"]
+    search_fields = ["name", "agent__slug"]
+    inlines = [RunSetMemberInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
