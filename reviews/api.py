@@ -115,10 +115,10 @@ class ProposalSummary(serializers.Serializer):
         return p.assignee.get_username() if p.assignee_id else None
 
     def get_approvals(self, p: Proposal) -> int:
-        value = getattr(p, "approvals", None)
-        if value is None:
-            return p.decisions.filter(kind=Decision.Kind.APPROVE).count()
-        return int(value)
+        # The list annotates the count (NULL when there is none): no query per row.
+        if hasattr(p, "approvals"):
+            return int(p.approvals or 0)
+        return p.decisions.filter(kind=Decision.Kind.APPROVE).count()
 
     def _stats(self, p: Proposal) -> dict[str, Any]:
         if hasattr(p, "stats"):
