@@ -53,6 +53,12 @@ def queue(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
+def _chart_label(label: str) -> str:
+    """A run set's name fits the chart's label column (the table beside it has it whole)."""
+    label = label.removeprefix("Run set: ")
+    return label if len(label) <= 17 else label[:16] + "…"
+
+
 def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict[str, Any]:
     outcome = request.GET.get("outcome", "")
     evidence = selectors.proposal_evidence(
@@ -60,7 +66,7 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
     )
     stats = evidence["stats"]
     chart_rows = [
-        (label, block.get("baseline"), block.get("candidate"))
+        (_chart_label(label), block.get("baseline"), block.get("candidate"))
         for _, label, block in evidence["metric_rows"]
     ]
     view = "split" if request.GET.get("view") == "split" else "unified"

@@ -21,6 +21,11 @@ def test_the_runs_list_saves_its_filters_as_a_run_set(client, agent, reviewer, r
     client.force_login(reviewer)
     page = client.get("/runs/", {"agent": agent.slug, "status": "failure"}).content.decode()
     assert 'id="save-run-set"' in page and 'name="status" value="failure"' in page
+    # A filter change swaps the list by htmx: the form comes with it, so it saves what is shown.
+    partial = client.get(
+        "/runs/", {"agent": agent.slug, "status": "success"}, headers={"HX-Request": "true"}
+    ).content.decode()
+    assert 'id="save-run-set"' in partial and 'name="status" value="success"' in partial
     response = client.post(
         f"/agents/{agent.slug}/run-sets/",
         {"name": "Escalations", "status": "failure", "pinned": "on"},
