@@ -6,6 +6,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from agents import services
+from agents.forms import AgentAdminForm
 from agents.models import (
     Agent,
     ApiKey,
@@ -98,6 +99,7 @@ class ConfigVersionInline(admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
+    form = AgentAdminForm
     list_display = [
         "name",
         "slug",

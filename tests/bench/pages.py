@@ -30,7 +30,7 @@ REQUESTS = int(os.environ.get("BENCH_REQUESTS", "40"))
 AGENTS = 5
 RUN_SETS = 4  # per agent; the first is pinned
 RUN_SET_SIZE = 200
-DATA_VERSION = "runsets-1"  # bump when build() changes: an older database is rebuilt
+DATA_VERSION = "runsets-2"  # bump when build() changes: an older database is rebuilt
 DB_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/reverie_bench_pages"
 )
@@ -183,7 +183,9 @@ def build() -> None:
             [ids, bases, cands, PROPOSALS],
         )
         cur.execute("UPDATE dreams_proposal SET author_id = %s WHERE source = 'human'", [user.pk])
-        # Run sets: RUN_SETS per agent (the first pinned), RUN_SET_SIZE of its runs each.
+        # Run sets: RUN_SETS per agent (the first pinned), RUN_SET_SIZE of its runs each; the
+        # pinned one overlaps the benchmarked replays by about a quarter, the rest are replayed
+        # as `pinned`.
         cur.execute(
             f"""
             INSERT INTO agents_runset (agent_id, name, description, pinned, origin, origin_detail,
@@ -201,7 +203,8 @@ def build() -> None:
             FROM agents_runset s
             CROSS JOIN LATERAL (
               SELECT external_id FROM agents_run WHERE agent_id = s.agent_id
-              ORDER BY id OFFSET (s.id % 7) * 13 LIMIT {RUN_SET_SIZE}
+              ORDER BY id OFFSET {max(0, REPLAYS // 2 - RUN_SET_SIZE // 4)} + (s.id % 7) * 13
+              LIMIT {RUN_SET_SIZE}
             ) r
             """
         )
