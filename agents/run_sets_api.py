@@ -156,7 +156,16 @@ class RunSetListCreate(RunSetMixin, generics.ListAPIView):
             raise ValidationError({"filter": ["give runs or a filter, not both"]})
         if data.get("filter") is not None:
             members = _filter_ids(agent, data["filter"])
-            origin, detail = RunSet.Origin.FILTER, {"filter": request.data.get("filter")}
+            # The validated filter, as text: what the set was made from, not the raw body.
+            chosen = {k: v for k, v in data["filter"].items() if v is not None}
+            origin, detail = (
+                RunSet.Origin.FILTER,
+                {
+                    "filter": {
+                        k: str(v) if not isinstance(v, bool | int) else v for k, v in chosen.items()
+                    }
+                },
+            )
         else:
             members = _external_ids(agent, data.get("runs"), field="runs")
             origin, detail = RunSet.Origin.API, {}
