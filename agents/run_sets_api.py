@@ -156,16 +156,9 @@ class RunSetListCreate(RunSetMixin, generics.ListAPIView):
             raise ValidationError({"filter": ["give runs or a filter, not both"]})
         if data.get("filter") is not None:
             members = _filter_ids(agent, data["filter"])
-            # The validated filter, as text: what the set was made from, not the raw body.
+            # The validated filter (strings, a bool, a number): what the set was made from.
             chosen = {k: v for k, v in data["filter"].items() if v is not None}
-            origin, detail = (
-                RunSet.Origin.FILTER,
-                {
-                    "filter": {
-                        k: str(v) if not isinstance(v, bool | int) else v for k, v in chosen.items()
-                    }
-                },
-            )
+            origin, detail = RunSet.Origin.FILTER, {"filter": chosen}
         else:
             members = _external_ids(agent, data.get("runs"), field="runs")
             origin, detail = RunSet.Origin.API, {}
