@@ -6,6 +6,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from agents import services
+from agents.forms import AgentAdminForm
 from agents.models import (
     Agent,
     ApiKey,
@@ -14,6 +15,8 @@ from agents.models import (
     Feedback,
     Membership,
     Run,
+    RunSet,
+    RunSetMember,
     Workspace,
 )
 
@@ -96,6 +99,7 @@ class ConfigVersionInline(admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
+    form = AgentAdminForm
     list_display = [
         "name",
         "slug",
@@ -274,4 +278,28 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RunSetMemberInline(admin.TabularInline):
+    model = RunSetMember
+    extra = 0
+    fields = ["external_id", "added_at"]
+    readonly_fields = ["external_id", "added_at"]
+    can_delete = False
+
+
+@admin.register(RunSet)
+class RunSetAdmin(admin.ModelAdmin):
+    """Read-only here: run sets change through their page and API (agents/run_sets.py)."""
+
+    list_display = ["name", "agent", "pinned", "origin", "created_at"]
+    list_filter = ["pinned", "origin"]
+    search_fields = ["name", "agent__slug"]
+    inlines = [RunSetMemberInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

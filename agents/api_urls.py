@@ -1,6 +1,6 @@
 from django.urls import path
 
-from agents import api, routing_api
+from agents import api, routing_api, run_sets_api
 
 urlpatterns = [
     # First: the hottest route (polled by production agents) resolves without trying the others.
@@ -12,6 +12,21 @@ urlpatterns = [
         "agents/<slug:slug>/versions/<int:number>",
         api.ConfigVersionDetail.as_view(),
         name="api-version",
+    ),
+    path(
+        "agents/<slug:slug>/run-sets",
+        run_sets_api.RunSetListCreate.as_view(),
+        name="api-run-sets",
+    ),
+    path(
+        "agents/<slug:slug>/run-sets/<int:pk>",
+        run_sets_api.RunSetDetail.as_view(),
+        name="api-run-set",
+    ),
+    path(
+        "agents/<slug:slug>/run-sets/<int:pk>/runs",
+        run_sets_api.RunSetRuns.as_view(),
+        name="api-run-set-runs",
     ),
     path("runs", api.RunListIngest.as_view(), name="api-runs"),
     path("runs/<int:pk>", api.RunDetail.as_view(), name="api-run"),

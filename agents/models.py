@@ -393,6 +393,70 @@ class Run(models.Model):
         return self.status in (self.Status.FAILURE, self.Status.ERROR)
 
 
+class RunSet(models.Model):
+    """A named set of an agent's runs ("golden regressions", a customer's cases).
+
+    Members are kept by the run's stable identity, its `external_id`, so a set survives runs
+    being deleted and ingested again. A pinned set is replayed in every experiment.
+    """
+
+    class Origin(models.TextChoices):
+        FILTER = "filter", "Runs list filter"
+        PROPOSAL = "proposal", "A proposal's replays"
+        API = "api", "API"
+
+    MAX_RUNS = 1000
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="run_sets")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    pinned = models.BooleanField(
+        default=False, help_text="replayed in every experiment beside the regression sample"
+    )
+    origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.API)
+    origin_detail = models.JSONField(
+        default=dict, blank=True, help_text="the filter or the proposal it was made from"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["agent", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "name"], name="runset_unique_name_per_agent")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug}: {self.name}"
+
+    def runs(self) -> "models.QuerySet[Run]":
+        """The member runs present now (a member whose run is not stored yet is skipped)."""
+        return Run.objects.filter(
+            agent_id=self.agent_id,
+            external_id__in=self.members.values("external_id"),
+        )
+
+
+class RunSetMember(models.Model):
+    run_set = models.ForeignKey(RunSet, on_delete=models.CASCADE, related_name="members")
+    external_id = models.CharField(max_length=255, help_text="the run's stable identity")
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run_set", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run_set", "external_id"], name="runsetmember_unique_run"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} in set {self.run_set_id}"
+
+
 class Feedback(models.Model):
     class Rating(models.TextChoices):
         POSITIVE = "positive", "Positive"

@@ -8,6 +8,10 @@ urlpatterns = [
     path("runs/", views.runs_page, name="runs"),
     path("runs/<int:pk>/", views.run_page, name="run-detail"),
     path("runs/<int:pk>/feedback/", views.run_feedback, name="run-feedback"),
+    path("agents/<slug:slug>/run-sets/", views.run_sets_page, name="agent-run-sets"),
+    path(
+        "agents/<slug:slug>/run-sets/<int:pk>/", views.run_set_action, name="agent-run-set-action"
+    ),
     path("audit/", views.audit_page, name="audit"),
     path("workspace/", views.switch_workspace, name="switch-workspace"),
 ]

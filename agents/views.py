@@ -1,5 +1,5 @@
 """HTML pages of the capture side: agents overview, agent page (apps above fill its slots), runs
-list, run page, feedback, workspace switcher, audit log."""
+list, run page, feedback, run sets, workspace switcher, audit log."""
 
 import json
 
@@ -11,9 +11,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from agents import run_sets
 from agents.access import SESSION_KEY, get_agent_for, get_run_for, memberships_for, principal_for
 from agents.charts import version_pass_rate_chart
-from agents.models import Feedback, Run
+from agents.models import Feedback, Run, RunSet
 from agents.selectors import (
     agent_page_context,
     agents_for,
@@ -76,6 +77,8 @@ def runs_page(request: HttpRequest) -> HttpResponse:
         "status": status,
         "statuses": Run.Status.choices,
         "agents": agents_for(principal.workspace),
+        "can_save_set": principal.can_review and bool(agent),
+        "max_set_runs": RunSet.MAX_RUNS,
     }
     template = "agents/runs.html"
     if request.htmx and not request.htmx.boosted:
@@ -144,6 +147,70 @@ def switch_workspace(request: HttpRequest) -> HttpResponse:
             request.session[SESSION_KEY] = membership.workspace_id
             return redirect("home")
     raise PermissionDenied("Not a member of that workspace.")
+
+
+@login_required
+def run_sets_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """An agent's run sets; POST saves the runs list's filters as a new set."""
+    principal = principal_for(request)
+    agent = get_agent_for(principal, slug)
+    error = ""
+    if request.method == "POST":
+        if not principal.can_review:
+            raise PermissionDenied("Only reviewers and admins can make run sets.")
+        status = request.POST.get("status", "")
+        status = status if status in Run.Status.values else ""
+        try:
+            run_set = run_sets.create_run_set(
+                agent=agent,
+                actor=request.user,
+                name=request.POST.get("name", ""),
+                pinned=request.POST.get("pinned") == "on",
+                external_ids=run_sets.external_ids_matching(agent=agent, status=status or None),
+                origin=RunSet.Origin.FILTER,
+                origin_detail={"filter": {"status": status} if status else {}},
+            )
+        except run_sets.RunSetInvalid as invalid:
+            error = str(invalid)
+        else:
+            messages.success(
+                request, f"Saved {run_set.member_count} runs as run set “{run_set.name}”."
+            )
+            return redirect("agent-run-sets", slug=agent.slug)
+    context = {
+        "agent": agent,
+        "run_sets": run_sets.run_sets_for(agent),
+        "can_change": principal.can_review,
+        "error": error,
+    }
+    return render(request, "agents/run_sets.html", context, status=400 if error else 200)
+
+
+@login_required
+@require_POST
+def run_set_action(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Pin, unpin or delete one run set."""
+    principal = principal_for(request)
+    agent = get_agent_for(principal, slug)
+    run_set = run_sets.get_run_set_for(principal, agent, pk)
+    if not principal.can_review:
+        raise PermissionDenied("Only reviewers and admins can change run sets.")
+    action = request.POST.get("action", "")
+    if action in ("pin", "unpin"):
+        run_sets.update_run_set(
+            run_set=run_set, actor=request.user, changes={"pinned": action == "pin"}
+        )
+        messages.success(
+            request,
+            f"“{run_set.name}” is "
+            + ("pinned: every experiment replays it." if action == "pin" else "no longer pinned."),
+        )
+    elif action == "delete":
+        run_sets.delete_run_set(run_set=run_set, actor=request.user)
+        messages.success(request, f"Deleted run set “{run_set.name}”.")
+    else:
+        return HttpResponse("Unknown action.", status=400)
+    return redirect("agent-run-sets", slug=agent.slug)
 
 
 @login_required

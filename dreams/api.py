@@ -235,6 +235,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
             "stop_reason",
             "error",
             "stats",
+            "run_sets",
             "replays",
             "created_at",
             "started_at",

@@ -1,8 +1,8 @@
 """A person's own change, proposed by hand: built against the stable version, guarded by the
 same guards, replayed by the same experiment and reviewed in the same queue as a dream's draft.
 
-The candidate is full documents or unified-diff edits; the runs that judge it are failures
-matching a filter, chosen run ids, or by default the failures no dream has studied yet.
+The candidate is full documents or unified-diff edits; the runs that judge it are a run set,
+failures matching a filter, chosen run ids, or by default the failures no dream has studied yet.
 """
 
 from dataclasses import dataclass, field
@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from agents.models import Agent, ApiKey, ConfigVersion, Run
+from agents.models import Agent, ApiKey, ConfigVersion, Run, RunSet
 from agents.selectors import runs_for
 from agents.services import create_config_version
 from dreams.experiments import start_experiment
@@ -35,7 +35,8 @@ class ProposalInvalid(Exception):
 
 @dataclass
 class RunChoice:
-    """Which runs judge the change: explicit ids, failures matching a filter, else unstudied failures."""
+    """Which runs judge the change: a run set, explicit ids, failures matching a filter, else
+    the unstudied failures."""
 
     run_ids: list[int] = field(default_factory=list)
     since: datetime | None = None
@@ -43,9 +44,13 @@ class RunChoice:
     config_version: int | None = None
     negative_feedback: bool | None = None
     use_filter: bool = False
+    run_set: int | None = None
+    run_set_name: str = ""  # filled in when the set is found
 
     @property
     def label(self) -> str:
+        if self.run_set is not None:
+            return f"run set {self.run_set_name}".strip()
         if self.run_ids:
             return "chosen runs"
         return "failures matching a filter" if self.use_filter else "unstudied failures"
@@ -94,6 +99,15 @@ def candidate_documents(
 def judging_runs(*, agent: Agent, choice: RunChoice) -> list[Run]:
     """The target runs of the experiment, newest first, at most REVERIE_DREAM_MAX_RUNS."""
     limit = settings.REVERIE_DREAM_MAX_RUNS
+    if choice.run_set is not None:
+        run_set = RunSet.objects.filter(agent=agent, pk=choice.run_set).first()
+        if run_set is None:
+            raise ProposalInvalid({"runs.run_set": ["no such run set for this agent"]})
+        choice.run_set_name = run_set.name
+        runs = list(run_set.runs().order_by("-started_at", "-id")[:limit])
+        if not runs:
+            raise ProposalInvalid({"runs.run_set": ["the run set has no stored runs"]})
+        return runs
     if choice.run_ids:
         runs = list(Run.objects.filter(agent=agent, pk__in=choice.run_ids))
         missing = sorted(set(choice.run_ids) - {r.pk for r in runs})

@@ -228,6 +228,14 @@ class Experiment(models.Model):
     replicates = models.PositiveSmallIntegerField(default=1)
     target_runs = models.ManyToManyField(Run, blank=True, related_name="+")
     regression_runs = models.ManyToManyField(Run, blank=True, related_name="+")
+    pinned_runs = models.ManyToManyField(
+        Run, blank=True, related_name="+", help_text="runs of the agent's pinned run sets"
+    )
+    run_sets = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="[{id, name, run_ids}]: the pinned run sets as they were when it started",
+    )
     stats = models.JSONField(default=dict, blank=True)
     fidelity = models.FloatField(null=True, blank=True)
     harness_check = models.JSONField(
@@ -256,6 +264,7 @@ class Replay(models.Model):
     class RunSet(models.TextChoices):
         TARGET = "target", "Target"
         REGRESSION = "regression", "Regression"
+        PINNED = "pinned", "Pinned run set"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"

@@ -4,7 +4,8 @@ A proposal is *stale* when it is open and built on a version that is no longer s
 Rebasing is a three-way merge per document (old base → candidate, old base → new stable):
 a clean merge becomes a new revision on the new stable version and replays again (earlier
 approvals belong to the old revision, so they reset); a conflict sends the proposal to
-changes requested with the conflicting hunks stored for the page and the API.
+changes requested with the conflicting hunks stored for the page and the API, where the
+author resolves them in place (`resolve_rebase_conflict`) and the result replays again.
 """
 
 from typing import Any
@@ -153,52 +154,140 @@ def rebase_proposal(*, proposal_id: int, actor: Any) -> Proposal:
                 )
             old.refresh_from_db()
             return old
-        candidate = old.candidate_version
-        version = create_config_version(
-            agent=old.agent,
-            system_prompt=merged.pop(SYSTEM_PROMPT_DOCUMENT, ""),
-            memory_documents=merged,
-            tools=candidate.tools,
-            model=candidate.model,
-            parent=stable,
-            source=candidate.source,
-            author=candidate.author,
-            note=f"Rebase of proposal #{old.pk} onto v{stable.number}",
-            actor=actor,
+        new = _revise_onto(old=old, stable=stable, merged=merged, actor=actor)
+    new.refresh_from_db()
+    return new
+
+
+def _revise_onto(
+    *,
+    old: Proposal,
+    stable: ConfigVersion,
+    merged: dict[str, str],
+    actor: Any,
+    how: str = "Rebased",
+) -> Proposal:
+    """The merged documents as a new revision on `stable`; the old one is superseded and the
+    new one replays on the same target runs (approvals belong to the old revision)."""
+    candidate = old.candidate_version
+    merged = dict(merged)
+    version = create_config_version(
+        agent=old.agent,
+        system_prompt=merged.pop(SYSTEM_PROMPT_DOCUMENT, ""),
+        memory_documents=merged,
+        tools=candidate.tools,
+        model=candidate.model,
+        parent=stable,
+        source=candidate.source,
+        author=candidate.author,
+        note=f"Rebase of proposal #{old.pk} onto v{stable.number}",
+        actor=actor,
+    )
+    previous = Experiment.objects.filter(proposal=old).order_by("-id").first()
+    targets = list(previous.target_runs.all()) if previous else []
+    metadata = {k: v for k, v in old.metadata.items() if k != "rebase_conflict"}
+    new = create_proposal(
+        agent=old.agent,
+        base_version=stable,
+        candidate_version=version,
+        title=old.title,
+        rationale=old.rationale,
+        cycle=old.cycle,
+        patterns=list(old.patterns.all()),
+        flags=flags_for_change(agent=old.agent, base=stable, candidate=version, runs=targets),
+        source=old.source,
+        author=old.author,
+        revision_of=old,
+        metadata={**metadata, "rebased_from": old.base_version.number},
+    )
+    if old.assignee_id:
+        Proposal.objects.filter(pk=new.pk).update(assignee_id=old.assignee_id)
+    transition_proposal(
+        proposal_id=old.pk,
+        to=S.SUPERSEDED,
+        actor=actor,
+        comment=f"{how} onto v{stable.number} as proposal #{new.pk}.",
+        action="proposal.rebase",
+    )
+    # The same runs judge the rebased text; the regression sample is drawn afresh.
+    start_experiment(
+        agent=old.agent,
+        baseline_version=stable,
+        candidate_version=version,
+        target_runs=targets,
+        proposal=new,
+    )
+    return new
+
+
+class ConflictUnresolved(Exception):
+    """The resolution is incomplete or still has conflict markers; `fields` names each document."""
+
+    def __init__(self, fields: dict[str, list[str]]) -> None:
+        self.fields = fields
+        super().__init__("; ".join(f"{k}: {v[0]}" for k, v in fields.items()))
+
+
+def has_markers(text: str) -> bool:
+    """Whether a resolved text still holds a conflict-marker line as merge_text writes them."""
+    # "=======" alone could be a Markdown heading underline, so only the outer markers count.
+    return any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in text.split("\n"))
+
+
+def resolve_rebase_conflict(
+    *, proposal_id: int, actor: Any, documents: dict[str, str | None]
+) -> Proposal:
+    """Finish a conflicted rebase with the author's text for each conflicting document: the
+    clean parts of the merge plus these texts become a new revision on the stable version,
+    which replays again with approvals reset."""
+    with transaction.atomic():
+        old = (
+            Proposal.objects.select_for_update(of=("self",))
+            .select_related("agent__workspace", "agent__stable_version", "base_version")
+            .select_related("candidate_version")
+            .get(pk=proposal_id)
         )
-        previous = Experiment.objects.filter(proposal=old).order_by("-id").first()
-        targets = list(previous.target_runs.all()) if previous else []
-        metadata = {k: v for k, v in old.metadata.items() if k != "rebase_conflict"}
-        new = create_proposal(
-            agent=old.agent,
-            base_version=stable,
-            candidate_version=version,
-            title=old.title,
-            rationale=old.rationale,
-            cycle=old.cycle,
-            patterns=list(old.patterns.all()),
-            flags=flags_for_change(agent=old.agent, base=stable, candidate=version, runs=targets),
-            source=old.source,
-            author=old.author,
-            revision_of=old,
-            metadata={**metadata, "rebased_from": old.base_version.number},
+        conflict = old.metadata.get("rebase_conflict")
+        if not conflict:
+            raise RebaseRefused(
+                "This proposal has no rebase conflict to resolve.", code="no_conflict"
+            )
+        if old.status != S.CHANGES_REQUESTED:
+            raise InvalidTransition(old, S.SUPERSEDED)
+        stable: ConfigVersion = old.agent.stable_version  # type: ignore[assignment]
+        if stable.number != conflict.get("onto"):
+            raise RebaseRefused(
+                f"The stable version moved to v{stable.number} since the conflict onto "
+                f"v{conflict.get('onto')}; rebase again.",
+                code="stable_moved",
+            )
+        merged, conflicts = merge_documents(
+            base=documents_of(old.base_version),
+            ours=documents_of(old.candidate_version),
+            theirs=documents_of(stable),
         )
-        if old.assignee_id:
-            Proposal.objects.filter(pk=new.pk).update(assignee_id=old.assignee_id)
-        transition_proposal(
-            proposal_id=old.pk,
-            to=S.SUPERSEDED,
-            actor=actor,
-            comment=f"Rebased onto v{stable.number} as proposal #{new.pk}.",
-            action="proposal.rebase",
-        )
-        # The same runs judge the rebased text; the regression sample is drawn afresh.
-        start_experiment(
-            agent=old.agent,
-            baseline_version=stable,
-            candidate_version=version,
-            target_runs=targets,
-            proposal=new,
+        names = {c["document"] for c in conflicts}
+        errors: dict[str, list[str]] = {}
+        for name in sorted(names - set(documents)):
+            errors[f"documents.{name}"] = ["give the resolved text of this conflicting document"]
+        for name, text in documents.items():
+            if name not in names:
+                errors[f"documents.{name}"] = ["not a conflicting document of this rebase"]
+            elif text is None and name == SYSTEM_PROMPT_DOCUMENT:
+                errors[f"documents.{name}"] = ["the system prompt cannot be removed"]
+            elif text is not None and has_markers(text):
+                errors[f"documents.{name}"] = [
+                    "still has conflict markers (<<<<<<< or >>>>>>> lines)"
+                ]
+        if errors:
+            raise ConflictUnresolved(errors)
+        for name, text in documents.items():
+            if text is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = text.replace("\r\n", "\n")
+        new = _revise_onto(
+            old=old, stable=stable, merged=merged, actor=actor, how="Conflict resolved; rebased"
         )
     new.refresh_from_db()
     return new

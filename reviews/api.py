@@ -11,9 +11,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents import run_sets
 from agents.access import Principal, get_agent_for, principal_for
 from agents.api import WorkspaceMixin
 from agents.models import ApiKey
+from agents.run_sets_api import RunSetSerializer
 from agents.scopes import DeclaredScope
 from agents.timestamps import TimestampError, parse_timestamp
 from config.api import ERROR_DOC, DefaultPagination, error_response
@@ -113,10 +115,10 @@ class ProposalSummary(serializers.Serializer):
         return p.assignee.get_username() if p.assignee_id else None
 
     def get_approvals(self, p: Proposal) -> int:
-        value = getattr(p, "approvals", None)
-        if value is None:
-            return p.decisions.filter(kind=Decision.Kind.APPROVE).count()
-        return int(value)
+        # The list annotates the count (NULL when there is none): no query per row.
+        if hasattr(p, "approvals"):
+            return int(p.approvals or 0)
+        return p.decisions.filter(kind=Decision.Kind.APPROVE).count()
 
     def _stats(self, p: Proposal) -> dict[str, Any]:
         if hasattr(p, "stats"):
@@ -444,6 +446,79 @@ class ProposalRebase(WorkspaceMixin, APIView):
         return detail_response(self.principal, result.pk, code=201 if created else 200)
 
 
+class ResolveIn(serializers.Serializer):
+    documents = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, allow_null=True, trim_whitespace=False),
+        help_text="each conflicting document → its resolved text (null removes a memory document)",
+    )
+
+
+class ProposalResolve(WorkspaceMixin, APIView):
+    required_scopes = {"POST": "admin"}
+    permission_classes = [DeclaredScope, CanReview]
+
+    @extend_schema(
+        request=ResolveIn,
+        responses={201: ProposalDetail, 400: ERROR_DOC, 409: ERROR_DOC},
+        description="Resolve a conflicted rebase in place: the resolved text of every document "
+        "in `rebase_conflict` (without conflict markers). 201 with the new revision on the "
+        "stable version, replaying, approvals reset; 409 when there is no conflict to resolve "
+        "or the stable version moved again (rebase again).",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        proposal = get_proposal_for(self.principal, pk, write=True)
+        body = ResolveIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            new = rebase.resolve_rebase_conflict(
+                proposal_id=proposal.pk,
+                actor=self.principal.actor,
+                documents=dict(body.validated_data["documents"]),
+            )
+        except rebase.ConflictUnresolved as exc:
+            raise ValidationError(exc.fields) from exc
+        except rebase.RebaseRefused as exc:
+            return error_response(exc.code, str(exc), status_code=409)
+        except InvalidTransition as exc:
+            return _conflict(exc)
+        return detail_response(self.principal, new.pk, code=status.HTTP_201_CREATED)
+
+
+class RunSetFromReplaysIn(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    outcome = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="only runs with this outcome: fixed, regressed, still_failing, …; empty: all",
+    )
+    pinned = serializers.BooleanField(required=False, default=False)
+
+
+class ProposalRunSet(WorkspaceMixin, APIView):
+    required_scopes = {"POST": "admin"}
+    permission_classes = [DeclaredScope, CanReview]
+
+    @extend_schema(
+        request=RunSetFromReplaysIn,
+        responses={201: RunSetSerializer, 400: ERROR_DOC},
+        description="Save the runs the proposal's latest experiment replayed (all, or those "
+        "with one outcome) as a run set of its agent.",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        proposal = get_proposal_for(self.principal, pk, write=True)
+        body = RunSetFromReplaysIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            made = services.save_replays_as_run_set(
+                proposal=proposal, actor=self.principal.actor, **body.validated_data
+            )
+        except run_sets.RunSetInvalid as exc:
+            raise ValidationError(exc.fields) from exc
+        made = run_sets.get_run_set_for(self.principal, proposal.agent, made.pk)
+        return Response(RunSetSerializer(made).data, status=status.HTTP_201_CREATED)
+
+
 # -- propose a change by hand --------------------------------------------------------------
 
 
@@ -453,6 +528,9 @@ class EditIn(serializers.Serializer):
 
 
 class RunChoiceIn(serializers.Serializer):
+    run_set = serializers.IntegerField(
+        required=False, help_text="a run set of the agent (GET /api/v1/agents/{slug}/run-sets)"
+    )
     run_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
     since = serializers.CharField(required=False, help_text="failures started at or after")
     until = serializers.CharField(required=False, help_text="failures started before")
@@ -471,8 +549,9 @@ class HandProposalIn(serializers.Serializer):
     edits = EditIn(many=True, required=False)
     runs = RunChoiceIn(
         required=False,
-        help_text="which runs judge it: run_ids, a failure filter, or (omitted) the unstudied "
-        "failures; a stratified regression sample of passing runs is always added",
+        help_text="which runs judge it: a run_set, run_ids, a failure filter, or (omitted) the "
+        "unstudied failures; a stratified regression sample of passing runs and the agent's "
+        "pinned run sets are always added",
     )
 
 
@@ -486,6 +565,8 @@ def _run_choice(data: dict[str, Any] | None) -> handwritten.RunChoice:
                 times[name] = parse_timestamp(data[name])
             except TimestampError as exc:
                 raise ValidationError({f"runs.{name}": [str(exc)]}) from None
+    if data.get("run_set") is not None:
+        return handwritten.RunChoice(run_set=data["run_set"])
     return handwritten.RunChoice(
         run_ids=data.get("run_ids") or [],
         config_version=data.get("config_version"),

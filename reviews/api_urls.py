@@ -11,5 +11,11 @@ urlpatterns = [
     path("proposals/<int:pk>/comments", api.ProposalComments.as_view(), name="api-comments"),
     path("proposals/<int:pk>/assignment", api.ProposalAssignment.as_view(), name="api-assignment"),
     path("proposals/<int:pk>/rebase", api.ProposalRebase.as_view(), name="api-rebase"),
+    path(
+        "proposals/<int:pk>/rebase/resolve",
+        api.ProposalResolve.as_view(),
+        name="api-rebase-resolve",
+    ),
+    path("proposals/<int:pk>/run-set", api.ProposalRunSet.as_view(), name="api-proposal-run-set"),
     path("agents/<slug:slug>/proposals", api.AgentProposals.as_view(), name="api-agent-proposals"),
 ]

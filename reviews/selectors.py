@@ -239,6 +239,23 @@ METRIC_SETS = [
 ]
 
 
+def metric_rows(stats: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The metrics table's rows: target, regression, each pinned run set, overall."""
+    rows = [
+        (key, label, stats[key])
+        for key, label in METRIC_SETS
+        if key != "overall" and isinstance(stats.get(key), dict)
+    ]
+    rows += [
+        (f"set-{block.get('id')}", f"Run set: {block.get('name', '')}", block)
+        for block in stats.get("run_sets") or []
+        if isinstance(block, dict)
+    ]
+    if isinstance(stats.get("overall"), dict):
+        rows.append(("overall", "Overall", stats["overall"]))
+    return rows
+
+
 def proposal_evidence(
     *, proposal: Proposal, outcome: str = "", replay_page: int = 1
 ) -> dict[str, Any]:
@@ -297,11 +314,7 @@ def proposal_evidence(
         "experiment": experiment,
         "experiments": experiments,
         "stats": stats,
-        "metric_rows": [
-            (key, label, stats[key])
-            for key, label in METRIC_SETS
-            if isinstance(stats.get(key), dict)
-        ],
+        "metric_rows": metric_rows(stats),
         "patterns": patterns,
         "matrix": matrix,
         "replay_page": paginator.get_page(replay_page),

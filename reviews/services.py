@@ -336,3 +336,31 @@ def comment_on_proposal(*, proposal_id: int, author: Any, body: str) -> Any:
             comment=body,
         )
     return comment
+
+
+def save_replays_as_run_set(
+    *, proposal: Proposal, actor: Any, name: str, outcome: str = "", pinned: bool = False
+) -> Any:
+    """A run set of the runs the proposal's latest experiment replayed (all, or one outcome
+    such as `regressed`), so they can be pinned for every later experiment."""
+    from agents.models import RunSet
+    from agents.run_sets import RunSetInvalid, create_run_set
+    from reviews.replays import OUTCOMES, filter_replay_rows, replay_rows
+
+    if outcome and outcome not in {key for key, _ in OUTCOMES}:
+        raise RunSetInvalid({"outcome": [f"must be one of {', '.join(k for k, _ in OUTCOMES)}"]})
+    experiment = Experiment.objects.filter(proposal=proposal).order_by("-id").first()
+    if experiment is None:
+        raise RunSetInvalid({"proposal": ["no experiment has replayed this proposal yet"]})
+    rows = filter_replay_rows(replay_rows(experiment=experiment), outcome)
+    if not rows:
+        raise RunSetInvalid({"outcome": ["no replayed runs with this outcome"]})
+    return create_run_set(
+        agent=proposal.agent,
+        actor=actor,
+        name=name,
+        pinned=pinned,
+        external_ids=[row.external_id for row in rows],
+        origin=RunSet.Origin.PROPOSAL,
+        origin_detail={"proposal": proposal.pk, "experiment": experiment.pk, "outcome": outcome},
+    )

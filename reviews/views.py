@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from agents.access import get_agent_for, principal_for
 from agents.charts import pass_rate_chart
 from agents.models import ConfigVersion, Membership
+from agents.run_sets import RunSetInvalid, run_sets_for
 from dreams import handwritten, rebase
 from dreams.models import Experiment
 from dreams.proposals import InvalidTransition
@@ -51,6 +52,12 @@ def queue(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
+def _chart_label(label: str) -> str:
+    """A run set's name fits the chart's label column (the table beside it has it whole)."""
+    label = label.removeprefix("Run set: ")
+    return label if len(label) <= 17 else label[:16] + "…"
+
+
 def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict[str, Any]:
     outcome = request.GET.get("outcome", "")
     evidence = selectors.proposal_evidence(
@@ -58,7 +65,7 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
     )
     stats = evidence["stats"]
     chart_rows = [
-        (label, block.get("baseline"), block.get("candidate"))
+        (_chart_label(label), block.get("baseline"), block.get("candidate"))
         for _, label, block in evidence["metric_rows"]
     ]
     view = "split" if request.GET.get("view") == "split" else "unified"
@@ -230,6 +237,37 @@ def rebase_page(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def resolve_conflict(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resolve a conflicted rebase in the editor on the proposal page; replays the result."""
+    proposal = get_proposal_for_user(request.user, pk, write=True)
+    conflict = proposal.metadata.get("rebase_conflict") or {}
+    documents: dict[str, str | None] = {}
+    for index, doc in enumerate(conflict.get("documents") or []):
+        text = request.POST.get(f"resolve-{index}")
+        if text is not None:
+            documents[doc["document"]] = text.replace("\r\n", "\n")
+    try:
+        new = rebase.resolve_rebase_conflict(
+            proposal_id=proposal.pk, actor=request.user, documents=documents
+        )
+    except rebase.ConflictUnresolved as unresolved:
+        context = _proposal_context(
+            request, proposal, resolve_error=str(unresolved), resolve_texts=documents
+        )
+        return render(request, "reviews/proposal.html", context, status=400)
+    except (rebase.RebaseRefused, InvalidTransition) as refused:
+        messages.error(request, str(refused))
+        return redirect("proposal-detail", pk=proposal.pk)
+    messages.success(
+        request,
+        f"Conflict resolved: revision {new.revision} as proposal #{new.pk} on "
+        f"v{new.base_version.number}; replays are running and approvals start again.",
+    )
+    return redirect("proposal-detail", pk=new.pk)
+
+
+@login_required
+@require_POST
 def assign(request: HttpRequest, pk: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk, write=True)
     assignee_id = _int(request.POST.get("assignee"))
@@ -259,6 +297,40 @@ def comment(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def save_run_set(request: HttpRequest, pk: int) -> HttpResponse:
+    """Save the proposal's replayed runs (all, or the outcome tab shown) as a run set."""
+    proposal = get_proposal_for_user(request.user, pk, write=True)
+    try:
+        made = services.save_replays_as_run_set(
+            proposal=proposal,
+            actor=request.user,
+            name=request.POST.get("name", ""),
+            outcome=request.POST.get("outcome", ""),
+            pinned=request.POST.get("pinned") == "on",
+        )
+    except RunSetInvalid as invalid:
+        messages.error(request, f"Could not save the run set: {invalid}")
+    else:
+        messages.success(
+            request,
+            f"Saved {made.member_count} runs as run set “{made.name}”"
+            + (" (pinned: every experiment replays it)." if made.pinned else "."),
+        )
+    return redirect(reverse("proposal-detail", args=[proposal.pk]) + "#evidence")
+
+
+def _since(value: str) -> Any:
+    """The propose page's date (YYYY-MM-DD, UTC midnight) or a full timestamp."""
+    from agents.timestamps import TimestampError, parse_timestamp
+
+    try:
+        return parse_timestamp(value + "T00:00:00Z" if len(value) == 10 else value)
+    except TimestampError as exc:
+        raise handwritten.ProposalInvalid({"since": [str(exc)]}) from None
+
+
+@login_required
 def propose_page(request: HttpRequest, slug: str) -> HttpResponse:
     """Propose a change by hand: edit the stable documents, pick the runs that judge them."""
     principal = principal_for(request)
@@ -273,7 +345,14 @@ def propose_page(request: HttpRequest, slug: str) -> HttpResponse:
         {"field": f"doc-{i}", "path": path, "text": text}
         for i, (path, text) in enumerate(sorted((stable.memory_documents or {}).items()))
     ]
-    form = {"title": "", "rationale": "", "runs": "unstudied", "since": "", "run_ids": ""}
+    form = {
+        "title": "",
+        "rationale": "",
+        "runs": "unstudied",
+        "since": "",
+        "run_ids": "",
+        "run_set": "",
+    }
     system_prompt, error = stable.system_prompt, ""
     if request.method == "POST":
         form = {key: request.POST.get(key, "").strip() for key in form}
@@ -283,14 +362,14 @@ def propose_page(request: HttpRequest, slug: str) -> HttpResponse:
             doc["text"] = request.POST.get(doc["field"], doc["text"]).replace("\r\n", "\n")
             documents[doc["path"]] = doc["text"]
         choice = handwritten.RunChoice()
-        if form["runs"] == "since":
-            from agents.api import _parse_time
-
-            choice = handwritten.RunChoice(since=_parse_time(form["since"]), use_filter=True)
-        elif form["runs"] == "ids":
-            ids = [_int(part) for part in form["run_ids"].replace(",", " ").split()]
-            choice = handwritten.RunChoice(run_ids=[i for i in ids if i is not None])
         try:
+            if form["runs"] == "since":
+                choice = handwritten.RunChoice(since=_since(form["since"]), use_filter=True)
+            elif form["runs"] == "ids":
+                ids = [_int(part) for part in form["run_ids"].replace(",", " ").split()]
+                choice = handwritten.RunChoice(run_ids=[i for i in ids if i is not None])
+            elif form["runs"] == "set":
+                choice = handwritten.RunChoice(run_set=_int(form["run_set"], 0))
             if not form["title"]:
                 raise handwritten.ProposalInvalid({"title": ["give the change a title"]})
             proposal = handwritten.propose_change(
@@ -306,9 +385,12 @@ def propose_page(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             messages.success(request, f"Proposal #{proposal.pk} created; replays are running.")
             return redirect("proposal-detail", pk=proposal.pk)
+    sets = list(run_sets_for(agent))
     context = {
         "agent": agent,
         "stable": stable,
+        "run_sets": sets,
+        "pinned_sets": [s.name for s in sets if s.pinned],
         "system_prompt": system_prompt,
         "docs": docs,
         "form": form,

@@ -1,4 +1,5 @@
-"""`Reverie`: runs (one per call, or grouped with `run()`), feedback, and the routed config."""
+"""`Reverie`: runs (one per call, or grouped with `run()`), feedback, the routed config, and
+proposals (`propose()`, `wait_for_verdict()`) for CI."""
 
 import contextvars
 import logging
@@ -23,7 +24,19 @@ _default: "Reverie | None" = None
 
 
 class ReverieError(Exception):
-    """`config()` could not get an answer and has none cached."""
+    """Reverie refused or could not answer (`config()` with nothing cached, a proposal call)."""
+
+
+class ReverieTimeout(ReverieError):
+    """`wait_for_verdict()` gave up: the proposal's replays are still running."""
+
+    def __init__(self, message: str, proposal: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.proposal = proposal
+
+
+# Proposal statuses that mean "not judged yet".
+PENDING_STATUSES = ("drafted", "replaying")
 
 
 def default_reverie() -> "Reverie":
@@ -269,6 +282,75 @@ class Reverie:
         routed[agent] = answer["version"]
         _routed.set(routed)
         return answer
+
+    # -- proposals (CI) -------------------------------------------------------------------
+
+    def _api(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx2.HTTPError as exc:
+            raise ReverieError(f"Reverie unreachable: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                detail = f"{error['code']}: {error['message']}"
+            except (ValueError, KeyError, TypeError):
+                detail = response.text[:300]
+            raise ReverieError(f"{method} {path}: {response.status_code} {detail}")
+        return response.json()
+
+    def propose(
+        self,
+        agent: str,
+        *,
+        title: str,
+        documents: dict[str, str | None] | None = None,
+        edits: list[dict[str, str]] | None = None,
+        rationale: str = "",
+        runs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Propose a change by hand (needs an admin-scope key created by a member).
+
+        `documents` maps `system_prompt` or a memory path to its new text; `edits` are
+        `{document, patch}` unified diffs against the stable version; `runs` picks the runs
+        that judge it (`{"run_set": id}`, `{"run_ids": [...]}`, a failure filter; default:
+        the unstudied failures). Returns the proposal, replaying.
+        """
+        body: dict[str, Any] = {"title": title, "rationale": rationale}
+        if documents is not None:
+            body["documents"] = documents
+        if edits is not None:
+            body["edits"] = edits
+        if runs is not None:
+            body["runs"] = runs
+        return self._api("POST", f"/api/v1/agents/{agent}/proposals", json=body)
+
+    def proposal(self, proposal_id: int) -> dict[str, Any]:
+        """A proposal with its documents, diff, verdict, statistics and replays."""
+        return self._api("GET", f"/api/v1/proposals/{proposal_id}")
+
+    def wait_for_verdict(
+        self,
+        proposal_id: int,
+        *,
+        timeout: float = 1800.0,
+        poll: float = 10.0,
+        sleep: Any = time.sleep,
+        clock: Any = time.monotonic,
+    ) -> dict[str, Any]:
+        """Poll the proposal until its replays are done; returns it with `verdict` and
+        `overall` (fixes, regressions). Raises ReverieTimeout after `timeout` seconds."""
+        deadline = clock() + timeout
+        while True:
+            proposal = self.proposal(proposal_id)
+            if proposal.get("status") not in PENDING_STATUSES:
+                return proposal
+            if clock() >= deadline:
+                raise ReverieTimeout(
+                    f"proposal #{proposal_id} is still {proposal.get('status')} after {timeout:g}s",
+                    proposal,
+                )
+            sleep(poll)
 
     # -- lifecycle ------------------------------------------------------------------------
 

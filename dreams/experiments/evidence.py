@@ -109,7 +109,7 @@ def early_stop_check(*, experiment_id: int) -> dict[str, Any]:
     # Futility: stop once no outcome of the remaining runs could make an improvement
     # significant (only when one was reachable when the experiment started).
     target_total = experiment.target_runs.count()
-    total = target_total + experiment.regression_runs.count()
+    total = target_total + experiment.regression_runs.count() + experiment.pinned_runs.count()
     overall = stats.paired_counts(pairs)
     remaining = total - len(pairs)
     best = stats.mcnemar_exact(overall["fixes"] + remaining, overall["regressions"])
@@ -151,8 +151,9 @@ def _pattern_members(experiment: Experiment) -> dict[str, set[int]]:
 def compute_stats(
     experiment: Experiment, *, early_stop: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    pairs = paired_outcomes(experiment)
     result = stats.experiment_stats(
-        paired_outcomes(experiment),
+        pairs,
         patterns=_pattern_members(experiment),
         threshold=settings.REVERIE_FIDELITY_THRESHOLD,
         alpha=settings.REVERIE_STATS_ALPHA,
@@ -170,6 +171,7 @@ def compute_stats(
         }
         if not harness.get("can_judge", True):
             result["verdict"] = "harness_unfit"  # no verdict: the harness cannot judge
+    result["run_sets"] = run_set_results(experiment, pairs)
     result["judge_agreement"] = judge_agreement(experiment)
     result["unverifiable_warning"] = (
         result["overall"]["unverifiable_share"] > settings.REVERIE_UNVERIFIABLE_WARNING_SHARE
@@ -177,6 +179,21 @@ def compute_stats(
     result["replicates"] = experiment.replicates
     result["plan"] = (experiment.stats or {}).get("plan", {})
     return result
+
+
+def run_set_results(experiment: Experiment, pairs: list[stats.RunPair]) -> list[dict[str, Any]]:
+    """Per pinned run set: the paired block over its runs, whichever role they played here."""
+    results = []
+    for entry in experiment.run_sets or []:
+        members = set(entry.get("run_ids") or [])
+        results.append(
+            {
+                "id": entry.get("id"),
+                "name": entry.get("name", ""),
+                **stats.block([p for p in pairs if p.run_id in members]),
+            }
+        )
+    return results
 
 
 def judge_agreement(experiment: Experiment) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Experiments: a candidate config against the baseline on target and regression runs.
+"""Experiments: a candidate config against the baseline on target, regression and pinned runs.
 
 `start_experiment` stores the run sets and one `Replay` slot per (run, arm, replicate) and
 enqueues `dreams.run_experiment` after commit. That task fans out Celery chunks (regression
@@ -28,7 +28,7 @@ from dreams.experiments.execution import (
     replay_slots_async,
     replay_slots_batched,
 )
-from dreams.experiments.sampling import sample_regression_runs
+from dreams.experiments.sampling import pin_run_sets, sample_regression_runs
 from dreams.grading import negative_comment
 from dreams.harness import check_harness
 from dreams.models import Experiment, Proposal, Replay
@@ -44,6 +44,7 @@ def _slots(experiment: Experiment) -> list[Replay]:
     for run_set, runs in (
         (Replay.RunSet.REGRESSION, experiment.regression_runs.values_list("pk", flat=True)),
         (Replay.RunSet.TARGET, experiment.target_runs.values_list("pk", flat=True)),
+        (Replay.RunSet.PINNED, experiment.pinned_runs.values_list("pk", flat=True)),
     ):
         for run_id in runs:
             for arm in (Replay.Arm.BASELINE, Replay.Arm.CANDIDATE):
@@ -98,6 +99,7 @@ def start_experiment(
         else:
             regression = [r for r in regression_runs if r.pk not in target_ids]
         experiment.regression_runs.set(regression)
+        pin_run_sets(experiment=experiment, taken={*target_ids, *(r.pk for r in regression)})
         Replay.objects.bulk_create(_slots(experiment), ignore_conflicts=True)
         if proposal is not None and proposal.status in (
             Proposal.Status.DRAFTED,
@@ -172,6 +174,7 @@ def run_harness_check(*, experiment: Experiment) -> dict[str, Any]:
     runs = [
         *experiment.target_runs.select_related("agent").prefetch_related("feedback"),
         *experiment.regression_runs.select_related("agent").prefetch_related("feedback"),
+        *experiment.pinned_runs.select_related("agent").prefetch_related("feedback"),
     ]
     return check_harness(runs=runs, version=experiment.baseline_version)
 

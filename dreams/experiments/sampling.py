@@ -1,13 +1,19 @@
-"""The regression sample of an experiment: passing runs, stratified by tool-usage profile
-and recency (older / newer half), allocated in proportion with at least one run per stratum."""
+"""The runs that check an experiment for regressions: a sample of passing runs, stratified by
+tool-usage profile and recency (older / newer half), allocated in proportion with at least one
+run per stratum; and beside it the agent's pinned run sets, replayed every time."""
 
 import math
 import random
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from agents.models import Agent, Run
+from agents.run_sets import pinned_run_sets
 from agents.transcripts import iter_tool_calls
+
+if TYPE_CHECKING:
+    from dreams.models import Experiment
 
 
 def _profile(run: Run) -> str:
@@ -55,3 +61,17 @@ def sample_regression_runs(
     for key in keys:
         sample.extend(rng.sample(strata[key], alloc[key]))
     return sample
+
+
+def pin_run_sets(*, experiment: "Experiment", taken: set[int]) -> None:
+    """Add the agent's pinned run sets: their runs not already target or regression runs are
+    replayed as `pinned`, and the sets as they are now are kept for the per-set results."""
+    snapshot, pinned = [], {}
+    for run_set, runs in pinned_run_sets(experiment.agent):
+        snapshot.append({"id": run_set.pk, "name": run_set.name, "run_ids": [r.pk for r in runs]})
+        pinned.update({r.pk: r for r in runs if r.pk not in taken})
+    if not snapshot:
+        return
+    experiment.run_sets = snapshot
+    experiment.save(update_fields=["run_sets"])
+    experiment.pinned_runs.set(list(pinned.values()))

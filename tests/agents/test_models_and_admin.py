@@ -91,10 +91,6 @@ def test_the_agent_admin_changes_settings_through_the_audited_service(admin_clie
         {
             "workspace": agent.workspace_id,
             "failure_threshold": 7,
-            "protected_sections": "[]",
-            "sandbox_tools": "{}",
-            "write_tools": "[]",
-            "rollout_stages": "[]",
             "versions-TOTAL_FORMS": "1",
             "versions-INITIAL_FORMS": "1",
             "versions-MIN_NUM_FORMS": "0",

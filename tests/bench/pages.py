@@ -1,4 +1,4 @@
-"""Benchmark: server time of the review queue and of a proposal page on PostgreSQL.
+"""Benchmark: server time of the review queue, a proposal page and the proposals API on PostgreSQL.
 
     BENCH_RUNS=1000000 BENCH_PROPOSALS=10000 BENCH_REPLAYS=500 \
         /work/main/.venv/bin/python tests/bench/pages.py
@@ -7,6 +7,8 @@ Data is generated server-side (INSERT … SELECT generate_series), in its own da
 (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/reverie_bench_pages), which is
 rebuilt when the sizes change. Prints p50/p95 of the queue page and of the proposal that has
 BENCH_REPLAYS replays, and their ratio to a trivial page (the login form) measured in the same run.
+Every fifth proposal is written by a person; each agent has run sets (one pinned), and the
+benchmarked proposal's experiment replayed the pinned set beside its sample, with per-set stats.
 """
 
 import os
@@ -26,6 +28,9 @@ PROPOSALS = int(os.environ.get("BENCH_PROPOSALS", "2000"))
 REPLAYS = int(os.environ.get("BENCH_REPLAYS", "500"))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "40"))
 AGENTS = 5
+RUN_SETS = 4  # per agent; the first is pinned
+RUN_SET_SIZE = 200
+DATA_VERSION = "runsets-2"  # bump when build() changes: an older database is rebuilt
 DB_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/reverie_bench_pages"
 )
@@ -92,7 +97,7 @@ MESSAGES_SQL = """jsonb_build_array(
 
 
 def signature() -> str:
-    return f"{RUNS}:{PROPOSALS}:{REPLAYS}"
+    return f"{RUNS}:{PROPOSALS}:{REPLAYS}:{DATA_VERSION}"
 
 
 def build() -> None:
@@ -168,12 +173,40 @@ def build() -> None:
             SELECT (%s::bigint[])[1 + g %% {AGENTS}], NULL, (%s::bigint[])[1 + g %% {AGENTS}], (%s::bigint[])[1 + g %% {AGENTS}], 1,
               'Proposal ' || g || ': verify the order before refunding', 'Because.',
               (ARRAY['ready','ready','ready','rejected','approved','superseded','changes_requested','rolled_out'])[1 + g %% 8],
-              'dream',
+              CASE WHEN g %% 5 = 0 THEN 'human' ELSE 'dream' END,
               CASE WHEN g %% 17 = 0 THEN '[{{"code": "possible_injection", "message": "copied"}}]'::jsonb ELSE '[]'::jsonb END,
-              (g %% 1000) / 100.0, 0, '{{}}'::jsonb, now() - (g || ' minutes')::interval, now(), now() - (g || ' minutes')::interval
+              (g %% 1000) / 100.0, 0,
+              CASE WHEN g %% 5 = 0 THEN '{{"written_by": "bench", "judged_on": "run set Run set 1"}}'::jsonb ELSE '{{}}'::jsonb END,
+              now() - (g || ' minutes')::interval, now(), now() - (g || ' minutes')::interval
             FROM generate_series(1, %s) g
             """,
             [ids, bases, cands, PROPOSALS],
+        )
+        cur.execute("UPDATE dreams_proposal SET author_id = %s WHERE source = 'human'", [user.pk])
+        # Run sets: RUN_SETS per agent (the first pinned), RUN_SET_SIZE of its runs each; the
+        # pinned one overlaps the benchmarked replays by about a quarter, the rest are replayed
+        # as `pinned`.
+        cur.execute(
+            f"""
+            INSERT INTO agents_runset (agent_id, name, description, pinned, origin, origin_detail,
+              created_by_id, created_at, updated_at)
+            SELECT a.id, 'Run set ' || k, 'Generated.', k = 1,
+              (ARRAY['filter', 'proposal', 'api', 'api'])[k], '{{}}'::jsonb, %s, now(), now()
+            FROM unnest(%s::bigint[]) AS a(id) CROSS JOIN generate_series(1, {RUN_SETS}) k
+            """,
+            [user.pk, ids],
+        )
+        cur.execute(
+            f"""
+            INSERT INTO agents_runsetmember (run_set_id, external_id, added_at)
+            SELECT s.id, r.external_id, now()
+            FROM agents_runset s
+            CROSS JOIN LATERAL (
+              SELECT external_id FROM agents_run WHERE agent_id = s.agent_id
+              ORDER BY id OFFSET {max(0, REPLAYS // 2 - RUN_SET_SIZE // 4)} + (s.id % 7) * 13
+              LIMIT {RUN_SET_SIZE}
+            ) r
+            """
         )
         cur.execute(
             """
@@ -211,6 +244,81 @@ def build() -> None:
             CROSS JOIN (VALUES ('baseline'), ('candidate')) AS arms(arm)
             """,
             [experiment_id, agent_id, max(1, REPLAYS // 2)],
+        )
+        # Its experiment replayed the agent's pinned set beside the sample (runs not yet replayed
+        # as `pinned`), with the set's snapshot and per-set stats as finish_experiment stores them.
+        cur.execute(
+            """
+            SELECT s.id, s.name, array_agg(r.id ORDER BY r.id)
+            FROM agents_runset s JOIN agents_runsetmember m ON m.run_set_id = s.id
+            JOIN agents_run r ON r.agent_id = s.agent_id AND r.external_id = m.external_id
+            WHERE s.agent_id = %s AND s.pinned GROUP BY s.id, s.name
+            """,
+            [agent_id],
+        )
+        pinned = cur.fetchall()
+        snapshot = [
+            {"id": pk, "name": name, "run_ids": list(run_ids)} for pk, name, run_ids in pinned
+        ]
+        pinned_ids = sorted({i for _, _, run_ids in pinned for i in run_ids})
+        cur.execute(
+            """
+            INSERT INTO dreams_experiment_pinned_runs (experiment_id, run_id)
+            SELECT %s, r FROM unnest(%s::bigint[]) r
+            WHERE r NOT IN (SELECT run_id FROM dreams_replay WHERE experiment_id = %s)
+            """,
+            [experiment_id, pinned_ids, experiment_id],
+        )
+        cur.execute(
+            """
+            INSERT INTO dreams_replay (experiment_id, run_id, arm, replicate, run_set, status, verdict, grader, reason,
+              messages, divergence_step, divergence_kind, off_recording, unverifiable, input_tokens, output_tokens,
+              cache_read_tokens, cache_write_tokens, cost_usd, latency_ms, error, created_at, finished_at)
+            SELECT %s, r.id, arm, 0, 'pinned', 'done',
+              CASE WHEN arm = 'baseline' OR r.id %% 5 <> 0 THEN 'pass' ELSE 'fail' END,
+              'expectations', 'Graded against recorded expectations.', r.messages, NULL, '', false, false,
+              900, 130, 0, 0, 0.0046, 1600, '', now(), now()
+            FROM agents_run r JOIN dreams_experiment_pinned_runs p ON p.run_id = r.id AND p.experiment_id = %s
+            CROSS JOIN (VALUES ('baseline'), ('candidate')) AS arms(arm)
+            """,
+            [experiment_id, experiment_id],
+        )
+        import json
+
+        blocks = [
+            {
+                "id": e["id"],
+                "name": e["name"],
+                "n": len(e["run_ids"]),
+                "fixes": 0,
+                "regressions": len(e["run_ids"]) // 5,
+                "unchanged_pass": len(e["run_ids"]) * 4 // 5,
+                "still_failing": 0,
+                "mcnemar_p": 0.001,
+                "flaky": 0,
+                "baseline": {
+                    "passed": len(e["run_ids"]),
+                    "n": len(e["run_ids"]),
+                    "rate": 1.0,
+                    "ci": [0.98, 1.0],
+                },
+                "candidate": {
+                    "passed": len(e["run_ids"]) * 4 // 5,
+                    "n": len(e["run_ids"]),
+                    "rate": 0.8,
+                    "ci": [0.74, 0.85],
+                },
+                "off_recording_share": 0.0,
+                "unverifiable_share": 0.0,
+                "tokens_delta_mean": 10.0,
+                "cost_delta_mean": 0.0001,
+                "latency_delta_ms_mean": 20.0,
+            }
+            for e in snapshot
+        ]
+        cur.execute(
+            "UPDATE dreams_experiment SET run_sets = %s::jsonb, stats = jsonb_set(stats, '{run_sets}', %s::jsonb) WHERE id = %s",
+            [json.dumps(snapshot), json.dumps(blocks), experiment_id],
         )
         cur.execute(
             """
@@ -276,10 +384,16 @@ def main() -> None:
     client.force_login(get_user_model().objects.get(username="bench"))
     proposal = Proposal.objects.order_by("-expected_value").first()
     replays = proposal.experiments.first().replays.count()
+    from agents.models import RunSet, RunSetMember
+
     counts = {
         "runs": connection.cursor().execute("SELECT count(*) FROM agents_run").fetchone()[0],
         "proposals": Proposal.objects.count(),
+        "by a person": Proposal.objects.filter(source="human").count(),
+        "run sets": RunSet.objects.count(),
+        "run set members": RunSetMember.objects.count(),
         "replays on the proposal": replays,
+        "pinned replays": proposal.experiments.first().replays.filter(run_set="pinned").count(),
     }
     print("data:", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     load_before = f"{os.getloadavg()[0]:.2f}"
@@ -300,6 +414,8 @@ def main() -> None:
         "agent page": measure(client, f"/agents/{proposal.agent.slug}/", REQUESTS),
         "runs list (newest, all agents)": measure(client, "/runs/", REQUESTS),
         "proposals API /api/v1/proposals": measure(client, "/api/v1/proposals", REQUESTS),
+        "run sets page": measure(client, f"/agents/{proposal.agent.slug}/run-sets/", REQUESTS),
+        "run sets API": measure(client, f"/api/v1/agents/{proposal.agent.slug}/run-sets", REQUESTS),
     }
     base = statistics.median(results["baseline (login page)"][0])
     print(
@@ -320,10 +436,14 @@ def main() -> None:
     figure("proposal_p95", prop95, "ms")
     figure("agent_page_p95", p95(results["agent page"][0]), "ms")
     figure("runs_list_p95", p95(results["runs list (newest, all agents)"][0]), "ms")
-    figure("proposals_api_p95", p95(results["proposals API /api/v1/proposals"][0]), "ms")
+    api95 = p95(results["proposals API /api/v1/proposals"][0])
+    figure("proposals_api_p95", api95, "ms")
+    figure("run_sets_page_p95", p95(results["run sets page"][0]), "ms")
+    figure("run_sets_api_p95", p95(results["run sets API"][0]), "ms")
     print(
         f"aim: queue p95 < 150 ms → {'OK' if queue95 < 150 else 'MISSED'} ({queue95:.1f}); "
-        f"proposal p95 < 300 ms → {'OK' if prop95 < 300 else 'MISSED'} ({prop95:.1f})"
+        f"proposal p95 < 300 ms → {'OK' if prop95 < 300 else 'MISSED'} ({prop95:.1f}); "
+        f"proposals API p95 < 150 ms → {'OK' if api95 < 150 else 'MISSED'} ({api95:.1f})"
     )
 
 
