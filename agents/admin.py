@@ -130,7 +130,7 @@ class AgentAdmin(admin.ModelAdmin):
             },
         ),
         ("Review", {"fields": ["required_approvals", "protected_sections"]}),
-        ("Replay sandbox", {"fields": ["sandbox_tools", "write_tools"]}),
+        ("Replay sandbox", {"fields": ["sandbox_tools", "write_tools", "environment_url"]}),
         ("Notifications", {"fields": ["webhook_url", "webhook_secret"]}),
         (
             "Routing",

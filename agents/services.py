@@ -27,6 +27,7 @@ AGENT_SETTING_FIELDS = (
     "protected_sections",
     "sandbox_tools",
     "write_tools",
+    "environment_url",
     "webhook_url",
     "webhook_secret",
     "is_paused",

@@ -7,8 +7,15 @@ arguments gets its recorded result; else a read-only tool gets the agent's sandb
 (`Agent.sandbox_tools`) or an "not available in replay" error (the replay is *off-recording*);
 a write tool (`Agent.write_tools`) with new arguments stops the replay as *unverifiable*.
 Later recorded user turns are fed in order while the replay is still on the recording.
+
+With the agent's sandbox environment (`Agent.environment_url`, dreams/environments.py) every
+tool call is executed there instead, matched or not, so the environment's final state is the
+replay's own; a matched call keeps its recorded result beside the environment's, and a
+difference is *environment drift*. The session is opened (and reset with the run's snapshot)
+at the first call, asked for its final-state check when the replay ends, and closed.
 """
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -23,9 +30,18 @@ from django.utils.module_loading import import_string
 from agents.models import Agent, ConfigVersion, Run
 from agents.pricing import cost_of
 from agents.transcripts import count_steps, final_answer, iter_tool_calls, pair_tool_results
+from dreams.environments import (
+    RESERVED,
+    EnvironmentSession,
+    EnvironmentUnavailable,
+    same_result,
+    snapshot_of,
+)
 from dreams.llm import Gateway, ModelError, get_gateway, usage_dict
 
 NOT_AVAILABLE = "Tool {name} is not available in replay: no recorded result for these arguments."
+RESERVED_TOOL = "Tool {name} is reserved for Reverie's sandbox environment."
+RESULT_CLIP = 2000  # characters of a tool result kept in Replay.tool_calls (messages hold all)
 
 
 class Stop:
@@ -37,6 +53,8 @@ class Stop:
     # The model's own stop_reason ended the replay: a cut answer or a refusal is not a finish.
     MAX_TOKENS = "max_tokens"
     REFUSAL = "refusal"
+    # The sandbox environment could not be reached (or dropped the session): no verdict.
+    ENVIRONMENT_UNAVAILABLE = "environment_unavailable"
 
 
 # Model stop reasons that end a replay early, whatever the turn holds.
@@ -159,6 +177,14 @@ class ReplayResult:
     divergence_step: int | None = None
     divergence_kind: str = ""
     error: str = ""
+    environment: bool = False  # tool calls were executed in the agent's sandbox environment
+    environment_check: dict[str, str] | None = None  # {verdict, reason} from reverie_check
+    environment_error: str = ""  # why the environment was unavailable
+    drift: int = 0  # matched calls whose environment result differs from the recording
+
+    @property
+    def environment_unavailable(self) -> bool:
+        return self.stop_reason == Stop.ENVIRONMENT_UNAVAILABLE
 
     @property
     def total_tokens(self) -> int:
@@ -182,7 +208,13 @@ class ReplaySession:
     """The agent loop of one replay as a state machine: `request()` → model → `feed(message)`."""
 
     def __init__(
-        self, *, run: Run, version: ConfigVersion, agent: Agent, priced: bool = True
+        self,
+        *,
+        run: Run,
+        version: ConfigVersion,
+        agent: Agent,
+        priced: bool = True,
+        environment_url: str | None = None,
     ) -> None:
         self.run = run
         self.priced = priced  # the simulated and recorded backends cost nothing
@@ -194,7 +226,11 @@ class ReplaySession:
         self.step_limit = max(self.recording.steps, 1) + settings.REVERIE_REPLAY_STEP_MARGIN
         self.write_tools = set(agent.write_tools or [])
         self.sandbox_paths: dict[str, str] = dict(agent.sandbox_tools or {})
-        self.result = ReplayResult(messages=list(self.recording.initial))
+        self.environment_url = agent.environment_url if environment_url is None else environment_url
+        self._environment: EnvironmentSession | None = None
+        self.result = ReplayResult(
+            messages=list(self.recording.initial), environment=bool(self.environment_url)
+        )
         self.next_turn = 0
         self.done = not self.result.messages
         if self.done:
@@ -220,8 +256,59 @@ class ReplaySession:
     def _sandbox(self, name: str) -> Callable[..., Any]:
         return import_string(self.sandbox_paths[name])
 
+    @property
+    def uses_environment(self) -> bool:
+        return bool(self.environment_url)
+
+    def _open_environment(self) -> EnvironmentSession:
+        """The replay's environment session: opened and reset on first use."""
+        if self._environment is None:
+            session = EnvironmentSession(self.environment_url)
+            session.open()
+            self._environment = session
+            session.reset(snapshot=snapshot_of(self.run.metadata), run_id=self.run.external_id)
+        return self._environment
+
+    def close_environment(self) -> None:
+        """End the environment session, if one is open (safe to call twice)."""
+        session, self._environment = self._environment, None
+        if session is not None:
+            session.close()
+
+    def _answer_from_environment(self, block: dict[str, Any]) -> dict[str, Any]:
+        """Execute the call in the environment; the recorded result is kept beside it."""
+        name, arguments = block["name"], block.get("input") or {}
+        recorded = self.recording.take(name, arguments)
+        entry: dict[str, Any] = {"name": name, "input": arguments, "source": "environment"}
+        self.result.tool_calls.append(entry)
+        if name in RESERVED:
+            entry["is_error"] = True
+            return {
+                "type": "tool_result",
+                "tool_use_id": block["id"],
+                "content": RESERVED_TOOL.format(name=name),
+                "is_error": True,
+            }
+        answer = self._open_environment().call_tool(name, arguments)  # may be unavailable
+        entry["result"] = _clip(answer.content)
+        if answer.is_error:
+            entry["is_error"] = True
+        if recorded is not None:
+            entry["recorded"] = _clip(recorded.content)
+            if recorded.is_error != answer.is_error or not same_result(
+                recorded.content, answer.content
+            ):
+                entry["drift"] = True
+                self.result.drift += 1
+        result = {"type": "tool_result", "tool_use_id": block["id"], "content": answer.content}
+        if answer.is_error:
+            result["is_error"] = True
+        return result
+
     def _answer_tool(self, block: dict[str, Any]) -> dict[str, Any] | None:
         """The tool_result for a tool_use, or None when the replay must stop (unverifiable)."""
+        if self.uses_environment:
+            return self._answer_from_environment(block)
         name, arguments = block["name"], block.get("input") or {}
         recorded = self.recording.take(name, arguments)
         entry = {"name": name, "input": arguments, "source": "recording"}
@@ -291,7 +378,12 @@ class ReplaySession:
         if uses:
             results = []
             for block in uses:
-                answer = self._answer_tool(block)
+                try:
+                    answer = self._answer_tool(block)
+                except EnvironmentUnavailable as exc:
+                    self.result.environment_error = str(exc)
+                    self._finish(Stop.ENVIRONMENT_UNAVAILABLE)
+                    return
                 if answer is None:
                     self.result.unverifiable = True
                     self._finish(Stop.UNVERIFIABLE)
@@ -317,12 +409,38 @@ class ReplaySession:
         self.result.error = f"{type(error).__name__}: {error}"
         self._finish(Stop.ERROR)
 
+    def _check_environment(self, reason: str) -> str:
+        """Ask the environment for its final-state verdict; the stop reason to record."""
+        # A conversation cut before a later user turn has no final state to judge.
+        unfinished = (Stop.ERROR, Stop.ENVIRONMENT_UNAVAILABLE, Stop.DIVERGED_BEFORE_TURN)
+        if not self.uses_environment or reason in unfinished:
+            return reason
+        try:
+            check = self._open_environment().check()
+        except EnvironmentUnavailable as exc:
+            self.result.environment_error = str(exc)
+            return Stop.ENVIRONMENT_UNAVAILABLE
+        if check is not None:
+            self.result.environment_check = {"verdict": check.verdict, "reason": check.reason}
+        return reason
+
     def _finish(self, reason: str) -> None:
         self.done = True
+        try:
+            reason = self._check_environment(reason)
+        finally:
+            self.close_environment()
         self.result.stop_reason = reason
         self.result.latency_ms = int((time.monotonic() - self._started) * 1000)
         step, kind = divergence(self.result.tool_calls, self.recording.calls, self.result.messages)
         self.result.divergence_step, self.result.divergence_kind = step, kind
+
+
+def _clip(content: Any) -> Any:
+    if isinstance(content, str):
+        return content[:RESULT_CLIP]
+    text = json.dumps(content, ensure_ascii=False)
+    return content if len(text) <= RESULT_CLIP else text[:RESULT_CLIP]
 
 
 def divergence(
@@ -368,20 +486,23 @@ def replay(
     """Replay `run` with `config_version` synchronously (one model call per step)."""
     gateway = gateway or get_gateway()
     session = ReplaySession(run=run, version=config_version, agent=run.agent, priced=gateway.priced)
-    while not session.done:
-        try:
-            message = gateway.create_message(
-                agent=run.agent,
-                purpose="replay",
-                experiment=experiment,
-                replay=replay_row,
-                cache_prefix=True,
-                **request_for(gateway, session),
-            )
-        except ModelError as exc:
-            session.fail(exc)
-            break
-        session.feed(message)
+    try:
+        while not session.done:
+            try:
+                message = gateway.create_message(
+                    agent=run.agent,
+                    purpose="replay",
+                    experiment=experiment,
+                    replay=replay_row,
+                    cache_prefix=True,
+                    **request_for(gateway, session),
+                )
+            except ModelError as exc:
+                session.fail(exc)
+                break
+            session.feed(message)
+    finally:
+        session.close_environment()
     return session.result
 
 
@@ -396,18 +517,26 @@ async def areplay(
     """Async twin of `replay` (AsyncAnthropic), for many replays at once in one task."""
     gateway = gateway or get_gateway()
     session = ReplaySession(run=run, version=config_version, agent=run.agent, priced=gateway.priced)
-    while not session.done:
-        try:
-            message = await gateway.acreate_message(
-                agent=run.agent,
-                purpose="replay",
-                experiment=experiment,
-                replay=replay_row,
-                cache_prefix=True,
-                **request_for(gateway, session),
-            )
-        except ModelError as exc:
-            session.fail(exc)
-            break
-        session.feed(message)
+    try:
+        while not session.done:
+            try:
+                message = await gateway.acreate_message(
+                    agent=run.agent,
+                    purpose="replay",
+                    experiment=experiment,
+                    replay=replay_row,
+                    cache_prefix=True,
+                    **request_for(gateway, session),
+                )
+            except ModelError as exc:
+                await asyncio.to_thread(session.fail, exc)
+                break
+            if session.uses_environment:
+                # Environment calls block on the network: off the event loop, in a thread.
+                await asyncio.to_thread(session.feed, message)
+            else:
+                session.feed(message)
+    finally:
+        if session.uses_environment:
+            await asyncio.to_thread(session.close_environment)
     return session.result

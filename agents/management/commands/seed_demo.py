@@ -100,3 +100,4 @@ class Command(BaseCommand):
         if not options["no_dream"]:
             # By command name: `agents` sits below `dreams` and never imports it.
             call_command("dream_demo", stdout=self.stdout)
+            call_command("seed_access_desk", stdout=self.stdout)  # the multi-turn desk (dreams)
