@@ -8,6 +8,7 @@ is on loopback, so its host must be in REVERIE_ENVIRONMENT_ALLOWED_HOSTS (`make 
 """
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -22,7 +23,8 @@ from dreams.handwritten import propose_change
 from dreams.models import Proposal
 
 SLUG = "access-desk"
-DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765/mcp"
+# Where `make demo` serves the sandbox (its SANDBOX_PORT); the demo seeder's default URL.
+DEFAULT_SANDBOX_URL = os.environ.get("REVERIE_DEMO_SANDBOX_URL", "http://127.0.0.1:8765/mcp")
 PROPOSAL_TITLE = "Check the access policy before granting a group"
 
 

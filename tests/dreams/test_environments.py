@@ -168,3 +168,29 @@ def test_an_unreachable_environment_marks_the_replay_unavailable_never_pass_or_f
 
 def test_the_harness_port_helper_stays_in_range():
     assert 18640 <= sandbox_port() < 18660
+
+
+def test_an_experiments_replays_run_in_the_environment_on_the_async_path(
+    desk_agent, django_capture_on_commit_callbacks
+):
+    from dreams.experiments import start_experiment
+    from dreams.models import Replay
+
+    runs = _desk_runs(desk_agent, count=12)
+    with django_capture_on_commit_callbacks(execute=True):
+        experiment = start_experiment(
+            agent=desk_agent,
+            baseline_version=desk_agent.stable_version,
+            candidate_version=desk_agent.stable_version,  # a no-change replay on the simulated model
+            target_runs=[r for r in runs if r.status == "failure"],
+            regression_runs=[r for r in runs if r.status == "success"][:4],
+        )
+    experiment.refresh_from_db()
+
+    replays = list(Replay.objects.filter(experiment=experiment).select_related("run"))
+    assert replays and all(r.status == Replay.Status.DONE for r in replays)
+    # Graded by the sandbox's final state, and the same as the recorded outcome.
+    assert {r.grader for r in replays} == {"environment"}
+    assert all((r.verdict == "pass") == (r.run.status == "success") for r in replays)
+    assert all(c["source"] == "environment" for r in replays for c in r.tool_calls)
+    assert experiment.harness_check["environment"] is True
