@@ -238,8 +238,9 @@ def drift_summary(drift: dict[str, Any]) -> str:
     if not drift["calls"]:
         return " The sandbox environment answered every recorded call as recorded (no drift)."
     return (
-        f" Environment drift: {drift['calls']} recorded call(s) in {drift['runs']} run(s) got a "
-        "different result from the sandbox environment than in the recording."
+        f" Environment drift: {drift['calls']} recorded call{'s' if drift['calls'] != 1 else ''} "
+        f"in {drift['runs']} run{'s' if drift['runs'] != 1 else ''} got a different result from "
+        "the sandbox environment than in the recording."
     )
 
 
