@@ -130,7 +130,18 @@ class AgentAdmin(admin.ModelAdmin):
             },
         ),
         ("Review", {"fields": ["required_approvals", "protected_sections"]}),
-        ("Replay sandbox", {"fields": ["sandbox_tools", "write_tools", "environment_url"]}),
+        (
+            "Replay sandbox",
+            {
+                "fields": [
+                    "sandbox_tools",
+                    "write_tools",
+                    "pure_tools",
+                    "simulated_user",
+                    "environment_url",
+                ]
+            },
+        ),
         ("Notifications", {"fields": ["webhook_url", "webhook_secret"]}),
         (
             "Routing",

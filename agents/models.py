@@ -162,6 +162,21 @@ class Agent(models.Model):
     write_tools = models.JSONField(
         default=list, blank=True, help_text="names of tools with side effects"
     )
+    pure_tools = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=(
+            "names of pure tools (a calculator, a think tool): in replays their sandbox callable "
+            "answers whenever the arguments differ from the recording"
+        ),
+    )
+    simulated_user = models.BooleanField(
+        default=True,
+        help_text=(
+            "when a replay leaves the recording before a later user turn, a simulated user "
+            "continues the conversation (off: the replay stops there)"
+        ),
+    )
     environment_url = models.URLField(
         max_length=500,
         blank=True,
@@ -218,7 +233,7 @@ class Agent(models.Model):
         from django.core.exceptions import ValidationError
 
         errors: dict[str, str] = {}
-        for field in ("protected_sections", "write_tools"):
+        for field in ("protected_sections", "write_tools", "pure_tools"):
             value = getattr(self, field)
             if (
                 not isinstance(value, list)
@@ -234,6 +249,10 @@ class Agent(models.Model):
             for k, v in self.sandbox_tools.items()
         ):
             errors["sandbox_tools"] = "must map tool names to dotted paths of Python callables"
+        if "pure_tools" not in errors and "write_tools" not in errors:
+            both = sorted(set(self.pure_tools) & set(self.write_tools))
+            if both:
+                errors["pure_tools"] = f"a pure tool cannot also be a write tool: {', '.join(both)}"
         stages = self.rollout_stages
         if not isinstance(stages, list) or not all(
             isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 100 for p in stages

@@ -27,6 +27,8 @@ AGENT_SETTING_FIELDS = (
     "protected_sections",
     "sandbox_tools",
     "write_tools",
+    "pure_tools",
+    "simulated_user",
     "environment_url",
     "webhook_url",
     "webhook_secret",

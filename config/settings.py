@@ -260,6 +260,10 @@ REVERIE_MODEL_BACKEND = env_choice(
 REVERIE_DREAM_MODEL = env_str("REVERIE_DREAM_MODEL", "claude-sonnet-5-5")
 REVERIE_REPLAY_MODEL = env_str("REVERIE_REPLAY_MODEL", "claude-sonnet-5-5")
 REVERIE_JUDGE_MODEL = env_str("REVERIE_JUDGE_MODEL", "claude-haiku-5-5")
+# The simulated user that continues a replay past a divergence (dreams/usersim.py).
+REVERIE_SIMULATED_USER_MODEL = env_str("REVERIE_SIMULATED_USER_MODEL", "claude-haiku-5-5")
+REVERIE_SIMULATED_USER_MAX_TURNS = env_int("REVERIE_SIMULATED_USER_MAX_TURNS", 8, minimum=1)
+REVERIE_SIMULATED_USER_MAX_TOKENS = env_int("REVERIE_SIMULATED_USER_MAX_TOKENS", 300, minimum=16)
 # USD per million tokens: input, output, cache read, cache write (5-minute).
 REVERIE_MODEL_PRICES = {
     "claude-sonnet-5-5": {"input": 3.0, "output": 15.0, "cache_read": 0.30, "cache_write": 3.75},

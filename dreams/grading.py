@@ -8,7 +8,8 @@ latest negative feedback comment turned into a rubric), ``recorded`` (the record
 inherited only when what it was graded on — `Run.graded_on`: the tool calls, the final answer
 or both — is unchanged). A replay stopped at a write tool is ``unverifiable``; an answer cut at
 ``max_tokens`` fails (``stop_reason``), and a refusal is graded by expectations or a rubric but
-never inherits the recorded outcome.
+never inherits the recorded outcome. A replay that stopped before a later user turn
+(``diverged_before_turn``: no simulated user) never reached its end and is ``unverifiable``.
 """
 
 import json
@@ -143,6 +144,13 @@ def plan(run: Run, result: ReplayResult, *, comment: str) -> Grade | JudgeReques
             f"Environment unavailable: {result.environment_error or 'no answer'}. "
             "The replay could not run its tools, so it has no verdict.",
             "environment",
+        )
+    if result.stop_reason == Stop.DIVERGED_BEFORE_TURN:
+        return Grade(
+            "unverifiable",
+            "The replay left the recording before a later user turn and no simulated user "
+            "continued the conversation, so it never reached its end.",
+            "none",
         )
     if result.stop_reason == Stop.MAX_TOKENS:
         return Grade(

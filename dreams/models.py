@@ -305,6 +305,14 @@ class Replay(models.Model):
     tool_calls = models.JSONField(
         default=list, blank=True, help_text="[{name, input, source}]: recording, sandbox, …"
     )
+    simulated_turns = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="indices in `messages` of the user turns written by the simulated user",
+    )
+    simulated_user_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="tokens the simulated user spent on this replay"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -329,6 +337,7 @@ class ModelCall(models.Model):
         REPLAY = "replay", "Replay"
         JUDGE = "judge", "Judge"
         HOSTED_DREAM = "hosted_dream", "Hosted dream"
+        SIMULATED_USER = "simulated_user", "Simulated user"
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="model_calls")
     purpose = models.CharField(max_length=14, choices=Purpose.choices)

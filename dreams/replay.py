@@ -6,7 +6,23 @@ turn(s). Tools answer in tiers: an unused recorded call with the same name and c
 arguments gets its recorded result; else a read-only tool gets the agent's sandbox callable
 (`Agent.sandbox_tools`) or an "not available in replay" error (the replay is *off-recording*);
 a write tool (`Agent.write_tools`) with new arguments stops the replay as *unverifiable*.
-Later recorded user turns are fed in order while the replay is still on the recording.
+A *pure* tool (`Agent.pure_tools`: a calculator, a think tool) with a sandbox callable is answered
+by it whenever its arguments differ from the recording, and pure calls never count as leaving
+the recording.
+
+Later recorded user turns are fed in order while the replay is still on the recording. Once it
+has left the recording before a later user turn, the *simulated user* (dreams/usersim.py) writes
+the user's turns instead (`Agent.simulated_user`; off: the replay stops, `diverged_before_turn`).
+
+The loop of one replay, for any caller (sync, async, batched)::
+
+    session = ReplaySession(run=run, version=version, agent=agent, priced=gateway.priced)
+    while not session.done:
+        call = session.next_call()          # NextCall(purpose, kwargs)
+        message = gateway.create_message(agent=agent, purpose=call.purpose, **call.kwargs)
+        session.feed(message)               # the agent's turn, or the simulated user's answer
+
+`call.purpose` is "replay" for the agent's turns and "simulated_user" for the user's.
 
 With the agent's sandbox environment (`Agent.environment_url`, dreams/environments.py) every
 tool call is executed there instead, matched or not, so the environment's final state is the
@@ -38,6 +54,7 @@ from dreams.environments import (
     snapshot_of,
 )
 from dreams.llm import Gateway, ModelError, get_gateway, usage_dict
+from dreams.usersim import UserSimulatorError, message_text, parse_user_turn, user_turn_request
 
 NOT_AVAILABLE = "Tool {name} is not available in replay: no recorded result for these arguments."
 RESERVED_TOOL = "Tool {name} is reserved for Reverie's sandbox environment."
@@ -55,6 +72,12 @@ class Stop:
     REFUSAL = "refusal"
     # The sandbox environment could not be reached (or dropped the session): no verdict.
     ENVIRONMENT_UNAVAILABLE = "environment_unavailable"
+    # The simulated user wrote REVERIE_SIMULATED_USER_MAX_TURNS turns and the agent still talks.
+    USER_LIMIT = "simulated_user_limit"
+
+
+REPLAY = "replay"
+SIMULATED_USER = "simulated_user"
 
 
 # Model stop reasons that end a replay early, whatever the turn holds.
@@ -152,6 +175,11 @@ class Recording:
                 later.append((calls_before_message[index], {"role": "user", "content": texts}))
         return cls(initial=initial, later_turns=later, calls=calls, steps=count_steps(messages))
 
+    def user_texts(self) -> list[str]:
+        """Every recorded user turn's text, in order (what the simulated user is given)."""
+        turns = [*self.initial, *(turn for _, turn in self.later_turns)]
+        return [text for text in (message_text(t) for t in turns) if text]
+
     def take(self, name: str, arguments: dict[str, Any]) -> RecordedCall | None:
         key = canonical_arguments(arguments)
         for call in self.calls:
@@ -177,6 +205,9 @@ class ReplayResult:
     divergence_step: int | None = None
     divergence_kind: str = ""
     error: str = ""
+    # Indices in `messages` of the user turns the simulated user wrote, and what it spent.
+    simulated_turns: list[int] = field(default_factory=list)
+    simulated_user_usage: dict[str, int] = field(default_factory=dict)
     environment: bool = False  # tool calls were executed in the agent's sandbox environment
     environment_check: dict[str, str] | None = None  # {verdict, reason} from reverie_check
     environment_error: str = ""  # why the environment was unavailable
@@ -189,6 +220,10 @@ class ReplayResult:
     @property
     def total_tokens(self) -> int:
         return sum(self.usage.values())
+
+    @property
+    def simulated_user_tokens(self) -> int:
+        return sum(self.simulated_user_usage.values())
 
     @property
     def final_text(self) -> str:
@@ -204,8 +239,16 @@ def _block_dict(block: Any) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class NextCall:
+    """The model call a replay needs next: the agent's turn or the simulated user's."""
+
+    purpose: str  # REPLAY | SIMULATED_USER
+    kwargs: dict[str, Any]
+
+
 class ReplaySession:
-    """The agent loop of one replay as a state machine: `request()` → model → `feed(message)`."""
+    """The loop of one replay as a state machine: `next_call()` → model → `feed(message)`."""
 
     def __init__(
         self,
@@ -215,6 +258,7 @@ class ReplaySession:
         agent: Agent,
         priced: bool = True,
         environment_url: str | None = None,
+        simulated_user: bool | None = None,
     ) -> None:
         self.run = run
         self.priced = priced  # the simulated and recorded backends cost nothing
@@ -225,6 +269,7 @@ class ReplaySession:
         self.model = version.model or run.model or settings.REVERIE_REPLAY_MODEL
         self.step_limit = max(self.recording.steps, 1) + settings.REVERIE_REPLAY_STEP_MARGIN
         self.write_tools = set(agent.write_tools or [])
+        self.pure_tools = set(agent.pure_tools or []) - self.write_tools
         self.sandbox_paths: dict[str, str] = dict(agent.sandbox_tools or {})
         self.environment_url = agent.environment_url if environment_url is None else environment_url
         self._environment: EnvironmentSession | None = None
@@ -232,6 +277,10 @@ class ReplaySession:
             messages=list(self.recording.initial), environment=bool(self.environment_url)
         )
         self.next_turn = 0
+        # None: the agent's switch. The harness check passes False (it replays the recording).
+        self.simulated_user = agent.simulated_user if simulated_user is None else simulated_user
+        self.simulating = False  # the simulated user has taken over the user's side
+        self.awaiting_user = False  # the next call is the simulated user's
         self.done = not self.result.messages
         if self.done:
             self.result.stop_reason = Stop.ERROR
@@ -249,6 +298,19 @@ class ReplaySession:
         if self.tools:
             kwargs["tools"] = self.tools
         return kwargs
+
+    def next_call(self) -> NextCall:
+        """The next model call: the agent's turn, or the simulated user's next message."""
+        if self.awaiting_user:
+            return NextCall(
+                SIMULATED_USER,
+                user_turn_request(
+                    recorded_turns=self.recording.user_texts(),
+                    brief=self.run.user_brief,
+                    messages=self.result.messages,
+                ),
+            )
+        return NextCall(REPLAY, self.request())
 
     def _recorded_calls(self) -> list[dict[str, Any]]:
         return iter_tool_calls(self.run.messages or [])
@@ -325,6 +387,8 @@ class ReplaySession:
         if name in self.write_tools:
             entry["source"] = "unverifiable"
             return None
+        if name in self.pure_tools:
+            entry["pure"] = True
         if name in self.sandbox_paths:
             try:
                 sandbox = self._sandbox(name)
@@ -353,15 +417,20 @@ class ReplaySession:
         }
 
     def _on_recording(self, calls_before: int) -> bool:
-        made = self.result.tool_calls
-        if len(made) != calls_before:
+        made = [c for c in self.result.tool_calls if c["name"] not in self.pure_tools]
+        recorded = [c for c in self.recording.calls[:calls_before] if c.name not in self.pure_tools]
+        if len(made) != len(recorded):
             return False
         return all(
             m["name"] == r.name and canonical_arguments(m["input"]) == r.key
-            for m, r in zip(made, self.recording.calls[:calls_before], strict=False)
+            for m, r in zip(made, recorded, strict=True)
         )
 
     def feed(self, message: Message) -> None:
+        """Take the answer to `next_call()`: the agent's turn or the simulated user's."""
+        if self.awaiting_user:
+            self._feed_user(message)
+            return
         usage = usage_dict(message)
         for key, value in usage.items():
             self.result.usage[key] = self.result.usage.get(key, 0) + value
@@ -393,17 +462,51 @@ class ReplaySession:
             if self.result.steps >= self.step_limit:
                 self._finish(Stop.STEP_LIMIT)
             return
-        if self.next_turn < len(self.recording.later_turns):
+        if not self.simulating and self.next_turn < len(self.recording.later_turns):
             calls_before, turn = self.recording.later_turns[self.next_turn]
-            if not self._on_recording(calls_before):
+            if self._on_recording(calls_before):
+                self.next_turn += 1
+                self.result.messages.append(turn)
+                if self.result.steps >= self.step_limit:
+                    self._finish(Stop.STEP_LIMIT)
+                return
+            if not self.simulated_user:
                 self._finish(Stop.DIVERGED_BEFORE_TURN)
                 return
-            self.next_turn += 1
-            self.result.messages.append(turn)
-            if self.result.steps >= self.step_limit:
-                self._finish(Stop.STEP_LIMIT)
+            self.simulating = True  # the recorded turns no longer answer this conversation
+        if not self.simulating:
+            self._finish(Stop.END_TURN)
             return
-        self._finish(Stop.END_TURN)
+        if self.result.steps >= self.step_limit:
+            self._finish(Stop.STEP_LIMIT)
+        elif len(self.result.simulated_turns) >= settings.REVERIE_SIMULATED_USER_MAX_TURNS:
+            self._finish(Stop.USER_LIMIT)
+        else:
+            self.awaiting_user = True
+
+    def _feed_user(self, message: Message) -> None:
+        self.awaiting_user = False
+        usage = usage_dict(message)
+        for key, value in usage.items():
+            self.result.simulated_user_usage[key] = (
+                self.result.simulated_user_usage.get(key, 0) + value
+            )
+        if self.priced:
+            model = message.model or settings.REVERIE_SIMULATED_USER_MODEL
+            self.result.cost_usd += cost_of(model, usage)
+        try:
+            turn = parse_user_turn(message)
+        except UserSimulatorError as exc:
+            self.result.error = f"simulated user: {exc}"
+            self._finish(Stop.ERROR)
+            return
+        if turn.done:
+            self._finish(Stop.END_TURN)
+            return
+        self.result.simulated_turns.append(len(self.result.messages))
+        self.result.messages.append(
+            {"role": "user", "content": [{"type": "text", "text": turn.text}]}
+        )
 
     def fail(self, error: ModelError) -> None:
         self.result.error = f"{type(error).__name__}: {error}"
@@ -432,7 +535,9 @@ class ReplaySession:
             self.close_environment()
         self.result.stop_reason = reason
         self.result.latency_ms = int((time.monotonic() - self._started) * 1000)
-        step, kind = divergence(self.result.tool_calls, self.recording.calls, self.result.messages)
+        step, kind = divergence(
+            self.result.tool_calls, self.recording.calls, self.result.messages, pure=self.pure_tools
+        )
         self.result.divergence_step, self.result.divergence_kind = step, kind
 
 
@@ -444,15 +549,28 @@ def _clip(content: Any) -> Any:
 
 
 def divergence(
-    made: list[dict[str, Any]], recorded: list[RecordedCall], messages: list[dict[str, Any]]
+    made: list[dict[str, Any]],
+    recorded: list[RecordedCall],
+    messages: list[dict[str, Any]],
+    *,
+    pure: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[int | None, str]:
-    """First assistant step (0-based) where the replay's tool calls leave the recording, and how."""
+    """First assistant step (0-based) where the replay's tool calls leave the recording, and how.
+
+    Calls of pure tools are left out on both sides: rewording a calculation changes nothing."""
     steps: list[int] = []
     step = -1
     for message in messages:
         if message["role"] == "assistant":
             step += 1
-            steps.extend(step for b in message["content"] if b.get("type") == "tool_use")
+            steps.extend(
+                step
+                for b in message["content"]
+                if b.get("type") == "tool_use" and b.get("name") not in pure
+            )
+    if pure:
+        made = [c for c in made if c["name"] not in pure]
+        recorded = [c for c in recorded if c.name not in pure]
     for i, call in enumerate(made):
         if i >= len(recorded):
             return steps[i] if i < len(steps) else step, "extra"
@@ -465,14 +583,25 @@ def divergence(
     return None, ""
 
 
-def request_for(gateway: Gateway, session: "ReplaySession") -> dict[str, Any]:
-    """The session's next request; the recorded backend is also told whose turns to replay."""
-    kwargs = session.request()
+def call_for(gateway: Gateway, session: "ReplaySession") -> NextCall:
+    """The session's next call; the recorded backend is also told whose turns to replay."""
+    call = session.next_call()
     if gateway.recordings is not None:
         from dreams.simulated.recorded import RUN_HEADER
 
-        kwargs["extra_headers"] = {RUN_HEADER: str(session.run.pk)}
-    return kwargs
+        call.kwargs["extra_headers"] = {RUN_HEADER: str(session.run.pk)}
+    return call
+
+
+def new_session(run: Run, version: ConfigVersion, gateway: Gateway) -> ReplaySession:
+    """A replay session on `gateway`; the recorded backend has no simulated user to call."""
+    return ReplaySession(
+        run=run,
+        version=version,
+        agent=run.agent,
+        priced=gateway.priced,
+        simulated_user=False if gateway.recordings is not None else None,
+    )
 
 
 def replay(
@@ -485,17 +614,18 @@ def replay(
 ) -> ReplayResult:
     """Replay `run` with `config_version` synchronously (one model call per step)."""
     gateway = gateway or get_gateway()
-    session = ReplaySession(run=run, version=config_version, agent=run.agent, priced=gateway.priced)
+    session = new_session(run, config_version, gateway)
     try:
         while not session.done:
+            call = call_for(gateway, session)
             try:
                 message = gateway.create_message(
                     agent=run.agent,
-                    purpose="replay",
+                    purpose=call.purpose,
                     experiment=experiment,
                     replay=replay_row,
-                    cache_prefix=True,
-                    **request_for(gateway, session),
+                    cache_prefix=call.purpose == REPLAY,
+                    **call.kwargs,
                 )
             except ModelError as exc:
                 session.fail(exc)
@@ -516,17 +646,18 @@ async def areplay(
 ) -> ReplayResult:
     """Async twin of `replay` (AsyncAnthropic), for many replays at once in one task."""
     gateway = gateway or get_gateway()
-    session = ReplaySession(run=run, version=config_version, agent=run.agent, priced=gateway.priced)
+    session = new_session(run, config_version, gateway)
     try:
         while not session.done:
+            call = call_for(gateway, session)
             try:
                 message = await gateway.acreate_message(
                     agent=run.agent,
-                    purpose="replay",
+                    purpose=call.purpose,
                     experiment=experiment,
                     replay=replay_row,
-                    cache_prefix=True,
-                    **request_for(gateway, session),
+                    cache_prefix=call.purpose == REPLAY,
+                    **call.kwargs,
                 )
             except ModelError as exc:
                 await asyncio.to_thread(session.fail, exc)

@@ -55,6 +55,7 @@ def _arm(block: dict[str, Any] | None) -> dict[str, Any] | None:
         "mcnemar_p": block.get("mcnemar_p"),
         "off_recording_share": block.get("off_recording_share"),
         "unverifiable_share": block.get("unverifiable_share"),
+        "simulated_user_share": block.get("simulated_user_share"),
         "tokens_delta_mean": block.get("tokens_delta_mean"),
         "cost_delta_mean": block.get("cost_delta_mean"),
     }

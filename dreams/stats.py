@@ -50,6 +50,9 @@ class ArmReplays:
     tokens: list[int] = field(default_factory=list)
     cost: list[float] = field(default_factory=list)
     latency_ms: list[int] = field(default_factory=list)
+    # Per replay: whether a simulated user wrote any of its user turns, and its tokens.
+    simulated: list[bool] = field(default_factory=list)
+    user_tokens: list[int] = field(default_factory=list)
     errors: int = 0
 
     @property
@@ -146,6 +149,7 @@ def block(pairs: list[RunPair]) -> dict[str, Any]:
             if n
             else 0.0
         ),
+        "simulated_user_share": simulated_user_share(pairs),
         "errors": sum(p.baseline.errors + p.candidate.errors for p in pairs),
         "tokens_delta_mean": _mean_delta(pairs, "tokens"),
         "cost_delta_mean": _mean_delta(pairs, "cost"),
@@ -163,6 +167,40 @@ def fidelity(pairs: list[RunPair]) -> float | None:
             total += 1
             agree += (verdict == PASS) == pair.recorded_pass and verdict != UNVERIFIABLE
     return agree / total if total else None
+
+
+def simulated_user_share(pairs: list[RunPair]) -> float:
+    """Share of replays (both arms, every replicate) in which a simulated user wrote a turn."""
+    flags = [f for p in pairs for arm in (p.baseline, p.candidate) for f in arm.simulated]
+    return sum(flags) / len(flags) if flags else 0.0
+
+
+def simulated_user_check(pairs: list[RunPair], *, threshold: float) -> dict[str, Any]:
+    """Can the simulator be trusted? Baseline replays that needed a simulated user, against
+    their recorded outcomes (the baseline is the recorded config, so they should agree), and
+    the simulated user's tokens as a share of all replay tokens."""
+    n = agree = 0
+    for pair in pairs:
+        if pair.recorded_pass is None:
+            continue
+        for verdict, simulated in zip(
+            pair.baseline.verdicts, pair.baseline.simulated, strict=False
+        ):
+            if simulated:
+                n += 1
+                agree += verdict != UNVERIFIABLE and (verdict == PASS) == pair.recorded_pass
+    user = sum(t for p in pairs for arm in (p.baseline, p.candidate) for t in arm.user_tokens)
+    total = user + sum(t for p in pairs for arm in (p.baseline, p.candidate) for t in arm.tokens)
+    agreement = agree / n if n else None
+    return {
+        "share": simulated_user_share(pairs),
+        "baseline_n": n,
+        "baseline_agree": agree,
+        "baseline_agreement": agreement,
+        "trusted": None if agreement is None else agreement >= threshold,
+        "tokens": user,
+        "tokens_share": user / total if total else 0.0,
+    }
 
 
 def pass_hat_k(pairs: list[RunPair], arm: str) -> float:
@@ -223,6 +261,7 @@ def experiment_stats(
             for key, members in sorted(patterns.items())
         },
         "early_stop": early_stop,
+        "simulated_user": simulated_user_check(pairs, threshold=threshold),
         "pass_hat_k": {
             "baseline": pass_hat_k(pairs, "baseline"),
             "candidate": pass_hat_k(pairs, "candidate"),

@@ -18,6 +18,7 @@ class ReplayLite:
     reason: str
     off_recording: bool
     unverifiable: bool
+    simulated_turns: list[int]
 
 
 @dataclass
@@ -47,6 +48,11 @@ class ReplayRow:
     @cached_property
     def off_recording(self) -> bool:
         return any(r.off_recording for r in self.baseline + self.candidate)
+
+    @cached_property
+    def simulated_user(self) -> bool:
+        """A simulated user wrote some of the user turns of a replay of this run."""
+        return any(r.simulated_turns for r in self.baseline + self.candidate)
 
     @cached_property
     def unverifiable(self) -> bool:
@@ -114,6 +120,7 @@ def replay_rows(*, experiment: Experiment) -> list[ReplayRow]:
             "reason",
             "off_recording",
             "unverifiable",
+            "simulated_turns",
             "run_id",
             "run_set",
             "run__external_id",

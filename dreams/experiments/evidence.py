@@ -46,6 +46,8 @@ def paired_outcomes(experiment: Experiment) -> list[stats.RunPair]:
             "cache_write_tokens",
             "cost_usd",
             "latency_ms",
+            "simulated_turns",
+            "simulated_user_tokens",
         )
     )
     for row in rows:
@@ -74,6 +76,8 @@ def paired_outcomes(experiment: Experiment) -> list[stats.RunPair]:
         )
         arm.cost.append(float(row.cost_usd or Decimal(0)))
         arm.latency_ms.append(row.latency_ms or 0)
+        arm.simulated.append(bool(row.simulated_turns))
+        arm.user_tokens.append(row.simulated_user_tokens or 0)
     return list(pairs.values())
 
 

@@ -13,7 +13,7 @@ from agents.models import ConfigVersion, Feedback
 from dreams.grading import Grade, agrade, grade
 from dreams.llm import BudgetExceeded, CallContext, ModelError, get_gateway
 from dreams.models import Experiment, Replay
-from dreams.replay import ReplayResult, ReplaySession, areplay
+from dreams.replay import REPLAY, ReplayResult, ReplaySession, areplay, new_session
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ def _save_slot(slot: Replay, result: ReplayResult | None, graded: Grade | None, 
     if result is not None:
         slot.messages = result.messages
         slot.tool_calls = result.tool_calls
+        slot.simulated_turns = result.simulated_turns
+        slot.simulated_user_tokens = result.simulated_user_tokens
         slot.steps = result.steps
         slot.stop_reason = result.stop_reason
         slot.model_stop_reason = result.model_stop_reason
@@ -122,12 +124,7 @@ def replay_slots_batched(slots: list[Replay], versions: dict[str, ConfigVersion]
     """Replay slots step by step, each step of every open replay in one Message Batch."""
     gateway = get_gateway()
     agent = slots[0].run.agent
-    sessions = {
-        str(s.pk): ReplaySession(
-            run=s.run, version=versions[s.arm], agent=agent, priced=gateway.priced
-        )
-        for s in slots
-    }
+    sessions = {str(s.pk): new_session(s.run, versions[s.arm], gateway) for s in slots}
     by_id = {str(s.pk): s for s in slots}
     try:
         return _run_batched(sessions, by_id, gateway, agent)
@@ -143,14 +140,16 @@ def _run_batched(
         open_ids = [sid for sid, session in sessions.items() if not session.done]
         if not open_ids:
             break
+        # Each open session's next call: the agent's turn or its simulated user's (one batch).
+        calls = {sid: sessions[sid].next_call() for sid in open_ids}
         try:
             answers = gateway.run_batch(
                 agent=agent,
-                purpose="replay",
-                requests={sid: sessions[sid].request() for sid in open_ids},
+                purpose=REPLAY,
+                requests={sid: call.kwargs for sid, call in calls.items()},
                 contexts={
-                    sid: CallContext(agent, "replay", None, by_id[sid].experiment, by_id[sid])
-                    for sid in open_ids
+                    sid: CallContext(agent, call.purpose, None, by_id[sid].experiment, by_id[sid])
+                    for sid, call in calls.items()
                 },
                 cache_prefix=True,
             )

@@ -171,6 +171,8 @@ class Gateway:
             "max_tokens",
             settings.REVERIE_REPLAY_MAX_TOKENS
             if purpose == ModelCall.Purpose.REPLAY
+            else settings.REVERIE_SIMULATED_USER_MAX_TOKENS
+            if purpose == ModelCall.Purpose.SIMULATED_USER
             else DEFAULT_MAX_TOKENS.get(purpose, 4096),
         )
         if cache_prefix and settings.REVERIE_PROMPT_CACHING:
@@ -183,6 +185,8 @@ class Gateway:
             return settings.REVERIE_JUDGE_MODEL
         if purpose == ModelCall.Purpose.REPLAY:
             return settings.REVERIE_REPLAY_MODEL
+        if purpose == ModelCall.Purpose.SIMULATED_USER:
+            return settings.REVERIE_SIMULATED_USER_MODEL
         return settings.REVERIE_DREAM_MODEL
 
     @staticmethod

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
-HANDLER_MODULES = ["dreams.simulated.judging", "dreams.simulated.dreaming"]
+HANDLER_MODULES = ["dreams.simulated.judging", "dreams.simulated.dreaming", "dreams.simulated.user"]
 
 _handlers: dict[str, Handler] = {}
 _loaded = False

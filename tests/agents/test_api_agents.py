@@ -309,3 +309,27 @@ def test_a_version_accepts_openai_tool_definitions_as_run_import_does(api, agent
         format="json",
     )
     assert bad.status_code == 400 and "function.name" in bad.content.decode()
+
+
+def test_pure_tools_and_the_simulated_user_switch_are_agent_settings(api, agent):
+    response = api.patch(
+        "/api/v1/agents/support",
+        {"pure_tools": ["think", "calculate"], "simulated_user": False},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["pure_tools"] == ["think", "calculate"]
+    agent.refresh_from_db()
+    assert agent.pure_tools == ["think", "calculate"] and agent.simulated_user is False
+
+
+def test_a_tool_cannot_be_both_pure_and_a_write_tool(api, agent):
+    response = api.patch(
+        "/api/v1/agents/support",
+        {"pure_tools": ["issue_refund"], "write_tools": ["issue_refund"]},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["pure_tools"]

@@ -213,9 +213,11 @@ def test_later_user_turns_are_fed_while_the_replay_is_on_the_recording(
     assert result.stop_reason == "end_turn" and result.steps == 3
 
 
-def test_a_replay_that_diverged_stops_before_the_next_user_turn(
+def test_a_replay_that_diverged_stops_before_the_next_user_turn_without_a_simulated_user(
     two_turn_run, version, fake_gateway_settings
 ):
+    two_turn_run.agent.simulated_user = False
+    two_turn_run.agent.save(update_fields=["simulated_user"])
     scripted(fake_gateway_settings, [text("I can't look orders up.")], [text("never sent")])
 
     result = replay(two_turn_run, version)

@@ -113,3 +113,28 @@ def test_editor_sees_why_they_cannot_approve_their_own_revision(client, reviewer
     html = client.get(reverse("proposal-detail", args=[edited.pk])).content.decode()
     assert "You edited this revision" in html
     assert 'id="approve-button" disabled' in html
+
+
+def test_simulated_user_turns_are_marked_in_the_trajectory_and_the_list(client, reviewer, proposal):
+    replay = Replay.objects.filter(experiment__proposal=proposal, arm="candidate").first()
+    replay.messages = [
+        *replay.messages,
+        {"role": "user", "content": [{"type": "text", "text": "<b>Yes</b>, go ahead."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Done."}]},
+    ]
+    replay.simulated_turns = [len(replay.messages) - 2]
+    replay.save(update_fields=["messages", "simulated_turns"])
+    client.force_login(reviewer)
+
+    url = reverse("replay-detail", args=[proposal.pk, replay.run_id])
+    html = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    listing = client.get(reverse("proposal-detail", args=[proposal.pk])).content.decode()
+
+    marked = f'id="cand-{replay.simulated_turns[0]}"'
+    assert marked in html
+    tag = html[: html.index(marked)].rsplit("<div", 1)[1]
+    assert "is-simulated-user" in tag
+    assert html.count("is-simulated-user") == 1  # only that turn, in the candidate column
+    assert "1 simulated user turn" in html
+    assert "&lt;b&gt;Yes&lt;/b&gt;" in html  # run text stays escaped
+    assert "sim. user" in listing
