@@ -194,3 +194,68 @@ def test_an_experiments_replays_run_in_the_environment_on_the_async_path(
     assert all((r.verdict == "pass") == (r.run.status == "success") for r in replays)
     assert all(c["source"] == "environment" for r in replays for c in r.tool_calls)
     assert experiment.harness_check["environment"] is True
+
+
+def test_an_environment_that_never_answers_times_out_as_unavailable(loopback_environments):
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", sandbox_port(offset=1)))
+    silent.listen(8)  # accepts connections (the kernel does), never answers a byte
+    try:
+        started = time.monotonic()
+        with pytest.raises(EnvironmentUnavailable):
+            EnvironmentSession(f"http://127.0.0.1:{sandbox_port(offset=1)}/mcp", timeout=1).open()
+        assert time.monotonic() - started < 8
+    finally:
+        silent.close()
+
+
+def test_a_replayed_model_cannot_call_reverie_tools(desk_agent):
+    from dreams.replay import ReplaySession
+
+    run = _desk_runs(desk_agent, count=2)[0]
+    session = ReplaySession(run=run, version=desk_agent.stable_version, agent=desk_agent)
+    try:
+        answer = session._answer_tool({"id": "t1", "name": "reverie_check", "input": {}})
+    finally:
+        session.close_environment()
+    assert answer["is_error"] and "reserved" in answer["content"]
+
+
+def test_batch_mode_replays_run_in_the_environment_past_the_divergence(
+    desk_agent, fake_gateway_settings, settings, django_capture_on_commit_callbacks
+):
+    from agents.services import create_config_version
+    from dreams.experiments import start_experiment
+    from dreams.models import Replay
+
+    settings.REVERIE_REPLAY_BATCH_MODE = True
+    runs = _desk_runs(desk_agent, count=12)
+    candidate = create_config_version(
+        agent=desk_agent,
+        system_prompt=desk.SYSTEM_PROMPT,
+        memory_documents={
+            "playbooks/access.md": desk.MEMORY_DOCUMENTS["playbooks/access.md"]
+            + desk.CANDIDATE_RULE
+        },
+        tools=desk.TOOLS,
+        model=desk_agent.model,
+        parent=desk_agent.stable_version,
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        experiment = start_experiment(
+            agent=desk_agent,
+            baseline_version=desk_agent.stable_version,
+            candidate_version=candidate,
+            target_runs=[r for r in runs if r.status == "failure"],
+            regression_runs=[r for r in runs if r.status == "success"][:3],
+        )
+    experiment.refresh_from_db()
+
+    assert experiment.status == "completed", experiment.error
+    candidates = Replay.objects.filter(experiment=experiment, arm="candidate")
+    assert {r.grader for r in candidates} == {"environment"}
+    assert all(r.verdict == "pass" and r.simulated_turns for r in candidates)
+    assert experiment.stats["target"]["fixes"] == experiment.stats["target"]["n"] > 0
