@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.db.models import prefetch_related_objects
 
 from agents.models import ConfigVersion, Run
 from agents.transcripts import final_answer, iter_tool_calls
@@ -136,7 +137,9 @@ def _disagreement_reason(result: ReplayResult, graded: Grade, recorded: bool) ->
 def check_harness(*, runs: list[Run], version: ConfigVersion) -> dict[str, Any]:
     """Replay each run's own recorded turns with `version`'s harness and grade them (no tokens)."""
     started = time.monotonic()
-    recorded_model = Gateway(backend="recorded")
+    # In process: the recorded model's answers are the runs' own turns (see recorded.py).
+    recorded_model = Gateway(backend="recorded", in_process=True)
+    prefetch_related_objects(runs, "feedback")  # negative_comment() reads it for every run
     main = get_gateway()
     judge = None if main.priced else main
     for run in runs:

@@ -54,7 +54,13 @@ from dreams.environments import (
     snapshot_of,
 )
 from dreams.llm import Gateway, ModelError, get_gateway, usage_dict
-from dreams.usersim import UserSimulatorError, message_text, parse_user_turn, user_turn_request
+from dreams.usersim import (
+    UserSimulatorError,
+    message_text,
+    nothing_left_to_say,
+    parse_user_turn,
+    user_turn_request,
+)
 
 NOT_AVAILABLE = "Tool {name} is not available in replay: no recorded result for these arguments."
 RESERVED_TOOL = "Tool {name} is reserved for Reverie's sandbox environment."
@@ -180,8 +186,8 @@ class Recording:
         turns = [*self.initial, *(turn for _, turn in self.later_turns)]
         return [text for text in (message_text(t) for t in turns) if text]
 
-    def take(self, name: str, arguments: dict[str, Any]) -> RecordedCall | None:
-        key = canonical_arguments(arguments)
+    def take(self, name: str, arguments: dict[str, Any], key: str = "") -> RecordedCall | None:
+        key = key or canonical_arguments(arguments)
         for call in self.calls:
             if not call.used and call.name == name and call.key == key:
                 call.used = True
@@ -280,6 +286,7 @@ class ReplaySession:
         # None: the agent's switch. The harness check passes False (it replays the recording).
         self.simulated_user = agent.simulated_user if simulated_user is None else simulated_user
         self.simulating = False  # the simulated user has taken over the user's side
+        self._made_keys: list[str] = []  # canonical arguments of result.tool_calls, in order
         self.awaiting_user = False  # the next call is the simulated user's
         self.done = not self.result.messages
         if self.done:
@@ -340,9 +347,11 @@ class ReplaySession:
     def _answer_from_environment(self, block: dict[str, Any]) -> dict[str, Any]:
         """Execute the call in the environment; the recorded result is kept beside it."""
         name, arguments = block["name"], block.get("input") or {}
-        recorded = self.recording.take(name, arguments)
+        key = canonical_arguments(arguments)
+        recorded = self.recording.take(name, arguments, key)
         entry: dict[str, Any] = {"name": name, "input": arguments, "source": "environment"}
         self.result.tool_calls.append(entry)
+        self._made_keys.append(key)
         if name in RESERVED:
             entry["is_error"] = True
             return {
@@ -372,9 +381,11 @@ class ReplaySession:
         if self.uses_environment:
             return self._answer_from_environment(block)
         name, arguments = block["name"], block.get("input") or {}
-        recorded = self.recording.take(name, arguments)
+        key = canonical_arguments(arguments)
+        recorded = self.recording.take(name, arguments, key)
         entry = {"name": name, "input": arguments, "source": "recording"}
         self.result.tool_calls.append(entry)
+        self._made_keys.append(key)
         if recorded is not None:
             result = {
                 "type": "tool_result",
@@ -417,14 +428,16 @@ class ReplaySession:
         }
 
     def _on_recording(self, calls_before: int) -> bool:
-        made = [c for c in self.result.tool_calls if c["name"] not in self.pure_tools]
-        recorded = [c for c in self.recording.calls[:calls_before] if c.name not in self.pure_tools]
-        if len(made) != len(recorded):
-            return False
-        return all(
-            m["name"] == r.name and canonical_arguments(m["input"]) == r.key
-            for m, r in zip(made, recorded, strict=True)
-        )
+        pure = self.pure_tools
+        made = [
+            (c["name"], key)
+            for c, key in zip(self.result.tool_calls, self._made_keys, strict=True)
+            if c["name"] not in pure
+        ]
+        recorded = [
+            (c.name, c.key) for c in self.recording.calls[:calls_before] if c.name not in pure
+        ]
+        return made == recorded
 
     def feed(self, message: Message) -> None:
         """Take the answer to `next_call()`: the agent's turn or the simulated user's."""
@@ -479,6 +492,10 @@ class ReplaySession:
             return
         if self.result.steps >= self.step_limit:
             self._finish(Stop.STEP_LIMIT)
+        elif nothing_left_to_say(
+            recorded_turns=self.recording.user_texts(), messages=self.result.messages
+        ):
+            self._finish(Stop.END_TURN)  # everything said and nothing asked: no call needed
         elif len(self.result.simulated_turns) >= settings.REVERIE_SIMULATED_USER_MAX_TURNS:
             self._finish(Stop.USER_LIMIT)
         else:

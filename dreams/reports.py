@@ -57,6 +57,9 @@ def experiment_metrics(proposal: Proposal) -> dict[str, Any] | None:
         "early_stop": stats.get("early_stop"),
         # The harness check (recorded model, no tokens): fidelity, threshold, can_judge, summary.
         "harness": stats.get("harness"),
+        # The simulated user: share of replays that used one, and the baseline arm with one
+        # against the recorded outcomes (whether the simulator can be trusted).
+        "simulated_user": stats.get("simulated_user"),
     }
 
 

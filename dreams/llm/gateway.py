@@ -75,8 +75,11 @@ class Gateway:
         base_url: str = "",
         max_retries: int = 3,
         timeout: float = 120.0,
+        in_process: bool = False,
     ) -> None:
         self.backend = backend
+        # The recorded backend may answer in process, without the SDK's HTTP round trip.
+        self.in_process = in_process and backend == "recorded"
         self.api_key = api_key
         self.base_url = base_url
         self.max_retries = max_retries
@@ -215,6 +218,10 @@ class Gateway:
         """`messages.create` with budget check, retries, accounting; raises ModelError subclasses."""
         context = CallContext(agent, purpose, cycle, experiment, replay)
         kwargs = self._prepare(purpose, kwargs, cache_prefix)
+        if self.in_process:
+            from dreams.simulated.recorded import in_process_message
+
+            return in_process_message(self.recordings, kwargs)
         if not self.accounted:
             try:
                 return self.client.messages.create(**kwargs)
@@ -262,6 +269,10 @@ class Gateway:
         """Async twin of `create_message`; database work runs through sync_to_async."""
         context = CallContext(agent, purpose, cycle, experiment, replay)
         kwargs = self._prepare(purpose, kwargs, cache_prefix)
+        if self.in_process:
+            from dreams.simulated.recorded import in_process_message
+
+            return in_process_message(self.recordings, kwargs)
         if not self.accounted:
             try:
                 return await self.async_client().messages.create(**kwargs)

@@ -1,13 +1,20 @@
 """Benchmark: replay evidence on generated multi-turn desk runs (OpenAI format, ids reused).
 
 Each run has 3–8 user turns, tool calls with the id `call_0` reused in every turn, a long
-reservation record, an empty `think` result, and the decisive write a few user turns in; half
-carry expectations derived from their recorded outcome. Prints `name: value unit` lines:
+reservation record, an empty `think` result (a pure tool), the bag count in the user's first
+question and the decisive write a few user turns in. Every run carries the benchmark's gold
+action (`expected_tools`) or gold answer (`expected_answer_pattern`), derived from its
+recorded outcome. Prints `name: value unit` lines:
 
 * harness fidelity of the no-change replay (the recorded model, no tokens) and its speed;
-* the share of candidate replays (the simulated model, a different agent) that reach a graded
-  verdict — without a simulated user, today's behaviour (stopped at the first user turn after a
-  divergence, or unverifiable);
+* the share of candidate replays that reach a graded verdict (not stopped, not unverifiable)
+  with the simulated user, beside the same share without it (today's behaviour: stopped at the
+  first user turn after the divergence); the candidate is a different desk agent served by
+  the real SDK against a loopback Messages API (tests/fake_anthropic.py) that skips the
+  recording's repeated look-ups, so it leaves the recording before the second user turn;
+  the simulated user is the simulated backend's deterministic one;
+* simulated-user tokens as a share of all replay tokens (agent + simulated user), with
+  tokens estimated at four characters a token on both sides.
 * on a generated IT access desk set (dreams/demo_desk, the same number of runs; the decisive
   write four or five user turns in), with the desk's MCP sandbox on loopback: the harness check
   through the environment (fidelity, drift, speed) and the share of candidate replays (the
@@ -22,6 +29,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -33,15 +41,38 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.db import transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from agents import services  # noqa: E402
 from agents.models import ConfigVersion, Run, Workspace  # noqa: E402
-from agents.transcripts import to_canonical  # noqa: E402
+from agents.transcripts import pair_tool_results, to_canonical  # noqa: E402
 from dreams.grading import grade  # noqa: E402
 from dreams.harness import check_harness  # noqa: E402
-from dreams.llm import get_gateway  # noqa: E402
+from dreams.llm import Gateway, get_gateway  # noqa: E402
 from dreams.replay import replay  # noqa: E402
+from dreams.simulated.transport import PrefixCache, compute_usage  # noqa: E402
+from dreams.simulated.transport import answer as simulated_answer  # noqa: E402
+from dreams.usersim import USER_TOOL  # noqa: E402
+from tests.fake_anthropic import FakeAnthropic  # noqa: E402
+
+# A desk policy of ordinary length (τ-bench's airline policy is several times longer).
+POLICY = """You are an airline customer-service agent. Help users book, modify or cancel
+reservations, and add checked bags.
+
+- Before any action, authenticate the user: ask for their user id and look them up with
+  get_user_details. Never act for a user you have not looked up.
+- Look up a reservation with get_reservation_details before changing it; read its cabin,
+  passengers and flights. Do not guess reservation ids.
+- Bags: each passenger may add checked bags; the first extra bag costs $50, each further bag
+  $50. Tell the user the total price and ask for an explicit "yes" before
+  update_reservation_baggages. Payment uses the card on file.
+- Before any write (update, cancel, book), list the details of the action and obtain explicit
+  confirmation. Make one tool call at a time; do not make up information or procedures.
+- You may use think to plan and calculate; it changes nothing.
+- Refuse requests against this policy politely and explain why. Transfer to a human agent only
+  if the request cannot be handled within the scope of your actions.
+- Be concise and friendly; answer in the user's language."""
 
 TOOLS = [
     {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
@@ -61,9 +92,9 @@ def generated_run(rng: random.Random, index: int) -> dict:
     user = f"user_{index:05d}"
     reservation = f"R{index:05d}"
     bags = rng.randint(1, 3)
-    turns = rng.randint(3, 8)
+    turns = rng.randint(4, 8)
     messages = [
-        {"role": "system", "content": "You are an airline desk agent."},
+        {"role": "system", "content": POLICY},
         {"role": "user", "content": "Hi, I need help with my booking."},
         {"role": "assistant", "content": "Sure, what is your user id?"},
         {"role": "user", "content": f"It's {user}."},
@@ -77,7 +108,14 @@ def generated_run(rng: random.Random, index: int) -> dict:
     for turn in range(turns - 3):
         messages += [
             {"role": "assistant", "content": "Anything else about the trip?"},
-            {"role": "user", "content": f"Question {turn} about {reservation}."},
+            {
+                "role": "user",
+                "content": (
+                    f"I want to add {bags} bags to {reservation}."
+                    if turn == 0
+                    else f"Question {turn} about {reservation}."
+                ),
+            },
             {
                 "role": "assistant",
                 "content": None,
@@ -110,14 +148,21 @@ def generated_run(rng: random.Random, index: int) -> dict:
         {"role": "assistant", "content": f"Done: {bags} bags added to {reservation}."},
     ]
     success = rng.random() < 0.6
-    expected = {"name": "update_reservation_baggages", "arguments": {"total_baggages": bags}}
-    if not success:
-        expected["arguments"] = {"total_baggages": bags + 1}  # the gold action differed
+    gold = bags if success else bags + 1  # a failed run's gold action (or answer) differed
+    if index % 2 == 0:
+        expectations = {
+            "expected_tools": [
+                {"name": "update_reservation_baggages", "arguments": {"total_baggages": gold}}
+            ]
+        }
+    else:
+        expectations = {"expected_answer_pattern": rf"\b{gold} bags added"}
     return {
         "messages": messages,
         "tools": TOOLS,
         "status": "success" if success else "failure",
-        "expectations": {"expected_tools": [expected]} if index % 2 == 0 else {},
+        "expectations": expectations,
+        "user_brief": f"Add bags to reservation {reservation} for {user}.",
     }
 
 
@@ -129,11 +174,16 @@ def setup(runs: int):
         name="Airline desk (bench)",
         model="claude-sonnet-5-5",
         write_tools=["update_reservation_baggages"],
+        pure_tools=["think"],
+        monthly_token_budget=10**12,
+        cycle_token_budget=10**12,
     )
+    agent.sandbox_tools = {"think": "dreams.sandboxes.think"}  # operators set it (admin)
+    agent.save(update_fields=["sandbox_tools"])
     version = ConfigVersion.objects.create(
         agent=agent,
         number=1,
-        system_prompt="You are an airline desk agent.",
+        system_prompt=POLICY,
         tools=to_canonical(
             {"format": "openai", "messages": [{"role": "user", "content": "x"}], "tools": TOOLS}
         )["tools"],
@@ -157,11 +207,105 @@ def setup(runs: int):
                 system=canonical["system"],
                 step_count=sum(1 for m in canonical["messages"] if m["role"] == "assistant"),
                 expectations=item["expectations"],
+                user_brief=item["user_brief"],
                 started_at=now,
             )
         )
     Run.objects.bulk_create(rows, batch_size=500)
     return agent
+
+
+USER_ID = re.compile(r"\buser_\d+\b")
+RESERVATION = re.compile(r"\bR\d{5}\b")
+BAGS = re.compile(r"add (\d+) bags")
+
+
+def _texts(messages: list[dict], role: str) -> list[str]:
+    out = []
+    for message in messages:
+        if message["role"] != role:
+            continue
+        content = message["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        out += [b.get("text", "") for b in blocks if b.get("type") == "text"]
+    return [t for t in out if t]
+
+
+def _use(name: str, arguments: dict, step: int, n: int = 0) -> dict:
+    return {"type": "tool_use", "id": f"toolu_c{step}_{n}", "name": name, "input": arguments}
+
+
+def desk_candidate(body: dict) -> list[dict]:
+    """The candidate desk agent's next turn: looks each thing up once, confirms, then writes."""
+    messages = body["messages"]
+    said = " ".join(_texts(messages, "user"))
+    last_user = _texts(messages[-1:], "user")
+    done = {e.name for e in pair_tool_results(messages)}
+    step = sum(1 for m in messages if m["role"] == "assistant")
+    user, reservation, bags = USER_ID.search(said), RESERVATION.search(said), BAGS.search(said)
+    if "update_reservation_baggages" in done:
+        return [{"type": "text", "text": f"Done: {bags.group(1)} bags added to {reservation[0]}."}]
+    if user is None:
+        return [{"type": "text", "text": "Happy to help. What is your user id?"}]
+    if "get_user_details" not in done:
+        return [_use("get_user_details", {"user_id": user[0]}, step)]
+    if reservation is None or bags is None:
+        return [{"type": "text", "text": "Which reservation, and how many bags?"}]
+    if "get_reservation_details" not in done:
+        return [
+            _use("get_reservation_details", {"reservation_id": reservation[0]}, step),
+            _use("think", {"thought": f"{bags[1]} bags for {reservation[0]}"}, step, 1),
+        ]
+    if last_user and "yes" in last_user[0].lower():
+        arguments = {"reservation_id": reservation[0], "total_baggages": int(bags[1])}
+        return [_use("update_reservation_baggages", arguments, step)]
+    total = 50 * int(bags[1])
+    return [{"type": "text", "text": f"{bags[1]} bags cost ${total} in total. Shall I add them?"}]
+
+
+def loopback_responder(cache: PrefixCache):
+    """Agent turns from `desk_candidate`; simulated-user calls from the simulated backend."""
+
+    def respond(body: dict) -> dict:
+        if (body.get("tool_choice") or {}).get("name") == USER_TOOL:
+            return simulated_answer(body, cache=cache)
+        content = desk_candidate(body)
+        message = FakeAnthropic.message(content)
+        message["usage"] = compute_usage(body, content, cache)
+        return message
+
+    return respond
+
+
+def candidate_figures(agent, version, runs: list[Run]) -> None:
+    cache = PrefixCache()
+    with FakeAnthropic(responder=loopback_responder(cache)) as fake:
+        gateway = Gateway(backend="anthropic", api_key="sk-bench", base_url=fake.url)
+        shares = {}
+        agent_tokens = user_tokens = simulated = 0
+        for run in runs:
+            run.agent = agent  # one instance: the switch below reaches every replay
+        for switch in (True, False):
+            agent.simulated_user = switch
+            agent.save(update_fields=["simulated_user"])
+            graded = 0
+            started = time.monotonic()
+            with transaction.atomic():  # one commit for the ModelCall rows of an arm
+                replays = [replay(r, version, gateway=gateway) for r in runs]
+            for run, result in zip(runs, replays, strict=True):
+                verdict = grade(run, result, gateway=gateway, comment="")
+                graded += verdict.verdict in ("pass", "fail") and not result.error
+                if switch:
+                    agent_tokens += result.total_tokens
+                    user_tokens += result.simulated_user_tokens
+                    simulated += bool(result.simulated_turns)
+            shares[switch] = (graded / len(runs), len(runs) / (time.monotonic() - started))
+    print(f"graded_verdict_share_with_simulated_user: {shares[True][0] * 100:.1f} %")
+    print(f"graded_verdict_share_without_simulated_user: {shares[False][0] * 100:.1f} %")
+    print(f"replays_with_simulated_user: {simulated / len(runs) * 100:.1f} %")
+    share = user_tokens / (agent_tokens + user_tokens) if agent_tokens + user_tokens else 0.0
+    print(f"simulated_user_token_share: {share * 100:.1f} %")
+    print(f"candidate_replay_speed: {shares[True][1]:.1f} runs/s")
 
 
 def main(runs: int) -> None:
@@ -176,18 +320,7 @@ def main(runs: int) -> None:
     print(f"harness_tokens: {check['tokens']} tokens")
     for name, g in check["graders"].items():
         print(f"grader_agreement_{name}: {g['agreement'] * 100:.1f} %")
-
-    gateway = get_gateway()  # the simulated model: a different agent, the "candidate"
-    sample = recorded[: min(len(recorded), 200)]
-    graded = 0
-    started = time.monotonic()
-    for run in sample:
-        result = replay(run, version, gateway=gateway)
-        verdict = grade(run, result, gateway=gateway, comment="")
-        graded += result.stop_reason == "end_turn" and verdict.verdict in ("pass", "fail")
-    elapsed = time.monotonic() - started
-    print(f"graded_verdict_share_without_simulated_user: {graded / len(sample) * 100:.1f} %")
-    print(f"candidate_replay_speed: {len(sample) / elapsed:.1f} runs/s")
+    candidate_figures(agent, version, recorded)
     desk_figures(runs)
 
 

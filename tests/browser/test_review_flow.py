@@ -181,3 +181,35 @@ def test_dreams_list_and_cycle_report(page, login, viewer, proposals, live_serve
     expect(page.locator("h1")).to_contain_text(f"Dream cycle {proposals.cycle_id}")
     expect(page.locator("text=Download report (Markdown)")).to_be_visible()
     shot("cycle")
+
+
+def test_simulated_user_turns_and_the_simulator_check_are_shown(
+    page, login, reviewer, proposals, live_server
+):
+    from dreams.models import Experiment, Replay
+
+    replay = Replay.objects.filter(experiment__proposal=proposals, arm="candidate").first()
+    replay.messages = [
+        *replay.messages,
+        {"role": "user", "content": [{"type": "text", "text": "Yes, go ahead."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Done."}]},
+    ]
+    replay.simulated_turns = [len(replay.messages) - 2]
+    replay.save(update_fields=["messages", "simulated_turns"])
+    experiment = Experiment.objects.get(pk=replay.experiment_id)
+    experiment.stats["simulated_user"] = {
+        "share": 0.25, "baseline_n": 4, "baseline_agree": 2, "baseline_agreement": 0.5,
+        "trusted": False, "tokens": 900, "tokens_share": 0.1,
+    }  # fmt: skip
+    experiment.save(update_fields=["stats"])
+    login("riley-reviewer")
+    page.goto(f"{live_server.url}/proposals/{proposals.pk}/")
+
+    expect(page.locator("#simulated-user-check")).to_contain_text("cannot be trusted")
+    row = page.locator(f"details.replay-row[data-run='{replay.run_id}']")
+    expect(row.locator("summary")).to_contain_text("sim. user")
+    row.locator("summary").click()
+    marked = row.locator(".traj-candidate .is-simulated-user")
+    expect(marked).to_have_count(1)
+    expect(marked).to_contain_text("simulated user")
+    expect(marked).to_contain_text("Yes, go ahead.")

@@ -38,6 +38,25 @@ def test_the_recorded_model_replays_the_runs_own_turns_through_the_sdk(agent, ai
     assert not ModelCall.objects.exists()  # recorded turns are not model calls
 
 
+def test_in_process_the_recorded_model_replays_exactly_as_through_the_sdk(agent, airline_runs):
+    version = ConfigVersionFactory(agent=agent, number=2)
+    results = []
+    for in_process in (False, True):
+        gateway = Gateway(backend="recorded", in_process=in_process)
+        for run in airline_runs:
+            gateway.recordings.add(run)
+        results.append([replay(run, version, gateway=gateway) for run in airline_runs])
+
+    through_sdk, direct = results
+    for a, b in zip(through_sdk, direct, strict=True):
+        assert a.messages == b.messages and a.tool_calls == b.tool_calls
+        assert (a.stop_reason, a.model_stop_reason, a.divergence_kind) == (
+            b.stop_reason,
+            b.model_stop_reason,
+            b.divergence_kind,
+        )
+
+
 def test_a_faithful_harness_reproduces_every_recorded_outcome(agent, airline_runs):
     check = check_harness(runs=airline_runs, version=agent.stable_version)
 

@@ -148,6 +148,7 @@ def test_report_shows_experiment_numbers_once_they_exist(finished_cycle: DreamCy
             "target": block,
             "regression": block,
             "harness": {"fidelity": 1.0, "can_judge": True, "summary": "Harness fidelity 100%."},
+            "simulated_user": {"share": 0.5, "baseline_agreement": 1.0, "trusted": True},
         },
     )
 
@@ -159,6 +160,7 @@ def test_report_shows_experiment_numbers_once_they_exist(finished_cycle: DreamCy
     assert suggestion["metrics"]["target"]["candidate_pass_rate"] == 0.9
     assert "pass rate 0% → 90% (9 fixed, 0 broken); verdict: improves" in markdown
     assert suggestion["metrics"]["harness"]["can_judge"] is True  # the API shows the check
+    assert suggestion["metrics"]["simulated_user"]["trusted"] is True
     assert "Harness check (no tokens): Harness fidelity 100%." in markdown
 
 

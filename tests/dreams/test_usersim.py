@@ -180,7 +180,8 @@ def test_a_simulated_user_carries_a_diverged_replay_to_a_graded_verdict(
     written = [result.messages[i]["content"][0]["text"] for i in result.simulated_turns]
     assert written == RECORDED_USER_TURNS[1:]
     assert all(result.messages[i]["role"] == "user" for i in result.simulated_turns)
-    assert len(user_requests(fake_gateway_settings)) == 4  # the last one answered "done"
+    # Everything said and the agent's last message asks nothing: done without a fourth call.
+    assert len(user_requests(fake_gateway_settings)) == 3
     assert verdict.verdict == "pass" and verdict.grader == "expectations"
     # think was reworded: its sandbox answered, and it is not a divergence.
     think = [c for c in result.tool_calls if c["name"] == "think"]
@@ -241,7 +242,7 @@ def test_simulated_user_calls_are_accounted_with_their_own_purpose(
     purposes = list(
         ModelCall.objects.filter(agent=desk_run.agent).values_list("purpose", flat=True)
     )
-    assert purposes.count("simulated_user") == 4
+    assert purposes.count("simulated_user") == 3
     assert purposes.count("replay") == len(CANDIDATE)
 
 
@@ -389,3 +390,41 @@ def test_an_experiment_reports_the_simulated_user_share_and_whether_it_can_be_tr
     assert experiment.stats["overall"]["simulated_user_share"] == 1.0
     html = render_to_string("dreams/_simulated_user.html", {"check": check})
     assert "cannot be trusted" in html and "100%" in html
+
+
+def test_batched_replays_send_the_simulated_users_calls_in_the_same_batches(
+    desk_agent, desk_run, desk_version, fake_gateway_settings, settings,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    from dreams.experiments import start_experiment
+    from dreams.models import Replay
+
+    settings.REVERIE_REPLAY_BATCH_MODE = True
+
+    def respond(body):  # stateless: the agent's turn by the number of turns so far
+        if (body.get("tool_choice") or {}).get("name") == USER_TOOL:
+            return simulated_answer(body)
+        step = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        return FakeAnthropic.message(CANDIDATE[step])
+
+    fake_gateway_settings.responder = respond
+    desk_agent.stable_version = desk_version
+    desk_agent.save(update_fields=["stable_version"])
+    candidate = ConfigVersionFactory(agent=desk_agent, number=3, tools=desk_version.tools)
+    with django_capture_on_commit_callbacks(execute=True):
+        experiment = start_experiment(
+            agent=desk_agent,
+            baseline_version=desk_version,
+            candidate_version=candidate,
+            target_runs=[desk_run],
+            regression_runs=[],
+            replicates=1,
+        )
+
+    replays = list(Replay.objects.filter(experiment=experiment))
+    assert [len(r.simulated_turns) for r in replays] == [3, 3]
+    assert {(r.status, r.verdict) for r in replays} == {("done", "pass")}
+    calls = ModelCall.objects.filter(experiment=experiment, purpose="simulated_user")
+    assert calls.count() == 6 and all(c.replay_id for c in calls)
+    assert any(r.path == "/v1/messages/batches" for r in fake_gateway_settings.requests)
+    assert not [r for r in fake_gateway_settings.message_requests]  # all through batches
