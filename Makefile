@@ -20,13 +20,23 @@ $(BIN)/.installed: pyproject.toml client/pyproject.toml
 
 install: $(BIN)/.installed
 
+# The IT access desk's MCP sandbox (dreams/demo_desk/sandbox.py) runs on loopback beside the
+# dashboard for as long as the demo does; the seeder expects it at this port.
+SANDBOX_PORT ?= 8765
+
+demo: export REVERIE_ENVIRONMENT_ALLOWED_HOSTS ?= 127.0.0.1
+demo: export REVERIE_DEMO_SANDBOX_URL := http://127.0.0.1:$(SANDBOX_PORT)/mcp
 demo: install
 	$(BIN)/python manage.py migrate --no-input -v 0
-	$(BIN)/python manage.py seed_demo
-	@echo ""
-	@echo "  Reverie is running at http://$(HOST):$(PORT)/  (log in as demo / reverie-demo)"
-	@echo "  Admin: http://$(HOST):$(PORT)/admin/   API docs: http://$(HOST):$(PORT)/api/docs/"
-	@echo ""
+	@$(BIN)/python -m dreams.demo_desk.sandbox --host 127.0.0.1 --port $(SANDBOX_PORT) & sandbox=$$!; \
+	trap 'kill $$sandbox 2>/dev/null; wait $$sandbox 2>/dev/null; echo "  Access sandbox stopped."' EXIT; \
+	for i in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$(SANDBOX_PORT)) 2>/dev/null && break; sleep 0.1; done; \
+	$(BIN)/python manage.py seed_demo || exit 1; \
+	echo ""; \
+	echo "  Reverie is running at http://$(HOST):$(PORT)/  (log in as demo / reverie-demo)"; \
+	echo "  Admin: http://$(HOST):$(PORT)/admin/   API docs: http://$(HOST):$(PORT)/api/docs/"; \
+	echo "  IT access desk sandbox (MCP): http://127.0.0.1:$(SANDBOX_PORT)/mcp"; \
+	echo ""; \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT) --noreload
 
 # Browser tests drive Debian's Chromium; never a downloaded browser build.

@@ -136,7 +136,15 @@ class AgentAdmin(admin.ModelAdmin):
         ("Review", {"fields": ["required_approvals", "protected_sections"]}),
         (
             "Replay sandbox",
-            {"fields": ["sandbox_tools", "write_tools", "pure_tools", "simulated_user"]},
+            {
+                "fields": [
+                    "sandbox_tools",
+                    "write_tools",
+                    "pure_tools",
+                    "simulated_user",
+                    "environment_url",
+                ]
+            },
         ),
         ("Notifications", {"fields": ["webhook_url", "webhook_secret"]}),
         (

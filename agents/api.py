@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 from agents import services
 from agents.access import Principal, get_agent_for, get_run_for, principal_for
 from agents.ingest import IngestError, PayloadRejected, ingest_runs, load_payload, nul_path
-from agents.models import Agent, ConfigVersion, Feedback, Run
+from agents.models import Agent, ConfigVersion, Feedback, Run, environment_url_problem
 from agents.selectors import agents_for, runs_for, versions_for
 from agents.timestamps import TimestampError, parse_timestamp
 from agents.transcripts import TranscriptError, canonical_tools
@@ -136,6 +136,12 @@ class AgentSerializer(StrictModelSerializer):
     def validate_required_approvals(self, value: int) -> int:
         if value not in (1, 2):
             raise serializers.ValidationError("must be 1 or 2")
+        return value
+
+    def validate_environment_url(self, value: str) -> str:
+        problem = environment_url_problem(value) if value else ""
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
 
 

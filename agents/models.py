@@ -9,6 +9,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from agents.targets import TargetRefused, resolve_target
+
 
 class Workspace(models.Model):
     name = models.CharField(max_length=200)
@@ -105,6 +107,22 @@ def new_routing_salt() -> str:
     return secrets.token_hex(16)
 
 
+def environment_url_problem(url: str) -> str:
+    """Why a sandbox environment URL may not be used ("" when it may), checked like webhooks."""
+    try:
+        resolve_target(
+            url,
+            what="environment",
+            allowed_hosts=settings.REVERIE_ENVIRONMENT_ALLOWED_HOSTS,
+            hint="add the host to REVERIE_ENVIRONMENT_ALLOWED_HOSTS to allow it",
+        )
+    except TargetRefused as exc:
+        return str(exc)
+    except ConnectionError as exc:
+        return f"the host does not resolve ({exc})"
+    return ""
+
+
 class Agent(models.Model):
     class Frequency(models.TextChoices):
         HOURLY = "hourly", "Hourly"
@@ -157,6 +175,14 @@ class Agent(models.Model):
         help_text=(
             "when a replay leaves the recording before a later user turn, a simulated user "
             "continues the conversation (off: the replay stops there)"
+        ),
+    )
+    environment_url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text=(
+            "sandbox environment: an MCP server (streamable HTTP) on staging that executes every "
+            "tool call of a replay; empty = tools answer from the recording"
         ),
     )
 
@@ -246,6 +272,10 @@ class Agent(models.Model):
             errors[field] = "set both ends of the dream window, or neither"
         if not (self.model or "").strip():
             errors["model"] = "must name a model"
+        if self.environment_url and "environment_url" not in errors:
+            problem = environment_url_problem(self.environment_url)
+            if problem:
+                errors["environment_url"] = problem
         if errors:
             raise ValidationError(errors)
 

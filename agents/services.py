@@ -29,6 +29,7 @@ AGENT_SETTING_FIELDS = (
     "write_tools",
     "pure_tools",
     "simulated_user",
+    "environment_url",
     "webhook_url",
     "webhook_secret",
     "is_paused",

@@ -325,6 +325,12 @@ REVERIE_HOSTED_DREAM_MAX_POLLS = env_int("REVERIE_HOSTED_DREAM_MAX_POLLS", 120, 
 
 # Outgoing webhooks refuse private and loopback targets unless this is on.
 REVERIE_WEBHOOKS_ALLOW_PRIVATE = env_bool("REVERIE_WEBHOOKS_ALLOW_PRIVATE", False)
+# Sandbox environments (dreams/environments.py): MCP servers on staging that replays call.
+# Their URLs are refused on private, loopback or reserved addresses like webhook targets,
+# unless the host (a name, an address or a network such as 10.0.0.0/8) is in this list.
+REVERIE_ENVIRONMENT_ALLOWED_HOSTS = env_list("REVERIE_ENVIRONMENT_ALLOWED_HOSTS", [])
+# Seconds for one environment request (connect, reset, a tool call, the final check).
+REVERIE_ENVIRONMENT_TIMEOUT_SECONDS = env_float("REVERIE_ENVIRONMENT_TIMEOUT_SECONDS", 10.0)
 
 # Dream cycles (dreams/cycles.py and the modules it calls).
 REVERIE_DREAM_MAX_RUNS = env_int("REVERIE_DREAM_MAX_RUNS", 200, minimum=1)
@@ -373,6 +379,8 @@ LOGGING = {
         "httpx2": {"level": "WARNING"},
         "httpcore2": {"level": "WARNING"},
         "celery.app.trace": {"level": "WARNING"},
+        # The MCP client logs every session it opens and closes: one per environment replay.
+        "mcp": {"level": "WARNING"},
     },
 }
 

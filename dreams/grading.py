@@ -1,6 +1,7 @@
 """Grade one replay: recorded expectations, else the rubric judged by a model, else feedback.
 
-Graders, the first that applies decides: ``expectations`` (expected answer regex on the final
+Graders, the first that applies decides: ``environment`` (the sandbox environment's final-state
+check, `reverie_check`; an environment that was unavailable gives no verdict), ``expectations`` (expected answer regex on the final
 assistant text, expected / forbidden tool calls with argument subsets), ``rubric`` (the run's
 rubric, judged through the gateway with a fixed prompt and a stored reason), ``feedback`` (the
 latest negative feedback comment turned into a rubric), ``recorded`` (the recorded outcome is
@@ -50,7 +51,7 @@ FEEDBACK_RUBRIC = (
 class Grade:
     verdict: str  # pass | fail | unverifiable
     reason: str
-    grader: str  # expectations | rubric | feedback | recorded | stop_reason | sandbox | none
+    grader: str  # environment | expectations | rubric | feedback | recorded | stop_reason | …
 
 
 def _tool_spec(item: Any) -> tuple[str, dict[str, Any]]:
@@ -137,6 +138,13 @@ def plan(run: Run, result: ReplayResult, *, comment: str) -> Grade | JudgeReques
             f"Stopped at {last} with arguments that are not in the recording (a write tool).",
             "sandbox",
         )
+    if result.environment_unavailable:
+        return Grade(
+            "unverifiable",
+            f"Environment unavailable: {result.environment_error or 'no answer'}. "
+            "The replay could not run its tools, so it has no verdict.",
+            "environment",
+        )
     if result.stop_reason == Stop.DIVERGED_BEFORE_TURN:
         return Grade(
             "unverifiable",
@@ -150,6 +158,10 @@ def plan(run: Run, result: ReplayResult, *, comment: str) -> Grade | JudgeReques
             "The answer was cut off at max_tokens: a cut answer is not a finished one.",
             "stop_reason",
         )
+    if result.environment_check is not None:
+        check = result.environment_check
+        reason = check.get("reason") or "no reason given"
+        return Grade(check["verdict"], f"Sandbox final state: {reason}", "environment")
     expectations = run.expectations or {}
     graded = grade_expectations(expectations, result)
     if graded is not None:

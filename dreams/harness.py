@@ -7,7 +7,10 @@ harness can judge this agent at all.
 * **grader agreement** — each grader's verdict on the recorded trajectory itself against the
   recorded outcome, per grader;
 * the **disagreeing runs**, each with its reason (calls that left the recording, how the replay
-  stopped, which grader said what).
+  stopped, which grader said what);
+* with a sandbox environment, **environment drift** — matched calls whose environment result
+  differs from the recording (the staging copy is not the system the run saw) — and the runs
+  whose replay found the environment unavailable (not checked).
 
 Model judges (rubric, feedback) run only on a backend that costs nothing; otherwise those runs
 are counted as not checked. Below REVERIE_HARNESS_FIDELITY_THRESHOLD the experiment reports
@@ -116,7 +119,11 @@ def _grader_verdicts(
 
 def _disagreement_reason(result: ReplayResult, graded: Grade, recorded: bool) -> str:
     parts = []
-    off = [c for c in result.tool_calls if c.get("source") not in ("recording", "memory")]
+    off = [
+        c
+        for c in result.tool_calls
+        if c.get("source") not in ("recording", "memory", "environment")
+    ]
     if off:
         first = off[0]
         parts.append(f"{first['name']} went {first['source'].replace('_', '-')}")
@@ -145,6 +152,8 @@ def check_harness(*, runs: list[Run], version: ConfigVersion) -> dict[str, Any]:
     not_checked: list[dict[str, Any]] = []
     disagreements: list[dict[str, Any]] = []
     graders: dict[str, dict[str, int]] = {}
+    drift = {"runs": 0, "calls": 0, "examples": []}
+    environment = any(run.agent.environment_url for run in runs)
     for run in runs:
         outcome = recorded_pass(run)
         if outcome is None:
@@ -152,7 +161,31 @@ def check_harness(*, runs: list[Run], version: ConfigVersion) -> dict[str, Any]:
             continue
         comment = negative_comment(run)
         result = replay(run, version, gateway=recorded_model)
+        if result.environment_unavailable:
+            not_checked.append(
+                {"run_id": run.pk, "reason": f"environment unavailable: {result.environment_error}"}
+            )
+            continue
+        if result.drift:
+            drift["runs"] += 1
+            drift["calls"] += result.drift
+            if len(drift["examples"]) < MAX_DISAGREEMENTS:
+                call = next(c for c in result.tool_calls if c.get("drift"))
+                drift["examples"].append(
+                    {
+                        "run_id": run.pk,
+                        "external_id": run.external_id,
+                        "tool": call["name"],
+                        "recorded": str(call.get("recorded", ""))[:200],
+                        "environment": str(call.get("result", ""))[:200],
+                    }
+                )
         graded = _graded(run, result, comment=comment, judge=judge)
+        if result.environment_check is not None:
+            # The sandbox's final-state check is a grader too: on the recording it must agree.
+            counts = graders.setdefault("environment", {"n": 0, "agree": 0})
+            counts["n"] += 1
+            counts["agree"] += (result.environment_check["verdict"] == "pass") == outcome
         for grader, verdict in _grader_verdicts(
             run, recorded_trajectory(run), comment=comment, judge=judge
         ).items():
@@ -198,11 +231,24 @@ def check_harness(*, runs: list[Run], version: ConfigVersion) -> dict[str, Any]:
         },
         "disagreements": disagreements,
         "disagreement_count": checked - agree,
-        "summary": summarise(fidelity, threshold, checked, disagreements),
+        "environment": environment,
+        "environment_drift": drift if environment else None,
+        "summary": summarise(fidelity, threshold, checked, disagreements)
+        + (drift_summary(drift) if environment else ""),
         "tokens": 0,
         "seconds": round(elapsed, 3),
         "runs_per_second": round(len(runs) / elapsed, 1) if elapsed > 0 else None,
     }
+
+
+def drift_summary(drift: dict[str, Any]) -> str:
+    if not drift["calls"]:
+        return " The sandbox environment answered every recorded call as recorded (no drift)."
+    return (
+        f" Environment drift: {drift['calls']} recorded call{'s' if drift['calls'] != 1 else ''} "
+        f"in {drift['runs']} run{'s' if drift['runs'] != 1 else ''} got a different result from "
+        "the sandbox environment than in the recording."
+    )
 
 
 def summarise(

@@ -29,8 +29,15 @@ A run recorded in a Managed Agents session replays with memory the way that sess
 `glob` / `grep` calls on the mount answered from the replayed version's documents (source
 `memory`), never from the recording; those reads are environment, not actions, so they do not
 count towards divergence.
+
+With the agent's sandbox environment (`Agent.environment_url`, dreams/environments.py) every
+tool call is executed there instead, matched or not, so the environment's final state is the
+replay's own; a matched call keeps its recorded result beside the environment's, and a
+difference is *environment drift*. The session is opened (and reset with the run's snapshot)
+at the first call, asked for its final-state check when the replay ends, and closed.
 """
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -45,6 +52,13 @@ from django.utils.module_loading import import_string
 from agents.models import Agent, ConfigVersion, Run
 from agents.pricing import cost_of
 from agents.transcripts import count_steps, final_answer, iter_tool_calls, pair_tool_results
+from dreams.environments import (
+    RESERVED,
+    EnvironmentSession,
+    EnvironmentUnavailable,
+    same_result,
+    snapshot_of,
+)
 from dreams.llm import Gateway, ModelError, get_gateway, usage_dict
 from dreams.managed import mount as memory_mount
 from dreams.usersim import (
@@ -56,6 +70,8 @@ from dreams.usersim import (
 )
 
 NOT_AVAILABLE = "Tool {name} is not available in replay: no recorded result for these arguments."
+RESERVED_TOOL = "Tool {name} is reserved for Reverie's sandbox environment."
+RESULT_CLIP = 2000  # characters of a tool result kept in Replay.tool_calls (messages hold all)
 
 
 class Stop:
@@ -67,6 +83,8 @@ class Stop:
     # The model's own stop_reason ended the replay: a cut answer or a refusal is not a finish.
     MAX_TOKENS = "max_tokens"
     REFUSAL = "refusal"
+    # The sandbox environment could not be reached (or dropped the session): no verdict.
+    ENVIRONMENT_UNAVAILABLE = "environment_unavailable"
     # The simulated user wrote REVERIE_SIMULATED_USER_MAX_TURNS turns and the agent still talks.
     USER_LIMIT = "simulated_user_limit"
 
@@ -209,6 +227,14 @@ class ReplayResult:
     # Indices in `messages` of the user turns the simulated user wrote, and what it spent.
     simulated_turns: list[int] = field(default_factory=list)
     simulated_user_usage: dict[str, int] = field(default_factory=dict)
+    environment: bool = False  # tool calls were executed in the agent's sandbox environment
+    environment_check: dict[str, str] | None = None  # {verdict, reason} from reverie_check
+    environment_error: str = ""  # why the environment was unavailable
+    drift: int = 0  # matched calls whose environment result differs from the recording
+
+    @property
+    def environment_unavailable(self) -> bool:
+        return self.stop_reason == Stop.ENVIRONMENT_UNAVAILABLE
 
     @property
     def total_tokens(self) -> int:
@@ -250,6 +276,7 @@ class ReplaySession:
         version: ConfigVersion,
         agent: Agent,
         priced: bool = True,
+        environment_url: str | None = None,
         simulated_user: bool | None = None,
     ) -> None:
         self.run = run
@@ -268,7 +295,11 @@ class ReplaySession:
         self.write_tools = set(agent.write_tools or [])
         self.pure_tools = set(agent.pure_tools or []) - self.write_tools
         self.sandbox_paths: dict[str, str] = dict(agent.sandbox_tools or {})
-        self.result = ReplayResult(messages=list(self.recording.initial))
+        self.environment_url = agent.environment_url if environment_url is None else environment_url
+        self._environment: EnvironmentSession | None = None
+        self.result = ReplayResult(
+            messages=list(self.recording.initial), environment=bool(self.environment_url)
+        )
         self.next_turn = 0
         # None: the agent's switch. The harness check passes False (it replays the recording).
         self.simulated_user = agent.simulated_user if simulated_user is None else simulated_user
@@ -318,13 +349,64 @@ class ReplaySession:
             self.mount, name, arguments or {}
         )
 
-    def _answer_tool(self, block: dict[str, Any]) -> dict[str, Any] | None:
-        """The tool_result for a tool_use, or None when the replay must stop (unverifiable)."""
+    @property
+    def uses_environment(self) -> bool:
+        return bool(self.environment_url)
+
+    def _open_environment(self) -> EnvironmentSession:
+        """The replay's environment session: opened and reset on first use."""
+        if self._environment is None:
+            session = EnvironmentSession(self.environment_url)
+            session.open()
+            self._environment = session
+            session.reset(snapshot=snapshot_of(self.run.metadata), run_id=self.run.external_id)
+        return self._environment
+
+    def close_environment(self) -> None:
+        """End the environment session, if one is open (safe to call twice)."""
+        session, self._environment = self._environment, None
+        if session is not None:
+            session.close()
+
+    def _answer_from_environment(self, block: dict[str, Any]) -> dict[str, Any]:
+        """Execute the call in the environment; the recorded result is kept beside it."""
         name, arguments = block["name"], block.get("input") or {}
         key = canonical_arguments(arguments)
         recorded = self.recording.take(name, arguments, key)
+        entry: dict[str, Any] = {"name": name, "input": arguments, "source": "environment"}
+        self.result.tool_calls.append(entry)
+        self._made_keys.append(key)
+        if name in RESERVED:
+            entry["is_error"] = True
+            return {
+                "type": "tool_result",
+                "tool_use_id": block["id"],
+                "content": RESERVED_TOOL.format(name=name),
+                "is_error": True,
+            }
+        answer = self._open_environment().call_tool(name, arguments)  # may be unavailable
+        entry["result"] = _clip(answer.content)
+        if answer.is_error:
+            entry["is_error"] = True
+        if recorded is not None:
+            entry["recorded"] = _clip(recorded.content)
+            if recorded.is_error != answer.is_error or not same_result(
+                recorded.content, answer.content
+            ):
+                entry["drift"] = True
+                self.result.drift += 1
+        result = {"type": "tool_result", "tool_use_id": block["id"], "content": answer.content}
+        if answer.is_error:
+            result["is_error"] = True
+        return result
+
+    def _answer_tool(self, block: dict[str, Any]) -> dict[str, Any] | None:
+        """The tool_result for a tool_use, or None when the replay must stop (unverifiable)."""
+        name, arguments = block["name"], block.get("input") or {}
         if self.mount is not None and self.is_memory_call(name, arguments):
             # The replayed version's memory, not the recording's: that is what changed.
+            key = canonical_arguments(arguments)
+            self.recording.take(name, arguments, key)
             self.result.tool_calls.append({"name": name, "input": arguments, "source": "memory"})
             self._made_keys.append(key)
             text, is_error = memory_mount.answer(self.mount, self.documents, name, arguments)
@@ -332,6 +414,10 @@ class ReplaySession:
             if is_error:
                 result["is_error"] = True
             return result
+        if self.uses_environment:
+            return self._answer_from_environment(block)
+        key = canonical_arguments(arguments)
+        recorded = self.recording.take(name, arguments, key)
         entry = {"name": name, "input": arguments, "source": "recording"}
         self.result.tool_calls.append(entry)
         self._made_keys.append(key)
@@ -411,7 +497,12 @@ class ReplaySession:
         if uses:
             results = []
             for block in uses:
-                answer = self._answer_tool(block)
+                try:
+                    answer = self._answer_tool(block)
+                except EnvironmentUnavailable as exc:
+                    self.result.environment_error = str(exc)
+                    self._finish(Stop.ENVIRONMENT_UNAVAILABLE)
+                    return
                 if answer is None:
                     self.result.unverifiable = True
                     self._finish(Stop.UNVERIFIABLE)
@@ -483,8 +574,27 @@ class ReplaySession:
         self.result.error = f"{type(error).__name__}: {error}"
         self._finish(Stop.ERROR)
 
+    def _check_environment(self, reason: str) -> str:
+        """Ask the environment for its final-state verdict; the stop reason to record."""
+        # A conversation cut before a later user turn has no final state to judge.
+        unfinished = (Stop.ERROR, Stop.ENVIRONMENT_UNAVAILABLE, Stop.DIVERGED_BEFORE_TURN)
+        if not self.uses_environment or reason in unfinished:
+            return reason
+        try:
+            check = self._open_environment().check()
+        except EnvironmentUnavailable as exc:
+            self.result.environment_error = str(exc)
+            return Stop.ENVIRONMENT_UNAVAILABLE
+        if check is not None:
+            self.result.environment_check = {"verdict": check.verdict, "reason": check.reason}
+        return reason
+
     def _finish(self, reason: str) -> None:
         self.done = True
+        try:
+            reason = self._check_environment(reason)
+        finally:
+            self.close_environment()
         self.result.stop_reason = reason
         self.result.latency_ms = int((time.monotonic() - self._started) * 1000)
         step, kind = divergence(
@@ -495,6 +605,13 @@ class ReplaySession:
             environment=self.is_memory_call if self.mount is not None else None,
         )
         self.result.divergence_step, self.result.divergence_kind = step, kind
+
+
+def _clip(content: Any) -> Any:
+    if isinstance(content, str):
+        return content[:RESULT_CLIP]
+    text = json.dumps(content, ensure_ascii=False)
+    return content if len(text) <= RESULT_CLIP else text[:RESULT_CLIP]
 
 
 def divergence(
@@ -572,21 +689,24 @@ def replay(
     """Replay `run` with `config_version` synchronously (one model call per step)."""
     gateway = gateway or get_gateway()
     session = new_session(run, config_version, gateway)
-    while not session.done:
-        call = call_for(gateway, session)
-        try:
-            message = gateway.create_message(
-                agent=run.agent,
-                purpose=call.purpose,
-                experiment=experiment,
-                replay=replay_row,
-                cache_prefix=call.purpose == REPLAY,
-                **call.kwargs,
-            )
-        except ModelError as exc:
-            session.fail(exc)
-            break
-        session.feed(message)
+    try:
+        while not session.done:
+            call = call_for(gateway, session)
+            try:
+                message = gateway.create_message(
+                    agent=run.agent,
+                    purpose=call.purpose,
+                    experiment=experiment,
+                    replay=replay_row,
+                    cache_prefix=call.purpose == REPLAY,
+                    **call.kwargs,
+                )
+            except ModelError as exc:
+                session.fail(exc)
+                break
+            session.feed(message)
+    finally:
+        session.close_environment()
     return session.result
 
 
@@ -601,19 +721,27 @@ async def areplay(
     """Async twin of `replay` (AsyncAnthropic), for many replays at once in one task."""
     gateway = gateway or get_gateway()
     session = new_session(run, config_version, gateway)
-    while not session.done:
-        call = call_for(gateway, session)
-        try:
-            message = await gateway.acreate_message(
-                agent=run.agent,
-                purpose=call.purpose,
-                experiment=experiment,
-                replay=replay_row,
-                cache_prefix=call.purpose == REPLAY,
-                **call.kwargs,
-            )
-        except ModelError as exc:
-            session.fail(exc)
-            break
-        session.feed(message)
+    try:
+        while not session.done:
+            call = call_for(gateway, session)
+            try:
+                message = await gateway.acreate_message(
+                    agent=run.agent,
+                    purpose=call.purpose,
+                    experiment=experiment,
+                    replay=replay_row,
+                    cache_prefix=call.purpose == REPLAY,
+                    **call.kwargs,
+                )
+            except ModelError as exc:
+                await asyncio.to_thread(session.fail, exc)
+                break
+            if session.uses_environment:
+                # Environment calls block on the network: off the event loop, in a thread.
+                await asyncio.to_thread(session.feed, message)
+            else:
+                session.feed(message)
+    finally:
+        if session.uses_environment:
+            await asyncio.to_thread(session.close_environment)
     return session.result

@@ -6,11 +6,9 @@ loopback or link-local addresses are refused unless REVERIE_WEBHOOKS_ALLOW_PRIVA
 the request goes to the address that was checked (no second DNS lookup, no redirects).
 """
 
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +22,9 @@ from django.db.models import Q
 from django.utils import timezone
 from standardwebhooks import Webhook
 
+from agents import targets
 from agents.models import Agent
+from agents.targets import TargetRefused
 from dreams import reports, signals
 from dreams.models import DreamCycle, Proposal
 from reviews.models import WebhookAttempt, WebhookDelivery
@@ -33,10 +33,6 @@ logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "dreaming_report"
 USER_AGENT = "Reverie-Webhooks/1"
-
-
-class TargetRefused(Exception):
-    """The webhook URL may not be called (scheme, private address, no secret)."""
 
 
 # -- payloads ------------------------------------------------------------------------------
@@ -167,32 +163,9 @@ def connect_receivers() -> None:
 # -- target checks -------------------------------------------------------------------------
 
 
-def _refused_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
-
-
 def resolve_target(url: str) -> tuple[str, str, int]:
-    """(scheme, checked IP address, port) for `url`, or TargetRefused."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetRefused("webhook URLs must be http(s) with a host")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ConnectionError(f"cannot resolve {parts.hostname}: {exc}") from exc
-    addresses = sorted({info[4][0] for info in infos})
-    if not settings.REVERIE_WEBHOOKS_ALLOW_PRIVATE:
-        refused = [a for a in addresses if _refused_address(a)]
-        if refused:
-            raise TargetRefused(
-                f"{parts.hostname} resolves to a private, loopback or reserved address "
-                f"({refused[0]}); set REVERIE_WEBHOOKS_ALLOW_PRIVATE to allow it"
-            )
-    return parts.scheme, addresses[0], port
+    """(scheme, checked IP address, port) for a webhook `url`, or TargetRefused."""
+    return targets.resolve_target(url, allow_private=settings.REVERIE_WEBHOOKS_ALLOW_PRIVATE)
 
 
 # -- delivery ------------------------------------------------------------------------------
@@ -228,9 +201,7 @@ def backoff_seconds(attempt: int) -> int:
 def _post(*, url: str, address: str, headers: dict[str, str], body: str) -> httpx2.Response:
     parts = urlsplit(url)
     host = parts.hostname or ""
-    literal = f"[{address}]" if ":" in address else address
-    netloc = literal + (f":{parts.port}" if parts.port else "")
-    pinned = parts._replace(netloc=netloc).geturl()
+    pinned, host_header = targets.pinned_url(url, address)
     # No environment proxies: a proxy would resolve the host again, past the address check.
     with httpx2.Client(
         timeout=settings.REVERIE_WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
@@ -238,7 +209,7 @@ def _post(*, url: str, address: str, headers: dict[str, str], body: str) -> http
         return client.post(
             pinned,
             content=body.encode(),
-            headers={**headers, "host": parts.netloc.rsplit("@", 1)[-1]},
+            headers={**headers, "host": host_header},
             extensions={"sni_hostname": host} if parts.scheme == "https" else {},
         )
 

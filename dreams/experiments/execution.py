@@ -3,6 +3,7 @@
 
 import asyncio
 import logging
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db.models import Prefetch
@@ -12,7 +13,7 @@ from agents.models import ConfigVersion, Feedback
 from dreams.grading import Grade, agrade, grade
 from dreams.llm import BudgetExceeded, CallContext, ModelError, get_gateway
 from dreams.models import Experiment, Replay
-from dreams.replay import REPLAY, ReplayResult, areplay, new_session
+from dreams.replay import REPLAY, ReplayResult, ReplaySession, areplay, new_session
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,16 @@ def replay_slots_batched(slots: list[Replay], versions: dict[str, ConfigVersion]
     agent = slots[0].run.agent
     sessions = {str(s.pk): new_session(s.run, versions[s.arm], gateway) for s in slots}
     by_id = {str(s.pk): s for s in slots}
+    try:
+        return _run_batched(sessions, by_id, gateway, agent)
+    finally:
+        for session in sessions.values():
+            session.close_environment()
+
+
+def _run_batched(
+    sessions: dict[str, ReplaySession], by_id: dict[str, Replay], gateway: Any, agent: Any
+) -> bool:
     while True:
         open_ids = [sid for sid, session in sessions.items() if not session.done]
         if not open_ids:

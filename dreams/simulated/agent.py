@@ -23,6 +23,7 @@ Guidance it looks for in the instructions (sentence by sentence, case-insensitiv
 World knowledge: like a model that has read the shop's public catalogue, it knows the demo
 shop's list prices (agents.demo.ITEMS), which it uses only when it refunds without a lookup.
 A tool error makes it apologise and stop; unknown domains get a short acknowledgement.
+An IT access desk (tools `lookup_employee` and `grant_access`) is answered by `access_desk`.
 
 Mounted memory (a Managed Agents session): when the system text says "A memory store is mounted
 at <path>" and the `glob` and `read` tools are offered, it first lists the mount with `glob`, then
@@ -36,6 +37,7 @@ from typing import Any
 
 from agents import demo
 from agents.transcripts import pair_tool_results
+from dreams.simulated import access_desk
 
 ORDER_ID = re.compile(r"\b([A-Z]{2,5}-\d{3,})\b")
 NAME = re.compile(r"\b(?:I'm|I am|my name is)\s+([A-Z][a-z]+)")
@@ -203,6 +205,8 @@ def respond(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """Content blocks and stop reason of the next assistant turn."""
     instructions = system_text(body.get("system"))
     tool_names = {t.get("name") for t in body.get("tools") or []}
+    if access_desk.handles(tool_names):
+        return access_desk.respond(body, instructions)
     messages = body.get("messages") or []
     user_text = " ".join(_user_texts(messages))
     lower = user_text.lower()

@@ -15,6 +15,11 @@ recorded outcome. Prints `name: value unit` lines:
   the simulated user is the simulated backend's deterministic one;
 * simulated-user tokens as a share of all replay tokens (agent + simulated user), with
   tokens estimated at four characters a token on both sides.
+* on a generated IT access desk set (dreams/demo_desk, the same number of runs; the decisive
+  write four or five user turns in), with the desk's MCP sandbox on loopback: the harness check
+  through the environment (fidelity, drift, speed) and the share of candidate replays (the
+  desk's proposal: read the access policy first, an extra call before a user turn) reaching a
+  graded verdict with the environment and the simulated user, beside the same share without them.
 
     .venv/bin/python tests/bench/multiturn.py            # 500 runs
     .venv/bin/python tests/bench/multiturn.py --smoke    # 40 runs, a few seconds
@@ -44,7 +49,7 @@ from agents.models import ConfigVersion, Run, Workspace  # noqa: E402
 from agents.transcripts import pair_tool_results, to_canonical  # noqa: E402
 from dreams.grading import grade  # noqa: E402
 from dreams.harness import check_harness  # noqa: E402
-from dreams.llm import Gateway  # noqa: E402
+from dreams.llm import Gateway, get_gateway  # noqa: E402
 from dreams.replay import replay  # noqa: E402
 from dreams.simulated.transport import PrefixCache, compute_usage  # noqa: E402
 from dreams.simulated.transport import answer as simulated_answer  # noqa: E402
@@ -316,6 +321,90 @@ def main(runs: int) -> None:
     for name, g in check["graders"].items():
         print(f"grader_agreement_{name}: {g['agreement'] * 100:.1f} %")
     candidate_figures(agent, version, recorded)
+    desk_figures(runs)
+
+
+SANDBOX_PORT = 18660  # the desk's MCP sandbox, on loopback for the benchmark's length
+
+
+def _graded_share(sample, version, gateway, *, environment: bool) -> tuple[float, float]:
+    """Share of replays that end and get pass/fail; and the simulated user's token share."""
+    graded = replay_tokens = user_tokens = 0
+    for run in sample:
+        if not environment:  # today's behaviour: tools from the recording, no simulated user
+            run.agent.environment_url = ""
+            if hasattr(run.agent, "simulated_user"):
+                run.agent.simulated_user = False
+        result = replay(run, version, gateway=gateway)
+        verdict = grade(run, result, gateway=gateway, comment="")
+        graded += result.stop_reason == "end_turn" and verdict.verdict in ("pass", "fail")
+        replay_tokens += result.total_tokens + getattr(result, "simulated_user_tokens", 0)
+        user_tokens += getattr(result, "simulated_user_tokens", 0)
+    return graded / len(sample), (user_tokens / replay_tokens if replay_tokens else 0.0)
+
+
+def desk_figures(runs: int) -> None:
+    from django.test import override_settings
+
+    from agents.ingest import ingest_runs
+    from dreams.demo_desk import runs as desk
+    from dreams.demo_desk.sandbox import SandboxServer
+
+    workspace = Workspace.objects.create(name="Bench access desk", slug="bench-access-desk")
+    with (
+        SandboxServer(port=SANDBOX_PORT) as sandbox,
+        override_settings(REVERIE_ENVIRONMENT_ALLOWED_HOSTS=["127.0.0.1"]),
+    ):
+        agent = services.create_agent(
+            workspace=workspace,
+            slug="access-desk",
+            name="IT access desk (bench)",
+            write_tools=["grant_access"],
+            environment_url=sandbox.url,
+        )
+        stable = services.create_config_version(
+            agent=agent,
+            system_prompt=desk.SYSTEM_PROMPT,
+            memory_documents=desk.MEMORY_DOCUMENTS,
+            tools=desk.TOOLS,
+            model=agent.model,
+        )
+        services.set_stable_version(agent=agent, version=stable)
+        candidate = services.create_config_version(
+            agent=agent,
+            system_prompt=desk.SYSTEM_PROMPT,
+            memory_documents={
+                "playbooks/access.md": desk.MEMORY_DOCUMENTS["playbooks/access.md"]
+                + desk.CANDIDATE_RULE
+            },
+            tools=desk.TOOLS,
+            model=agent.model,
+            parent=stable,
+        )
+        payloads = desk.generate_runs(runs)
+        for payload in payloads:
+            payload.update(agent=agent.slug, tools=desk.TOOLS)
+        ingest_runs(workspace=workspace, items=payloads)
+        recorded = list(Run.objects.filter(agent=agent).select_related("agent").order_by("id"))
+
+        check = check_harness(runs=recorded, version=stable)
+        drift = check["environment_drift"]
+        print(f"desk_runs: {len(recorded)} runs")
+        print(f"desk_harness_fidelity_with_environment: {check['fidelity'] * 100:.1f} %")
+        print(f"desk_harness_speed_with_environment: {check['runs_per_second']:.1f} runs/s")
+        print(f"desk_environment_drift: {drift['calls']} calls in {drift['runs']} runs")
+
+        gateway = get_gateway()
+        sample = recorded[: min(len(recorded), 200)]
+        started = time.monotonic()
+        with_both, user_share = _graded_share(sample, candidate, gateway, environment=True)
+        elapsed = time.monotonic() - started
+        fresh = list(Run.objects.filter(pk__in=[r.pk for r in sample]).select_related("agent"))
+        without, _ = _graded_share(fresh, candidate, gateway, environment=False)
+    print(f"graded_verdict_share_with_environment_and_simulated_user: {with_both * 100:.1f} %")
+    print(f"graded_verdict_share_without_environment_or_simulated_user: {without * 100:.1f} %")
+    print(f"desk_simulated_user_token_share: {user_share * 100:.1f} %")
+    print(f"desk_candidate_replay_speed_with_environment: {len(sample) / elapsed:.1f} runs/s")
 
 
 if __name__ == "__main__":

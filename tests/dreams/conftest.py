@@ -24,3 +24,26 @@ def dream_gateway(monkeypatch: pytest.MonkeyPatch) -> Any:
     gateway = get_gateway()
     monkeypatch.setattr("dreams.dreamer.get_dream_gateway", lambda: gateway)
     return gateway
+
+
+def sandbox_port(offset: int = 0) -> int:
+    """A port in this helper's range (18640–18659), one per xdist worker."""
+    import os
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return 18640 + 4 * int(worker.removeprefix("gw") or 0) + offset
+
+
+@pytest.fixture(scope="session")
+def access_sandbox() -> Any:
+    """The project's own MCP sandbox (the access desk's), served on loopback for the session."""
+    from dreams.demo_desk.sandbox import SandboxServer
+
+    with SandboxServer(port=sandbox_port()) as server:
+        yield server
+
+
+@pytest.fixture
+def loopback_environments(settings: Any) -> None:
+    """Loopback environment URLs are allowed, as a staging allow-list would allow them."""
+    settings.REVERIE_ENVIRONMENT_ALLOWED_HOSTS = ["127.0.0.1"]

@@ -11,6 +11,7 @@ from agents.ingest import ingest_runs
 from agents.models import Agent, Membership, Run, Workspace
 from dreams.cycles import CycleNotStarted
 from dreams.demo import dream_once, summary
+from dreams.demo_desk.seed import seed_access_desk
 
 DEMO_USERS = [
     ("demo", "reverie-demo", Membership.Role.ADMIN),
@@ -107,3 +108,4 @@ class Command(BaseCommand):
                 self.stdout.write(f"Agent {agent.slug} already has a finished dream cycle.")
             else:
                 self.stdout.write(self.style.SUCCESS(summary(cycle)))
+            self.stdout.write(self.style.SUCCESS(seed_access_desk(workspace=workspace)))
