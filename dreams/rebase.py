@@ -13,11 +13,11 @@ from django.db import transaction
 from django.db.models import F, Q
 from merge3 import Merge3
 
-from agents.models import ConfigVersion
+from agents.models import SYSTEM_PROMPT_DOCUMENT, ConfigVersion
 from agents.services import create_config_version
-from dreams.experiments import start_experiment
-from dreams.guards import SYSTEM_PROMPT_DOCUMENT, documents_of, flags_for_change
-from dreams.models import Experiment, Proposal
+from dreams.experiments import judging_runs, start_proposal_experiment
+from dreams.guards import flags_for_change
+from dreams.models import Proposal
 from dreams.proposals import InvalidTransition, create_proposal, transition_proposal
 
 S = Proposal.Status
@@ -131,9 +131,9 @@ def rebase_proposal(*, proposal_id: int, actor: Any) -> Proposal:
             raise RebaseRefused("This proposal is already built on the stable version.")
         stable: ConfigVersion = old.agent.stable_version  # type: ignore[assignment]
         merged, conflicts = merge_documents(
-            base=documents_of(old.base_version),
-            ours=documents_of(old.candidate_version),
-            theirs=documents_of(stable),
+            base=old.base_version.documents,
+            ours=old.candidate_version.documents,
+            theirs=stable.documents,
         )
         if conflicts:
             Proposal.objects.filter(pk=old.pk).update(
@@ -166,8 +166,7 @@ def rebase_proposal(*, proposal_id: int, actor: Any) -> Proposal:
             note=f"Rebase of proposal #{old.pk} onto v{stable.number}",
             actor=actor,
         )
-        previous = Experiment.objects.filter(proposal=old).order_by("-id").first()
-        targets = list(previous.target_runs.all()) if previous else []
+        new_targets = judging_runs(old)
         metadata = {k: v for k, v in old.metadata.items() if k != "rebase_conflict"}
         new = create_proposal(
             agent=old.agent,
@@ -177,7 +176,9 @@ def rebase_proposal(*, proposal_id: int, actor: Any) -> Proposal:
             rationale=old.rationale,
             cycle=old.cycle,
             patterns=list(old.patterns.all()),
-            flags=flags_for_change(agent=old.agent, base=stable, candidate=version, runs=targets),
+            flags=flags_for_change(
+                agent=old.agent, base=stable, candidate=version, runs=new_targets
+            ),
             source=old.source,
             author=old.author,
             revision_of=old,
@@ -193,12 +194,6 @@ def rebase_proposal(*, proposal_id: int, actor: Any) -> Proposal:
             action="proposal.rebase",
         )
         # The same runs judge the rebased text; the regression sample is drawn afresh.
-        start_experiment(
-            agent=old.agent,
-            baseline_version=stable,
-            candidate_version=version,
-            target_runs=targets,
-            proposal=new,
-        )
+        start_proposal_experiment(new)
     new.refresh_from_db()
     return new
