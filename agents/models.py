@@ -280,6 +280,10 @@ class Agent(models.Model):
             raise ValidationError(errors)
 
 
+# The document name of the system prompt (memory documents are named by their paths).
+SYSTEM_PROMPT_DOCUMENT = "system_prompt"
+
+
 class ConfigVersion(models.Model):
     """An immutable snapshot of what the agent runs with. A change is a new version."""
 
@@ -325,6 +329,12 @@ class ConfigVersion(models.Model):
             model=self.model,
         )
         super().save(*args, **kwargs)
+
+    @property
+    def documents(self) -> dict[str, str]:
+        """The version's documents by name, as guards, drafts, rebases and diffs see them: the
+        system prompt under SYSTEM_PROMPT_DOCUMENT, then the memory documents by path."""
+        return {SYSTEM_PROMPT_DOCUMENT: self.system_prompt, **(self.memory_documents or {})}
 
     @staticmethod
     def compute_hash(
@@ -421,6 +431,20 @@ class Run(models.Model):
     @property
     def is_failure(self) -> bool:
         return self.status in (self.Status.FAILURE, self.Status.ERROR)
+
+    def negative_comments(self) -> list[str]:
+        """Negative feedback comments, newest first, blank ones left out. Reads a prefetched
+        `negative_feedback` (to_attr) or `feedback` when the caller prefetched one."""
+        feedback = getattr(self, "negative_feedback", None)
+        if feedback is None:
+            feedback = [f for f in self.feedback.all() if f.rating == Feedback.Rating.NEGATIVE]
+        newest_first = sorted(feedback, key=lambda f: f.created_at, reverse=True)
+        return [f.comment.strip() for f in newest_first if f.comment.strip()]
+
+    def negative_comment(self) -> str:
+        """The latest negative feedback comment, or ""."""
+        comments = self.negative_comments()
+        return comments[0] if comments else ""
 
 
 class RunSet(models.Model):

@@ -19,7 +19,7 @@ from agents import audit
 from agents.models import Agent, Run
 from config.celery import enqueue_on_commit
 from dreams import diagnosis, drafting, guards, patterns, reports, signals, spend
-from dreams.experiments import start_experiment
+from dreams.experiments import start_proposal_experiment
 from dreams.llm import ModelUnavailable
 from dreams.models import DreamCycle, Proposal
 from dreams.proposals import transition_proposal
@@ -254,22 +254,13 @@ def replay_cycle(*, cycle: DreamCycle) -> int:
     """Stage *replay*: one experiment per drafted proposal, on its held-out runs."""
     started = 0
     for proposal in Proposal.objects.filter(cycle=cycle, status=Proposal.Status.DRAFTED):
-        heldout = list(
-            Run.objects.filter(pk__in=proposal.metadata.get("heldout_run_ids", [])).order_by("id")
-        )
-        if not heldout:
+        if not proposal.metadata.get("heldout_run_ids"):
             continue
         with transaction.atomic():
             locked = Proposal.objects.select_for_update().get(pk=proposal.pk)
             if locked.status != Proposal.Status.DRAFTED or locked.experiments.exists():
                 continue
-            start_experiment(
-                agent=cycle.agent,
-                baseline_version=locked.base_version,
-                candidate_version=locked.candidate_version,
-                target_runs=heldout,
-                proposal=locked,
-            )
+            start_proposal_experiment(locked)
             # start_experiment moves a drafted proposal to `replaying`; make sure it did.
             if Proposal.objects.filter(pk=locked.pk, status=Proposal.Status.DRAFTED).exists():
                 transition_proposal(

@@ -11,7 +11,6 @@ from django.db import transaction
 from agents.transcripts import count_steps
 from dreams import dreamer, prompts
 from dreams.models import DreamCycle, FailurePattern, PatternRun
-from dreams.patterns import negative_comments
 
 CHUNK = 12
 
@@ -36,7 +35,7 @@ def diagnose_pattern(*, cycle: DreamCycle, pattern: FailurePattern) -> int:
     stored = 0
     for start in range(0, len(pending), CHUNK):
         chunk = pending[start : start + CHUNK]
-        summaries = [prompts.run_summary(m.run, comments=negative_comments(m.run)) for m in chunk]
+        summaries = [prompts.run_summary(m.run, comments=m.run.negative_comments()) for m in chunk]
         answer = dreamer.ask(
             cycle=cycle,
             tool_name="diagnose_runs",

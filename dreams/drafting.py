@@ -13,11 +13,10 @@ from django.conf import settings
 from django.db import transaction
 
 from agents import services as agent_services
-from agents.models import ConfigVersion
+from agents.models import SYSTEM_PROMPT_DOCUMENT, ConfigVersion
 from dreams import dreamer, patches, prompts
-from dreams.guards import SYSTEM_PROMPT_DOCUMENT, documents_of
 from dreams.models import DreamCycle, FailurePattern, PatternRun, Proposal
-from dreams.patterns import MIN_DRAFTING, negative_comments
+from dreams.patterns import MIN_DRAFTING
 from dreams.proposals import create_proposal
 
 MAX_EDITS = 5
@@ -30,7 +29,7 @@ class DraftRejected(ValueError):
 
 def version_changes(base: ConfigVersion, candidate: ConfigVersion) -> list[dict[str, str]]:
     """Per document: added / changed / removed, with a unified diff."""
-    before, after = documents_of(base), documents_of(candidate)
+    before, after = base.documents, candidate.documents
     changes = []
     for name in sorted(set(before) | set(after), key=lambda n: (n != SYSTEM_PROMPT_DOCUMENT, n)):
         old, new = before.get(name), after.get(name)
@@ -197,7 +196,7 @@ def _ask_draft(
     for membership in drafting:
         focus = {membership.divergence_step} if membership.divergence_step is not None else None
         summary = prompts.run_summary(
-            membership.run, comments=negative_comments(membership.run), focus_steps=focus
+            membership.run, comments=membership.run.negative_comments(), focus_steps=focus
         )
         summary["pattern"] = membership.pattern_id
         if membership.divergence_step is not None:
@@ -224,14 +223,12 @@ def _ask_draft(
                 "runs": patterns[0].count,
             },
             summaries=summaries,
-            documents=documents_of(base),
+            documents=base.documents,
             tools=[t.get("name", "") for t in base.tools or [] if isinstance(t, dict)],
         ),
     )
     try:
-        draft = validate_draft(
-            base=documents_of(base), answer=answer, drafting_run_ids=drafting_ids
-        )
+        draft = validate_draft(base=base.documents, answer=answer, drafting_run_ids=drafting_ids)
     except DraftRejected as exc:
         return {**record, "status": "rejected", "reason": str(exc)}
     return {**record, "status": "valid", **draft}
@@ -332,7 +329,7 @@ def draft_cycle(*, cycle: DreamCycle) -> int:
         str(p.pk): progress[str(p.pk)] for p in patterns if progress[str(p.pk)]["status"] == "valid"
     }
     created = 0
-    for group in overlapping_groups(base=documents_of(base), drafts=valid):
+    for group in overlapping_groups(base=base.documents, drafts=valid):
         chosen: list[tuple[str, dict[str, Any]]] = [(k, valid[k]) for k in group]
         if len(group) > 1:
             key = "+".join(group)

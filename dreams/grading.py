@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.answer_patterns import answer_matches
-from agents.models import Feedback, Run
+from agents.models import Run
 from agents.transcripts import answer_key, final_answer
 from dreams.llm import Gateway
 from dreams.replay import ReplayResult, Stop, arguments_contain
@@ -81,15 +81,6 @@ def grade_expectations(expectations: dict[str, Any], result: ReplayResult) -> Gr
         reason = "; ".join(problems)
         return Grade("fail", reason[0].upper() + reason[1:] + ".", "expectations")
     return Grade("pass", "Meets the recorded expectations.", "expectations")
-
-
-def negative_comment(run: Run) -> str:
-    """The latest negative feedback comment (uses a prefetched `feedback` when present)."""
-    feedback = [
-        f for f in run.feedback.all() if f.rating == Feedback.Rating.NEGATIVE and f.comment.strip()
-    ]
-    feedback.sort(key=lambda f: f.created_at, reverse=True)
-    return feedback[0].comment.strip() if feedback else ""
 
 
 def judge_messages(
@@ -211,7 +202,7 @@ def grade(
     experiment: Any = None,
     replay_row: Any = None,
 ) -> Grade:
-    step = plan(run, result, comment=negative_comment(run) if comment is None else comment)
+    step = plan(run, result, comment=run.negative_comment() if comment is None else comment)
     if isinstance(step, Grade):
         return step
     answer = gateway.structured(

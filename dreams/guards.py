@@ -12,9 +12,6 @@ from django.conf import settings
 
 from agents.models import Agent, ConfigVersion, Run
 
-# The document name of the system prompt (memory documents are named by their paths).
-SYSTEM_PROMPT_DOCUMENT = "system_prompt"
-
 # The body stops at the next opening marker (a tempered dot), so unclosed openers cost linear time.
 PROTECTED_BLOCK = re.compile(
     r"<!--\s*protected\s*-->(?:(?!<!--\s*protected\s*-->).)*?<!--\s*/protected\s*-->",
@@ -201,18 +198,13 @@ def check(
     ]
 
 
-def documents_of(version: ConfigVersion) -> dict[str, str]:
-    """A version's documents as guards, drafts and diffs see them."""
-    return {SYSTEM_PROMPT_DOCUMENT: version.system_prompt, **(version.memory_documents or {})}
-
-
 def flags_for_change(
     *, agent: Agent, base: ConfigVersion, candidate: ConfigVersion, runs: list[Run]
 ) -> list[dict[str, Any]]:
     """Guard flags for a proposal from `base` to `candidate` (dreamt, hosted or edited by hand)."""
     return check(
-        base=documents_of(base),
-        candidate=documents_of(candidate),
+        base=base.documents,
+        candidate=candidate.documents,
         agent_sections=list(agent.protected_sections or []),
         runs=runs,
     )

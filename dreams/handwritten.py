@@ -12,11 +12,11 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from agents.models import Agent, ApiKey, ConfigVersion, Run, RunSet
+from agents.models import SYSTEM_PROMPT_DOCUMENT, Agent, ApiKey, ConfigVersion, Run, RunSet
 from agents.selectors import runs_for
 from agents.services import create_config_version
-from dreams.experiments import start_experiment
-from dreams.guards import SYSTEM_PROMPT_DOCUMENT, documents_of, flags_for_change
+from dreams.experiments import start_proposal_experiment
+from dreams.guards import flags_for_change
 from dreams.models import Proposal
 from dreams.patches import PatchError, apply_patch
 from dreams.patterns import selectable_failures
@@ -67,7 +67,7 @@ def candidate_documents(
     `documents` maps a name (`system_prompt` or a memory path) to its new text, or None to
     remove a memory document; `edits` are `{document, patch}` unified diffs against stable.
     """
-    current = documents_of(stable)
+    current = stable.documents
     errors: dict[str, list[str]] = {}
     if documents and edits:
         raise ProposalInvalid({"edits": ["give documents or edits, not both"]})
@@ -91,7 +91,7 @@ def candidate_documents(
             errors[f"edits[{index}].patch"] = [str(exc)]
     if errors:
         raise ProposalInvalid(errors)
-    if current == documents_of(stable):
+    if current == stable.documents:
         raise ProposalInvalid({"documents": ["the candidate is the same as the stable version"]})
     return current
 
@@ -171,15 +171,13 @@ def propose_change(
             flags=flags_for_change(agent=agent, base=stable, candidate=version, runs=targets),
             source=Proposal.Source.HUMAN,
             author=person or actor,  # a key without a person is still named in the audit log
-            metadata={"written_by": _label(actor), "judged_on": choice.label},
+            metadata={
+                "written_by": _label(actor),
+                "judged_on": choice.label,
+                "target_run_ids": [run.pk for run in targets],
+            },
         )
-        start_experiment(
-            agent=agent,
-            baseline_version=stable,
-            candidate_version=version,
-            target_runs=targets,
-            proposal=proposal,
-        )
+        start_proposal_experiment(proposal)
     proposal.refresh_from_db()
     return proposal
 

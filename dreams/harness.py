@@ -25,7 +25,7 @@ from django.db.models import prefetch_related_objects
 
 from agents.models import ConfigVersion, Run
 from agents.transcripts import final_answer, iter_tool_calls
-from dreams.grading import Grade, grade_expectations, negative_comment, plan
+from dreams.grading import Grade, grade_expectations, plan
 from dreams.llm import Gateway, ModelError, get_gateway
 from dreams.replay import ReplayResult, Stop, replay
 
@@ -159,7 +159,7 @@ def check_harness(*, runs: list[Run], version: ConfigVersion) -> dict[str, Any]:
         if outcome is None:
             not_checked.append({"run_id": run.pk, "reason": "no recorded pass/fail outcome"})
             continue
-        comment = negative_comment(run)
+        comment = run.negative_comment()
         result = replay(run, version, gateway=recorded_model)
         if result.environment_unavailable:
             not_checked.append(

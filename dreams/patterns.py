@@ -97,22 +97,13 @@ def failing_tool(run: Run) -> str:
     return calls[-1]["name"] if calls else "-"
 
 
-def negative_comments(run: Run) -> list[str]:
-    return [
-        f.comment
-        for f in getattr(run, "negative_feedback", None)
-        or run.feedback.filter(rating=Feedback.Rating.NEGATIVE)
-        if f.comment
-    ]
-
-
 def signature(run: Run) -> str:
     """Deterministic group key: status | failing tool | error type or grader reason."""
     reason = run.outcome_reason.strip()
     if run.status == Run.Status.ERROR and ":" in reason:
         reason = reason.split(":", 1)[0]  # the error type, e.g. "ToolError"
     if not reason:
-        comments = negative_comments(run)
+        comments = run.negative_comments()
         reason = "feedback: " + (comments[0] if comments else "negative")
     return f"{run.status}|{failing_tool(run)}|{normalise_reason(reason)}"[:200]
 
@@ -174,7 +165,7 @@ def _ask_merge(*, cycle: DreamCycle, buckets: dict[str, list[Run]]) -> list[dict
             "runs": len(buckets[key]),
             "reasons": sorted({r.outcome_reason for r in buckets[key] if r.outcome_reason})[:3],
             "samples": [
-                prompts.run_summary(r, comments=negative_comments(r))
+                prompts.run_summary(r, comments=r.negative_comments())
                 for r in buckets[key][:MERGE_SAMPLES]
             ],
         }

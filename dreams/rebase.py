@@ -14,11 +14,11 @@ from django.db import transaction
 from django.db.models import F, Q
 from merge3 import Merge3
 
-from agents.models import ConfigVersion
+from agents.models import SYSTEM_PROMPT_DOCUMENT, ConfigVersion
 from agents.services import create_config_version
-from dreams.experiments import start_experiment
-from dreams.guards import SYSTEM_PROMPT_DOCUMENT, documents_of, flags_for_change
-from dreams.models import Experiment, Proposal
+from dreams.experiments import judging_runs, start_proposal_experiment
+from dreams.guards import flags_for_change
+from dreams.models import Proposal
 from dreams.proposals import InvalidTransition, create_proposal, transition_proposal
 
 S = Proposal.Status
@@ -132,9 +132,9 @@ def rebase_proposal(*, proposal_id: int, actor: Any) -> Proposal:
             raise RebaseRefused("This proposal is already built on the stable version.")
         stable: ConfigVersion = old.agent.stable_version  # type: ignore[assignment]
         merged, conflicts = merge_documents(
-            base=documents_of(old.base_version),
-            ours=documents_of(old.candidate_version),
-            theirs=documents_of(stable),
+            base=old.base_version.documents,
+            ours=old.candidate_version.documents,
+            theirs=stable.documents,
         )
         if conflicts:
             Proposal.objects.filter(pk=old.pk).update(
@@ -183,8 +183,7 @@ def _revise_onto(
         note=f"Rebase of proposal #{old.pk} onto v{stable.number}",
         actor=actor,
     )
-    previous = Experiment.objects.filter(proposal=old).order_by("-id").first()
-    targets = list(previous.target_runs.all()) if previous else []
+    targets = judging_runs(old)
     metadata = {k: v for k, v in old.metadata.items() if k != "rebase_conflict"}
     new = create_proposal(
         agent=old.agent,
@@ -210,13 +209,7 @@ def _revise_onto(
         action="proposal.rebase",
     )
     # The same runs judge the rebased text; the regression sample is drawn afresh.
-    start_experiment(
-        agent=old.agent,
-        baseline_version=stable,
-        candidate_version=version,
-        target_runs=targets,
-        proposal=new,
-    )
+    start_proposal_experiment(new)
     return new
 
 
@@ -262,9 +255,9 @@ def resolve_rebase_conflict(
                 code="stable_moved",
             )
         merged, conflicts = merge_documents(
-            base=documents_of(old.base_version),
-            ours=documents_of(old.candidate_version),
-            theirs=documents_of(stable),
+            base=old.base_version.documents,
+            ours=old.candidate_version.documents,
+            theirs=stable.documents,
         )
         names = {c["document"] for c in conflicts}
         errors: dict[str, list[str]] = {}

@@ -1,46 +1,12 @@
 """Reads for the dreams pages and the agent page's dreams panels: cycles, harness check, spend."""
 
 import json
-from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, QuerySet, Sum
-from django.utils import timezone
+from django.db.models import Count, QuerySet
 
-from agents.models import Agent, Run, Workspace
-from dreams.llm.base import FREE_BACKENDS
-from dreams.models import DreamCycle, Experiment, ModelCall, Proposal
-
-SPEND_DAYS = 30
-
-
-def spend(*, agent: Agent, days: int = SPEND_DAYS) -> dict[str, Any]:
-    """Dreaming (dream + replay + judge model calls) against production run cost, last `days`."""
-    since = timezone.now() - timedelta(days=days)
-    by_purpose = dict(
-        ModelCall.objects.filter(agent=agent, created_at__gte=since)
-        .values_list("purpose")
-        .annotate(total=Sum("cost_usd"))
-    )
-    dreaming = sum((v or Decimal(0) for v in by_purpose.values()), Decimal(0))
-    free_calls = ModelCall.objects.filter(
-        agent=agent, created_at__gte=since, backend__in=FREE_BACKENDS
-    ).count()
-    production = Run.objects.filter(agent=agent, started_at__gte=since).aggregate(
-        total=Sum("cost_usd")
-    )["total"] or Decimal(0)
-    total = dreaming + production
-    return {
-        "days": days,
-        "dreaming": dreaming,
-        "production": production,
-        "by_purpose": [
-            (label, by_purpose.get(key) or Decimal(0)) for key, label in ModelCall.Purpose.choices
-        ],
-        "dreaming_share": float(dreaming / total) if total else 0.0,
-        "free_calls": free_calls,  # simulated / recorded: priced at $0, nothing spent
-    }
+from agents.models import Agent, Workspace
+from dreams.models import DreamCycle, Experiment, Proposal
 
 
 def cycles_for(

@@ -1,10 +1,12 @@
 """Dreaming spend: per-cycle and monthly token caps, and spend as a share of production spend.
 
-Tokens are counted from the gateway's `ModelCall` rows (input + output + cache reads/writes), so
-the cap holds whatever step spent them; production spend is what the agent's recorded runs cost.
+Tokens and cost are counted from the gateway's `ModelCall` rows (input + output + cache
+reads/writes) by one counter, `dreams.llm.budget.counted_calls`: the gateway's guard, the caps
+checked between a cycle's steps, the agent page and the API all count the same calls. Production
+spend is what the agent's recorded runs cost.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -14,9 +16,10 @@ from django.utils import timezone
 
 from agents.models import Agent, Run
 from dreams.llm.base import FREE_BACKENDS
+from dreams.llm.budget import counted_calls, month_start, tokens_spent
 from dreams.models import DreamCycle, ModelCall
 
-DREAM_PURPOSES = (ModelCall.Purpose.DREAM, ModelCall.Purpose.HOSTED_DREAM)
+SPEND_DAYS = 30
 
 
 class CapReached(Exception):
@@ -50,23 +53,17 @@ def _usage(calls: QuerySet[ModelCall]) -> dict[str, Any]:
 
 
 def cycle_usage(cycle: DreamCycle) -> dict[str, Any]:
-    return _usage(ModelCall.objects.filter(cycle=cycle))
+    """What the cycle spent: its own calls and its proposals' replays (what its cap counts)."""
+    return _usage(counted_calls(agent=cycle.agent_id, cycle_id=cycle.pk))
 
 
-def month_start(now: datetime) -> datetime:
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def month_dream_tokens(*, agent: Agent, now: datetime | None = None) -> int:
-    now = now or timezone.now()
-    calls = ModelCall.objects.filter(
-        agent=agent, purpose__in=DREAM_PURPOSES, created_at__gte=month_start(now)
-    )
-    return int(calls.aggregate(tokens=_token_sum())["tokens"])
+def month_tokens(*, agent: Agent, now: datetime | None = None) -> int:
+    """Tokens counted against the agent's monthly budget so far this (UTC) month."""
+    return int(tokens_spent(agent=agent, since=month_start(now)))
 
 
 def has_monthly_budget(*, agent: Agent, now: datetime | None = None) -> bool:
-    return month_dream_tokens(agent=agent, now=now) < agent.monthly_token_budget
+    return month_tokens(agent=agent, now=now) < agent.monthly_token_budget
 
 
 def refresh_cycle_usage(*, cycle: DreamCycle) -> None:
@@ -88,7 +85,7 @@ def ensure_cycle_budget(*, cycle: DreamCycle) -> None:
             "cycle_token_cap",
             f"Cycle token cap reached: {used:,} of {agent.cycle_token_budget:,} tokens used.",
         )
-    month = month_dream_tokens(agent=agent)
+    month = month_tokens(agent=agent)
     if month >= agent.monthly_token_budget:
         raise CapReached(
             "monthly_token_cap",
@@ -135,8 +132,35 @@ def cycle_spend_share(cycle: DreamCycle) -> dict[str, Any]:
 
 def period_spend_share(*, agent: Agent, since: datetime, until: datetime) -> dict[str, Any]:
     """All dreaming spend of the agent in [since, until) against its production runs then."""
-    calls = ModelCall.objects.filter(
-        agent=agent, purpose__in=DREAM_PURPOSES, created_at__gte=since, created_at__lt=until
-    )
+    calls = counted_calls(agent=agent, since=since, until=until)
     runs = Run.objects.filter(agent=agent, started_at__gte=since, started_at__lt=until)
     return spend_share(dreaming=_usage(calls), production=_production(runs))
+
+
+def agent_spend(
+    *, agent: Agent, days: int = SPEND_DAYS, now: datetime | None = None
+) -> dict[str, Any]:
+    """The agent page's spend panel: the same figures as GET …/dreaming-spend?days=N, with the
+    dreaming cost split by purpose."""
+    until = now or timezone.now()
+    since = until - timedelta(days=days)
+    share = period_spend_share(agent=agent, since=since, until=until)
+    by_purpose = dict(
+        counted_calls(agent=agent, since=since, until=until)
+        .values_list("purpose")
+        .annotate(total=Sum("cost_usd"))
+    )
+    dreaming = Decimal(share["dreaming_cost_usd"])
+    production = Decimal(share["production_cost_usd"])
+    total = dreaming + production
+    return {
+        "days": days,
+        "dreaming": dreaming,
+        "production": production,
+        "by_purpose": [
+            (label, by_purpose.get(key) or Decimal(0)) for key, label in ModelCall.Purpose.choices
+        ],
+        "dreaming_share": float(dreaming / total) if total else 0.0,
+        "free_calls": share["dreaming_free_calls"],  # simulated / recorded: priced at $0
+        **share,
+    }

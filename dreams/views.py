@@ -13,7 +13,7 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
 from agents.access import get_agent_for, principal_for
-from dreams import cycles, reports, selectors
+from dreams import cycles, reports, selectors, spend
 from dreams.access import get_cycle_for
 from dreams.models import DreamCycle
 
@@ -77,7 +77,7 @@ def dream_now(request: HttpRequest, slug: str) -> HttpResponse:
 def agent_spend(request: HttpRequest, slug: str) -> HttpResponse:
     """The agent page's spend panel (summing a month of runs is slow, so it loads after the page)."""
     agent = get_agent_for(principal_for(request), slug)
-    context = {"agent": agent, "spend": selectors.spend(agent=agent)}
+    context = {"agent": agent, "spend": spend.agent_spend(agent=agent)}
     return render(request, "dreams/_agent_spend.html", context)
 
 

@@ -21,7 +21,6 @@ from agents.timestamps import TimestampError, parse_timestamp
 from config.api import ERROR_DOC, DefaultPagination, error_response
 from dreams import handwritten, rebase
 from dreams.api import ExperimentSerializer
-from dreams.guards import documents_of
 from dreams.models import Experiment, Proposal
 from dreams.patches import unified_diff
 from dreams.proposals import InvalidTransition
@@ -159,10 +158,10 @@ class ProposalDetail(ProposalSummary):
         return str(p.metadata.get("written_by") or (self.get_author(p) or p.source))
 
     def get_documents(self, p: Proposal) -> dict[str, dict[str, str]]:
-        return {"before": documents_of(p.base_version), "after": documents_of(p.candidate_version)}
+        return {"before": p.base_version.documents, "after": p.candidate_version.documents}
 
     def get_diff(self, p: Proposal) -> list[dict[str, str]]:
-        before, after = documents_of(p.base_version), documents_of(p.candidate_version)
+        before, after = p.base_version.documents, p.candidate_version.documents
         out = []
         for name in sorted({*before, *after}):
             old, new = before.get(name), after.get(name)

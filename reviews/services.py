@@ -13,7 +13,7 @@ from django.db.models import F
 from agents import audit
 from agents.models import Membership, Run
 from agents.services import create_config_version
-from dreams.experiments import start_experiment
+from dreams.experiments import start_proposal_experiment
 from dreams.guards import flags_for_change
 from dreams.managed.selectors import managed_link_for
 from dreams.models import Experiment, Proposal
@@ -267,18 +267,11 @@ def edit_proposal(
             comment=note,
             action="proposal.edit",
         )
-        # The edited text is replayed on the same runs as the revision it replaces.
+        # The edited text is replayed on the same runs (and regression sample) as the revision
+        # it replaces.
         previous = Experiment.objects.filter(proposal=old).order_by("-id").first()
-        targets = list(previous.target_runs.all()) if previous else []
         regression = list(previous.regression_runs.all()) if previous else None
-        start_experiment(
-            agent=old.agent,
-            baseline_version=old.base_version,
-            candidate_version=version,
-            target_runs=targets,
-            regression_runs=regression or None,
-            proposal=new,
-        )
+        start_proposal_experiment(new, regression_runs=regression or None)
     new.refresh_from_db()
     return new
 

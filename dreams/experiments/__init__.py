@@ -11,11 +11,13 @@ from dreams.experiments.lifecycle import (
     fail_experiment,
     finish_experiment,
     get_experiment_for,
+    judging_runs,
     replay_chunk,
     rerun_experiment,
     run_experiment,
     stale_experiments,
     start_experiment,
+    start_proposal_experiment,
 )
 from dreams.experiments.sampling import sample_regression_runs
 
@@ -33,4 +35,6 @@ __all__ = [
     "run_experiment",
     "sample_regression_runs",
     "start_experiment",
+    "start_proposal_experiment",
+    "judging_runs",
 ]

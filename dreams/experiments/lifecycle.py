@@ -29,7 +29,6 @@ from dreams.experiments.execution import (
     replay_slots_batched,
 )
 from dreams.experiments.sampling import pin_run_sets, sample_regression_runs
-from dreams.grading import negative_comment
 from dreams.harness import check_harness
 from dreams.models import Experiment, Proposal, Replay
 from dreams.proposals import transition_proposal
@@ -113,6 +112,45 @@ def start_experiment(
     return experiment
 
 
+def judging_runs(proposal: Proposal) -> list[Run]:
+    """The runs that judge a proposal, by one rule for every way a proposal is made:
+
+    1. the runs that judged it, or the revision it replaces, before (an edit or a rebase is
+       compared on the same runs as the text it replaces);
+    2. else the runs it names: the cycle's held-out runs (`heldout_run_ids`, never shown to the
+       drafter) or the runs a person chose (`target_run_ids`);
+    3. else the runs its cycle studied (a hosted dream has no held-out split).
+    """
+    earlier: Proposal | None = proposal
+    while earlier is not None:
+        previous = Experiment.objects.filter(proposal=earlier).order_by("-id").first()
+        if previous is not None:
+            return list(previous.target_runs.order_by("id"))
+        earlier = earlier.revision_of
+    meta = proposal.metadata or {}
+    named = meta.get("heldout_run_ids") or meta.get("target_run_ids")
+    if named:
+        return list(Run.objects.filter(agent=proposal.agent, pk__in=named).order_by("id"))
+    if proposal.cycle_id:
+        return list(proposal.cycle.runs.order_by("id"))
+    return []
+
+
+def start_proposal_experiment(
+    proposal: Proposal, *, regression_runs: Iterable[Run] | None = None
+) -> Experiment:
+    """The one way to start a proposal's experiment: its base against its candidate, on
+    `judging_runs(proposal)`; the regression sample is drawn afresh unless one is given."""
+    return start_experiment(
+        agent=proposal.agent,
+        baseline_version=proposal.base_version,
+        candidate_version=proposal.candidate_version,
+        target_runs=judging_runs(proposal),
+        regression_runs=regression_runs,
+        proposal=proposal,
+    )
+
+
 def run_experiment(*, experiment_id: int) -> None:
     """Claim the experiment and fan out chunk tasks for runs with slots not done (idempotent)."""
     from celery import group
@@ -194,7 +232,7 @@ def replay_chunk(*, experiment_id: int, run_ids: list[int]) -> None:
         if settings.REVERIE_REPLAY_BATCH_MODE:
             within_budget = replay_slots_batched(slots, versions)
         else:
-            comments = {s.run_id: negative_comment(s.run) for s in slots}
+            comments = {s.run_id: s.run.negative_comment() for s in slots}
             within_budget = async_to_sync(replay_slots_async)(slots, versions, comments)
         if not within_budget:
             fail_experiment(

@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F, Q, Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from agents.models import Agent
@@ -22,19 +22,36 @@ SPEND_REFRESH_SECONDS = 2.0
 _TOKENS = F("input_tokens") + F("output_tokens") + F("cache_read_tokens") + F("cache_write_tokens")
 
 
-def tokens_spent(
-    *, agent: Agent, since: datetime | None = None, cycle_id: int | None = None
-) -> int:
+def counted_calls(
+    *,
+    agent: Agent | int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cycle_id: int | None = None,
+) -> QuerySet[ModelCall]:
+    """The model calls that count against an agent's budgets and in its dreaming spend: every
+    purpose (dream, replay, judge, hosted dream); a cycle's are its own calls and those of its
+    proposals' experiments. The one counter behind the cycle cap, the monthly cap and spend."""
     calls = ModelCall.objects.filter(agent=agent)
     if since is not None:
         calls = calls.filter(created_at__gte=since)
+    if until is not None:
+        calls = calls.filter(created_at__lt=until)
     if cycle_id is not None:
         calls = calls.filter(Q(cycle_id=cycle_id) | Q(experiment__proposal__cycle_id=cycle_id))
+    return calls
+
+
+def tokens_spent(
+    *, agent: Agent | int, since: datetime | None = None, cycle_id: int | None = None
+) -> int:
+    calls = counted_calls(agent=agent, since=since, cycle_id=cycle_id)
     return calls.aggregate(total=Sum(_TOKENS))["total"] or 0
 
 
-def month_start() -> datetime:
-    return timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+def month_start(now: datetime | None = None) -> datetime:
+    """Midnight UTC on the first of this month: where the monthly budget starts counting."""
+    return (now or timezone.now()).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 class BudgetGuard:

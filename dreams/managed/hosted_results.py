@@ -272,7 +272,7 @@ def finish_completed(
 
 def start_replay(*, proposal_id: int) -> bool:
     """Start the proposal's experiment."""
-    from dreams.experiments import start_experiment
+    from dreams.experiments import start_proposal_experiment
 
     try:
         with transaction.atomic():
@@ -281,14 +281,7 @@ def start_replay(*, proposal_id: int) -> bool:
                 to=Proposal.Status.REPLAYING,
                 action="proposal.replay",
             )
-            targets = list(proposal.cycle.runs.all()) if proposal.cycle_id else []
-            start_experiment(
-                agent=proposal.agent,
-                baseline_version=proposal.base_version,
-                candidate_version=proposal.candidate_version,
-                target_runs=targets,
-                proposal=proposal,
-            )
+            start_proposal_experiment(proposal)
     except Exception:
         # The dream's result is already safe in the database; a reviewer can start replay later.
         logger.exception("could not start the experiment of proposal %s", proposal_id)

@@ -114,16 +114,6 @@ def test_last_months_spend_does_not_count(agent: Any) -> None:
     assert scheduling.due_reason(agent=agent, now=now) == "schedule"
 
 
-def test_replay_spend_does_not_eat_the_dreaming_budget(agent: Any) -> None:
-    agent.monthly_token_budget = 1_000
-    agent.save()
-    ModelCall.objects.create(
-        agent=agent, purpose="replay", model="claude-sonnet-5-5", input_tokens=5_000
-    )
-
-    assert scheduling.due_reason(agent=agent, now=datetime.now(UTC)) == "schedule"
-
-
 def test_an_active_cycle_blocks_another(agent: Any) -> None:
     DreamCycle.objects.create(agent=agent, trigger="manual")
 
