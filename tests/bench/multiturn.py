@@ -17,7 +17,7 @@ recorded outcome. Prints `name: value unit` lines:
   tokens estimated at four characters a token on both sides.
 
     .venv/bin/python tests/bench/multiturn.py            # 500 runs
-    .venv/bin/python tests/bench/multiturn.py --smoke    # 40 runs, a few seconds
+    .venv/bin/python tests/bench/multiturn.py --smoke    # 40 runs, about half a minute
 """
 
 import argparse
@@ -320,7 +320,7 @@ def main(runs: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="40 runs, a few seconds")
+    parser.add_argument("--smoke", action="store_true", help="40 runs, about half a minute")
     args = parser.parse_args()
     from django.test.utils import setup_databases, teardown_databases
 
