@@ -49,9 +49,9 @@ def get_run_set_for(principal: Principal, agent: Agent, pk: int) -> RunSet:
 
 
 def pinned_run_sets(agent: Agent) -> list[tuple[RunSet, list[Run]]]:
-    """Each pinned set of the agent with its runs stored now (one query per set)."""
+    """Each pinned set of the agent with its runs stored now (ids only; one query per set)."""
     sets = RunSet.objects.filter(agent=agent, pinned=True).order_by("name", "id")
-    return [(s, list(s.runs().order_by("id"))) for s in sets]
+    return [(s, list(s.runs().only("id", "external_id").order_by("id"))) for s in sets]
 
 
 def external_ids_of_runs(*, agent: Agent, run_ids: Iterable[int]) -> list[str]:
