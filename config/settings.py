@@ -226,6 +226,12 @@ if REVERIE_CACHE_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# /healthz (config/health.py): broker ping timeout, and how old beat's last run may be (beat
+# writes its tasks' last run every few minutes; the rollout check runs every minute).
+REVERIE_HEALTH_TIMEOUT_SECONDS = env_float("REVERIE_HEALTH_TIMEOUT_SECONDS", 1.0)
+REVERIE_HEALTH_BEAT_MAX_AGE_SECONDS = env_int(
+    "REVERIE_HEALTH_BEAT_MAX_AGE_SECONDS", 600, minimum=60
+)
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL

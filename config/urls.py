@@ -5,6 +5,8 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from config.health import healthz
+
 
 @csrf_exempt  # answers every method with the same 404; it changes nothing
 def api_not_found(request: HttpRequest) -> JsonResponse:
@@ -13,6 +15,7 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
 
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),  # liveness: no auth, no redirect to HTTPS
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
