@@ -9,7 +9,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
-from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("REVERIE_VAR_DIR", str(BASE_DIR / "var")))
@@ -100,6 +100,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "agents.middleware.CurrentWorkspaceMiddleware",
+    "agents.throttling.RateLimitHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -187,6 +188,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "PAGE_SIZE": 50,
+    # Per-key rate limits (agents/throttling.py); the config endpoint has its own budget.
+    "DEFAULT_THROTTLE_CLASSES": ["agents.throttling.ApiKeyRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -232,6 +235,13 @@ REVERIE_HEALTH_TIMEOUT_SECONDS = env_float("REVERIE_HEALTH_TIMEOUT_SECONDS", 1.0
 REVERIE_HEALTH_BEAT_MAX_AGE_SECONDS = env_int(
     "REVERIE_HEALTH_BEAT_MAX_AGE_SECONDS", 600, minimum=60
 )
+# Per-key API rate limits (agents/throttling.py), "N/s|min|hour|day" or "off": every endpoint
+# but the config endpoint shares the first; the config endpoint has its own, high budget.
+REVERIE_API_RATE_LIMIT = env_rate("REVERIE_API_RATE_LIMIT", "1200/min")
+REVERIE_CONFIG_RATE_LIMIT = env_rate("REVERIE_CONFIG_RATE_LIMIT", "60000/min")
+# Sign-in throttling (agents/login.py): failures per username and client address before a lockout.
+REVERIE_LOGIN_MAX_FAILURES = env_int("REVERIE_LOGIN_MAX_FAILURES", 5, minimum=1)
+REVERIE_LOGIN_LOCKOUT_SECONDS = env_int("REVERIE_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
