@@ -304,6 +304,9 @@ REVERIE_HARNESS_FIDELITY_THRESHOLD = env_float(
     "REVERIE_HARNESS_FIDELITY_THRESHOLD", REVERIE_FIDELITY_THRESHOLD
 )
 REVERIE_UNVERIFIABLE_WARNING_SHARE = env_float("REVERIE_UNVERIFIABLE_WARNING_SHARE", 0.2)
+# An experiment with a larger share of failed replays (errors, not verdicts) fails instead of
+# making its proposal ready: the replays that worked are not a fair sample.
+REVERIE_MAX_FAILED_REPLAY_SHARE = env_float("REVERIE_MAX_FAILED_REPLAY_SHARE", 0.1)
 # Significance level of the paired tests and of the early-stop rule (Bonferroni over planned looks).
 REVERIE_STATS_ALPHA = env_float("REVERIE_STATS_ALPHA", 0.05)
 REVERIE_EARLY_STOP_ALPHA = env_float("REVERIE_EARLY_STOP_ALPHA", 0.05)
@@ -361,7 +364,13 @@ REVERIE_BASE_URL = env_str("REVERIE_BASE_URL", "http://127.0.0.1:8000")
 REVERIE_CANARY_ALPHA = env_float("REVERIE_CANARY_ALPHA", 0.01)
 REVERIE_CANARY_MIN_SAMPLE = env_int("REVERIE_CANARY_MIN_SAMPLE", 50, minimum=1)
 REVERIE_CANARY_ERROR_CEILING = env_float("REVERIE_CANARY_ERROR_CEILING", 0.10)
-REVERIE_ROLLOUT_MIN_RUNS = env_int("REVERIE_ROLLOUT_MIN_RUNS", 100, minimum=0)
+# A stage's minimum runs is at least the canary's minimum sample: with fewer, a stage could be
+# approved before the canary analysis (and its automatic halt) has looked at it.
+REVERIE_ROLLOUT_MIN_RUNS = env_int(
+    "REVERIE_ROLLOUT_MIN_RUNS",
+    max(100, REVERIE_CANARY_MIN_SAMPLE),
+    minimum=REVERIE_CANARY_MIN_SAMPLE,
+)
 REVERIE_ROLLOUT_MIN_MINUTES = env_int("REVERIE_ROLLOUT_MIN_MINUTES", 30, minimum=0)
 REVERIE_ROLLOUT_CHECK_SECONDS = env_int("REVERIE_ROLLOUT_CHECK_SECONDS", 60, minimum=5)
 # The config endpoint caches API-key lookups in-process this long (revocation delay).
