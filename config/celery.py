@@ -32,3 +32,17 @@ def enqueue_on_commit(signature: Any, *, what: str) -> None:
             logger.warning("broker unavailable, %s left for the sweeper: %s", what, exc)
 
     transaction.on_commit(send)
+
+
+def start_embedded_beat() -> Any:
+    """Run beat's schedule (django-celery-beat's database schedule, as `celery beat` would) in a
+    daemon thread of this process. In the embedded mode tasks are eager, so each due task runs
+    in that thread: the demo's canary checks, sweepers and dream schedules, with no worker."""
+    from celery.beat import EmbeddedService
+
+    # Register every app's tasks (a worker does this at start), so beat runs them here eagerly
+    # instead of sending them to a broker nobody reads.
+    app.loader.import_default_modules()
+    beat = EmbeddedService(app, thread=True)
+    beat.start()
+    return beat
