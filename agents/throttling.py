@@ -13,7 +13,7 @@ import zlib
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from rest_framework.throttling import SimpleRateThrottle
 
 from agents.models import ApiKey
@@ -79,13 +79,32 @@ class ConfigRateThrottle(ApiKeyRateThrottle):
 
 
 def _increment(bucket: str, *, timeout: int) -> int:
-    """Count one request in `bucket`: one round trip once the window's counter exists."""
+    """Count one request in `bucket`: on Redis one pipelined INCR + EXPIRE NX (one round trip;
+    Django's `incr` makes two), elsewhere the cache's own add/incr."""
+    redis_client = _redis_client()
+    if redis_client is not None:
+        key = cache.make_and_validate_key(bucket)
+        pipe = redis_client.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, timeout, nx=True)
+        count, _ = pipe.execute()
+        return int(count)
     try:
         return cache.incr(bucket)
     except ValueError:  # first request of the window
         if cache.add(bucket, 1, timeout=timeout):
             return 1
         return cache.incr(bucket)
+
+
+def _redis_client() -> Any:
+    """The redis-py client behind Django's RedisCache, or None for other backends."""
+    from django.core.cache.backends.redis import RedisCache
+
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        return backend._cache.get_client(write=True)
+    return None
 
 
 class RateLimitHeadersMiddleware:
