@@ -37,12 +37,33 @@ def enqueue_on_commit(signature: Any, *, what: str) -> None:
 def start_embedded_beat() -> Any:
     """Run beat's schedule (django-celery-beat's database schedule, as `celery beat` would) in a
     daemon thread of this process. In the embedded mode tasks are eager, so each due task runs
-    in that thread: the demo's canary checks, sweepers and dream schedules, with no worker."""
-    from celery.beat import EmbeddedService
+    in that thread: the demo's canary checks, sweepers and dream schedules, with no worker.
+    Returns the thread; `.stop()` ends it."""
+    import threading
+
+    from celery.beat import Service
+    from django.db import connections
 
     # Register every app's tasks (a worker does this at start), so beat runs them here eagerly
     # instead of sending them to a broker nobody reads.
     app.loader.import_default_modules()
-    beat = EmbeddedService(app, thread=True)
+
+    class EmbeddedBeat(threading.Thread):
+        def __init__(self) -> None:
+            super().__init__(name="beat", daemon=True)
+            self.service = Service(app, max_interval=1)  # short: stop() returns within a second
+
+        def run(self) -> None:
+            app.set_current()
+            try:
+                self.service.start()
+            finally:
+                connections.close_all()  # this thread's database connections
+
+        def stop(self) -> None:
+            self.service.stop(wait=True)
+            self.join(timeout=10)
+
+    beat = EmbeddedBeat()
     beat.start()
     return beat
