@@ -51,7 +51,9 @@ def start_embedded_beat() -> Any:
     class EmbeddedBeat(threading.Thread):
         def __init__(self) -> None:
             super().__init__(name="beat", daemon=True)
-            self.service = Service(app, max_interval=1)  # short: stop() returns within a second
+            # The configured scheduler (django-celery-beat's database schedule), as `celery
+            # beat` uses; a short max interval so stop() returns within a second.
+            self.service = Service(app, max_interval=1, scheduler_cls=app.conf.beat_scheduler)
 
         def run(self) -> None:
             app.set_current()

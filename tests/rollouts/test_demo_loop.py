@@ -63,6 +63,10 @@ def beat_every_second():
 
 
 def test_a_bad_canary_halts_by_itself_with_beat_in_process(agent, rollout, beat_every_second):
+    from django_celery_beat.schedulers import DatabaseScheduler
+
+    # The database schedule `celery beat` runs (dream sweepers included), not a shelve file.
+    assert isinstance(beat_every_second.service.scheduler, DatabaseScheduler)
     sim = simulator(agent, margin=-0.5, seed=11)
 
     send(sim, 240)  # about 120 canary runs, ~20% of them errors (ceiling 10%)
