@@ -7,6 +7,11 @@ PYTHON ?= $(shell for c in python3.13 python3.12 python3 $(wildcard /root/.pyenv
 	if "$$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then echo "$$c"; break; fi; done)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The demo closes the loop: beat's schedule runs in-process and simulated traffic flows. DEMO_MARGIN
+# is the canary's success rate minus stable's (`make demo DEMO_MARGIN=-0.3`: watch it halt by
+# itself). Demo pacing: a stage needs 50 canary runs and no minimum time; canaries checked every 10 s.
+DEMO_MARGIN ?= 0.05
+DEMO_ENV := REVERIE_ROLLOUT_MIN_RUNS=50 REVERIE_ROLLOUT_MIN_MINUTES=0 REVERIE_ROLLOUT_CHECK_SECONDS=10
 
 .PHONY: install demo test bench bench-smoke bench-tools fuzz lint format browser clean
 
@@ -37,7 +42,7 @@ demo: install
 	echo "  Admin: http://$(HOST):$(PORT)/admin/   API docs: http://$(HOST):$(PORT)/api/docs/"; \
 	echo "  IT access desk sandbox (MCP): http://127.0.0.1:$(SANDBOX_PORT)/mcp"; \
 	echo ""; \
-	$(BIN)/python manage.py runserver $(HOST):$(PORT) --noreload
+	$(DEMO_ENV) $(BIN)/python manage.py rundemo $(HOST):$(PORT) --margin=$(DEMO_MARGIN)
 
 # Browser tests drive Debian's Chromium; never a downloaded browser build.
 browser:

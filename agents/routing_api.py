@@ -28,6 +28,7 @@ from agents.authentication import LAST_USED_RESOLUTION, ApiKeyAuthentication, Ap
 from agents.models import ApiKey, ConfigVersion, hash_api_key
 from agents.routing import RoutingState, choose_arm
 from agents.scopes import HasScope
+from agents.throttling import ConfigRateThrottle
 from config.api import error_response
 
 PAUSED_RETRY_AFTER_SECONDS = 60
@@ -169,6 +170,7 @@ class AgentConfig(APIView):
     content_negotiation_class = JsonOnlyNegotiation
     authentication_classes = [CachedApiKeyAuthentication]
     permission_classes = [HasScope("ingest")]
+    throttle_classes = [ConfigRateThrottle]  # its own budget, separate from the rest of the API
     renderer_classes = [JSONRenderer]
 
     @extend_schema(
@@ -219,6 +221,10 @@ class AgentConfig(APIView):
             404: OpenApiResponse(description="No such agent in the key's workspace."),
             409: OpenApiResponse(description="The agent has no stable version yet."),
             423: OpenApiResponse(description="The agent is paused (kill switch)."),
+            429: OpenApiResponse(
+                description="The key's config budget (REVERIE_CONFIG_RATE_LIMIT) is used up; "
+                "retry after `Retry-After` seconds."
+            ),
         },
     )
     def get(self, request: Request, slug: str) -> HttpResponse | Response:

@@ -32,3 +32,40 @@ def enqueue_on_commit(signature: Any, *, what: str) -> None:
             logger.warning("broker unavailable, %s left for the sweeper: %s", what, exc)
 
     transaction.on_commit(send)
+
+
+def start_embedded_beat() -> Any:
+    """Run beat's schedule (django-celery-beat's database schedule, as `celery beat` would) in a
+    daemon thread of this process. In the embedded mode tasks are eager, so each due task runs
+    in that thread: the demo's canary checks, sweepers and dream schedules, with no worker.
+    Returns the thread; `.stop()` ends it."""
+    import threading
+
+    from celery.beat import Service
+    from django.db import connections
+
+    # Register every app's tasks (a worker does this at start), so beat runs them here eagerly
+    # instead of sending them to a broker nobody reads.
+    app.loader.import_default_modules()
+
+    class EmbeddedBeat(threading.Thread):
+        def __init__(self) -> None:
+            super().__init__(name="beat", daemon=True)
+            # The configured scheduler (django-celery-beat's database schedule), as `celery
+            # beat` uses; a short max interval so stop() returns within a second.
+            self.service = Service(app, max_interval=1, scheduler_cls=app.conf.beat_scheduler)
+
+        def run(self) -> None:
+            app.set_current()
+            try:
+                self.service.start()
+            finally:
+                connections.close_all()  # this thread's database connections
+
+        def stop(self) -> None:
+            self.service.stop(wait=True)
+            self.join(timeout=10)
+
+    beat = EmbeddedBeat()
+    beat.start()
+    return beat

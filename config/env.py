@@ -1,6 +1,7 @@
 """Typed readers for environment variables; a bad value fails loudly at start-up."""
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -59,3 +60,26 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$", re.I)
+PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(name: str, raw: str) -> tuple[int, int] | None:
+    """`"1200/min"` → (1200, 60) requests per seconds; `"off"` → None; else ImproperlyConfigured."""
+    if raw.strip().lower() in ("off", "none", "0", ""):
+        return None
+    match = RATE.match(raw)
+    if not match or int(match.group(1)) < 1:
+        raise ImproperlyConfigured(
+            f"{name} must look like 1200/min (per s, min, hour or day) or off, got {raw!r}"
+        )
+    return int(match.group(1)), PERIODS[match.group(2)[0].lower()]
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate limit such as `1200/min` (or `off`), checked at start-up."""
+    raw = os.environ.get(name, default)
+    parse_rate(name, raw)
+    return raw.strip()

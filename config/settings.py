@@ -10,7 +10,7 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
-from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("REVERIE_VAR_DIR", str(BASE_DIR / "var")))
@@ -101,6 +101,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "agents.middleware.CurrentWorkspaceMiddleware",
+    "agents.throttling.RateLimitHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -188,6 +189,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "PAGE_SIZE": 50,
+    # Per-key rate limits (agents/throttling.py); the config endpoint has its own budget.
+    "DEFAULT_THROTTLE_CLASSES": ["agents.throttling.ApiKeyRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -227,6 +230,19 @@ if REVERIE_CACHE_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# /healthz (config/health.py): broker ping timeout, and how old beat's last run may be (beat
+# writes its tasks' last run every few minutes; the rollout check runs every minute).
+REVERIE_HEALTH_TIMEOUT_SECONDS = env_float("REVERIE_HEALTH_TIMEOUT_SECONDS", 1.0)
+REVERIE_HEALTH_BEAT_MAX_AGE_SECONDS = env_int(
+    "REVERIE_HEALTH_BEAT_MAX_AGE_SECONDS", 600, minimum=60
+)
+# Per-key API rate limits (agents/throttling.py), "N/s|min|hour|day" or "off": every endpoint
+# but the config endpoint shares the first; the config endpoint has its own, high budget.
+REVERIE_API_RATE_LIMIT = env_rate("REVERIE_API_RATE_LIMIT", "1200/min")
+REVERIE_CONFIG_RATE_LIMIT = env_rate("REVERIE_CONFIG_RATE_LIMIT", "60000/min")
+# Sign-in throttling (agents/login.py): failures per username and client address before a lockout.
+REVERIE_LOGIN_MAX_FAILURES = env_int("REVERIE_LOGIN_MAX_FAILURES", 5, minimum=1)
+REVERIE_LOGIN_LOCKOUT_SECONDS = env_int("REVERIE_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
@@ -293,6 +309,9 @@ REVERIE_HARNESS_FIDELITY_THRESHOLD = env_float(
     "REVERIE_HARNESS_FIDELITY_THRESHOLD", REVERIE_FIDELITY_THRESHOLD
 )
 REVERIE_UNVERIFIABLE_WARNING_SHARE = env_float("REVERIE_UNVERIFIABLE_WARNING_SHARE", 0.2)
+# An experiment with a larger share of failed replays (errors, not verdicts) fails instead of
+# making its proposal ready: the replays that worked are not a fair sample.
+REVERIE_MAX_FAILED_REPLAY_SHARE = env_float("REVERIE_MAX_FAILED_REPLAY_SHARE", 0.1)
 # Significance level of the paired tests and of the early-stop rule (Bonferroni over planned looks).
 REVERIE_STATS_ALPHA = env_float("REVERIE_STATS_ALPHA", 0.05)
 REVERIE_EARLY_STOP_ALPHA = env_float("REVERIE_EARLY_STOP_ALPHA", 0.05)
@@ -356,7 +375,13 @@ REVERIE_BASE_URL = env_str("REVERIE_BASE_URL", "http://127.0.0.1:8000")
 REVERIE_CANARY_ALPHA = env_float("REVERIE_CANARY_ALPHA", 0.01)
 REVERIE_CANARY_MIN_SAMPLE = env_int("REVERIE_CANARY_MIN_SAMPLE", 50, minimum=1)
 REVERIE_CANARY_ERROR_CEILING = env_float("REVERIE_CANARY_ERROR_CEILING", 0.10)
-REVERIE_ROLLOUT_MIN_RUNS = env_int("REVERIE_ROLLOUT_MIN_RUNS", 100, minimum=0)
+# A stage's minimum runs is at least the canary's minimum sample: with fewer, a stage could be
+# approved before the canary analysis (and its automatic halt) has looked at it.
+REVERIE_ROLLOUT_MIN_RUNS = env_int(
+    "REVERIE_ROLLOUT_MIN_RUNS",
+    max(100, REVERIE_CANARY_MIN_SAMPLE),
+    minimum=REVERIE_CANARY_MIN_SAMPLE,
+)
 REVERIE_ROLLOUT_MIN_MINUTES = env_int("REVERIE_ROLLOUT_MIN_MINUTES", 30, minimum=0)
 REVERIE_ROLLOUT_CHECK_SECONDS = env_int("REVERIE_ROLLOUT_CHECK_SECONDS", 60, minimum=5)
 # The config endpoint caches API-key lookups in-process this long (revocation delay).

@@ -5,6 +5,12 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from agents.login import LoginView, ThrottledAdminAuthenticationForm
+from config.health import healthz
+
+# The admin's sign-in is throttled like the app's.
+admin.site.login_form = ThrottledAdminAuthenticationForm
+
 
 @csrf_exempt  # answers every method with the same 404; it changes nothing
 def api_not_found(request: HttpRequest) -> JsonResponse:
@@ -13,8 +19,9 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
 
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),  # liveness: no auth, no redirect to HTTPS
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", LoginView.as_view(), name="login"),  # throttled per username + address
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),

@@ -231,7 +231,11 @@ def guard_cycle(*, cycle: DreamCycle) -> int:
     ):
         if (proposal.metadata or {}).get("guarded"):
             continue
-        read_runs = list(Run.objects.filter(pk__in=proposal.metadata.get("drafting_run_ids", [])))
+        read_runs = list(
+            Run.objects.filter(
+                pk__in=proposal.metadata.get("drafting_run_ids", [])
+            ).prefetch_related("feedback")
+        )
         flags = guards.flags_for_change(
             agent=agent,
             base=proposal.base_version,

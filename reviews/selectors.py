@@ -43,6 +43,8 @@ FLAG_CHOICES = [
     ("none", "No flags"),
     ("protected_section", "Protected section"),
     ("possible_injection", "Possible injection"),
+    ("policy_value", "Changes a policy value"),
+    ("relaxes_check", "Relaxes a check"),
     ("off_recording", "Off-recording"),
     ("unverifiable", "Unverifiable"),
     ("growth", "Growth"),

@@ -63,6 +63,23 @@ class Readiness:
         return not self.reasons
 
 
+def minimum_stage_runs() -> int:
+    """The fewest canary runs a stage may ask for: the canary analysis's minimum sample, so no
+    stage can advance before the automatic halt has had its first look."""
+    return settings.REVERIE_CANARY_MIN_SAMPLE
+
+
+def validate_min_runs(min_runs: int) -> None:
+    """A stage's minimum runs below the canary's minimum sample is refused (RolloutError)."""
+    floor = minimum_stage_runs()
+    if min_runs < floor:
+        raise RolloutError(
+            f"A stage's minimum runs ({min_runs}) must be at least the canary's minimum sample "
+            f"({floor}, REVERIE_CANARY_MIN_SAMPLE): with fewer, a stage could advance before the "
+            "canary analysis has looked at it."
+        )
+
+
 def stage_readiness(
     *, rollout: Rollout, stage: RolloutStage, now: datetime | None = None
 ) -> Readiness:
@@ -74,8 +91,10 @@ def stage_readiness(
     ).count()
     elapsed = now - started
     reasons = []
-    if canary_runs < stage.min_runs:
-        reasons.append(f"{canary_runs} of {stage.min_runs} canary runs so far")
+    # Stages stored before the floor existed (or under a lower setting) still wait for it.
+    needed = max(stage.min_runs, minimum_stage_runs())
+    if canary_runs < needed:
+        reasons.append(f"{canary_runs} of {needed} canary runs so far")
     if elapsed < stage.min_duration:
         left = stage.min_duration - elapsed
         minutes = int(left.total_seconds() // 60)
@@ -128,6 +147,7 @@ def start_rollout(
 ) -> Rollout:
     """Start rolling out an approved proposal; starting is the approval of its first stage."""
     min_runs = settings.REVERIE_ROLLOUT_MIN_RUNS if min_runs is None else min_runs
+    validate_min_runs(min_runs)
     if min_duration is None:
         min_duration = timedelta(minutes=settings.REVERIE_ROLLOUT_MIN_MINUTES)
     now = timezone.now()

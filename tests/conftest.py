@@ -1,5 +1,6 @@
 """Shared fixtures: the fixed cast (owner, reviewer, viewer, outsider) and API clients."""
 
+import uuid
 from typing import Any
 
 import pytest
@@ -28,6 +29,15 @@ def eager_celery() -> Any:
     celery_app.conf.task_eager_propagates = True
     yield
     celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache_namespace(settings: Any) -> None:
+    """Rate-limit and sign-in counters start at zero in each test, without flushing a Redis
+    database that other test processes (and their brokers) share: a key prefix per test."""
+    caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
+    caches["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}"
+    settings.CACHES = caches
 
 
 @pytest.fixture

@@ -130,6 +130,8 @@ def content_blocks(content: Any) -> list[dict[str, Any]]:
 FLAG_LABELS = {
     "protected_section": "protected section",
     "possible_injection": "possible injection",
+    "policy_value": "changes a policy value",
+    "relaxes_check": "relaxes a check",
     "growth": "growth",
     "off_recording": "off-recording",
     "unverifiable": "unverifiable",

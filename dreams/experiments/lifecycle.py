@@ -267,10 +267,20 @@ def finish_experiment(*, experiment_id: int, early_stop: dict[str, Any] | None =
             if failed.exists()
             else ""
         )
+        failed_count, total = failed.count(), replays.count()
+        limit = settings.REVERIE_MAX_FAILED_REPLAY_SHARE
         if failed.exists() and not replays.filter(status=Replay.Status.DONE).exists():
             first = failed.order_by("id").values_list("error", flat=True).first()
             experiment.status = E.FAILED
             experiment.error = f"Every replay failed, e.g. {first}"
+        elif total and failed_count / total > limit:
+            # Numbers from the replays that happened to work are not evidence: not "ready".
+            first = failed.order_by("id").values_list("error", flat=True).first()
+            experiment.status = E.FAILED
+            experiment.error = (
+                f"{failed_count} of {total} replays failed ({failed_count / total:.0%}, over the "
+                f"{limit:.0%} limit), e.g. {first}; re-run the experiment to retry them."
+            )
         experiment.save(
             update_fields=["stats", "fidelity", "status", "stop_reason", "finished_at", "error"]
         )

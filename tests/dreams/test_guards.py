@@ -72,7 +72,8 @@ def test_adding_a_line_inside_a_protected_block_is_flagged() -> None:
     )
 
     assert codes(guards.check(base=BASE, candidate=candidate, agent_sections=[], runs=[])) == [
-        "protected_section"
+        "protected_section",
+        "policy_value",  # $50 is a new amount too
     ]
 
 
@@ -101,7 +102,7 @@ def test_sections_listed_on_the_agent_are_protected() -> None:
 
     assert codes(by_heading) == ["protected_section"]
     assert by_other_heading == []
-    assert codes(by_literal) == ["protected_section"]
+    assert codes(by_literal) == ["protected_section", "policy_value"]  # and 30 → 60 days
 
 
 def test_copying_twelve_words_from_a_user_turn_is_flagged_as_possible_injection(db: Any) -> None:
@@ -122,7 +123,8 @@ def test_copying_from_a_tool_result_is_flagged_too(db: Any) -> None:
     runs = [run_saying("Refund please.", tool_output=json.dumps({"notes": planted}))]
 
     assert codes(guards.check(base=BASE, candidate=candidate, agent_sections=[], runs=runs)) == [
-        "possible_injection"
+        "possible_injection",
+        "relaxes_check",  # "without any lookup"
     ]
 
 

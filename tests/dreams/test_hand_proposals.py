@@ -161,3 +161,35 @@ def test_experiments_are_workspace_scoped(demo_agent, member, outsider_api):
     )
     assert outsider_api.get(f"/api/v1/experiments/{experiment.pk}").status_code == 404
     assert member.get(f"/api/v1/experiments/{experiment.pk}").status_code == 200
+
+
+@pytest.mark.parametrize(("failed", "ready"), [(0.5, False), (0.05, True)])
+def test_a_proposal_whose_replays_failed_over_the_threshold_is_not_ready(
+    demo_agent, member, django_capture_on_commit_callbacks, settings, failed, ready
+):
+    from dreams.experiments.lifecycle import finish_experiment
+
+    settings.REVERIE_MAX_FAILED_REPLAY_SHARE = 0.1
+    stable = demo_agent.stable_version
+    created = member.post(
+        f"/api/v1/agents/{demo_agent.slug}/proposals",
+        {"title": "Rule", "documents": {"system_prompt": stable.system_prompt + RULE}},
+        format="json",
+    ).json()  # on-commit callbacks not run: the experiment waits, the proposal is replaying
+    experiment = Experiment.objects.get(proposal_id=created["id"])
+    replays = list(experiment.replays.order_by("id").values_list("id", flat=True))
+    broken = replays[: max(1, int(len(replays) * failed))]
+    Replay.objects.filter(pk__in=replays).update(status="done", verdict="pass")
+    Replay.objects.filter(pk__in=broken).update(status="failed", verdict="", error="overloaded")
+    Experiment.objects.filter(pk=experiment.pk).update(status="running")
+    Proposal.objects.filter(pk=created["id"]).update(status=Proposal.Status.REPLAYING)
+
+    finish_experiment(experiment_id=experiment.pk)
+
+    experiment.refresh_from_db()
+    proposal = Proposal.objects.get(pk=created["id"])
+    assert (proposal.status == Proposal.Status.READY) is ready
+    if not ready:
+        assert experiment.status == "failed"
+        assert f"{len(broken)} of {len(replays)} replays failed" in experiment.error
+        assert "over the 10% limit" in experiment.error

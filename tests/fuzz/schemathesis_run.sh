@@ -15,6 +15,8 @@ WORK=$(mktemp -d)
 export DATABASE_URL="sqlite:///$WORK/fuzz.sqlite3"
 unset REDIS_URL ANTHROPIC_API_KEY
 export REVERIE_LOG_LEVEL=ERROR
+# The fuzz checks the schema, not the per-key rate limits (tests/agents/test_rate_limits.py).
+export REVERIE_API_RATE_LIMIT=off REVERIE_CONFIG_RATE_LIMIT=off
 # The Managed Agents webhook is live (a secret is set), so it answers 401 to unsigned posts.
 export REVERIE_MANAGED_WEBHOOK_SECRET="whsec_$(printf 'fuzz-secret-0123456789' | base64)"
 
