@@ -16,10 +16,12 @@ from django.db.models import (
     Subquery,
     TextField,
 )
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
 from agents.models import Agent, AuditEvent, Run, Workspace
 from agents.transcripts import message_index_of_step
+from dreams import stats as verdicts
 from dreams.models import Experiment, FailurePattern, PatternRun, Proposal, Replay
 from dreams.rebase import stale_filter
 from reviews.models import Decision, ReviewComment
@@ -47,6 +49,7 @@ FLAG_CHOICES = [
     ("unverifiable", "Unverifiable"),
     ("growth", "Growth"),
 ]
+VERDICT_CHOICES = list(verdicts.VERDICTS.items())
 SORTS = {
     "value": ("-expected_value", "-id"),
     "age": ("ready_at", "created_at", "id"),
@@ -69,6 +72,7 @@ class QueueFilters:
     sort: str = "value"
     assigned: str = ""
     stale: bool = False
+    verdict: str = ""
     page: int = 1
 
     @classmethod
@@ -80,6 +84,7 @@ class QueueFilters:
         flag = query.get("flag") if query.get("flag") in {f for f, _ in FLAG_CHOICES} else ""
         assigned = query.get("assigned") if query.get("assigned") in ("me", "nobody") else ""
         stale = query.get("stale") in ("1", "true", "yes")
+        verdict = query.get("verdict") if query.get("verdict") in verdicts.VERDICTS else ""
         try:
             page = max(1, int(query.get("page") or 1))
         except ValueError:
@@ -91,6 +96,7 @@ class QueueFilters:
             sort=sort,
             assigned=assigned,
             stale=stale,
+            verdict=verdict,
             page=page,
         )
 
@@ -104,6 +110,7 @@ class QueueFilters:
             "sort": self.sort,
             "assigned": self.assigned,
             "stale": "1" if self.stale else "",
+            "verdict": self.verdict,
         }
         values.update(overrides)
         defaults = {"status": S.READY, "sort": "value"}
@@ -113,6 +120,16 @@ class QueueFilters:
 def latest_experiment_stats() -> Subquery:
     return Subquery(
         Experiment.objects.filter(proposal=OuterRef("pk")).order_by("-id").values("stats")[:1]
+    )
+
+
+def latest_verdict() -> Subquery:
+    """The stored verdict of the proposal's latest experiment (text, for filtering)."""
+    return Subquery(
+        Experiment.objects.filter(proposal=OuterRef("pk"))
+        .order_by("-id")
+        .annotate(verdict_text=KeyTextTransform("verdict", "stats"))
+        .values("verdict_text")[:1]
     )
 
 
@@ -149,6 +166,10 @@ def queue_scope(*, workspace: Workspace, filters: QueueFilters, user: Any = None
         if filters.flag not in ("any", "none"):
             scoped = scoped.annotate(flags_text=Cast("flags", TextField()))
         scoped = scoped.filter(_flag_filter(filters.flag))
+    if filters.verdict:
+        scoped = scoped.annotate(verdict_text=latest_verdict()).filter(
+            verdict_text__in=verdicts.verdict_aliases(filters.verdict)
+        )
     return scoped
 
 
@@ -200,6 +221,7 @@ def review_queue(
         "agents": list(Agent.objects.filter(workspace=workspace).values_list("slug", "name")),
         "filters": filters,
         "flag_choices": FLAG_CHOICES,
+        "verdict_choices": VERDICT_CHOICES,
     }
 
 
@@ -214,6 +236,14 @@ class QueueRow:
     verdict: str = ""
     fidelity: float | None = None
 
+    @property
+    def verdict_label(self) -> str:
+        return verdicts.VERDICTS.get(self.verdict, "")
+
+    @property
+    def verdict_help(self) -> str:
+        return verdicts.VERDICT_HELP.get(self.verdict, "")
+
     @classmethod
     def build(cls, proposal: Proposal) -> "QueueRow":
         stats = getattr(proposal, "stats", None) or {}
@@ -224,7 +254,7 @@ class QueueRow:
             target=target or overall,
             regression=stats.get("regression") or {},
             overall=overall,
-            verdict=stats.get("verdict", ""),
+            verdict=verdicts.normalize_verdict(stats.get("verdict")),
             fidelity=stats.get("fidelity"),
         )
 

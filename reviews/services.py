@@ -13,7 +13,9 @@ from django.db.models import F
 from agents import audit
 from agents.models import Membership, Run
 from agents.services import create_config_version
+from dreams import stats
 from dreams.experiments import start_experiment
+from dreams.experiments.evidence import latest_verdict
 from dreams.guards import flags_for_change
 from dreams.managed.selectors import managed_link_for
 from dreams.managed.tasks import apply_memory
@@ -77,9 +79,17 @@ def approvals_needed(*, proposal: Proposal) -> int:
 
 
 def approve_proposal(
-    *, proposal_id: int, reviewer: Any, comment: str = "", expected_lock_version: int | None = None
+    *,
+    proposal_id: int,
+    reviewer: Any,
+    comment: str = "",
+    expected_lock_version: int | None = None,
+    acknowledge_verdict: bool = False,
 ) -> Proposal:
-    """Record an approval; the last required one moves the proposal to `approved`."""
+    """Record an approval; the last required one moves the proposal to `approved`.
+
+    A proposal whose evidence is not measurable, regresses or is noise is approved only with
+    `acknowledge_verdict`, and the acknowledgement is written to the audit log."""
     with transaction.atomic():
         proposal = _lock(
             proposal_id=proposal_id, expected_lock_version=expected_lock_version, to=S.APPROVED
@@ -101,6 +111,22 @@ def approve_proposal(
             )
         if proposal.decisions.filter(kind=Decision.Kind.APPROVE, reviewer=reviewer).exists():
             raise DecisionRefused("You have already approved this proposal.", code="duplicate")
+        verdict, why = latest_verdict(proposal_id=proposal.pk)
+        if verdict in stats.NEEDS_ACKNOWLEDGEMENT:
+            if not acknowledge_verdict:
+                raise DecisionRefused(
+                    f"The evidence says “{stats.VERDICTS[verdict].lower()}”: "
+                    f"{stats.VERDICT_HELP[verdict]} Acknowledge this to approve anyway.",
+                    code="verdict_unacknowledged",
+                )
+            audit.record(
+                workspace=proposal.agent.workspace,
+                actor=reviewer,
+                action="proposal.verdict_acknowledged",
+                target=proposal,
+                after={"verdict": verdict, "reason": why},
+                comment=comment,
+            )
         Decision.objects.create(
             proposal=proposal,
             reviewer=reviewer,

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from agents.access import get_agent_for, principal_for
 from agents.models import ConfigVersion, Membership
 from dreams import handwritten, rebase
+from dreams import stats as verdict_stats
 from dreams.cycles import CycleNotStarted
 from dreams.models import Experiment
 from dreams.proposals import InvalidTransition
@@ -52,6 +53,17 @@ def queue(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
+def _verdict_context(stats: dict[str, Any]) -> dict[str, Any]:
+    verdict = verdict_stats.normalize_verdict(stats.get("verdict"))
+    return {
+        "verdict": verdict,
+        "verdict_label": verdict_stats.VERDICTS.get(verdict, ""),
+        "verdict_help": verdict_stats.VERDICT_HELP.get(verdict, ""),
+        "verdict_reason": stats.get("verdict_reason", ""),
+        "needs_ack": verdict in verdict_stats.NEEDS_ACKNOWLEDGEMENT,
+    }
+
+
 def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict[str, Any]:
     outcome = request.GET.get("outcome", "")
     evidence = selectors.proposal_evidence(
@@ -78,7 +90,7 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
         "neighbours": selectors.queue_neighbours(proposal=proposal),
         "can_edit": role in (Membership.Role.REVIEWER, Membership.Role.ADMIN)
         and proposal.status in services.EDITABLE,
-        "verdict": stats.get("verdict", ""),
+        **_verdict_context(stats),
         "stale": rebase.is_stale(proposal),
         # One reverse() instead of one per replay row (the list can hold hundreds).
         "replay_prefix": reverse("proposal-detail", args=[proposal.pk]) + "replays/",
@@ -121,12 +133,14 @@ def decide(request: HttpRequest, pk: int) -> HttpResponse:
     if service is None:
         return HttpResponse("Unknown decision.", status=400)
     comment = request.POST.get("comment", "")
+    extra = {"acknowledge_verdict": request.POST.get("acknowledge_verdict") == "1"}
     try:
         service(
             proposal_id=proposal.pk,
             reviewer=request.user,
             comment=comment,
             expected_lock_version=_int(request.POST.get("lock_version")),
+            **(extra if action == "approve" else {}),
         )
     except services.DecisionRefused as refused:
         return _refuse(request, proposal, str(refused), comment=comment, status=400)
