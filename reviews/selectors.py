@@ -317,7 +317,16 @@ def proposal_evidence(
     shown = filter_replay_rows(rows, outcome)
     paginator = Paginator(shown, REPLAY_PAGE_SIZE)
     decisions = list(Decision.objects.filter(proposal=proposal).select_related("reviewer"))
-    comments = list(ReviewComment.objects.filter(proposal=proposal).select_related("author"))
+    comments = list(
+        ReviewComment.objects.filter(proposal=proposal).select_related("author", "resolved_by")
+    )
+    replies: dict[int, list[ReviewComment]] = {}
+    for c in comments:
+        if c.reply_to_id:
+            replies.setdefault(c.reply_to_id, []).append(c)
+    threads = [c for c in comments if c.reply_to_id is None]
+    for c in threads:
+        c.thread_replies = replies.get(c.pk, [])
     revisions = list(
         Proposal.objects.filter(Q(pk=proposal.revision_of_id) | Q(revision_of=proposal))
         .only("id", "revision", "status", "created_at")
@@ -340,7 +349,9 @@ def proposal_evidence(
         "outcomes": [(key, label, outcome_counts[key]) for key, label in OUTCOMES],
         "decisions": decisions,
         "approvals": [d for d in decisions if d.kind == Decision.Kind.APPROVE],
-        "comments": comments,
+        "comments": threads,
+        "diff_threads": [c for c in threads if c.anchored],
+        "open_threads": sum(1 for c in threads if c.anchored and not c.resolved_at),
         "revisions": revisions,
         "flag_notes": [
             {
@@ -452,3 +463,29 @@ def queue_neighbours(*, proposal: Proposal) -> dict[str, int | None]:
     following = ready.filter(after).order_by("-expected_value", "-id").values_list("id", flat=True)
     preceding = ready.filter(before).order_by("expected_value", "id").values_list("id", flat=True)
     return {"previous": preceding.first(), "next": following.first()}
+
+
+def last_reviewed_revision(*, proposal: Proposal, user: Any) -> Proposal | None:
+    """The latest earlier revision of this proposal that `user` decided or commented on."""
+    chain: list[int] = []
+    current = proposal.revision_of_id
+    while current is not None and len(chain) < 50:
+        chain.append(current)
+        current = (
+            Proposal.objects.filter(pk=current).values_list("revision_of_id", flat=True).first()
+        )
+    if not chain or user is None or not user.is_authenticated:
+        return None
+    touched = set(
+        Decision.objects.filter(proposal_id__in=chain, reviewer=user).values_list(
+            "proposal_id", flat=True
+        )
+    ) | set(
+        ReviewComment.objects.filter(proposal_id__in=chain, author=user).values_list(
+            "proposal_id", flat=True
+        )
+    )
+    for pk in chain:  # newest first
+        if pk in touched:
+            return Proposal.objects.select_related("candidate_version").get(pk=pk)
+    return None

@@ -5,10 +5,12 @@ Each verb locks the proposal row, checks the caller's version of the page
 changes status only through `dreams.proposals.transition_proposal`.
 """
 
+import re
 from typing import Any
 
 from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 
 from agents import audit
 from agents.models import Membership, Run
@@ -25,6 +27,7 @@ from dreams.rebase import is_stale
 from reviews.models import Decision
 
 S = Proposal.Status
+LINE_KEY = re.compile(r"[LRH]\d{1,6}")
 
 
 class DecisionRefused(Exception):
@@ -339,13 +342,24 @@ def assign_proposal(*, proposal_id: int, actor: Any, assignee: Any | None) -> Pr
     return proposal
 
 
-def comment_on_proposal(*, proposal_id: int, author: Any, body: str) -> Any:
-    """Add a discussion comment (any member who can review)."""
+def comment_on_proposal(
+    *,
+    proposal_id: int,
+    author: Any,
+    body: str,
+    document: str = "",
+    line: str = "",
+    quote: str = "",
+    reply_to_id: int | None = None,
+) -> Any:
+    """Add a comment (any member who can review): free, on a diff line or hunk, or a reply."""
     from reviews.models import ReviewComment
 
     body = body.strip()
     if not body:
         raise DecisionRefused("Write something before posting.", code="empty")
+    if bool(document) != bool(line) or (line and not LINE_KEY.fullmatch(line)):
+        raise DecisionRefused("A diff comment needs a document and a line.", code="anchor")
     with transaction.atomic():
         proposal = Proposal.objects.select_related("agent__workspace").get(pk=proposal_id)
         if _role(proposal=proposal, user=author) not in (
@@ -353,12 +367,63 @@ def comment_on_proposal(*, proposal_id: int, author: Any, body: str) -> Any:
             Membership.Role.ADMIN,
         ):
             raise DecisionRefused("Only reviewers and admins can comment.", code="role")
-        comment = ReviewComment.objects.create(proposal=proposal, author=author, body=body)
+        parent = None
+        if reply_to_id is not None:
+            parent = ReviewComment.objects.filter(
+                pk=reply_to_id, proposal=proposal, reply_to__isnull=True
+            ).first()
+            if parent is None:
+                raise DecisionRefused("That thread is not on this proposal.", code="anchor")
+            document, line, quote = parent.document, parent.line, ""
+        comment = ReviewComment.objects.create(
+            proposal=proposal,
+            author=author,
+            body=body,
+            document=document[:300],
+            line=line,
+            quote=quote[:1000],
+            reply_to=parent,
+        )
+        if parent is not None and parent.resolved_at:
+            # A reply reopens a resolved thread, as on a pull request.
+            ReviewComment.objects.filter(pk=parent.pk).update(resolved_at=None, resolved_by=None)
         audit.record(
             workspace=proposal.agent.workspace,
             actor=author,
             action="proposal.comment",
             target=proposal,
+            after={"document": document, "line": line} if line else None,
             comment=body,
         )
     return comment
+
+
+def resolve_thread(*, comment_id: int, actor: Any, resolved: bool = True) -> Any:
+    """Resolve (or reopen) a diff comment thread; reviewers and admins only."""
+    from reviews.models import ReviewComment
+
+    with transaction.atomic():
+        root = (
+            ReviewComment.objects.select_for_update()
+            .select_related("proposal__agent__workspace")
+            .get(pk=comment_id)
+        )
+        if root.reply_to_id is not None:
+            raise DecisionRefused("Resolve the thread from its first comment.", code="anchor")
+        proposal = root.proposal
+        if _role(proposal=proposal, user=actor) not in (
+            Membership.Role.REVIEWER,
+            Membership.Role.ADMIN,
+        ):
+            raise DecisionRefused("Only reviewers and admins can resolve threads.", code="role")
+        root.resolved_at = timezone.now() if resolved else None
+        root.resolved_by = actor if resolved else None
+        root.save(update_fields=["resolved_at", "resolved_by"])
+        audit.record(
+            workspace=proposal.agent.workspace,
+            actor=actor,
+            action="proposal.thread_resolve" if resolved else "proposal.thread_reopen",
+            target=proposal,
+            after={"comment": root.pk, "document": root.document, "line": root.line},
+        )
+    return root

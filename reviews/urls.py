@@ -11,6 +11,11 @@ urlpatterns = [
     path("proposals/<int:pk>/rebase/", views.rebase_page, name="proposal-rebase"),
     path("proposals/<int:pk>/assign/", views.assign, name="proposal-assign"),
     path("proposals/<int:pk>/comment/", views.comment, name="proposal-comment"),
+    path(
+        "proposals/<int:pk>/threads/<int:comment_id>/resolve/",
+        views.resolve_thread,
+        name="proposal-thread-resolve",
+    ),
     path("agents/<slug:slug>/", views.agent_page, name="agent-detail"),
     path("agents/<slug:slug>/propose/", views.propose_page, name="agent-propose"),
     path("agents/<slug:slug>/dream/", views.dream_now, name="agent-dream"),

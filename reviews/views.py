@@ -23,7 +23,7 @@ from dreams.proposals import InvalidTransition
 from reviews import agent_overview, selectors, services
 from reviews.access import get_proposal_for_user
 from reviews.charts import pass_rate_chart, version_pass_rate_chart
-from reviews.diffs import diff_versions
+from reviews.diffs import attach_threads, diff_versions
 
 DECISIONS = {
     "approve": services.approve_proposal,
@@ -77,9 +77,21 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
     view = "split" if request.GET.get("view") == "split" else "unified"
     role = proposal.viewer_role
     needed = services.approvals_needed(proposal=proposal)
+    reviewed = selectors.last_reviewed_revision(proposal=proposal, user=request.user)
+    since = reviewed if reviewed and request.GET.get("since") == str(reviewed.pk) else None
+    if since is not None:
+        # What changed since the revision this reviewer last looked at, not since the base.
+        docs = diff_versions(since.candidate_version, proposal.candidate_version)
+        orphan_threads: list[Any] = []
+    else:
+        docs = diff_versions(proposal.base_version, proposal.candidate_version)
+        orphan_threads = attach_threads(docs, evidence["diff_threads"])
     context = {
         "proposal": proposal,
-        "docs": diff_versions(proposal.base_version, proposal.candidate_version),
+        "docs": docs,
+        "reviewed_revision": reviewed,
+        "since": since,
+        "orphan_threads": orphan_threads,
         "diff_view": view,
         "chart": pass_rate_chart(chart_rows),
         "can_review": role in (Membership.Role.REVIEWER, Membership.Role.ADMIN),
@@ -265,12 +277,34 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
 def comment(request: HttpRequest, pk: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk, write=True)
     try:
-        services.comment_on_proposal(
-            proposal_id=proposal.pk, author=request.user, body=request.POST.get("body", "")
+        made = services.comment_on_proposal(
+            proposal_id=proposal.pk,
+            author=request.user,
+            body=request.POST.get("body", ""),
+            document=request.POST.get("document", ""),
+            line=request.POST.get("line", ""),
+            quote=request.POST.get("quote", ""),
+            reply_to_id=_int(request.POST.get("reply_to")),
         )
     except services.DecisionRefused as refused:
         messages.error(request, str(refused))
-    return redirect(reverse("proposal-detail", args=[proposal.pk]) + "#discussion")
+        return redirect(reverse("proposal-detail", args=[proposal.pk]) + "#discussion")
+    anchor = f"#c-{made.reply_to_id or made.pk}" if made.document else "#discussion"
+    return redirect(reverse("proposal-detail", args=[proposal.pk]) + anchor)
+
+
+@login_required
+@require_POST
+def resolve_thread(request: HttpRequest, pk: int, comment_id: int) -> HttpResponse:
+    proposal = get_proposal_for_user(request.user, pk, write=True)
+    if not proposal.comments.filter(pk=comment_id).exists():
+        raise Http404("No such thread on this proposal.")
+    resolved = request.POST.get("resolved", "1") == "1"
+    try:
+        services.resolve_thread(comment_id=comment_id, actor=request.user, resolved=resolved)
+    except services.DecisionRefused as refused:
+        messages.error(request, str(refused))
+    return redirect(reverse("proposal-detail", args=[proposal.pk]) + f"#c-{comment_id}")
 
 
 # ------------------------------------------------------------------------------ agents
