@@ -26,6 +26,7 @@ from dreams.models import Experiment, FailurePattern, PatternRun, Proposal, Repl
 from dreams.rebase import stale_filter
 from reviews.models import Decision, ReviewComment
 from reviews.replays import OUTCOMES, filter_replay_rows, replay_rows
+from reviews.trajectories import align
 
 S = Proposal.Status
 QUEUE_PAGE_SIZE = 25
@@ -381,7 +382,19 @@ def replay_pair(*, experiment: Experiment, run_id: int) -> dict[str, Any]:
     first_baseline = baseline[0] if baseline else None
     first_candidate = candidate[0] if candidate else None
     recorded_step = membership.divergence_step if membership else None
+    alignment = align(
+        run.messages or [],
+        {
+            "baseline": (first_baseline.messages or []) if first_baseline else None,
+            "candidate": (first_candidate.messages or []) if first_candidate else None,
+        },
+        stored_steps={
+            "baseline": first_baseline.divergence_step if first_baseline else None,
+            "candidate": first_candidate.divergence_step if first_candidate else None,
+        },
+    )
     return {
+        "alignment": alignment,
         "run": run,
         "baseline": first_baseline,
         "candidate": first_candidate,
@@ -390,15 +403,9 @@ def replay_pair(*, experiment: Experiment, run_id: int) -> dict[str, Any]:
         "recorded_explanation": membership.divergence_explanation if membership else "",
         # Markers are message indices; divergences are stored as steps (assistant turns).
         "recorded_divergence_message": message_index_of_step(run.messages, recorded_step),
-        "baseline_divergence_message": _replay_divergence_message(first_baseline),
-        "candidate_divergence_message": _replay_divergence_message(first_candidate),
+        "baseline_divergence_message": alignment.divergence.get("baseline"),
+        "candidate_divergence_message": alignment.divergence.get("candidate"),
     }
-
-
-def _replay_divergence_message(replay: Replay | None) -> int | None:
-    if replay is None:
-        return None
-    return message_index_of_step(replay.messages or [], replay.divergence_step)
 
 
 def audit_log(

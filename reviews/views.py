@@ -130,6 +130,10 @@ def replay_detail(request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
         raise Http404("No replay of that run in this proposal's experiment.")
     context = {"proposal": proposal, "experiment": experiment}
     context.update(selectors.replay_pair(experiment=experiment, run_id=run_id))
+    context["arm_heads"] = [
+        ("baseline", context["baseline"], experiment.baseline_version.number),
+        ("candidate", context["candidate"], experiment.candidate_version.number),
+    ]
     template = "reviews/replay.html"
     if request.htmx:
         template += "#replay-trajectory"

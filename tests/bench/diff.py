@@ -26,11 +26,43 @@ LINES = int(os.environ.get("BENCH_DIFF_LINES", "128"))
 ROUNDS = int(os.environ.get("BENCH_DIFF_ROUNDS", "20"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-WORDS = (
-    "refund order customer delivery window verify lookup escalate policy reply agent human "
-    "receipt damaged item shipping carrier return label credit voucher account manager days "
-    "always never only when before after check confirm quote explain apologise"
-).split()
+WORDS = [
+    "refund",
+    "order",
+    "customer",
+    "delivery",
+    "window",
+    "verify",
+    "lookup",
+    "escalate",
+    "policy",
+    "reply",
+    "agent",
+    "human",
+    "receipt",
+    "damaged",
+    "item",
+    "shipping",
+    "carrier",
+    "return",
+    "label",
+    "credit",
+    "voucher",
+    "account",
+    "manager",
+    "days",
+    "always",
+    "never",
+    "only",
+    "when",
+    "before",
+    "after",
+    "check",
+    "confirm",
+    "quote",
+    "explain",
+    "apologise",
+]
 
 
 def sentence(rng: random.Random, n: int) -> str:
