@@ -314,6 +314,16 @@ def proposal_evidence(
                 }
             )
     rows = replay_rows(experiment=experiment) if experiment else []
+    progress = None
+    if experiment is not None and proposal.status == S.REPLAYING:
+        done = sum(
+            1
+            for row in rows
+            for r in row.baseline + row.candidate
+            if r.status != Replay.Status.PENDING
+        )
+        total = sum(len(row.baseline) + len(row.candidate) for row in rows)
+        progress = {"done": done, "total": total, "share": done / total if total else 0.0}
     outcome_counts = {key: len(filter_replay_rows(rows, key)) for key, _ in OUTCOMES}
     shown = filter_replay_rows(rows, outcome)
     paginator = Paginator(shown, REPLAY_PAGE_SIZE)
@@ -336,6 +346,7 @@ def proposal_evidence(
     return {
         "experiment": experiment,
         "experiments": experiments,
+        "replay_progress": progress,
         "stats": stats,
         "metric_rows": [
             (key, label, stats[key])

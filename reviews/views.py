@@ -12,12 +12,14 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
 from agents.access import get_agent_for, principal_for
 from agents.models import ConfigVersion, Membership
 from dreams import handwritten, rebase
 from dreams import stats as verdict_stats
 from dreams.cycles import CycleNotStarted
+from dreams.experiments.evidence import latest_verdict
 from dreams.models import Experiment
 from dreams.proposals import InvalidTransition
 from reviews import agent_overview, selectors, services
@@ -117,7 +119,11 @@ def proposal_page(request: HttpRequest, pk: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk)
     context = _proposal_context(request, proposal)
     template = "reviews/proposal.html"
-    if request.htmx and request.htmx.target == "replay-list":
+    if request.htmx and request.htmx.target == "replay-progress":
+        if proposal.status != "replaying":
+            return HttpResponseClientRefresh()  # replays finished: show the evidence
+        template += "#replay-progress"
+    elif request.htmx and request.htmx.target == "replay-list":
         template += "#replay-list"
     return render(request, template, context)
 
@@ -222,15 +228,9 @@ def edit_page(request: HttpRequest, pk: int) -> HttpResponse:
         except InvalidTransition:
             error = "This proposal changed while you were editing; reload it and edit the latest revision."
         else:
-            messages.success(
-                request,
-                f"Saved revision {new.revision} as proposal #{new.pk}."
-                + (
-                    " Replays are running."
-                    if new.status == "replaying"
-                    else " It stays drafted until an experiment replays it."
-                ),
-            )
+            messages.success(request, _saved_message(new))
+            if request.htmx:
+                return HttpResponseClientRedirect(reverse("proposal-detail", args=[new.pk]))
             return redirect("proposal-detail", pk=new.pk)
         candidate_prompt = system_prompt
     else:
@@ -239,8 +239,30 @@ def edit_page(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         "reviews/edit.html",
         {"proposal": proposal, "system_prompt": candidate_prompt, "docs": docs, "error": error},
-        status=400 if error else 200,
+        # htmx swaps only 2xx answers: the form with its error comes back as 200 to htmx.
+        status=400 if error and not request.htmx else 200,
     )
+
+
+def _saved_message(new: Any) -> str:
+    """The flash after saving an edit, from the revision's status *now* (with eager tasks the
+    replays may already have finished inside the request)."""
+    new.refresh_from_db(fields=["status"])
+    head = f"Saved revision {new.revision} as proposal #{new.pk}."
+    if new.status == "replaying":
+        return head + " Replays are running; the page updates when they finish."
+    if new.status == "ready":
+        verdict, _ = latest_verdict(proposal_id=new.pk)
+        label = verdict_stats.VERDICTS.get(verdict, "")
+        return (
+            head
+            + " Replays finished"
+            + (f": {label.lower()}" if label else "")
+            + ("; it is ready for review.")
+        )
+    if new.status == "drafted":
+        return head + " It stays drafted until an experiment replays it."
+    return head + f" It is {new.get_status_display().lower()}."
 
 
 @login_required
@@ -356,12 +378,30 @@ def dream_now(request: HttpRequest, slug: str) -> HttpResponse:
     if not principal.can_review:
         raise PermissionDenied("Only reviewers and admins can start a dream cycle.")
     try:
-        agent_overview.start_dream(agent=agent, user=request.user)
+        cycle = agent_overview.start_dream(agent=agent, user=request.user)
     except CycleNotStarted as error:
         messages.error(request, f"Could not start a dream cycle: {error}")
     else:
-        messages.success(request, "Dream cycle queued.")
+        _dream_message(request, cycle)
     return redirect("agent-detail", slug=agent.slug)
+
+
+def _dream_message(request: HttpRequest, cycle: Any) -> None:
+    """Say what the cycle did, not what it was asked (eager tasks finish inside the request)."""
+    cycle.refresh_from_db()
+    if cycle.status == cycle.Status.SUCCEEDED:
+        drafted = cycle.proposals.count()
+        messages.success(
+            request,
+            f"Dream cycle {cycle.pk} finished: {drafted} proposal{'s' if drafted != 1 else ''} "
+            "drafted.",
+        )
+    elif cycle.status == cycle.Status.FAILED:
+        messages.error(request, f"Dream cycle {cycle.pk} failed: {cycle.error or 'see its page'}.")
+    elif cycle.status == cycle.Status.RUNNING:
+        messages.success(request, f"Dream cycle {cycle.pk} is running.")
+    else:
+        messages.success(request, f"Dream cycle {cycle.pk} queued; a worker will start it.")
 
 
 @login_required
