@@ -169,7 +169,10 @@ def _block_segments(
     """Word changes across a whole changed block, split back into lines.
 
     The block is diffed as one stream of words with line breaks as tokens, so words that only
-    moved to another line (a paragraph reflowed into bullets) stay unhighlighted."""
+    moved to another line (a paragraph reflowed into bullets) stay unhighlighted. A pure
+    insertion or deletion has nothing to compare with: its lines carry no word highlights."""
+    if not old or not new:
+        return [[Segment(line)] for line in old], [[Segment(line)] for line in new]
     a: list[str] = []
     a_line: list[int] = []
     for index, line in enumerate(old):
