@@ -119,6 +119,8 @@ class DocumentDiff:
 
 
 def _merge(segments: list[Segment]) -> list[Segment]:
+    """Join neighbours of one kind; a bare space between two changes joins them, so
+    "without exception" reads as one change, not two."""
     merged: list[Segment] = []
     for seg in segments:
         if not seg.text:
@@ -127,7 +129,16 @@ def _merge(segments: list[Segment]) -> list[Segment]:
             merged[-1] = Segment(merged[-1].text + seg.text, seg.changed)
         else:
             merged.append(seg)
-    return merged
+    bridged: list[Segment] = []
+    for index, seg in enumerate(merged):
+        between = 0 < index < len(merged) - 1 and not seg.changed and not seg.text.strip()
+        if between and merged[index - 1].changed and merged[index + 1].changed:
+            seg = Segment(seg.text, True)
+        if bridged and bridged[-1].changed == seg.changed:
+            bridged[-1] = Segment(bridged[-1].text + seg.text, seg.changed)
+        else:
+            bridged.append(seg)
+    return bridged
 
 
 def _token_flags(a: list[str], b: list[str]) -> tuple[list[bool], list[bool]]:
@@ -170,9 +181,9 @@ def _block_segments(
 
     The block is diffed as one stream of words with line breaks as tokens, so words that only
     moved to another line (a paragraph reflowed into bullets) stay unhighlighted. A pure
-    insertion or deletion has nothing to compare with: its lines carry no word highlights."""
+    insertion or deletion is marked whole."""
     if not old or not new:
-        return [[Segment(line)] for line in old], [[Segment(line)] for line in new]
+        return [[Segment(line, True)] for line in old], [[Segment(line, True)] for line in new]
     a: list[str] = []
     a_line: list[int] = []
     for index, line in enumerate(old):
