@@ -22,7 +22,7 @@ from typing import Any
 from rapidfuzz import fuzz, process
 
 CONTEXT = 3
-SYSTEM_PROMPT = "System prompt"
+SYSTEM_PROMPT_TITLE = "System prompt"
 PAIR_SIMILARITY = 50.0  # RapidFuzz ratio (0–100) above which two changed lines are one rule
 RELATED_SHARE = 0.3  # a line keeps word highlights only if this share of its text is unchanged
 MOVE_MIN_CHARS = 24  # a moved run must carry this much text (not just blank lines or "---")
@@ -424,7 +424,7 @@ def diff_versions(
     base: Any, candidate: Any, *, include_unchanged: bool = False
 ) -> list[DocumentDiff]:
     """Diff the system prompt and every memory document of two ConfigVersions."""
-    docs = [diff_text(SYSTEM_PROMPT, base.system_prompt, candidate.system_prompt)]
+    docs = [diff_text(SYSTEM_PROMPT_TITLE, base.system_prompt, candidate.system_prompt)]
     old_docs: dict[str, str] = base.memory_documents or {}
     new_docs: dict[str, str] = candidate.memory_documents or {}
     for path in sorted(set(old_docs) | set(new_docs)):

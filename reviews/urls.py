@@ -16,11 +16,5 @@ urlpatterns = [
         views.resolve_thread,
         name="proposal-thread-resolve",
     ),
-    path("agents/<slug:slug>/", views.agent_page, name="agent-detail"),
     path("agents/<slug:slug>/propose/", views.propose_page, name="agent-propose"),
-    path("agents/<slug:slug>/dream/", views.dream_now, name="agent-dream"),
-    path("dreams/", views.dreams_list, name="dreams"),
-    path("dreams/<int:pk>/", views.cycle_page, name="cycle-detail"),
-    path("dreams/<int:pk>/report.md", views.cycle_markdown, name="cycle-markdown"),
-    path("audit/", views.audit_page, name="audit"),
 ]

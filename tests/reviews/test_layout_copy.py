@@ -4,8 +4,9 @@ while replays run; a favicon."""
 import pytest
 from django.urls import reverse
 
+from dreams import cycles
 from dreams.models import DreamCycle, Experiment, Proposal
-from reviews import agent_overview, services
+from reviews import services
 from tests.factories import DreamCycleFactory, ExperimentFactory, reviewable_proposal
 
 pytestmark = pytest.mark.django_db
@@ -74,7 +75,7 @@ def test_a_replaying_proposal_shows_progress_and_refreshes_when_done(client, rev
 
 def test_dream_now_says_the_cycle_finished_when_it_did(client, reviewer, agent, monkeypatch):
     finished = DreamCycleFactory(agent=agent, status=DreamCycle.Status.SUCCEEDED)
-    monkeypatch.setattr(agent_overview, "start_dream", lambda **kwargs: finished)
+    monkeypatch.setattr(cycles, "start_cycle", lambda **kwargs: finished)
     client.force_login(reviewer)
     page = client.post(reverse("agent-dream", args=[agent.slug]), follow=True).content.decode()
     assert f"Dream cycle {finished.pk} finished: 0 proposals drafted." in page
