@@ -38,6 +38,7 @@ REFUSAL_STATUS = {
     "empty": 400,
     "no_change": 400,
     "verdict_unacknowledged": 400,
+    "anchor": 400,
 }
 
 
@@ -381,11 +382,37 @@ class ProposalDecision(WorkspaceMixin, APIView):
 
 class CommentSerializer(serializers.ModelSerializer):
     author = serializers.CharField(source="author.get_username", read_only=True)
+    document = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="diff document of a line comment"
+    )
+    line = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="R<new line>, L<old line> or H<hunk>: a comment on the diff opens a thread",
+    )
+    reply_to = serializers.IntegerField(
+        source="reply_to_id",
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="id of the thread's first comment, to reply (reopens a resolved thread)",
+    )
+    resolved_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta:
         model = ReviewComment
-        fields = ["id", "author", "body", "created_at"]
-        read_only_fields = ["id", "author", "created_at"]
+        fields = [
+            "id",
+            "author",
+            "body",
+            "document",
+            "line",
+            "reply_to",
+            "resolved_at",
+            "created_at",
+        ]
+        read_only_fields = ["id", "author", "resolved_at", "created_at"]
 
 
 class ProposalComments(WorkspaceMixin, generics.ListAPIView):
@@ -407,6 +434,9 @@ class ProposalComments(WorkspaceMixin, generics.ListAPIView):
                 proposal_id=proposal.pk,
                 author=person_for(self.principal),
                 body=body.validated_data["body"],
+                document=body.validated_data.get("document", ""),
+                line=body.validated_data.get("line", ""),
+                reply_to_id=body.validated_data.get("reply_to_id"),
             )
         except services.DecisionRefused as exc:
             return _refused(exc)

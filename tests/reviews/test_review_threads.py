@@ -97,3 +97,19 @@ def test_changes_since_the_revision_i_last_reviewed(client, reviewer, owner, pro
     change = since.split('id="change"')[1].split('id="why"')[0]
     assert '<span class="fix">+1</span> <span class="regr">−1</span>' in change
     assert "System prompt" not in change  # the prompt edit predates the reviewed revision
+
+
+def test_the_api_posts_and_lists_line_comments_and_replies(reviewer, proposal):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(reviewer)
+    url = f"/api/v1/proposals/{proposal.pk}/comments"
+    posted = client.post(url, {"body": "Why?", "document": DOC, "line": "R4"}, format="json")
+    assert posted.status_code == 201 and posted.json()["line"] == "R4"
+    reply = client.post(url, {"body": "Because.", "reply_to": posted.json()["id"]}, format="json")
+    assert reply.status_code == 201 and reply.json()["reply_to"] == posted.json()["id"]
+    bad = client.post(url, {"body": "x", "document": DOC, "line": "nowhere"}, format="json")
+    assert bad.status_code == 400
+    listed = client.get(url).json()["results"]
+    assert [(c["line"], c["resolved_at"]) for c in listed] == [("R4", None), ("R4", None)]
