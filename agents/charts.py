@@ -54,8 +54,18 @@ def pass_rate_chart(
         ):
             if not arm:
                 continue
-            rate = float(arm.get("rate") or 0)
             y = y0 + offset
+            if not arm.get("n"):
+                parts.append(
+                    format_html(
+                        '<text x="{}" y="{}" class="tick no-data">{}: no graded runs</text>',
+                        left + 4,
+                        y + bar_h - 2,
+                        name,
+                    )
+                )
+                continue
+            rate = float(arm.get("rate") or 0)
             parts.append(
                 format_html(
                     '<rect x="{}" y="{}" width="{}" height="{}" fill="{}" rx="2"><title>{} {} ({}/{})</title></rect>',

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponsePermanentRedirect, JsonResponse
+from django.templatetags.static import static
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -18,9 +19,15 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=404)
 
 
+def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
+    """Browsers and tools that ask for /favicon.ico get the pages' SVG icon."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
+
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),  # liveness: no auth, no redirect to HTTPS
     path("admin/", admin.site.urls),
+    path("favicon.ico", favicon),
     path("login/", LoginView.as_view(), name="login"),  # throttled per username + address
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

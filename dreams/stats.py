@@ -14,6 +14,44 @@ from scipy.stats import binomtest, norm
 
 PASS, FAIL, UNVERIFIABLE = "pass", "fail", "unverifiable"
 
+# The one verdict vocabulary of an experiment: stats, queue, proposal page and API all use it.
+IMPROVES, REGRESSES, NO_CHANGE = "improves", "regresses", "no_change"
+NOT_MEASURABLE, NOISE = "not_measurable", "noise"
+VERDICTS = {
+    IMPROVES: "Improves",
+    REGRESSES: "Regresses",
+    NO_CHANGE: "No change",
+    NOT_MEASURABLE: "Not measurable",
+    NOISE: "Noise",
+}
+VERDICT_HELP = {
+    IMPROVES: "Significantly more runs fixed than broken.",
+    REGRESSES: "Significantly more runs broken than fixed, or stopped early for regressions.",
+    NO_CHANGE: "No significant difference between baseline and candidate.",
+    NOT_MEASURABLE: "No target replay reached a grade: the effect of this change is unknown.",
+    NOISE: "Replay fidelity is too low to tell a real change from replay noise.",
+}
+# Approving one of these needs an explicit acknowledgement, kept in the audit log.
+NEEDS_ACKNOWLEDGEMENT = frozenset({NOT_MEASURABLE, REGRESSES, NOISE})
+# Values stored by earlier versions, read as today's vocabulary.
+_LEGACY_VERDICTS = {"insufficient": NOT_MEASURABLE, "harness_unfit": NOT_MEASURABLE}
+
+# The one classification of a replayed run (every list and every count uses `classify`).
+FIXED, REGRESSED, FLAKY = "fixed", "regressed", "flaky"
+UNCHANGED_PASS, STILL_FAILING = "unchanged_pass", "still_failing"
+
+
+def normalize_verdict(value: Any) -> str:
+    """A stored verdict in today's vocabulary ("" when there is none yet)."""
+    text = str(value or "")
+    text = _LEGACY_VERDICTS.get(text, text)
+    return text if text in VERDICTS else ""
+
+
+def verdict_aliases(verdict: str) -> list[str]:
+    """Stored values that read as `verdict` (for filtering on stored stats)."""
+    return [verdict, *(old for old, new in _LEGACY_VERDICTS.items() if new == verdict)]
+
 
 def wilson_interval(passed: int, n: int, *, confidence: float = 0.95) -> tuple[float, float] | None:
     """Wilson score interval for a binomial proportion; None when n is 0 (no data, no interval).
@@ -86,8 +124,13 @@ class RunPair:
 
 
 def _arm_block(pairs: list[RunPair], arm: str) -> dict[str, Any]:
-    outcomes = [getattr(p, arm).outcome for p in pairs]
-    graded = [o for o in outcomes if o is not None]
+    """Pass rate of one arm over the runs graded in BOTH arms, so the two rates compare the
+    same runs (a run only one arm could grade would set 40/60 against 40/40)."""
+    graded = [
+        getattr(p, arm).outcome
+        for p in pairs
+        if p.baseline.outcome is not None and p.candidate.outcome is not None
+    ]
     passed = graded.count(PASS)
     n = len(graded)
     interval = wilson_interval(passed, n)
@@ -108,22 +151,36 @@ def _mean_delta(pairs: list[RunPair], attr: str) -> float:
     return round(mean(deltas), 6) if deltas else 0.0
 
 
+def classify(baseline: ArmReplays, candidate: ArmReplays) -> str:
+    """fixed | regressed | flaky | unverifiable | unchanged_pass | still_failing for one run.
+
+    Outcomes are majorities of verifiable replicates; a change of outcome on a run whose
+    baseline disagrees with itself proves nothing either way, so it is `flaky`, not a fix."""
+    before, after = baseline.outcome, candidate.outcome
+    if before is None or after is None:
+        return UNVERIFIABLE
+    if before == after:
+        return UNCHANGED_PASS if before == PASS else STILL_FAILING
+    if baseline.flaky:
+        return FLAKY
+    return FIXED if after == PASS else REGRESSED
+
+
+_COUNT_KEYS = {
+    FIXED: "fixes",
+    REGRESSED: "regressions",
+    UNCHANGED_PASS: "unchanged_pass",
+    STILL_FAILING: "still_failing",
+    FLAKY: "flaky",
+    UNVERIFIABLE: "unverifiable",
+}
+
+
 def paired_counts(pairs: list[RunPair]) -> dict[str, int]:
-    counts = {"fixes": 0, "regressions": 0, "unchanged_pass": 0, "still_failing": 0, "flaky": 0}
+    """Runs per class of `classify` (keys: fixes, regressions, …, flaky, unverifiable)."""
+    counts = dict.fromkeys(_COUNT_KEYS.values(), 0)
     for pair in pairs:
-        if pair.baseline.flaky or pair.candidate.flaky:
-            counts["flaky"] += 1
-        before, after = pair.baseline.outcome, pair.candidate.outcome
-        if before is None or after is None:
-            continue
-        if before == after:
-            counts["unchanged_pass" if before == PASS else "still_failing"] += 1
-        elif pair.baseline.flaky:
-            continue  # a baseline that disagrees with itself proves nothing either way
-        elif after == PASS:
-            counts["fixes"] += 1
-        else:
-            counts["regressions"] += 1
+        counts[_COUNT_KEYS[classify(pair.baseline, pair.candidate)]] += 1
     return counts
 
 
@@ -216,21 +273,30 @@ def verdict_of(
     threshold: float,
     alpha: float,
     stopped_for_regression: bool,
-) -> str:
-    if overall["n"] == 0 or fidelity_value is None:
-        return "insufficient"
+    target: dict[str, Any] | None = None,
+) -> tuple[str, str]:
+    """(verdict, why): one of VERDICTS and a sentence a reviewer can check against the table."""
+    scope = target or overall
+    if overall["n"] == 0 or min(scope["baseline"]["n"], scope["candidate"]["n"]) == 0:
+        return NOT_MEASURABLE, "No target replay reached a grade (pass or fail)."
+    if fidelity_value is None:
+        return NOT_MEASURABLE, "No baseline replay could be compared with its recording."
     if fidelity_value < threshold:
-        return "noise"
+        return NOISE, (
+            f"Baseline replays agree with the recordings {fidelity_value:.0%} of the time "
+            f"(threshold {threshold:.0%})."
+        )
     if stopped_for_regression:
-        return "regresses"
+        return REGRESSES, "Stopped early: regressions outnumbered fixes on the regression sample."
     fixes, regressions = overall["fixes"], overall["regressions"]
     p = overall["mcnemar_p"]
+    counted = f"{fixes} fixed, {regressions} regressed"
     if p is not None and p < alpha:
-        return "improves" if fixes > regressions else "regresses"
+        return (IMPROVES if fixes > regressions else REGRESSES), f"{counted}; McNemar p={p:.3g}."
     discordant = fixes + regressions
     if discordant and 2 * 0.5**discordant >= alpha:
-        return "insufficient"  # too few changed runs for any result to be significant
-    return "no_change"
+        return NO_CHANGE, f"{counted}: too few changed runs for any result to be significant."
+    return NO_CHANGE, f"{counted}; McNemar p={p if p is not None else 1:.3g} ≥ {alpha:g}."
 
 
 def experiment_stats(
@@ -242,19 +308,23 @@ def experiment_stats(
     early_stop: dict[str, Any],
 ) -> dict[str, Any]:
     overall = block(pairs)
+    target = block([p for p in pairs if p.run_set == "target"])
     fid = fidelity(pairs)
+    verdict, why = verdict_of(
+        overall,
+        fidelity_value=fid,
+        threshold=threshold,
+        alpha=alpha,
+        stopped_for_regression=bool(early_stop.get("stopped"))
+        and early_stop.get("kind", "regression") == "regression",
+        target=target if any(p.run_set == "target" for p in pairs) else None,
+    )
     return {
         "fidelity": fid,
-        "verdict": verdict_of(
-            overall,
-            fidelity_value=fid,
-            threshold=threshold,
-            alpha=alpha,
-            stopped_for_regression=bool(early_stop.get("stopped"))
-            and early_stop.get("kind", "regression") == "regression",
-        ),
+        "verdict": verdict,
+        "verdict_reason": why,
         "overall": overall,
-        "target": block([p for p in pairs if p.run_set == "target"]),
+        "target": target,
         "regression": block([p for p in pairs if p.run_set == "regression"]),
         "patterns": {
             key: block([p for p in pairs if p.run_id in members])

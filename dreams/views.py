@@ -65,12 +65,32 @@ def dream_now(request: HttpRequest, slug: str) -> HttpResponse:
     if not principal.can_review:
         raise PermissionDenied("Only reviewers and admins can start a dream cycle.")
     try:
-        cycles.start_cycle(agent=agent, trigger=DreamCycle.Trigger.MANUAL, actor=request.user)
+        cycle = cycles.start_cycle(
+            agent=agent, trigger=DreamCycle.Trigger.MANUAL, actor=request.user
+        )
     except cycles.CycleNotStarted as error:
         messages.error(request, f"Could not start a dream cycle: {error}")
     else:
-        messages.success(request, "Dream cycle queued.")
+        _dream_message(request, cycle)
     return redirect("agent-detail", slug=agent.slug)
+
+
+def _dream_message(request: HttpRequest, cycle: DreamCycle) -> None:
+    """Say what the cycle did, not what it was asked (eager tasks finish inside the request)."""
+    cycle.refresh_from_db()
+    if cycle.status == DreamCycle.Status.SUCCEEDED:
+        drafted = cycle.proposals.count()
+        messages.success(
+            request,
+            f"Dream cycle {cycle.pk} finished: {drafted} proposal{'s' if drafted != 1 else ''} "
+            "drafted.",
+        )
+    elif cycle.status == DreamCycle.Status.FAILED:
+        messages.error(request, f"Dream cycle {cycle.pk} failed: {cycle.error or 'see its page'}.")
+    elif cycle.status == DreamCycle.Status.RUNNING:
+        messages.success(request, f"Dream cycle {cycle.pk} is running.")
+    else:
+        messages.success(request, f"Dream cycle {cycle.pk} queued; a worker will start it.")
 
 
 @login_required

@@ -20,6 +20,7 @@ from agents.scopes import DeclaredScope
 from agents.timestamps import TimestampError, parse_timestamp
 from config.api import ERROR_DOC, DefaultPagination, error_response
 from dreams import handwritten, rebase
+from dreams import stats as verdict_stats
 from dreams.api import ExperimentSerializer
 from dreams.models import Experiment, Proposal
 from dreams.patches import unified_diff
@@ -37,6 +38,8 @@ REFUSAL_STATUS = {
     "comment_required": 400,
     "empty": 400,
     "no_change": 400,
+    "verdict_unacknowledged": 400,
+    "anchor": 400,
 }
 
 
@@ -67,6 +70,8 @@ def person_for(principal: Principal) -> Any:
 def _refused(exc: services.DecisionRefused) -> Response:
     code = REFUSAL_STATUS.get(exc.code, status.HTTP_409_CONFLICT)
     fields = {"comment": [str(exc)]} if exc.code == "comment_required" else {}
+    if exc.code == "verdict_unacknowledged":
+        fields = {"acknowledge_verdict": [str(exc)]}
     return error_response(exc.code, str(exc), fields=fields, status_code=code)
 
 
@@ -100,7 +105,9 @@ class ProposalSummary(serializers.Serializer):
     approvals = serializers.SerializerMethodField()
     approvals_required = serializers.IntegerField(source="agent.required_approvals")
     expected_value = serializers.FloatField()
-    verdict = serializers.SerializerMethodField()
+    verdict = serializers.SerializerMethodField(
+        help_text="improves | regresses | no_change | not_measurable | noise ('' before replays)"
+    )
     overall = serializers.SerializerMethodField(help_text="paired counts over all replayed runs")
     lock_version = serializers.IntegerField()
     created_at = serializers.DateTimeField()
@@ -125,7 +132,7 @@ class ProposalSummary(serializers.Serializer):
         return self.context.get("stats") or {}
 
     def get_verdict(self, p: Proposal) -> str:
-        return str(self._stats(p).get("verdict", ""))
+        return verdict_stats.normalize_verdict(self._stats(p).get("verdict"))
 
     def get_overall(self, p: Proposal) -> dict[str, Any] | None:
         overall = self._stats(p).get("overall")
@@ -259,6 +266,11 @@ class ProposalList(WorkspaceMixin, generics.ListAPIView):
         flag = params.get("flag", "")
         if flag and flag not in {f for f, _ in selectors.FLAG_CHOICES}:
             raise ValidationError({"flag": ["unknown flag filter"]})
+        verdict = params.get("verdict", "")
+        if verdict and verdict not in verdict_stats.VERDICTS:
+            raise ValidationError(
+                {"verdict": [f"must be one of {', '.join(verdict_stats.VERDICTS)}"]}
+            )
         assigned = params.get("assigned", "")
         if assigned not in ("", "me", "nobody"):
             raise ValidationError({"assigned": ["must be me or nobody"]})
@@ -269,6 +281,7 @@ class ProposalList(WorkspaceMixin, generics.ListAPIView):
             sort=sort,
             assigned=assigned,
             stale=params.get("stale") in ("1", "true"),
+            verdict=verdict,
         )
         user = self.principal.actor if not isinstance(self.principal.actor, ApiKey) else None
         if assigned == "me" and user is None:
@@ -291,6 +304,9 @@ class ProposalList(WorkspaceMixin, generics.ListAPIView):
             OpenApiParameter("flag", str, description="any | none | a flag code"),
             OpenApiParameter("sort", str, enum=list(API_SORTS), description="default value"),
             OpenApiParameter("assigned", str, enum=["me", "nobody"]),
+            OpenApiParameter(
+                "verdict", str, enum=list(verdict_stats.VERDICTS), description="latest verdict"
+            ),
             OpenApiParameter("stale", bool, description="only proposals on an old stable base"),
         ],
         responses={200: ProposalSummary(many=True), 400: ERROR_DOC},
@@ -316,6 +332,12 @@ class DecisionIn(serializers.Serializer):
     lock_version = serializers.IntegerField(
         required=False, help_text="the proposal's lock_version you read; 409 if it moved"
     )
+    acknowledge_verdict = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="approve although the verdict is not_measurable, regresses or noise "
+        "(recorded in the audit log); without it such an approval is refused with 400",
+    )
 
 
 DECISIONS = {
@@ -333,7 +355,8 @@ class ProposalDecision(WorkspaceMixin, APIView):
         request=DecisionIn,
         responses={200: ProposalDetail, 400: ERROR_DOC, 403: ERROR_DOC, 409: ERROR_DOC},
         description="Approve, reject or request changes, with the page's rules: reject and "
-        "request changes need a comment; a flagged proposal needs an admin; with two approvals "
+        "request changes need a comment; a flagged proposal needs an admin; approving a "
+        "not_measurable, regresses or noise verdict needs `acknowledge_verdict`; with two approvals "
         "required the author cannot approve; a stale proposal must be rebased first; when two "
         "decisions race, one wins and the other gets 409.",
     )
@@ -342,12 +365,14 @@ class ProposalDecision(WorkspaceMixin, APIView):
         body = DecisionIn(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
+        extra = {"acknowledge_verdict": data["acknowledge_verdict"]}
         try:
             DECISIONS[data["action"]](
                 proposal_id=proposal.pk,
                 reviewer=person_for(self.principal),
                 comment=data["comment"],
                 expected_lock_version=data.get("lock_version"),
+                **(extra if data["action"] == "approve" else {}),
             )
         except services.DecisionRefused as exc:
             return _refused(exc)
@@ -358,11 +383,37 @@ class ProposalDecision(WorkspaceMixin, APIView):
 
 class CommentSerializer(serializers.ModelSerializer):
     author = serializers.CharField(source="author.get_username", read_only=True)
+    document = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="diff document of a line comment"
+    )
+    line = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="R<new line>, L<old line> or H<hunk>: a comment on the diff opens a thread",
+    )
+    reply_to = serializers.IntegerField(
+        source="reply_to_id",
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="id of the thread's first comment, to reply (reopens a resolved thread)",
+    )
+    resolved_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta:
         model = ReviewComment
-        fields = ["id", "author", "body", "created_at"]
-        read_only_fields = ["id", "author", "created_at"]
+        fields = [
+            "id",
+            "author",
+            "body",
+            "document",
+            "line",
+            "reply_to",
+            "resolved_at",
+            "created_at",
+        ]
+        read_only_fields = ["id", "author", "resolved_at", "created_at"]
 
 
 class ProposalComments(WorkspaceMixin, generics.ListAPIView):
@@ -384,6 +435,9 @@ class ProposalComments(WorkspaceMixin, generics.ListAPIView):
                 proposal_id=proposal.pk,
                 author=person_for(self.principal),
                 body=body.validated_data["body"],
+                document=body.validated_data.get("document", ""),
+                line=body.validated_data.get("line", ""),
+                reply_to_id=body.validated_data.get("reply_to_id"),
             )
         except services.DecisionRefused as exc:
             return _refused(exc)

@@ -1,9 +1,13 @@
-"""Replays of an experiment paired per run and classified (fixed, regressed, …) for the proposal page."""
+"""Replays of an experiment paired per run for the proposal page, classified by the statistics'
+one `dreams.stats.classify` (so the list and the counts above it never disagree)."""
 
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from dreams import stats
 from dreams.models import Experiment, Replay
+
+FINISHED = (Experiment.Status.COMPLETED, Experiment.Status.STOPPED_EARLY, Experiment.Status.FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,21 +33,24 @@ class ReplayRow:
     run_set: str
     baseline: list[ReplayLite] = field(default_factory=list)
     candidate: list[ReplayLite] = field(default_factory=list)
+    finished: bool = False  # the experiment is over: a replay still pending was skipped
 
     @staticmethod
-    def _passes(replays: list[ReplayLite]) -> bool | None:
-        graded = [r for r in replays if r.verdict in (Replay.Verdict.PASS, Replay.Verdict.FAIL)]
-        if not graded:
-            return None
-        return sum(r.verdict == Replay.Verdict.PASS for r in graded) * 2 > len(graded)
+    def _arm(replays: list[ReplayLite]) -> stats.ArmReplays:
+        """The statistics' view of one arm (done replays only, as `paired_outcomes` reads them)."""
+        return stats.ArmReplays(
+            verdicts=[r.verdict for r in replays if r.status == Replay.Status.DONE]
+        )
 
     @cached_property
     def baseline_pass(self) -> bool | None:
-        return self._passes(self.baseline)
+        outcome = self._arm(self.baseline).outcome
+        return None if outcome is None else outcome == stats.PASS
 
     @cached_property
     def candidate_pass(self) -> bool | None:
-        return self._passes(self.candidate)
+        outcome = self._arm(self.candidate).outcome
+        return None if outcome is None else outcome == stats.PASS
 
     @cached_property
     def off_recording(self) -> bool:
@@ -63,7 +70,7 @@ class ReplayRow:
 
     @cached_property
     def flaky(self) -> bool:
-        return any(len({r.verdict for r in arm}) > 1 for arm in (self.baseline, self.candidate))
+        return self._arm(self.baseline).flaky or self._arm(self.candidate).flaky
 
     @cached_property
     def pending(self) -> bool:
@@ -71,18 +78,11 @@ class ReplayRow:
 
     @cached_property
     def outcome(self) -> str:
+        """`stats.classify` of the run; `pending` while replays run, `skipped` once the
+        experiment ended without them (stopped early), never "pending" forever."""
         if self.pending:
-            return "pending"
-        if self.unverifiable:
-            return "unverifiable"
-        base, cand = self.baseline_pass, self.candidate_pass
-        if base is None or cand is None:
-            return "unverifiable"
-        if not base and cand:
-            return "fixed"
-        if base and not cand:
-            return "regressed"
-        return "unchanged_pass" if base else "still_failing"
+            return "skipped" if self.finished else "pending"
+        return stats.classify(self._arm(self.baseline), self._arm(self.candidate))
 
     @property
     def reason(self) -> str:
@@ -98,11 +98,13 @@ class ReplayRow:
 OUTCOMES = [
     ("fixed", "Fixed"),
     ("regressed", "Regressed"),
+    ("flaky", "Flaky baseline"),
     ("still_failing", "Still failing"),
     ("unchanged_pass", "Unchanged pass"),
     ("off_recording", "Off-recording"),
     ("unverifiable", "Unverifiable"),
     ("pending", "Pending"),
+    ("skipped", "Skipped"),
 ]
 
 
@@ -127,6 +129,7 @@ def replay_rows(*, experiment: Experiment) -> list[ReplayRow]:
             "run__status",
         )
     )
+    finished = experiment.status in FINISHED
     by_run: dict[int, ReplayRow] = {}
     for *fields, run_id, run_set, external_id, run_status in replays:
         row = by_run.get(run_id)
@@ -136,16 +139,19 @@ def replay_rows(*, experiment: Experiment) -> list[ReplayRow]:
                 external_id=external_id,
                 recorded_status=run_status,
                 run_set=run_set,
+                finished=finished,
             )
         lite = ReplayLite(*fields)
         (row.baseline if lite.arm == Replay.Arm.BASELINE else row.candidate).append(lite)
     order = {
         "regressed": 0,
         "fixed": 1,
-        "unverifiable": 2,
-        "still_failing": 3,
-        "pending": 4,
-        "unchanged_pass": 5,
+        "flaky": 2,
+        "unverifiable": 3,
+        "still_failing": 4,
+        "pending": 5,
+        "skipped": 6,
+        "unchanged_pass": 7,
     }
     return sorted(by_run.values(), key=lambda r: (order.get(r.outcome, 9), r.run_id))
 

@@ -16,14 +16,17 @@ from django.db.models import (
     Subquery,
     TextField,
 )
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
 from agents.models import Agent, Run, Workspace
 from agents.transcripts import message_index_of_step
+from dreams import stats as verdicts
 from dreams.models import Experiment, FailurePattern, PatternRun, Proposal, Replay
 from dreams.rebase import stale_filter
 from reviews.models import Decision, ReviewComment
 from reviews.replays import OUTCOMES, filter_replay_rows, replay_rows
+from reviews.trajectories import align
 
 S = Proposal.Status
 QUEUE_PAGE_SIZE = 25
@@ -49,6 +52,7 @@ FLAG_CHOICES = [
     ("unverifiable", "Unverifiable"),
     ("growth", "Growth"),
 ]
+VERDICT_CHOICES = list(verdicts.VERDICTS.items())
 SORTS = {
     "value": ("-expected_value", "-id"),
     "age": ("ready_at", "created_at", "id"),
@@ -71,6 +75,7 @@ class QueueFilters:
     sort: str = "value"
     assigned: str = ""
     stale: bool = False
+    verdict: str = ""
     page: int = 1
 
     @classmethod
@@ -82,6 +87,7 @@ class QueueFilters:
         flag = query.get("flag") if query.get("flag") in {f for f, _ in FLAG_CHOICES} else ""
         assigned = query.get("assigned") if query.get("assigned") in ("me", "nobody") else ""
         stale = query.get("stale") in ("1", "true", "yes")
+        verdict = query.get("verdict") if query.get("verdict") in verdicts.VERDICTS else ""
         try:
             page = max(1, int(query.get("page") or 1))
         except ValueError:
@@ -93,6 +99,7 @@ class QueueFilters:
             sort=sort,
             assigned=assigned,
             stale=stale,
+            verdict=verdict,
             page=page,
         )
 
@@ -106,6 +113,7 @@ class QueueFilters:
             "sort": self.sort,
             "assigned": self.assigned,
             "stale": "1" if self.stale else "",
+            "verdict": self.verdict,
         }
         values.update(overrides)
         defaults = {"status": S.READY, "sort": "value"}
@@ -115,6 +123,16 @@ class QueueFilters:
 def latest_experiment_stats() -> Subquery:
     return Subquery(
         Experiment.objects.filter(proposal=OuterRef("pk")).order_by("-id").values("stats")[:1]
+    )
+
+
+def latest_verdict() -> Subquery:
+    """The stored verdict of the proposal's latest experiment (text, for filtering)."""
+    return Subquery(
+        Experiment.objects.filter(proposal=OuterRef("pk"))
+        .order_by("-id")
+        .annotate(verdict_text=KeyTextTransform("verdict", "stats"))
+        .values("verdict_text")[:1]
     )
 
 
@@ -151,6 +169,10 @@ def queue_scope(*, workspace: Workspace, filters: QueueFilters, user: Any = None
         if filters.flag not in ("any", "none"):
             scoped = scoped.annotate(flags_text=Cast("flags", TextField()))
         scoped = scoped.filter(_flag_filter(filters.flag))
+    if filters.verdict:
+        scoped = scoped.annotate(verdict_text=latest_verdict()).filter(
+            verdict_text__in=verdicts.verdict_aliases(filters.verdict)
+        )
     return scoped
 
 
@@ -202,6 +224,7 @@ def review_queue(
         "agents": list(Agent.objects.filter(workspace=workspace).values_list("slug", "name")),
         "filters": filters,
         "flag_choices": FLAG_CHOICES,
+        "verdict_choices": VERDICT_CHOICES,
     }
 
 
@@ -216,6 +239,14 @@ class QueueRow:
     verdict: str = ""
     fidelity: float | None = None
 
+    @property
+    def verdict_label(self) -> str:
+        return verdicts.VERDICTS.get(self.verdict, "")
+
+    @property
+    def verdict_help(self) -> str:
+        return verdicts.VERDICT_HELP.get(self.verdict, "")
+
     @classmethod
     def build(cls, proposal: Proposal) -> "QueueRow":
         stats = getattr(proposal, "stats", None) or {}
@@ -226,7 +257,7 @@ class QueueRow:
             target=target or overall,
             regression=stats.get("regression") or {},
             overall=overall,
-            verdict=stats.get("verdict", ""),
+            verdict=verdicts.normalize_verdict(stats.get("verdict")),
             fidelity=stats.get("fidelity"),
         )
 
@@ -302,11 +333,30 @@ def proposal_evidence(
                 }
             )
     rows = replay_rows(experiment=experiment) if experiment else []
+    progress = None
+    if experiment is not None and proposal.status == S.REPLAYING:
+        done = sum(
+            1
+            for row in rows
+            for r in row.baseline + row.candidate
+            if r.status != Replay.Status.PENDING
+        )
+        total = sum(len(row.baseline) + len(row.candidate) for row in rows)
+        progress = {"done": done, "total": total, "share": done / total if total else 0.0}
     outcome_counts = {key: len(filter_replay_rows(rows, key)) for key, _ in OUTCOMES}
     shown = filter_replay_rows(rows, outcome)
     paginator = Paginator(shown, REPLAY_PAGE_SIZE)
     decisions = list(Decision.objects.filter(proposal=proposal).select_related("reviewer"))
-    comments = list(ReviewComment.objects.filter(proposal=proposal).select_related("author"))
+    comments = list(
+        ReviewComment.objects.filter(proposal=proposal).select_related("author", "resolved_by")
+    )
+    replies: dict[int, list[ReviewComment]] = {}
+    for c in comments:
+        if c.reply_to_id:
+            replies.setdefault(c.reply_to_id, []).append(c)
+    threads = [c for c in comments if c.reply_to_id is None]
+    for c in threads:
+        c.thread_replies = replies.get(c.pk, [])
     revisions = list(
         Proposal.objects.filter(Q(pk=proposal.revision_of_id) | Q(revision_of=proposal))
         .only("id", "revision", "status", "created_at")
@@ -315,6 +365,7 @@ def proposal_evidence(
     return {
         "experiment": experiment,
         "experiments": experiments,
+        "replay_progress": progress,
         "stats": stats,
         "metric_rows": metric_rows(stats),
         "patterns": patterns,
@@ -325,7 +376,9 @@ def proposal_evidence(
         "outcomes": [(key, label, outcome_counts[key]) for key, label in OUTCOMES],
         "decisions": decisions,
         "approvals": [d for d in decisions if d.kind == Decision.Kind.APPROVE],
-        "comments": comments,
+        "comments": threads,
+        "diff_threads": [c for c in threads if c.anchored],
+        "open_threads": sum(1 for c in threads if c.anchored and not c.resolved_at),
         "revisions": revisions,
         "flag_notes": [
             {
@@ -355,7 +408,19 @@ def replay_pair(*, experiment: Experiment, run_id: int) -> dict[str, Any]:
     first_baseline = baseline[0] if baseline else None
     first_candidate = candidate[0] if candidate else None
     recorded_step = membership.divergence_step if membership else None
+    alignment = align(
+        run.messages or [],
+        {
+            "baseline": (first_baseline.messages or []) if first_baseline else None,
+            "candidate": (first_candidate.messages or []) if first_candidate else None,
+        },
+        stored_steps={
+            "baseline": first_baseline.divergence_step if first_baseline else None,
+            "candidate": first_candidate.divergence_step if first_candidate else None,
+        },
+    )
     return {
+        "alignment": alignment,
         "run": run,
         "baseline": first_baseline,
         "candidate": first_candidate,
@@ -364,15 +429,9 @@ def replay_pair(*, experiment: Experiment, run_id: int) -> dict[str, Any]:
         "recorded_explanation": membership.divergence_explanation if membership else "",
         # Markers are message indices; divergences are stored as steps (assistant turns).
         "recorded_divergence_message": message_index_of_step(run.messages, recorded_step),
-        "baseline_divergence_message": _replay_divergence_message(first_baseline),
-        "candidate_divergence_message": _replay_divergence_message(first_candidate),
+        "baseline_divergence_message": alignment.divergence.get("baseline"),
+        "candidate_divergence_message": alignment.divergence.get("candidate"),
     }
-
-
-def _replay_divergence_message(replay: Replay | None) -> int | None:
-    if replay is None:
-        return None
-    return message_index_of_step(replay.messages or [], replay.divergence_step)
 
 
 def assignable_reviewers(*, workspace: Workspace) -> list[Any]:
@@ -412,3 +471,29 @@ def queue_neighbours(*, proposal: Proposal) -> dict[str, int | None]:
     following = ready.filter(after).order_by("-expected_value", "-id").values_list("id", flat=True)
     preceding = ready.filter(before).order_by("expected_value", "id").values_list("id", flat=True)
     return {"previous": preceding.first(), "next": following.first()}
+
+
+def last_reviewed_revision(*, proposal: Proposal, user: Any) -> Proposal | None:
+    """The latest earlier revision of this proposal that `user` decided or commented on."""
+    chain: list[int] = []
+    current = proposal.revision_of_id
+    while current is not None and len(chain) < 50:
+        chain.append(current)
+        current = (
+            Proposal.objects.filter(pk=current).values_list("revision_of_id", flat=True).first()
+        )
+    if not chain or user is None or not user.is_authenticated:
+        return None
+    touched = set(
+        Decision.objects.filter(proposal_id__in=chain, reviewer=user).values_list(
+            "proposal_id", flat=True
+        )
+    ) | set(
+        ReviewComment.objects.filter(proposal_id__in=chain, author=user).values_list(
+            "proposal_id", flat=True
+        )
+    )
+    for pk in chain:  # newest first
+        if pk in touched:
+            return Proposal.objects.select_related("candidate_version").get(pk=pk)
+    return None

@@ -5,15 +5,19 @@ Each verb locks the proposal row, checks the caller's version of the page
 changes status only through `dreams.proposals.transition_proposal`.
 """
 
+import re
 from typing import Any
 
 from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 
 from agents import audit
 from agents.models import Membership, Run
 from agents.services import create_config_version
+from dreams import stats
 from dreams.experiments import start_proposal_experiment
+from dreams.experiments.evidence import latest_verdict
 from dreams.guards import flags_for_change
 from dreams.managed.selectors import managed_link_for
 from dreams.models import Experiment, Proposal
@@ -23,6 +27,7 @@ from dreams.tasks import apply_memory
 from reviews.models import Decision
 
 S = Proposal.Status
+LINE_KEY = re.compile(r"[LRH]\d{1,6}")
 
 
 class DecisionRefused(Exception):
@@ -77,9 +82,17 @@ def approvals_needed(*, proposal: Proposal) -> int:
 
 
 def approve_proposal(
-    *, proposal_id: int, reviewer: Any, comment: str = "", expected_lock_version: int | None = None
+    *,
+    proposal_id: int,
+    reviewer: Any,
+    comment: str = "",
+    expected_lock_version: int | None = None,
+    acknowledge_verdict: bool = False,
 ) -> Proposal:
-    """Record an approval; the last required one moves the proposal to `approved`."""
+    """Record an approval; the last required one moves the proposal to `approved`.
+
+    A proposal whose evidence is not measurable, regresses or is noise is approved only with
+    `acknowledge_verdict`, and the acknowledgement is written to the audit log."""
     with transaction.atomic():
         proposal = _lock(
             proposal_id=proposal_id, expected_lock_version=expected_lock_version, to=S.APPROVED
@@ -101,6 +114,22 @@ def approve_proposal(
             )
         if proposal.decisions.filter(kind=Decision.Kind.APPROVE, reviewer=reviewer).exists():
             raise DecisionRefused("You have already approved this proposal.", code="duplicate")
+        verdict, why = latest_verdict(proposal_id=proposal.pk)
+        if verdict in stats.NEEDS_ACKNOWLEDGEMENT:
+            if not acknowledge_verdict:
+                raise DecisionRefused(
+                    f"The evidence says “{stats.VERDICTS[verdict].lower()}”: "
+                    f"{stats.VERDICT_HELP[verdict]} Acknowledge this to approve anyway.",
+                    code="verdict_unacknowledged",
+                )
+            audit.record(
+                workspace=proposal.agent.workspace,
+                actor=reviewer,
+                action="proposal.verdict_acknowledged",
+                target=proposal,
+                after={"verdict": verdict, "reason": why},
+                comment=comment,
+            )
         Decision.objects.create(
             proposal=proposal,
             reviewer=reviewer,
@@ -306,13 +335,24 @@ def assign_proposal(*, proposal_id: int, actor: Any, assignee: Any | None) -> Pr
     return proposal
 
 
-def comment_on_proposal(*, proposal_id: int, author: Any, body: str) -> Any:
-    """Add a discussion comment (any member who can review)."""
+def comment_on_proposal(
+    *,
+    proposal_id: int,
+    author: Any,
+    body: str,
+    document: str = "",
+    line: str = "",
+    quote: str = "",
+    reply_to_id: int | None = None,
+) -> Any:
+    """Add a comment (any member who can review): free, on a diff line or hunk, or a reply."""
     from reviews.models import ReviewComment
 
     body = body.strip()
     if not body:
         raise DecisionRefused("Write something before posting.", code="empty")
+    if bool(document) != bool(line) or (line and not LINE_KEY.fullmatch(line)):
+        raise DecisionRefused("A diff comment needs a document and a line.", code="anchor")
     with transaction.atomic():
         proposal = Proposal.objects.select_related("agent__workspace").get(pk=proposal_id)
         if _role(proposal=proposal, user=author) not in (
@@ -320,12 +360,32 @@ def comment_on_proposal(*, proposal_id: int, author: Any, body: str) -> Any:
             Membership.Role.ADMIN,
         ):
             raise DecisionRefused("Only reviewers and admins can comment.", code="role")
-        comment = ReviewComment.objects.create(proposal=proposal, author=author, body=body)
+        parent = None
+        if reply_to_id is not None:
+            parent = ReviewComment.objects.filter(
+                pk=reply_to_id, proposal=proposal, reply_to__isnull=True
+            ).first()
+            if parent is None:
+                raise DecisionRefused("That thread is not on this proposal.", code="anchor")
+            document, line, quote = parent.document, parent.line, ""
+        comment = ReviewComment.objects.create(
+            proposal=proposal,
+            author=author,
+            body=body,
+            document=document[:300],
+            line=line,
+            quote=quote[:1000],
+            reply_to=parent,
+        )
+        if parent is not None and parent.resolved_at:
+            # A reply reopens a resolved thread, as on a pull request.
+            ReviewComment.objects.filter(pk=parent.pk).update(resolved_at=None, resolved_by=None)
         audit.record(
             workspace=proposal.agent.workspace,
             actor=author,
             action="proposal.comment",
             target=proposal,
+            after={"document": document, "line": line} if line else None,
             comment=body,
         )
     return comment
@@ -357,3 +417,34 @@ def save_replays_as_run_set(
         origin=RunSet.Origin.PROPOSAL,
         origin_detail={"proposal": proposal.pk, "experiment": experiment.pk, "outcome": outcome},
     )
+
+
+def resolve_thread(*, comment_id: int, actor: Any, resolved: bool = True) -> Any:
+    """Resolve (or reopen) a diff comment thread; reviewers and admins only."""
+    from reviews.models import ReviewComment
+
+    with transaction.atomic():
+        root = (
+            ReviewComment.objects.select_for_update()
+            .select_related("proposal__agent__workspace")
+            .get(pk=comment_id)
+        )
+        if root.reply_to_id is not None:
+            raise DecisionRefused("Resolve the thread from its first comment.", code="anchor")
+        proposal = root.proposal
+        if _role(proposal=proposal, user=actor) not in (
+            Membership.Role.REVIEWER,
+            Membership.Role.ADMIN,
+        ):
+            raise DecisionRefused("Only reviewers and admins can resolve threads.", code="role")
+        root.resolved_at = timezone.now() if resolved else None
+        root.resolved_by = actor if resolved else None
+        root.save(update_fields=["resolved_at", "resolved_by"])
+        audit.record(
+            workspace=proposal.agent.workspace,
+            actor=actor,
+            action="proposal.thread_resolve" if resolved else "proposal.thread_reopen",
+            target=proposal,
+            after={"comment": root.pk, "document": root.document, "line": root.line},
+        )
+    return root

@@ -13,5 +13,10 @@ urlpatterns = [
     path("proposals/<int:pk>/assign/", views.assign, name="proposal-assign"),
     path("proposals/<int:pk>/run-set/", views.save_run_set, name="proposal-run-set"),
     path("proposals/<int:pk>/comment/", views.comment, name="proposal-comment"),
+    path(
+        "proposals/<int:pk>/threads/<int:comment_id>/resolve/",
+        views.resolve_thread,
+        name="proposal-thread-resolve",
+    ),
     path("agents/<slug:slug>/propose/", views.propose_page, name="agent-propose"),
 ]

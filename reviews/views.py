@@ -12,17 +12,20 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
 from agents.access import get_agent_for, principal_for
 from agents.charts import pass_rate_chart
 from agents.models import ConfigVersion, Membership
 from agents.run_sets import RunSetInvalid, run_sets_for
 from dreams import handwritten, rebase
+from dreams import stats as verdict_stats
+from dreams.experiments.evidence import latest_verdict
 from dreams.models import Experiment
 from dreams.proposals import InvalidTransition
 from reviews import selectors, services
 from reviews.access import get_proposal_for_user
-from reviews.diffs import diff_versions
+from reviews.diffs import attach_threads, diff_versions
 
 DECISIONS = {
     "approve": services.approve_proposal,
@@ -58,6 +61,17 @@ def _chart_label(label: str) -> str:
     return label if len(label) <= 17 else label[:16] + "…"
 
 
+def _verdict_context(stats: dict[str, Any]) -> dict[str, Any]:
+    verdict = verdict_stats.normalize_verdict(stats.get("verdict"))
+    return {
+        "verdict": verdict,
+        "verdict_label": verdict_stats.VERDICTS.get(verdict, ""),
+        "verdict_help": verdict_stats.VERDICT_HELP.get(verdict, ""),
+        "verdict_reason": stats.get("verdict_reason", ""),
+        "needs_ack": verdict in verdict_stats.NEEDS_ACKNOWLEDGEMENT,
+    }
+
+
 def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict[str, Any]:
     outcome = request.GET.get("outcome", "")
     evidence = selectors.proposal_evidence(
@@ -71,9 +85,21 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
     view = "split" if request.GET.get("view") == "split" else "unified"
     role = proposal.viewer_role
     needed = services.approvals_needed(proposal=proposal)
+    reviewed = selectors.last_reviewed_revision(proposal=proposal, user=request.user)
+    since = reviewed if reviewed and request.GET.get("since") == str(reviewed.pk) else None
+    if since is not None:
+        # What changed since the revision this reviewer last looked at, not since the base.
+        docs = diff_versions(since.candidate_version, proposal.candidate_version)
+        orphan_threads: list[Any] = []
+    else:
+        docs = diff_versions(proposal.base_version, proposal.candidate_version)
+        orphan_threads = attach_threads(docs, evidence["diff_threads"])
     context = {
         "proposal": proposal,
-        "docs": diff_versions(proposal.base_version, proposal.candidate_version),
+        "docs": docs,
+        "reviewed_revision": reviewed,
+        "since": since,
+        "orphan_threads": orphan_threads,
         "diff_view": view,
         "chart": pass_rate_chart(chart_rows),
         "can_review": role in (Membership.Role.REVIEWER, Membership.Role.ADMIN),
@@ -84,7 +110,7 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
         "neighbours": selectors.queue_neighbours(proposal=proposal),
         "can_edit": role in (Membership.Role.REVIEWER, Membership.Role.ADMIN)
         and proposal.status in services.EDITABLE,
-        "verdict": stats.get("verdict", ""),
+        **_verdict_context(stats),
         "stale": rebase.is_stale(proposal),
         # One reverse() instead of one per replay row (the list can hold hundreds).
         "replay_prefix": reverse("proposal-detail", args=[proposal.pk]) + "replays/",
@@ -99,7 +125,11 @@ def proposal_page(request: HttpRequest, pk: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk)
     context = _proposal_context(request, proposal)
     template = "reviews/proposal.html"
-    if request.htmx and request.htmx.target == "replay-list":
+    if request.htmx and request.htmx.target == "replay-progress":
+        if proposal.status != "replaying":
+            return HttpResponseClientRefresh()  # replays finished: show the evidence
+        template += "#replay-progress"
+    elif request.htmx and request.htmx.target == "replay-list":
         template += "#replay-list"
     return render(request, template, context)
 
@@ -112,6 +142,10 @@ def replay_detail(request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
         raise Http404("No replay of that run in this proposal's experiment.")
     context = {"proposal": proposal, "experiment": experiment}
     context.update(selectors.replay_pair(experiment=experiment, run_id=run_id))
+    context["arm_heads"] = [
+        ("baseline", context["baseline"], experiment.baseline_version.number),
+        ("candidate", context["candidate"], experiment.candidate_version.number),
+    ]
     template = "reviews/replay.html"
     if request.htmx:
         template += "#replay-trajectory"
@@ -127,12 +161,14 @@ def decide(request: HttpRequest, pk: int) -> HttpResponse:
     if service is None:
         return HttpResponse("Unknown decision.", status=400)
     comment = request.POST.get("comment", "")
+    extra = {"acknowledge_verdict": request.POST.get("acknowledge_verdict") == "1"}
     try:
         service(
             proposal_id=proposal.pk,
             reviewer=request.user,
             comment=comment,
             expected_lock_version=_int(request.POST.get("lock_version")),
+            **(extra if action == "approve" else {}),
         )
     except services.DecisionRefused as refused:
         return _refuse(request, proposal, str(refused), comment=comment, status=400)
@@ -198,15 +234,9 @@ def edit_page(request: HttpRequest, pk: int) -> HttpResponse:
         except InvalidTransition:
             error = "This proposal changed while you were editing; reload it and edit the latest revision."
         else:
-            messages.success(
-                request,
-                f"Saved revision {new.revision} as proposal #{new.pk}."
-                + (
-                    " Replays are running."
-                    if new.status == "replaying"
-                    else " It stays drafted until an experiment replays it."
-                ),
-            )
+            messages.success(request, _saved_message(new))
+            if request.htmx:
+                return HttpResponseClientRedirect(reverse("proposal-detail", args=[new.pk]))
             return redirect("proposal-detail", pk=new.pk)
         candidate_prompt = system_prompt
     else:
@@ -215,8 +245,30 @@ def edit_page(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         "reviews/edit.html",
         {"proposal": proposal, "system_prompt": candidate_prompt, "docs": docs, "error": error},
-        status=400 if error else 200,
+        # htmx swaps only 2xx answers: the form with its error comes back as 200 to htmx.
+        status=400 if error and not request.htmx else 200,
     )
+
+
+def _saved_message(new: Any) -> str:
+    """The flash after saving an edit, from the revision's status *now* (with eager tasks the
+    replays may already have finished inside the request)."""
+    new.refresh_from_db(fields=["status"])
+    head = f"Saved revision {new.revision} as proposal #{new.pk}."
+    if new.status == "replaying":
+        return head + " Replays are running; the page updates when they finish."
+    if new.status == "ready":
+        verdict, _ = latest_verdict(proposal_id=new.pk)
+        label = verdict_stats.VERDICTS.get(verdict, "")
+        return (
+            head
+            + " Replays finished"
+            + (f": {label.lower()}" if label else "")
+            + ("; it is ready for review.")
+        )
+    if new.status == "drafted":
+        return head + " It stays drafted until an experiment replays it."
+    return head + f" It is {new.get_status_display().lower()}."
 
 
 @login_required
@@ -288,12 +340,34 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
 def comment(request: HttpRequest, pk: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk, write=True)
     try:
-        services.comment_on_proposal(
-            proposal_id=proposal.pk, author=request.user, body=request.POST.get("body", "")
+        made = services.comment_on_proposal(
+            proposal_id=proposal.pk,
+            author=request.user,
+            body=request.POST.get("body", ""),
+            document=request.POST.get("document", ""),
+            line=request.POST.get("line", ""),
+            quote=request.POST.get("quote", ""),
+            reply_to_id=_int(request.POST.get("reply_to")),
         )
     except services.DecisionRefused as refused:
         messages.error(request, str(refused))
-    return redirect(reverse("proposal-detail", args=[proposal.pk]) + "#discussion")
+        return redirect(reverse("proposal-detail", args=[proposal.pk]) + "#discussion")
+    anchor = f"#c-{made.reply_to_id or made.pk}" if made.document else "#discussion"
+    return redirect(reverse("proposal-detail", args=[proposal.pk]) + anchor)
+
+
+@login_required
+@require_POST
+def resolve_thread(request: HttpRequest, pk: int, comment_id: int) -> HttpResponse:
+    proposal = get_proposal_for_user(request.user, pk, write=True)
+    if not proposal.comments.filter(pk=comment_id).exists():
+        raise Http404("No such thread on this proposal.")
+    resolved = request.POST.get("resolved", "1") == "1"
+    try:
+        services.resolve_thread(comment_id=comment_id, actor=request.user, resolved=resolved)
+    except services.DecisionRefused as refused:
+        messages.error(request, str(refused))
+    return redirect(reverse("proposal-detail", args=[proposal.pk]) + f"#c-{comment_id}")
 
 
 @login_required

@@ -77,6 +77,32 @@
     }
   });
 
+  // A comment on a diff line or hunk: one form (a <template>) placed under the row clicked.
+  function openLineComment(button) {
+    var template = document.getElementById("line-comment-form");
+    if (!template) return;
+    var row = button.closest("tr");
+    var table = button.closest("table");
+    document.querySelectorAll(".comment-form-row").forEach(function (r) { r.remove(); });
+    var fresh = template.content.firstElementChild.cloneNode(true);
+    fresh.querySelector("td").colSpan = table.classList.contains("diff-split") ? 4 : 3;
+    var line = button.dataset.line;
+    fresh.querySelector("[name=document]").value = button.dataset.document;
+    fresh.querySelector("[name=line]").value = line;
+    var cell = button.closest("td.code");
+    var quote = "";
+    if (cell) {
+      var copy = cell.cloneNode(true);
+      copy.querySelectorAll("button, .marker, .move-note, .pill").forEach(function (el) { el.remove(); });
+      quote = copy.textContent.trim();
+    }
+    fresh.querySelector("[name=quote]").value = quote;
+    var where = line.charAt(0) === "H" ? "this change" : "line " + line.slice(1) + (line.charAt(0) === "L" ? " (old)" : "");
+    fresh.querySelector(".line-comment-label").textContent = button.dataset.document + ", " + where;
+    row.parentNode.insertBefore(fresh, row.nextSibling);
+    fresh.querySelector("textarea").focus();
+  }
+
   document.addEventListener("click", function (event) {
     var target = event.target;
     if (target.closest("[data-help-open]")) { document.getElementById("help").showModal(); return; }
@@ -86,6 +112,13 @@
       var hidden = tbody.nextElementSibling;
       if (hidden) hidden.hidden = false;
       tbody.remove();
+      return;
+    }
+    var opener = target.closest("[data-comment-open]");
+    if (opener) { openLineComment(opener); return; }
+    if (target.closest("[data-comment-cancel]")) {
+      var open = target.closest(".comment-form-row");
+      if (open) open.remove();
       return;
     }
     var toggle = target.closest("[data-toggle]");

@@ -170,7 +170,8 @@ def compute_stats(
             k: harness.get(k) for k in ("fidelity", "threshold", "can_judge", "checked", "summary")
         }
         if not harness.get("can_judge", True):
-            result["verdict"] = "harness_unfit"  # no verdict: the harness cannot judge
+            result["verdict"] = stats.NOT_MEASURABLE
+            result["verdict_reason"] = "Not measurable: the harness cannot judge this agent."
     result["run_sets"] = run_set_results(experiment, pairs)
     result["judge_agreement"] = judge_agreement(experiment)
     result["unverifiable_warning"] = (
@@ -216,3 +217,15 @@ def judge_agreement(experiment: Experiment) -> dict[str, Any]:
         n += 1
         agree += (verdict == "pass") == (rating == Feedback.Rating.POSITIVE)
     return {"n": n, "agreement": agree / n if n else None}
+
+
+def latest_verdict(*, proposal_id: int) -> tuple[str, str]:
+    """(verdict, why) of the proposal's latest experiment, in the one vocabulary ("" if none)."""
+    latest = (
+        Experiment.objects.filter(proposal_id=proposal_id)
+        .order_by("-id")
+        .values_list("stats", flat=True)
+        .first()
+    )
+    data = latest if isinstance(latest, dict) else {}
+    return stats.normalize_verdict(data.get("verdict")), str(data.get("verdict_reason") or "")

@@ -43,7 +43,10 @@ class Decision(models.Model):
 
 
 class ReviewComment(models.Model):
-    """A free comment on a proposal, outside any decision."""
+    """A comment on a proposal: free, or anchored on a line or hunk of its diff.
+
+    An anchored comment opens a thread (replies point at it with `reply_to`); the thread is
+    resolved as a whole, like a review thread on a pull request."""
 
     proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="comments")
     author = models.ForeignKey(
@@ -51,9 +54,31 @@ class ReviewComment(models.Model):
     )
     body = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
+    document = models.CharField(
+        max_length=300, blank=True, help_text="diff document the comment is on ('' = none)"
+    )
+    line = models.CharField(
+        max_length=12, blank=True, help_text="R<new line>, L<old line> or H<hunk> in the document"
+    )
+    quote = models.TextField(blank=True, help_text="the line's text when the comment was made")
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
         return f"comment on #{self.proposal_id}"
+
+    @property
+    def anchored(self) -> bool:
+        return bool(self.document and self.line)

@@ -47,7 +47,7 @@ def test_review_flow_filter_open_expand_approve_and_audit(
     expect(page.locator("svg.chart")).to_be_visible()
     row = page.locator("details.replay-row").first
     row.locator("summary").click()
-    expect(row.locator(".traj-cols")).to_be_visible()
+    expect(row.locator(".traj-aligned")).to_be_visible()
     expect(row.locator(".is-divergence").first).to_be_visible()
     page.evaluate("window.scrollTo(0, 0)")
     shot("proposal")

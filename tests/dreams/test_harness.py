@@ -100,7 +100,7 @@ def test_below_the_threshold_the_experiment_spends_no_tokens_and_gives_no_verdic
 
     experiment = Experiment.objects.get(proposal=proposal)
     assert experiment.harness_check["fidelity"] == pytest.approx(1 / 3)
-    assert experiment.stats["verdict"] == "harness_unfit"
+    assert experiment.stats["verdict"] == "not_measurable"
     assert not ModelCall.objects.filter(purpose="replay").exists()
     client.force_login(owner)
     page = client.get(f"/proposals/{proposal.pk}/").content.decode()

@@ -81,7 +81,8 @@ def test_block_counts_fixes_regressions_and_deltas():
         block["unchanged_pass"],
         block["still_failing"],
     ) == (2, 1, 1, 1)
-    assert block["baseline"]["passed"] == 2 and block["baseline"]["n"] == 6
+    # Both rates are over the 5 runs graded in both arms (run 6 has no candidate grade).
+    assert block["baseline"]["passed"] == 2 and block["baseline"]["n"] == 5
     assert block["candidate"]["passed"] == 3 and block["candidate"]["n"] == 5
     assert block["mcnemar_p"] == pytest.approx(reference_mcnemar(2, 1))
     assert block["unverifiable_share"] == pytest.approx(1 / 6)
@@ -112,17 +113,19 @@ def test_low_fidelity_makes_the_verdict_noise():
     assert result["verdict"] == "noise"
 
 
-def test_verdicts_improves_insufficient_and_per_pattern_blocks():
+def test_verdicts_improves_too_few_and_per_pattern_blocks():
     many = [pair(i, ["fail"], ["pass"], recorded=False) for i in range(8)]
     few = many[:3]
     kwargs = {"threshold": 0.9, "alpha": 0.05, "early_stop": {"stopped": False, "reason": ""}}
 
     improves = stats.experiment_stats(many, patterns={"7": {0, 1}}, **kwargs)
-    insufficient = stats.experiment_stats(few, patterns={}, **kwargs)
+    too_few = stats.experiment_stats(few, patterns={}, **kwargs)
 
     assert improves["verdict"] == "improves"
     assert improves["patterns"]["7"]["fixes"] == 2 and improves["patterns"]["7"]["n"] == 2
-    assert insufficient["verdict"] == "insufficient"  # 3 fixes can never reach p < 0.05
+    # 3 fixes can never reach p < 0.05: no (significant) change, and the reason says why.
+    assert too_few["verdict"] == "no_change"
+    assert "too few changed runs" in too_few["verdict_reason"]
 
 
 def test_regression_p_is_one_sided():
@@ -140,3 +143,49 @@ def test_no_runs_give_no_interval_and_pages_show_a_dash():
     assert canary.wilson_interval is stats.wilson_interval
     assert stats._arm_block([], "baseline")["ci"] is None
     assert Template("{% load reverie %}{{ ci|ci }}").render(Context({"ci": None})) == "—"
+
+
+def test_no_graded_target_replay_is_not_measurable_never_a_win():
+    # The demo case: every target replay stopped at a write tool; the regression sample passed.
+    target = [
+        pair(i, ["unverifiable"], ["unverifiable"], recorded=False, run_set="target")
+        for i in range(20)
+    ]
+    regression = [
+        pair(100 + i, ["pass"], ["pass"], recorded=True, run_set="regression") for i in range(40)
+    ]
+    result = stats.experiment_stats(
+        target + regression,
+        patterns={},
+        threshold=0.9,
+        alpha=0.05,
+        early_stop={"stopped": False, "reason": ""},
+    )
+
+    assert result["verdict"] == stats.NOT_MEASURABLE
+    assert result["target"]["candidate"]["ci"] is None  # no interval for n = 0
+    assert result["overall"]["unverifiable"] == 20
+    assert stats.NOT_MEASURABLE in stats.NEEDS_ACKNOWLEDGEMENT
+
+
+def test_legacy_verdicts_read_as_the_one_vocabulary():
+    assert stats.normalize_verdict("insufficient") == stats.NOT_MEASURABLE
+    assert stats.normalize_verdict("harness_unfit") == stats.NOT_MEASURABLE
+    assert stats.normalize_verdict(None) == ""
+    assert set(stats.verdict_aliases(stats.NOT_MEASURABLE)) == {
+        "not_measurable",
+        "insufficient",
+        "harness_unfit",
+    }
+
+
+def test_classify_is_the_one_run_classification():
+    flaky = pair(1, ["fail", "pass", "fail"], ["pass", "pass", "pass"])
+    fixed = pair(2, ["fail"], ["pass"])
+    unverifiable = pair(3, ["unverifiable"], ["pass"])
+
+    assert stats.classify(flaky.baseline, flaky.candidate) == stats.FLAKY
+    assert stats.classify(fixed.baseline, fixed.candidate) == stats.FIXED
+    assert stats.classify(unverifiable.baseline, unverifiable.candidate) == stats.UNVERIFIABLE
+    counts = stats.paired_counts([flaky, fixed, unverifiable])
+    assert (counts["fixes"], counts["flaky"], counts["unverifiable"]) == (1, 1, 1)

@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from reviews.diffs import diff_text, diff_versions, word_segments
 
 
@@ -50,3 +52,116 @@ def test_side_by_side_pairs_align_deletions_and_additions():
         (2, 2),
         (None, 4),
     ]
+
+
+# -- GitHub-grade: similarity pairing, reflowed paragraphs, moves, new headings -----------
+
+POLICY = """# Refund policy
+
+Refunds are allowed within 30 days of delivery. Always look the order up first and check the delivery date. Never refund on the customer's word alone.
+
+## Escalation
+
+Escalate angry customers to a human agent right away.
+Keep replies short, kind and specific to the order.
+Quote the order number in every reply to the customer.
+"""
+
+REWRITE = """# Refund policy
+
+- Refunds are allowed within 30 days of delivery.
+- Always look the order up first with lookup_order and check the delivery date.
+- Never refund on the customer's word alone.
+
+## Tone
+
+Keep replies short, kind and specific to the order.
+Quote the order number in every reply to the customer.
+
+## Escalation
+
+Escalate customers to a human agent only when they ask for one.
+"""
+
+
+def _changed_words(doc, kind):
+    return [
+        s.text
+        for b in doc.blocks
+        for line in b.lines
+        if line.kind == kind and not line.moved
+        for s in line.segments
+        if s.changed
+    ]
+
+
+def test_a_paragraph_reflowed_into_bullets_shows_only_the_words_that_changed():
+    doc = diff_text("policy.md", POLICY, REWRITE)
+    added = _changed_words(doc, "add")
+    # The bullets' markers and the one new phrase; the rest of the paragraph is unchanged text.
+    assert "with lookup_order" in added  # one change, the space between joined
+    changed = " ".join(added)
+    assert "Refunds" not in changed and "delivery" not in changed and "word" not in changed
+    removed = " ".join(_changed_words(doc, "del"))
+    assert not any(w in removed for w in ("Refunds", "delivery", "order"))
+
+
+def test_moved_lines_are_shown_as_moved_not_as_removed_and_added():
+    doc = diff_text("policy.md", POLICY, REWRITE)
+    moved = [line for b in doc.blocks for line in b.lines if line.moved]
+    texts = {line.text for line in moved if line.kind == "add"}
+    assert texts == {
+        "Keep replies short, kind and specific to the order.",
+        "Quote the order number in every reply to the customer.",
+    }
+    assert doc.moved == 2
+    source = next(line for line in moved if line.kind == "del")
+    target = next(line for line in moved if line.kind == "add" and line.text == source.text)
+    assert source.moved == target.new_no and target.moved == source.old_no
+
+
+def test_new_headings_are_called_out():
+    doc = diff_text("policy.md", POLICY, REWRITE)
+    assert doc.new_headings == ["Tone"]  # "Escalation" existed before: not new
+
+
+def test_changed_lines_pair_by_similarity_not_by_position():
+    old = "Check the refund window first.\nNever promise a refund date."
+    new = (
+        "Greet the customer by name.\n"
+        "Check the refund window before anything else.\n"
+        "Never promise a refund date you cannot see."
+    )
+    doc = diff_text("p", old, new)
+    rows = [
+        (p.left and p.left.old_no, p.right and p.right.new_no) for b in doc.blocks for p in b.pairs
+    ]
+    assert rows == [(None, 1), (1, 2), (2, 3)]  # by position line 1 would face "Greet…"
+
+
+@pytest.mark.django_db
+def test_the_diff_table_has_fixed_gutters_even_when_it_opens_collapsed(client, reviewer, agent):
+    from dreams.models import Proposal
+    from tests.factories import reviewable_proposal
+
+    proposal = reviewable_proposal(agent=agent, runs=1)
+    from agents.models import ConfigVersion
+
+    long = "\n".join(f"Rule {i}: keep it." for i in range(40))
+    ConfigVersion.objects.filter(pk=proposal.candidate_version_id).update(
+        memory_documents={"policies/refunds.md": long + "\nRule 40: new."}
+    )
+    ConfigVersion.objects.filter(pk=proposal.base_version_id).update(
+        memory_documents={"policies/refunds.md": long}
+    )
+    client.force_login(reviewer)
+    page = client.get(f"/proposals/{Proposal.objects.get(pk=proposal.pk).pk}/").content.decode()
+    assert (
+        '<colgroup><col class="ln-col"><col class="ln-col"><col class="code-col"></colgroup>'
+        in page
+    )
+    split = client.get(f"/proposals/{proposal.pk}/?view=split").content.decode()
+    assert (
+        '<col class="ln-col"><col class="code-col"><col class="ln-col"><col class="code-col">'
+        in split
+    )

@@ -1,0 +1,96 @@
+"""Copy that says what happened: flash messages after an edit and after "Dream now"; progress
+while replays run; a favicon."""
+
+import pytest
+from django.urls import reverse
+
+from dreams import cycles
+from dreams.models import DreamCycle, Experiment, Proposal
+from reviews import services
+from tests.factories import DreamCycleFactory, ExperimentFactory, reviewable_proposal
+
+pytestmark = pytest.mark.django_db
+
+
+def _edit(client, proposal, **headers):
+    text = proposal.candidate_version.system_prompt + "\nAlways be brief."
+    return client.post(
+        f"/proposals/{proposal.pk}/edit/",
+        {"system_prompt": text, "doc-0": "# Refund policy\n\n- 30 days.\n", "note": "brief"},
+        headers=headers,
+    )
+
+
+def test_after_an_edit_whose_replays_finished_the_flash_says_ready(
+    client, reviewer, agent, monkeypatch
+):
+    proposal = reviewable_proposal(agent=agent, runs=1)
+    real = services.edit_proposal
+
+    def edit_and_finish(**kwargs):
+        # With eager tasks the replays finish inside the request: the returned object is stale.
+        new = real(**kwargs)
+        Proposal.objects.filter(pk=new.pk).update(status="ready")
+        ExperimentFactory(proposal=new)
+        return new
+
+    monkeypatch.setattr(services, "edit_proposal", edit_and_finish)
+    client.force_login(reviewer)
+    _edit(client, proposal)
+    new = Proposal.objects.get(revision_of=proposal)
+    text = client.get(f"/proposals/{new.pk}/").content.decode()
+    assert "ready for review" in text and "stays drafted" not in text
+
+
+def test_saving_an_edit_with_htmx_redirects_the_client(client, reviewer, agent):
+    proposal = reviewable_proposal(agent=agent, runs=1)
+    client.force_login(reviewer)
+    edit = client.get(f"/proposals/{proposal.pk}/edit/").content.decode()
+    assert 'hx-indicator="#save-progress"' in edit and 'id="save-progress"' in edit
+
+    response = _edit(client, proposal, HX_Request="true")
+    new = Proposal.objects.get(revision_of=proposal)
+    assert response.status_code == 200 and response["HX-Redirect"] == f"/proposals/{new.pk}/"
+
+
+def test_a_replaying_proposal_shows_progress_and_refreshes_when_done(client, reviewer, agent):
+    proposal = reviewable_proposal(agent=agent, runs=2)
+    Proposal.objects.filter(pk=proposal.pk).update(status="replaying")
+    Experiment.objects.filter(proposal=proposal).update(status="running")
+    client.force_login(reviewer)
+    page = client.get(f"/proposals/{proposal.pk}/").content.decode()
+    assert 'id="replay-progress"' in page and 'hx-trigger="every 2s"' in page
+    assert "6 of 6 replays done" in page  # 3 runs × 2 arms, all done in the factory
+
+    fragment = client.get(
+        f"/proposals/{proposal.pk}/", headers={"HX-Request": "true", "HX-Target": "replay-progress"}
+    )
+    assert fragment.content.decode().lstrip().startswith('<div id="replay-progress"')
+    Proposal.objects.filter(pk=proposal.pk).update(status="ready")
+    done = client.get(
+        f"/proposals/{proposal.pk}/", headers={"HX-Request": "true", "HX-Target": "replay-progress"}
+    )
+    assert done["HX-Refresh"] == "true"
+
+
+def test_dream_now_says_the_cycle_finished_when_it_did(client, reviewer, agent, monkeypatch):
+    finished = DreamCycleFactory(agent=agent, status=DreamCycle.Status.SUCCEEDED)
+    monkeypatch.setattr(cycles, "start_cycle", lambda **kwargs: finished)
+    client.force_login(reviewer)
+    page = client.post(reverse("agent-dream", args=[agent.slug]), follow=True).content.decode()
+    assert f"Dream cycle {finished.pk} finished: 0 proposals drafted." in page
+    assert "queued" not in page.split('class="flashes"')[1].split("</div></div>")[0]
+
+
+def test_dream_now_says_queued_only_while_queued(client, reviewer, agent):
+    client.force_login(reviewer)
+    page = client.post(reverse("agent-dream", args=[agent.slug]), follow=True).content.decode()
+    cycle = DreamCycle.objects.get(agent=agent)
+    assert f"Dream cycle {cycle.pk} queued; a worker will start it." in page
+
+
+def test_pages_have_a_favicon(client, reviewer):
+    client.force_login(reviewer)
+    assert 'rel="icon" href="/static/favicon.svg"' in client.get("/").content.decode()
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("favicon.svg")
