@@ -16,7 +16,7 @@ from agents.api import WorkspaceMixin
 from agents.models import ApiKey
 from agents.scopes import DeclaredScope
 from agents.timestamps import TimestampError, parse_timestamp
-from config.api import ERROR_DOC, DefaultPagination, error_response
+from config.api import ERROR_DOC, DefaultPagination, error_response, query_bool
 from dreams import handwritten, rebase
 from dreams.api import ExperimentSerializer
 from dreams.diffs import unified_diff
@@ -267,7 +267,7 @@ class ProposalList(WorkspaceMixin, generics.ListAPIView):
             flag=flag,
             sort=sort,
             assigned=assigned,
-            stale=params.get("stale") in ("1", "true"),
+            stale=bool(query_bool(params, "stale")),
         )
         user = self.principal.actor if not isinstance(self.principal.actor, ApiKey) else None
         if assigned == "me" and user is None:
