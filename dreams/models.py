@@ -305,6 +305,10 @@ class Replay(models.Model):
     tool_calls = models.JSONField(
         default=list, blank=True, help_text="[{name, input, source}]: recording, sandbox, …"
     )
+    # Set (in one conditional UPDATE) just before the slot's first model call, so a redelivered
+    # chunk or a resumed experiment skips it; a claim older than REVERIE_REPLAY_CLAIM_SECONDS
+    # belongs to a worker that died and is taken over.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

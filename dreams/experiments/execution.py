@@ -3,9 +3,11 @@
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from asgiref.sync import sync_to_async
-from django.db.models import Prefetch
+from django.conf import settings
+from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from agents.models import ConfigVersion, Feedback
@@ -28,6 +30,27 @@ def pending_slots(experiment_id: int, run_ids: list[int]) -> list[Replay]:
         )
         .order_by("run_id", "arm", "replicate")
     )
+
+
+def claim_slot(slot: Replay) -> bool:
+    """Claim a pending slot of a running experiment before its model calls (one conditional
+    UPDATE, atomic on SQLite and PostgreSQL): a redelivered chunk or a resumed experiment that
+    reaches a slot another worker holds skips it instead of replaying and paying for it again.
+    A claim older than REVERIE_REPLAY_CLAIM_SECONDS (its worker died) is taken over."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.REVERIE_REPLAY_CLAIM_SECONDS)
+    claimed = (
+        Replay.objects.filter(
+            pk=slot.pk,
+            status=Replay.Status.PENDING,
+            experiment__status=Experiment.Status.RUNNING,  # a cancelled experiment stops here
+        )
+        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale))
+        .update(claimed_at=now)
+    )
+    if claimed:
+        slot.claimed_at = now
+    return bool(claimed)
 
 
 def _save_slot(slot: Replay, result: ReplayResult | None, graded: Grade | None, error: str) -> None:
@@ -85,6 +108,8 @@ async def replay_slots_async(
         async with semaphore:
             if budget_hit.is_set():
                 return
+            if not await sync_to_async(claim_slot)(slot):
+                return  # another worker holds it (or the experiment was cancelled)
             result = await areplay(
                 slot.run,
                 versions[slot.arm],
@@ -119,6 +144,9 @@ async def replay_slots_async(
 
 def replay_slots_batched(slots: list[Replay], versions: dict[str, ConfigVersion]) -> bool:
     """Replay slots step by step, each step of every open replay in one Message Batch."""
+    slots = [s for s in slots if claim_slot(s)]
+    if not slots:
+        return True
     gateway = get_gateway()
     agent = slots[0].run.agent
     sessions = {

@@ -129,7 +129,7 @@ def run_experiment(*, experiment_id: int) -> None:
         Replay.objects.bulk_create(_slots(experiment), ignore_conflicts=True)
         # Failed slots from an earlier attempt are tried again.
         Replay.objects.filter(experiment=experiment, status=Replay.Status.FAILED).update(
-            status=Replay.Status.PENDING, error=""
+            status=Replay.Status.PENDING, error="", claimed_at=None
         )
         experiment.status = E.RUNNING
         experiment.error = ""

@@ -137,13 +137,14 @@ def test_rerunning_an_interrupted_experiment_replays_only_the_missing_slots(
         regression_runs=runs_tagged(demo_agent, "ok", 3),
     )
     assert experiment.status == "completed"
-    # A crash half-way: the experiment is still running, one slot never created, one left pending.
+    # A crash half-way: the experiment is still running, one slot never created, one left
+    # pending (never claimed: the chunk died before reaching it).
     Experiment.objects.filter(pk=experiment.pk).update(status="running")
     lost = Replay.objects.filter(experiment=experiment, arm="candidate").order_by("id")
     lost_run_id = lost[0].run_id
     lost[0].delete()
     pending = lost[1]
-    Replay.objects.filter(pk=pending.pk).update(status="pending", verdict="")
+    Replay.objects.filter(pk=pending.pk).update(status="pending", verdict="", claimed_at=None)
     calls_before = set(ModelCall.objects.values_list("pk", flat=True))
 
     with django_capture_on_commit_callbacks(execute=True):
