@@ -384,6 +384,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "otel.settle_traces",
         "schedule": float(max(REVERIE_OTLP_SETTLE_SECONDS, 30)),
     },
+    # Batch mode: open Message Batches of replays are polled here, never waited on in a task.
+    "dreams.poll_replay_batches": {
+        "task": "dreams.poll_replay_batches",
+        "schedule": max(REVERIE_BATCH_POLL_SECONDS, 1.0),
+    },
     "managed-sync-all": {
         "task": "dreams.managed.sync_all",
         "schedule": REVERIE_MANAGED_SYNC_MINUTES * 60,

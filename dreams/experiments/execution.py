@@ -1,5 +1,6 @@
-"""Run an experiment's replay slots: concurrently (AsyncAnthropic, at most
-`Agent.replay_concurrency` at once) or step by step through Message Batches; grade; save."""
+"""Run an experiment's replay slots concurrently (AsyncAnthropic, at most
+`Agent.replay_concurrency` at once), each claimed before its model calls; grade; save.
+Batch mode is batches.py."""
 
 import asyncio
 import logging
@@ -11,10 +12,10 @@ from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from agents.models import ConfigVersion, Feedback
-from dreams.grading import Grade, agrade, grade
-from dreams.llm import BudgetExceeded, CallContext, ModelError, get_gateway
+from dreams.grading import Grade, agrade
+from dreams.llm import ModelError, get_gateway
 from dreams.models import Experiment, Replay
-from dreams.replay import ReplayResult, ReplaySession, areplay
+from dreams.replay import ReplayResult, areplay
 
 log = logging.getLogger(__name__)
 
@@ -140,60 +141,3 @@ async def replay_slots_async(
     finally:
         await gateway.aclose()
     return not budget_hit.is_set()
-
-
-def replay_slots_batched(slots: list[Replay], versions: dict[str, ConfigVersion]) -> bool:
-    """Replay slots step by step, each step of every open replay in one Message Batch."""
-    slots = [s for s in slots if claim_slot(s)]
-    if not slots:
-        return True
-    gateway = get_gateway()
-    agent = slots[0].run.agent
-    sessions = {
-        str(s.pk): ReplaySession(
-            run=s.run, version=versions[s.arm], agent=agent, priced=gateway.priced
-        )
-        for s in slots
-    }
-    by_id = {str(s.pk): s for s in slots}
-    while True:
-        open_ids = [sid for sid, session in sessions.items() if not session.done]
-        if not open_ids:
-            break
-        try:
-            answers = gateway.run_batch(
-                agent=agent,
-                purpose="replay",
-                requests={sid: sessions[sid].request() for sid in open_ids},
-                contexts={
-                    sid: CallContext(agent, "replay", None, by_id[sid].experiment, by_id[sid])
-                    for sid in open_ids
-                },
-                cache_prefix=True,
-            )
-        except ModelError as exc:
-            for sid in open_ids:
-                sessions[sid].fail(exc)
-            if isinstance(exc, BudgetExceeded):
-                for sid in open_ids:
-                    _save_slot(by_id[sid], sessions[sid].result, None, sessions[sid].result.error)
-                return False
-            continue
-        for sid in open_ids:
-            answer = answers[sid]
-            if isinstance(answer, ModelError):
-                sessions[sid].fail(answer)
-            else:
-                sessions[sid].feed(answer)
-    for sid, session in sessions.items():
-        slot, result = by_id[sid], session.result
-        graded, error = None, result.error
-        if not error:
-            try:
-                graded = grade(
-                    slot.run, result, gateway=gateway, experiment=slot.experiment, replay_row=slot
-                )
-            except ModelError as exc:
-                error = f"judge: {type(exc).__name__}: {exc}"
-        _save_slot(slot, result, graded, error)
-    return True
