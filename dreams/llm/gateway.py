@@ -7,6 +7,7 @@ Message Batches. The backend is the real API or the in-process simulated model.
 """
 
 import asyncio
+import contextlib
 import json
 import time
 import weakref
@@ -28,15 +29,15 @@ from dreams.llm.base import (
     ModelError,
     ModelRequestError,
     ModelUnavailable,
-    NeedsDatabase,
     usage_dict,
 )
-from dreams.llm.budget import BudgetGuard
+from dreams.llm.budget import AtCapacity, BudgetGuard
 from dreams.models import DreamCycle, Experiment, ModelCall, Replay
 
 SIMULATED_BASE_URL = "http://simulated.reverie.local"
 RECORDED_BASE_URL = "http://recorded.reverie.local"
 BATCH_DISCOUNT = Decimal("0.5")
+CAPACITY_WAIT_SECONDS = 0.05
 EPHEMERAL = {"type": "ephemeral"}
 # Replays use REVERIE_REPLAY_MAX_TOKENS (read per call); judges answer briefly; dreams write more.
 DEFAULT_MAX_TOKENS = {"judge": 1024, "dream": 4096, "hosted_dream": 4096}
@@ -217,7 +218,12 @@ class Gateway:
             except anthropic.AnthropicError as exc:
                 raise self._translate(exc) from exc
         estimate = estimate_call_tokens(kwargs)
-        self.budget.reserve(context, estimate=estimate)
+        while True:
+            try:
+                reservation = self.budget.reserve(context, estimate=estimate)
+                break
+            except AtCapacity:
+                time.sleep(CAPACITY_WAIT_SECONDS)  # the agent's replay slots are all busy
         started = time.monotonic()
         try:
             message = self.client.messages.create(**kwargs)
@@ -229,18 +235,18 @@ class Gateway:
                 usage=None,
                 latency_ms=int((time.monotonic() - started) * 1000),
                 error=str(error),
-                release=estimate,
+                release=reservation,
             )
             raise error from exc
         except BaseException:
-            self.budget.release(context, estimate=estimate)
+            self.budget.release(reservation)
             raise
         self.accounting.record(
             context,
             model=message.model or kwargs["model"],
             usage=usage_dict(message),
             latency_ms=int((time.monotonic() - started) * 1000),
-            release=estimate,
+            release=reservation,
         )
         return message
 
@@ -264,10 +270,12 @@ class Gateway:
             except anthropic.AnthropicError as exc:
                 raise self._translate(exc) from exc
         estimate = estimate_call_tokens(kwargs)
-        try:
-            self.budget.reserve(context, estimate=estimate, cached_only=True)
-        except NeedsDatabase:
-            await sync_to_async(self.budget.reserve)(context, estimate=estimate)
+        while True:
+            try:
+                reservation = await sync_to_async(self.budget.reserve)(context, estimate=estimate)
+                break
+            except AtCapacity:
+                await asyncio.sleep(CAPACITY_WAIT_SECONDS)  # every replay slot is busy
         started = time.monotonic()
         try:
             message = await self.async_client().messages.create(**kwargs)
@@ -279,20 +287,26 @@ class Gateway:
                 usage=None,
                 latency_ms=int((time.monotonic() - started) * 1000),
                 error=str(error),
-                release=estimate,
+                release=reservation,
             )
             raise error from exc
         except BaseException:
-            self.budget.release(context, estimate=estimate)
+            # Broken or cancelled: free it now if we can (else it expires, in_flight_expiry).
+            with contextlib.suppress(BaseException):
+                await sync_to_async(self.budget.release)(reservation)
             raise
         # Written in batches in the background; `aclose()` writes what is left and waits.
+        # Until then the reservation holds the call's real tokens (and frees its replay slot).
+        await sync_to_async(self.budget.settle)(
+            reservation, tokens=sum(usage_dict(message).values())
+        )
         call = self.accounting.build(
             context,
             model=message.model or kwargs["model"],
             usage=usage_dict(message),
             latency_ms=int((time.monotonic() - started) * 1000),
         )
-        self.accounting.queue(context, call, estimate=estimate)
+        self.accounting.queue(context, call, reservation=reservation)
         return message
 
     @staticmethod
@@ -388,8 +402,7 @@ class Gateway:
         params = {cid: self._prepare(purpose, kw, cache_prefix) for cid, kw in requests.items()}
         self.budget.check(
             next(iter(contexts.values()), CallContext(agent, purpose)),
-            estimate=sum(estimate_call_tokens(p) for p in params.values())
-            + self.budget.in_flight(agent),
+            estimate=sum(estimate_call_tokens(p) for p in params.values()),
         )
         try:
             batch = self.client.messages.batches.create(
