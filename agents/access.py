@@ -18,12 +18,20 @@ def memberships_for(user: Any) -> list[Membership]:
     )
 
 
+def request_memberships(request: Any) -> list[Membership]:
+    """The signed-in user's memberships, read once per request (every slot's template asks)."""
+    cached = getattr(request, "_reverie_memberships", None)
+    if cached is None:
+        cached = request._reverie_memberships = memberships_for(request.user)
+    return cached
+
+
 def current_membership(request: Any) -> Membership | None:
     """The membership for the workspace chosen in the session (or the user's first)."""
     cached = getattr(request, "_reverie_membership", False)
     if cached is not False:
         return cached
-    memberships = memberships_for(request.user)
+    memberships = request_memberships(request)
     chosen = None
     wanted = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
     for membership in memberships:

@@ -3,7 +3,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 
-from agents.access import current_membership, memberships_for
+from agents.access import current_membership, request_memberships
 
 
 def reverie(request: HttpRequest) -> dict[str, Any]:
@@ -14,5 +14,5 @@ def reverie(request: HttpRequest) -> dict[str, Any]:
         "simulated_model": settings.REVERIE_MODEL_BACKEND == "simulated",
         "membership": membership,
         "workspace": membership.workspace if membership else None,
-        "all_memberships": memberships_for(request.user),
+        "all_memberships": request_memberships(request),
     }

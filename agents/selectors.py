@@ -5,9 +5,12 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
-from agents.models import Agent, ConfigVersion, Feedback, Run, Workspace
+from agents.models import Agent, AuditEvent, ConfigVersion, Feedback, Run, Workspace
+
+PASS_RATE_WINDOW = 1000
+PASS_RATE_VERSIONS = 12
 
 
 def agents_for(workspace: Workspace) -> QuerySet[Agent]:
@@ -131,3 +134,65 @@ def agents_with_recent_counts(workspace: Workspace, *, days: int = 7) -> list[Ag
         agent.run_count = row.get("n", 0)
         agent.failure_count = row.get("failures", 0)
     return agents
+
+
+def version_pass_rates(
+    *, agent: Agent, window: int = PASS_RATE_WINDOW, versions: int = PASS_RATE_VERSIONS
+) -> list[dict[str, Any]]:
+    """Production pass rate of each recent config version (oldest first) over its latest `window`
+    graded runs: one index range scan per version, so the cost does not grow with history."""
+    current = agent.stable_version.number if agent.stable_version else None
+    recent = list(
+        ConfigVersion.objects.filter(agent=agent)
+        .order_by("-number")
+        .values_list("id", "number")[:versions]
+    )
+    points = []
+    for version_id, number in reversed(recent):
+        latest = (
+            Run.objects.filter(agent=agent, config_version_id=version_id)
+            .exclude(status=Run.Status.UNKNOWN)
+            .order_by("-started_at")
+            .values("pk")[:window]
+        )
+        counts = Run.objects.filter(pk__in=Subquery(latest)).aggregate(
+            n=Count("id"), passed=Count("id", filter=Q(status=Run.Status.SUCCESS))
+        )
+        points.append({"number": number, "current": number == current, **counts})
+    return points
+
+
+def agent_page_context(agent: Agent) -> dict[str, Any]:
+    """What the agent page itself shows: its versions and their pass rates (slots add the rest)."""
+    versions = list(
+        ConfigVersion.objects.filter(agent=agent)
+        .select_related("author")
+        .defer("system_prompt", "memory_documents", "tools")
+        .order_by("-number")
+    )
+    return {"agent": agent, "versions": versions, "pass_rates": version_pass_rates(agent=agent)}
+
+
+def audit_log(
+    *, workspace: Workspace, action: str = "", actor: str = "", target: str = ""
+) -> QuerySet[AuditEvent]:
+    events = AuditEvent.objects.filter(workspace=workspace).select_related("actor")
+    if action:
+        events = events.filter(action__startswith=action)
+    if actor:
+        events = events.filter(actor_label__icontains=actor)
+    if target:
+        kind, _, pk = target.partition(":")
+        events = events.filter(target_type=kind)
+        if pk:
+            events = events.filter(target_id=pk)
+    return events.order_by("-created_at", "-id")
+
+
+def audit_actions(*, workspace: Workspace) -> list[str]:
+    return list(
+        AuditEvent.objects.filter(workspace=workspace)
+        .order_by("action")
+        .values_list("action", flat=True)
+        .distinct()
+    )

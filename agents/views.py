@@ -1,17 +1,28 @@
-"""HTML pages of the capture side: agents overview, runs list, run page, feedback, workspace switcher."""
+"""HTML pages of the capture side: agents overview, agent page (apps above fill its slots), runs
+list, run page, feedback, workspace switcher, audit log."""
 
 import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from agents.access import SESSION_KEY, get_run_for, memberships_for, principal_for
+from agents.access import SESSION_KEY, get_agent_for, get_run_for, memberships_for, principal_for
+from agents.charts import version_pass_rate_chart
 from agents.models import Feedback, Run
-from agents.selectors import agents_for, agents_with_recent_counts, recent_runs, run_detail
+from agents.selectors import (
+    agent_page_context,
+    agents_for,
+    agents_with_recent_counts,
+    audit_actions,
+    audit_log,
+    recent_runs,
+    run_detail,
+)
 from agents.services import add_feedback
 from agents.transcripts import message_index_of_step
 
@@ -26,6 +37,16 @@ def agents_overview(request: HttpRequest) -> HttpResponse:
         "agents/home.html",
         {"agents": agents_with_recent_counts(principal.workspace, days=1)},
     )
+
+
+@login_required
+def agent_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """The agent's facts, pass rate by version and config versions; the apps above fill its slots
+    (dreams: "Dream now", spend, cycles; reviews: propose, version diff; rollouts: the split)."""
+    agent = get_agent_for(principal_for(request), slug)
+    context = agent_page_context(agent)
+    context["chart"] = version_pass_rate_chart(context["pass_rates"])
+    return render(request, "agents/agent.html", context)
 
 
 @login_required
@@ -123,3 +144,25 @@ def switch_workspace(request: HttpRequest) -> HttpResponse:
             request.session[SESSION_KEY] = membership.workspace_id
             return redirect("home")
     raise PermissionDenied("Not a member of that workspace.")
+
+
+@login_required
+def audit_page(request: HttpRequest) -> HttpResponse:
+    principal = principal_for(request)
+    action = request.GET.get("action", "")[:64]
+    actor = request.GET.get("actor", "")[:100]
+    target = request.GET.get("target", "")[:100]
+    events = audit_log(workspace=principal.workspace, action=action, actor=actor, target=target)
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "events": page.object_list,
+        "action": action,
+        "actor": actor,
+        "target": target,
+        "actions": audit_actions(workspace=principal.workspace),
+    }
+    template = "agents/audit.html"
+    if request.htmx and not request.htmx.boosted:
+        template += "#audit-results"
+    return render(request, template, context)

@@ -6,6 +6,7 @@ Every variable read here is documented in README.md (tests/test_settings_docs.py
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
@@ -245,8 +246,8 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
 # Canary checks have their own queue so hour-long replay chunks never delay an automatic halt.
 CELERY_TASK_ROUTES = {
-    "reviews.check_rollouts": {"queue": "canary"},
-    "reviews.evaluate_rollout": {"queue": "canary"},
+    "rollouts.check_rollouts": {"queue": "canary"},
+    "rollouts.evaluate_rollout": {"queue": "canary"},
 }
 
 # Model gateway (dreams/llm.py).
@@ -374,10 +375,28 @@ LOGGING = {
     },
 }
 
-# Periodic tasks (django-celery-beat copies these into its database schedule at start-up).
+# Every periodic task, in one schedule. Beat's DatabaseScheduler writes these entries into its
+# tables at start-up (by name), where the admin shows them; the intervals come from settings.
 CELERY_BEAT_SCHEDULE = {
-    "reviews.check_rollouts": {
-        "task": "reviews.check_rollouts",
+    "Start due dream cycles": {
+        "task": "dreams.enqueue_due_cycles",
+        "schedule": REVERIE_DREAM_SCHEDULE_MINUTES * 60.0,
+    },
+    "Resume stalled dream cycles": {
+        "task": "dreams.resume_stale_cycles",
+        "schedule": REVERIE_DREAM_SCHEDULE_MINUTES * 60.0,
+    },
+    "Resume stalled experiments": {
+        "task": "dreams.resume_stale_experiments",
+        "schedule": REVERIE_DREAM_SCHEDULE_MINUTES * 60.0,
+    },
+    "Daily review digest": {
+        "task": "reviews.send_daily_digest",
+        "schedule": crontab(minute="0", hour=str(REVERIE_DIGEST_HOUR)),
+    },
+    "Resume overdue webhooks": {"task": "reviews.resume_webhooks", "schedule": 300.0},
+    "rollouts.check_rollouts": {
+        "task": "rollouts.check_rollouts",
         "schedule": float(REVERIE_ROLLOUT_CHECK_SECONDS),
     },
     "otel.settle_traces": {
@@ -391,6 +410,6 @@ CELERY_BEAT_SCHEDULE = {
     },
     "managed-sync-all": {
         "task": "dreams.managed.sync_all",
-        "schedule": REVERIE_MANAGED_SYNC_MINUTES * 60,
+        "schedule": REVERIE_MANAGED_SYNC_MINUTES * 60.0,
     },
 }

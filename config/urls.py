@@ -26,6 +26,7 @@ urlpatterns = [
     # Any other /api/ path answers in the API's error shape, not with the HTML 404 page.
     re_path(r"^api/", api_not_found),
     path("rollouts/", include("rollouts.urls")),
-    path("", include("reviews.urls")),
     path("", include("agents.urls")),
+    path("", include("dreams.urls")),
+    path("", include("reviews.urls")),
 ]

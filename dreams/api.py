@@ -18,7 +18,8 @@ from rest_framework.views import APIView
 from agents.access import get_agent_for
 from agents.api import WorkspaceMixin
 from config.api import ERROR_DOC, error_response
-from dreams import cycles, experiments, reports, spend
+from dreams import cycles, experiments, reports, selectors, spend
+from dreams.access import get_cycle_for
 from dreams.models import DreamCycle, Experiment
 
 
@@ -132,7 +133,7 @@ class AgentDreams(WorkspaceMixin, generics.ListAPIView):
     serializer_class = DreamCycleSerializer
 
     def get_queryset(self) -> Any:
-        return reports.cycles_for(get_agent_for(self.principal, self.kwargs["slug"]))
+        return selectors.cycles_for(agent=get_agent_for(self.principal, self.kwargs["slug"]))
 
     @extend_schema(
         request=None,
@@ -161,7 +162,7 @@ class DreamDetail(WorkspaceMixin, APIView):
 
     @extend_schema(responses=CycleReportOut)
     def get(self, request: Request, pk: int) -> Response:
-        cycle = reports.get_cycle_for(self.principal, pk)
+        cycle = get_cycle_for(self.principal, pk)
         return Response(reports.build_cycle_report(cycle))
 
 
@@ -201,15 +202,8 @@ class DreamReportMarkdown(WorkspaceMixin, APIView):
 
     @extend_schema(responses={(200, "text/markdown"): OpenApiTypes.STR})
     def get(self, request: Request, pk: int) -> HttpResponse:
-        cycle = reports.get_cycle_for(self.principal, pk)
-        text = reports.render_markdown(
-            reports.build_cycle_report(cycle), agent_name=cycle.agent.name
-        )
-        response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
-        response["Content-Disposition"] = (
-            f'attachment; filename="{cycle.agent.slug}-dream-{cycle.pk}-correction-report.md"'
-        )
-        return response
+        cycle = get_cycle_for(self.principal, pk)
+        return reports.markdown_response(cycle)
 
 
 class AgentDreamingSpend(WorkspaceMixin, APIView):
@@ -275,7 +269,7 @@ class DreamCancel(WorkspaceMixin, APIView):
     @extend_schema(request=None, responses={200: DreamCycleSerializer})
     def post(self, request: Request, pk: int) -> Response:
         """Cancel a queued or running cycle (its runs become selectable again)."""
-        cycle = reports.get_cycle_for(self.principal, pk)
+        cycle = get_cycle_for(self.principal, pk)
         _require_reviewer(self.principal, "cancel a dream cycle")
         if not cycle.is_active:
             return error_response(
@@ -293,7 +287,7 @@ class DreamRerun(WorkspaceMixin, APIView):
     @extend_schema(request=None, responses={202: DreamCycleSerializer})
     def post(self, request: Request, pk: int) -> Response:
         """Start a new cycle for the agent of a finished (failed, cancelled) one."""
-        cycle = reports.get_cycle_for(self.principal, pk)
+        cycle = get_cycle_for(self.principal, pk)
         _require_reviewer(self.principal, "re-run a dream cycle")
         try:
             fresh = cycles.rerun_cycle(cycle=cycle, actor=self.principal.actor)

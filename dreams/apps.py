@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
 
 
 class DreamsConfig(AppConfig):
@@ -7,8 +6,9 @@ class DreamsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Celery autodiscovery imports `dreams.tasks`; the Managed Agents package keeps its own.
-        from dreams import schedules
-        from dreams.managed import tasks  # noqa: F401
+        from agents import slots
+        from dreams import views
 
-        post_migrate.connect(schedules.ensure_schedules, sender=self)
+        slots.register("agent-actions", views.agent_actions)
+        slots.register("agent-cards", views.agent_cards)
+        slots.register("agent-sections", views.agent_sections)

@@ -14,8 +14,8 @@ from django.db import transaction
 
 from agents import services as agent_services
 from agents.models import ConfigVersion
-from dreams import diffs, dreamer, prompts
-from dreams.guards import SYSTEM_PROMPT, documents_of
+from dreams import dreamer, patches, prompts
+from dreams.guards import SYSTEM_PROMPT_DOCUMENT, documents_of
 from dreams.models import DreamCycle, FailurePattern, PatternRun, Proposal
 from dreams.patterns import MIN_DRAFTING, negative_comments
 from dreams.proposals import create_proposal
@@ -32,7 +32,7 @@ def version_changes(base: ConfigVersion, candidate: ConfigVersion) -> list[dict[
     """Per document: added / changed / removed, with a unified diff."""
     before, after = documents_of(base), documents_of(candidate)
     changes = []
-    for name in sorted(set(before) | set(after), key=lambda n: (n != SYSTEM_PROMPT, n)):
+    for name in sorted(set(before) | set(after), key=lambda n: (n != SYSTEM_PROMPT_DOCUMENT, n)):
         old, new = before.get(name), after.get(name)
         if old == new:
             continue
@@ -41,7 +41,7 @@ def version_changes(base: ConfigVersion, candidate: ConfigVersion) -> list[dict[
             {
                 "document": name,
                 "change": kind,
-                "diff": diffs.unified_diff(old or "", new or "", name=name),
+                "diff": patches.unified_diff(old or "", new or "", name=name),
             }
         )
     return changes
@@ -56,7 +56,7 @@ def _apply_edit(documents: dict[str, str], edit: Any) -> None:
     name = str(edit.get("document") or "").strip()
     action = edit.get("action")
     diff, new_text = edit.get("diff"), edit.get("new_text")
-    if name != SYSTEM_PROMPT and (not DOCUMENT_PATH.match(name) or ".." in name):
+    if name != SYSTEM_PROMPT_DOCUMENT and (not DOCUMENT_PATH.match(name) or ".." in name):
         raise DraftRejected(f"invalid document name {name[:60]!r}")
     if action == "add":
         if name in documents:
@@ -77,7 +77,7 @@ def _apply_edit(documents: dict[str, str], edit: Any) -> None:
         else:
             raise DraftRejected(f"changing {name} needs a diff or its new text")
     elif action == "remove":
-        if name == SYSTEM_PROMPT or name not in documents:
+        if name == SYSTEM_PROMPT_DOCUMENT or name not in documents:
             raise DraftRejected(f"cannot remove {name}")
         del documents[name]
     else:
@@ -86,8 +86,8 @@ def _apply_edit(documents: dict[str, str], edit: Any) -> None:
 
 def _patched(text: str, diff: str, name: str) -> str:
     try:
-        return diffs.apply_patch(text, diff)
-    except diffs.PatchError as exc:
+        return patches.apply_patch(text, diff)
+    except patches.PatchError as exc:
         raise DraftRejected(f"the diff for {name} does not apply: {exc}") from exc
 
 
@@ -96,7 +96,7 @@ def _added_chars(before: dict[str, str], after: dict[str, str]) -> int:
     total = 0
     for name, text in after.items():
         new_lines = text.splitlines()
-        matcher = diffs.line_matcher(before.get(name, ""), text)
+        matcher = patches.line_matcher(before.get(name, ""), text)
         total += sum(
             len(line)
             for tag, _, _, j1, j2 in matcher.get_opcodes()
@@ -243,7 +243,7 @@ def overlapping_groups(
     """Draft keys grouped so that drafts touching the same text of a document share a group."""
     ranges = {
         key: {
-            name: diffs.changed_ranges(base.get(name, ""), text)
+            name: patches.changed_ranges(base.get(name, ""), text)
             for name, text in draft["documents"].items()
             if base.get(name) != text
         }
@@ -264,7 +264,7 @@ def overlapping_groups(
     for i, a in enumerate(keys):
         for b in keys[i + 1 :]:
             shared = set(ranges[a]) & set(ranges[b])
-            clash = any(diffs.ranges_touch(ranges[a][n], ranges[b][n]) for n in shared)
+            clash = any(patches.ranges_touch(ranges[a][n], ranges[b][n]) for n in shared)
             clash = clash or bool((removed[a] | set(ranges[a])) & removed[b])
             clash = clash or bool(removed[a] & set(ranges[b]))
             if clash:
@@ -285,7 +285,7 @@ def _create_proposal(
         if Proposal.objects.filter(cycle=cycle, metadata__draft_key=key).exists():
             return None
         documents = dict(draft["documents"])
-        system_prompt = documents.pop(SYSTEM_PROMPT)
+        system_prompt = documents.pop(SYSTEM_PROMPT_DOCUMENT)
         candidate = agent_services.create_config_version(
             agent=cycle.agent,
             system_prompt=system_prompt,

@@ -12,7 +12,8 @@ from django.conf import settings
 
 from agents.models import Agent, ConfigVersion, Run
 
-SYSTEM_PROMPT = "system_prompt"  # the document name of the system prompt; memory uses its paths
+# The document name of the system prompt (memory documents are named by their paths).
+SYSTEM_PROMPT_DOCUMENT = "system_prompt"
 
 # The body stops at the next opening marker (a tempered dot), so unclosed openers cost linear time.
 PROTECTED_BLOCK = re.compile(
@@ -202,7 +203,7 @@ def check(
 
 def documents_of(version: ConfigVersion) -> dict[str, str]:
     """A version's documents as guards, drafts and diffs see them."""
-    return {SYSTEM_PROMPT: version.system_prompt, **(version.memory_documents or {})}
+    return {SYSTEM_PROMPT_DOCUMENT: version.system_prompt, **(version.memory_documents or {})}
 
 
 def flags_for_change(

@@ -15,10 +15,10 @@ from django.db import transaction
 from agents.models import Agent, ApiKey, ConfigVersion, Run
 from agents.selectors import runs_for
 from agents.services import create_config_version
-from dreams.diffs import PatchError, apply_patch
 from dreams.experiments import start_experiment
-from dreams.guards import SYSTEM_PROMPT, documents_of, flags_for_change
+from dreams.guards import SYSTEM_PROMPT_DOCUMENT, documents_of, flags_for_change
 from dreams.models import Proposal
+from dreams.patches import PatchError, apply_patch
 from dreams.patterns import selectable_failures
 from dreams.proposals import create_proposal
 
@@ -68,7 +68,7 @@ def candidate_documents(
         raise ProposalInvalid({"edits": ["give documents or edits, not both"]})
     for name, text in (documents or {}).items():
         if text is None:
-            if name == SYSTEM_PROMPT:
+            if name == SYSTEM_PROMPT_DOCUMENT:
                 errors[f"documents.{name}"] = ["the system prompt cannot be removed"]
             current.pop(name, None)
         elif "\x00" in text:
@@ -138,7 +138,7 @@ def propose_change(
     with transaction.atomic():
         version = create_config_version(
             agent=agent,
-            system_prompt=wanted.pop(SYSTEM_PROMPT),
+            system_prompt=wanted.pop(SYSTEM_PROMPT_DOCUMENT),
             memory_documents=wanted,
             tools=stable.tools,
             model=stable.model,

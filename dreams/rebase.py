@@ -16,7 +16,7 @@ from merge3 import Merge3
 from agents.models import ConfigVersion
 from agents.services import create_config_version
 from dreams.experiments import start_experiment
-from dreams.guards import SYSTEM_PROMPT, documents_of, flags_for_change
+from dreams.guards import SYSTEM_PROMPT_DOCUMENT, documents_of, flags_for_change
 from dreams.models import Experiment, Proposal
 from dreams.proposals import InvalidTransition, create_proposal, transition_proposal
 
@@ -87,7 +87,7 @@ def merge_documents(
     """Merge every document; a document added or removed on one side only follows that side."""
     merged: dict[str, str] = {}
     conflicts: list[dict[str, Any]] = []
-    for name in sorted({*base, *ours, *theirs}, key=lambda n: (n != SYSTEM_PROMPT, n)):
+    for name in sorted({*base, *ours, *theirs}, key=lambda n: (n != SYSTEM_PROMPT_DOCUMENT, n)):
         b, o, t = base.get(name), ours.get(name), theirs.get(name)
         if o == b:
             result = t  # only stable changed it (or nobody did)
@@ -156,7 +156,7 @@ def rebase_proposal(*, proposal_id: int, actor: Any) -> Proposal:
         candidate = old.candidate_version
         version = create_config_version(
             agent=old.agent,
-            system_prompt=merged.pop(SYSTEM_PROMPT, ""),
+            system_prompt=merged.pop(SYSTEM_PROMPT_DOCUMENT, ""),
             memory_documents=merged,
             tools=candidate.tools,
             model=candidate.model,

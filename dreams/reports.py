@@ -7,34 +7,14 @@ from the database each time, so metrics appear as experiments finish.
 
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
-from django.http import Http404
+from django.db.models import Prefetch
+from django.http import HttpResponse
 
-from agents.access import Principal
-from agents.models import Agent
 from dreams import drafting, spend
 from dreams.models import DreamCycle, FailurePattern, PatternRun, Proposal
 
 EXAMPLE_RUNS = 5
 DIVERGENCES_SHOWN = 10
-
-
-# -- access and selectors ------------------------------------------------------------------
-
-
-def cycles_for(agent: Agent) -> QuerySet[DreamCycle]:
-    return DreamCycle.objects.filter(agent=agent).select_related("agent")
-
-
-def get_cycle_for(principal: Principal, pk: int) -> DreamCycle:
-    cycle = (
-        DreamCycle.objects.filter(agent__workspace=principal.workspace, pk=pk)
-        .select_related("agent")
-        .first()
-    )
-    if cycle is None:
-        raise Http404("No such dream cycle in this workspace.")
-    return cycle
 
 
 # -- report --------------------------------------------------------------------------------
@@ -296,3 +276,13 @@ def render_markdown(report: dict[str, Any], *, agent_name: str) -> str:
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def markdown_response(cycle: DreamCycle) -> HttpResponse:
+    """The one Markdown report of a cycle, as a download (the page's link and the API's)."""
+    text = render_markdown(build_cycle_report(cycle), agent_name=cycle.agent.name)
+    response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = (
+        f'attachment; filename="{cycle.agent.slug}-dream-{cycle.pk}-correction-report.md"'
+    )
+    return response

@@ -19,9 +19,9 @@ from agents.timestamps import TimestampError, parse_timestamp
 from config.api import ERROR_DOC, DefaultPagination, error_response, query_bool
 from dreams import handwritten, rebase
 from dreams.api import ExperimentSerializer
-from dreams.diffs import unified_diff
 from dreams.guards import documents_of
 from dreams.models import Experiment, Proposal
+from dreams.patches import unified_diff
 from dreams.proposals import InvalidTransition
 from reviews import selectors, services
 from reviews.access import get_proposal_for

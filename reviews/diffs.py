@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CONTEXT = 3
-SYSTEM_PROMPT = "System prompt"
+SYSTEM_PROMPT_TITLE = "System prompt"
 _WORDS = re.compile(r"\s+|\w+|[^\w\s]")
 
 
@@ -170,7 +170,7 @@ def diff_versions(
     base: Any, candidate: Any, *, include_unchanged: bool = False
 ) -> list[DocumentDiff]:
     """Diff the system prompt and every memory document of two ConfigVersions."""
-    docs = [diff_text(SYSTEM_PROMPT, base.system_prompt, candidate.system_prompt)]
+    docs = [diff_text(SYSTEM_PROMPT_TITLE, base.system_prompt, candidate.system_prompt)]
     old_docs: dict[str, str] = base.memory_documents or {}
     new_docs: dict[str, str] = candidate.memory_documents or {}
     for path in sorted(set(old_docs) | set(new_docs)):

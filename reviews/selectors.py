@@ -18,7 +18,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast
 
-from agents.models import Agent, AuditEvent, Run, Workspace
+from agents.models import Agent, Run, Workspace
 from agents.transcripts import message_index_of_step
 from dreams.models import Experiment, FailurePattern, PatternRun, Proposal, Replay
 from dreams.rebase import stale_filter
@@ -358,31 +358,6 @@ def _replay_divergence_message(replay: Replay | None) -> int | None:
     if replay is None:
         return None
     return message_index_of_step(replay.messages or [], replay.divergence_step)
-
-
-def audit_log(
-    *, workspace: Workspace, action: str = "", actor: str = "", target: str = ""
-) -> QuerySet[AuditEvent]:
-    events = AuditEvent.objects.filter(workspace=workspace).select_related("actor")
-    if action:
-        events = events.filter(action__startswith=action)
-    if actor:
-        events = events.filter(actor_label__icontains=actor)
-    if target:
-        kind, _, pk = target.partition(":")
-        events = events.filter(target_type=kind)
-        if pk:
-            events = events.filter(target_id=pk)
-    return events.order_by("-created_at", "-id")
-
-
-def audit_actions(*, workspace: Workspace) -> list[str]:
-    return list(
-        AuditEvent.objects.filter(workspace=workspace)
-        .order_by("action")
-        .values_list("action", flat=True)
-        .distinct()
-    )
 
 
 def assignable_reviewers(*, workspace: Workspace) -> list[Any]:

@@ -16,10 +16,10 @@ from agents.services import create_config_version
 from dreams.experiments import start_experiment
 from dreams.guards import flags_for_change
 from dreams.managed.selectors import managed_link_for
-from dreams.managed.tasks import apply_memory
 from dreams.models import Experiment, Proposal
 from dreams.proposals import InvalidTransition, create_proposal, transition_proposal
 from dreams.rebase import is_stale
+from dreams.tasks import apply_memory
 from reviews.models import Decision
 
 S = Proposal.Status

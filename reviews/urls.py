@@ -11,11 +11,5 @@ urlpatterns = [
     path("proposals/<int:pk>/rebase/", views.rebase_page, name="proposal-rebase"),
     path("proposals/<int:pk>/assign/", views.assign, name="proposal-assign"),
     path("proposals/<int:pk>/comment/", views.comment, name="proposal-comment"),
-    path("agents/<slug:slug>/", views.agent_page, name="agent-detail"),
     path("agents/<slug:slug>/propose/", views.propose_page, name="agent-propose"),
-    path("agents/<slug:slug>/dream/", views.dream_now, name="agent-dream"),
-    path("dreams/", views.dreams_list, name="dreams"),
-    path("dreams/<int:pk>/", views.cycle_page, name="cycle-detail"),
-    path("dreams/<int:pk>/report.md", views.cycle_markdown, name="cycle-markdown"),
-    path("audit/", views.audit_page, name="audit"),
 ]

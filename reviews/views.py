@@ -1,4 +1,5 @@
-"""HTML pages of the review side: queue, proposal, decisions, agent and dreams pages, audit log."""
+"""HTML pages of the review side: queue, proposal, replay, decisions, edits, hand-written
+proposals; and the agent page's review slots."""
 
 from typing import Any
 
@@ -6,22 +7,20 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from agents.access import get_agent_for, principal_for
+from agents.charts import pass_rate_chart
 from agents.models import ConfigVersion, Membership
 from dreams import handwritten, rebase
-from dreams.cycles import CycleNotStarted
 from dreams.models import Experiment
 from dreams.proposals import InvalidTransition
-from reviews import agent_overview, selectors, services
+from reviews import selectors, services
 from reviews.access import get_proposal_for_user
-from reviews.charts import pass_rate_chart, version_pass_rate_chart
 from reviews.diffs import diff_versions
 
 DECISIONS = {
@@ -259,59 +258,6 @@ def comment(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(reverse("proposal-detail", args=[proposal.pk]) + "#discussion")
 
 
-# ------------------------------------------------------------------------------ agents
-
-
-@login_required
-def agent_page(request: HttpRequest, slug: str) -> HttpResponse:
-    agent = get_agent_for(principal_for(request), slug)
-    # Summing a month of runs is the slow part of this page, so that panel loads after it.
-    wants_spend = request.GET.get("panel") == "spend"
-    if wants_spend and request.htmx:
-        context = {"agent": agent, "spend": agent_overview.spend(agent=agent)}
-        return render(request, "agents/agent.html#spend", context)
-    context = agent_overview.agent_overview(agent=agent)
-    context["spend"] = agent_overview.spend(agent=agent) if wants_spend else None
-    context["chart"] = version_pass_rate_chart(context["pass_rates"])
-    context["polling"] = any(c.is_active for c in context["cycles"])
-    versions = context["versions"]
-    context["diff_a"] = _int(
-        request.GET.get("a"), versions[1].number if len(versions) > 1 else None
-    )
-    context["diff_b"] = _int(request.GET.get("b"), versions[0].number if versions else None)
-    if context["diff_a"] and context["diff_b"]:
-        pair = {
-            v.number: v
-            for v in ConfigVersion.objects.filter(
-                agent=agent, number__in=[context["diff_a"], context["diff_b"]]
-            )
-        }
-        if len(pair) == 2 or context["diff_a"] == context["diff_b"]:
-            context["version_docs"] = diff_versions(
-                pair[context["diff_a"]], pair[context["diff_b"]]
-            )
-    template = "agents/agent.html"
-    if request.htmx and request.htmx.target in ("cycles", "version-diff"):
-        template += "#" + request.htmx.target
-    return render(request, template, context)
-
-
-@login_required
-@require_POST
-def dream_now(request: HttpRequest, slug: str) -> HttpResponse:
-    principal = principal_for(request)
-    agent = get_agent_for(principal, slug)
-    if not principal.can_review:
-        raise PermissionDenied("Only reviewers and admins can start a dream cycle.")
-    try:
-        agent_overview.start_dream(agent=agent, user=request.user)
-    except CycleNotStarted as error:
-        messages.error(request, f"Could not start a dream cycle: {error}")
-    else:
-        messages.success(request, "Dream cycle queued.")
-    return redirect("agent-detail", slug=agent.slug)
-
-
 @login_required
 def propose_page(request: HttpRequest, slug: str) -> HttpResponse:
     """Propose a change by hand: edit the stable documents, pick the runs that judge them."""
@@ -371,63 +317,26 @@ def propose_page(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "reviews/propose.html", context, status=400 if error else 200)
 
 
-@login_required
-def dreams_list(request: HttpRequest) -> HttpResponse:
-    principal = principal_for(request)
-    cycles = agent_overview.cycles_for(workspace=principal.workspace)
-    status = request.GET.get("status", "")
-    if status:
-        cycles = cycles.filter(status=status)
-    page = Paginator(cycles, 50).get_page(request.GET.get("page"))
-    template = "reviews/dreams.html"
-    if request.htmx and request.htmx.target == "cycles":
-        template += "#cycles"
-    cycles_on_page = list(page.object_list)
-    context = {
-        "page": page,
-        "cycles": cycles_on_page,
-        "status": status,
-        "polling": any(c.is_active for c in cycles_on_page),
-    }
-    return render(request, template, context)
+# Slots on the agent page (agents/slots.py), registered in ReviewsConfig.ready().
 
 
-@login_required
-def cycle_page(request: HttpRequest, pk: int) -> HttpResponse:
-    cycle = agent_overview.get_cycle_for(workspace=principal_for(request).workspace, pk=pk)
-    return render(request, "reviews/cycle.html", agent_overview.cycle_detail(cycle=cycle))
+def agent_actions(request: HttpRequest | None, context: dict[str, Any]) -> str:
+    """The agent page's "Propose a change" button."""
+    return render_to_string("reviews/_agent_actions.html", context, request=request)
 
 
-@login_required
-def cycle_markdown(request: HttpRequest, pk: int) -> HttpResponse:
-    cycle = agent_overview.get_cycle_for(workspace=principal_for(request).workspace, pk=pk)
-    response = HttpResponse(
-        agent_overview.cycle_markdown(cycle=cycle), content_type="text/markdown; charset=utf-8"
-    )
-    name = slugify(f"{cycle.agent.slug}-cycle-{cycle.pk}")
-    response["Content-Disposition"] = f'attachment; filename="{name}.md"'
-    return response
-
-
-@login_required
-def audit_page(request: HttpRequest) -> HttpResponse:
-    principal = principal_for(request)
-    action = request.GET.get("action", "")[:64]
-    actor = request.GET.get("actor", "")[:100]
-    target = request.GET.get("target", "")[:100]
-    events = selectors.audit_log(
-        workspace=principal.workspace, action=action, actor=actor, target=target
-    )
-    page = Paginator(events, 50).get_page(request.GET.get("page"))
-    context = {
-        "page": page,
-        "events": page.object_list,
-        "action": action,
-        "actor": actor,
-        "target": target,
-        "actions": selectors.audit_actions(workspace=principal.workspace),
-    }
-    template = "reviews/audit.html"
-    if request.htmx and not request.htmx.boosted:
-        template += "#audit-results"
-    return render(request, template, context)
+def agent_versions(request: HttpRequest | None, context: dict[str, Any]) -> str:
+    """The agent page's comparison of two config versions (?a=&b=, newest two by default)."""
+    agent, versions = context["agent"], context["versions"]
+    query = request.GET if request is not None else {}
+    diff_a = _int(query.get("a"), versions[1].number if len(versions) > 1 else None)
+    diff_b = _int(query.get("b"), versions[0].number if versions else None)
+    extra: dict[str, Any] = {"diff_a": diff_a, "diff_b": diff_b, "version_docs": None}
+    if diff_a and diff_b:
+        pair = {
+            v.number: v
+            for v in ConfigVersion.objects.filter(agent=agent, number__in=[diff_a, diff_b])
+        }
+        if len(pair) == 2 or (diff_a == diff_b and pair):
+            extra["version_docs"] = diff_versions(pair[diff_a], pair[diff_b])
+    return render_to_string("reviews/_agent_versions.html", {**context, **extra}, request=request)

@@ -329,9 +329,6 @@ def approve_stage(*, rollout_id: int, actor: Any, now: datetime | None = None) -
     return rollout
 
 
-advance = approve_stage
-
-
 def complete_rollout(*, rollout_id: int, actor: Any) -> Rollout:
     """Approve the final stage: the candidate becomes the stable version."""
     rollout = Rollout.objects.get(pk=rollout_id)

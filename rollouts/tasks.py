@@ -10,7 +10,7 @@ from rollouts.models import Rollout
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="reviews.check_rollouts")
+@shared_task(name="rollouts.check_rollouts")
 def check_rollouts() -> int:
     """Fan out one canary evaluation per active rollout (scheduled by beat)."""
     ids = services.active_rollout_ids()
@@ -19,7 +19,7 @@ def check_rollouts() -> int:
     return len(ids)
 
 
-@shared_task(name="reviews.evaluate_rollout", acks_late=True, soft_time_limit=120)
+@shared_task(name="rollouts.evaluate_rollout", acks_late=True, soft_time_limit=120)
 def evaluate_rollout(rollout_id: int) -> None:
     try:
         services.evaluate_rollout(rollout_id=rollout_id)

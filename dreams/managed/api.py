@@ -122,7 +122,7 @@ class ManagedSync(WorkspaceMixin, APIView):
 
     @extend_schema(request=None, responses={202: QUEUED_DOC})
     def post(self, request: Request, slug: str) -> Response:
-        from dreams.managed.tasks import sync_agent_sessions
+        from dreams.tasks import sync_agent_sessions
 
         agent = get_agent_for(self.principal, slug, write=True)
         link = ManagedAgentLink.objects.filter(agent=agent).first()

@@ -155,7 +155,7 @@ def start_hosted_dream(
         runs = failed_session_runs(agent=agent)
     if not runs:
         raise HostedDreamError("No failed sessions to dream about; sync sessions first.")
-    from dreams.managed.tasks import submit_hosted_dream
+    from dreams.tasks import submit_hosted_dream
 
     try:
         with transaction.atomic():

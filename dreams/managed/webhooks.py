@@ -51,7 +51,7 @@ def receive_webhook(*, body: bytes, headers: dict[str, str]) -> WebhookReceipt:
     if event_type not in SYNC_EVENT_TYPES:
         return WebhookReceipt(event=None, duplicate=False, queued=False)
 
-    from dreams.managed.tasks import sync_webhook_session
+    from dreams.tasks import sync_webhook_session
 
     try:
         with transaction.atomic():

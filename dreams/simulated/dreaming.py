@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dreams.prompts import unfence
+from dreams.simulated.registry import register
 
 WORD = re.compile(r"[a-z]+")
 PROTECTED = re.compile(
@@ -382,15 +383,6 @@ HANDLERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-def register_all(register: Callable[[str], Callable[[Any], Any]]) -> None:
-    """Register the handlers with the simulated backend's registry."""
-    for tool_name, handler in HANDLERS.items():
-        register(tool_name)(handler)
-
-
-try:  # the simulated backend's registry (dreams/simulated/registry.py) imports this module lazily
-    from dreams.simulated.registry import register as _register
-except ImportError:
-    _register = None
-if _register is not None:
-    register_all(_register)
+# The simulated backend's registry (dreams/simulated/registry.py) imports this module lazily.
+for _tool_name, _handler in HANDLERS.items():
+    register(_tool_name)(_handler)

@@ -5,11 +5,8 @@ input of the forced tool. It must derive that input from the request alone.
 """
 
 import importlib
-import logging
 from collections.abc import Callable
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -32,13 +29,7 @@ def _load() -> None:
     if _loaded:
         return
     for module in HANDLER_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            # Another helper's module may not exist yet; only a missing module itself is skipped.
-            if exc.name != module:
-                raise
-            log.debug("simulated handler module %s not present", module)
+        importlib.import_module(module)
     _loaded = True
 
 

@@ -109,8 +109,9 @@ def test_agent_page_pass_rate_by_version_and_spend(client, viewer, agent):
     html = response.content.decode()
     assert "<svg" in html and "v2: 3 of 4 runs passed" in html
     assert 'hx-trigger="load"' in html  # spend arrives after the page
+    assert reverse("agent-spend", args=["support"]) in html
     panel = client.get(
-        reverse("agent-detail", args=["support"]) + "?panel=spend",
+        reverse("agent-spend", args=["support"]),
         headers={"HX-Request": "true", "HX-Target": "spend"},
     )
     spend = panel.context["spend"]
@@ -127,8 +128,8 @@ def test_agent_page_diffs_any_two_versions(client, viewer, agent):
         reverse("agent-detail", args=["support"]) + "?a=2&b=3",
         headers={"HX-Request": "true", "HX-Target": "version-diff"},
     )
-    html = response.content.decode()
-    assert html.lstrip().startswith('<div id="version-diff">')
+    html = response.content.decode()  # the whole page; htmx selects #version-diff (hx-select)
+    assert '<div id="version-diff">' in html and 'hx-select="#version-diff"' in html
     assert "<del>careful</del>" in html and "<ins>terse</ins>" in html
 
 
@@ -145,8 +146,10 @@ def test_agent_page_polls_while_a_cycle_is_running(client, viewer, agent):
     url = reverse("agent-detail", args=["support"])
     html = client.get(url).content.decode()
     assert 'hx-trigger="every 3s"' in html
+    poll = reverse("dreams") + "?agent=support"
+    assert f'hx-get="{poll}"' in html
     partial = client.get(
-        url, headers={"HX-Request": "true", "HX-Target": "cycles"}
+        poll, headers={"HX-Request": "true", "HX-Target": "cycles"}
     ).content.decode()
     assert partial.lstrip().startswith('<div id="cycles"') and "3/10" in partial
 

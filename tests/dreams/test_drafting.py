@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from agents.demo import MEMORY_DOCUMENTS, SYSTEM_PROMPT
-from dreams import diffs, drafting, patterns
+from dreams import drafting, patches, patterns
 from dreams.drafting import DraftRejected, validate_draft
 from dreams.models import PatternRun
 from dreams.simulated import dreaming
@@ -16,7 +16,7 @@ RULE = "- Always verify the order with lookup_order before issuing any refund."
 
 def diff_adding(document: str, line: str, *, after: str) -> str:
     new = BASE[document].replace(after, after + "\n" + line, 1)
-    return diffs.unified_diff(BASE[document], new, name=document)
+    return patches.unified_diff(BASE[document], new, name=document)
 
 
 def answer(**overrides: Any) -> dict[str, Any]:
@@ -42,16 +42,16 @@ def test_a_difflib_patch_applies_back_to_its_result() -> None:
     new = SYSTEM_PROMPT.replace("## Style", "## Style\n" + RULE).replace(
         "Be warm, brief and concrete", "Be warm and concrete"
     )
-    patch = diffs.unified_diff(SYSTEM_PROMPT, new, name="system_prompt")
+    patch = patches.unified_diff(SYSTEM_PROMPT, new, name="system_prompt")
 
-    assert diffs.apply_patch(SYSTEM_PROMPT, patch) == new
+    assert patches.apply_patch(SYSTEM_PROMPT, patch) == new
 
 
 def test_a_patch_with_shifted_line_numbers_applies_where_its_context_is_unique() -> None:
     patch = diff_adding("system_prompt", RULE, after="## Style")
     shifted = "# Preface\n\n" + SYSTEM_PROMPT
 
-    assert diffs.apply_patch(shifted, patch) == "# Preface\n\n" + SYSTEM_PROMPT.replace(
+    assert patches.apply_patch(shifted, patch) == "# Preface\n\n" + SYSTEM_PROMPT.replace(
         "## Style", "## Style\n" + RULE
     )
 
@@ -59,13 +59,13 @@ def test_a_patch_with_shifted_line_numbers_applies_where_its_context_is_unique()
 def test_a_patch_whose_context_is_not_in_the_document_is_refused() -> None:
     patch = diff_adding("system_prompt", RULE, after="## Style")
 
-    with pytest.raises(diffs.PatchError, match="does not apply"):
-        diffs.apply_patch(SYSTEM_PROMPT.replace("## Style", "## Voice"), patch)
+    with pytest.raises(patches.PatchError, match="does not apply"):
+        patches.apply_patch(SYSTEM_PROMPT.replace("## Style", "## Voice"), patch)
 
 
 def test_garbage_is_not_a_patch() -> None:
-    with pytest.raises(diffs.PatchError):
-        diffs.apply_patch(SYSTEM_PROMPT, "please add a rule about refunds")
+    with pytest.raises(patches.PatchError):
+        patches.apply_patch(SYSTEM_PROMPT, "please add a rule about refunds")
 
 
 # -- validation ----------------------------------------------------------------------------

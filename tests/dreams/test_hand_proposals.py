@@ -5,8 +5,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from agents.models import AuditEvent, Membership
-from dreams.diffs import unified_diff
 from dreams.models import Experiment, Proposal, Replay
+from dreams.patches import unified_diff
 from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

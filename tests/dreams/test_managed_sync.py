@@ -138,7 +138,7 @@ def test_linking_shows_whether_a_key_is_configured_but_never_the_key(api, agent,
 def test_a_missing_key_is_recorded_as_a_sync_error_without_secrets(
     managed_link, fake_managed, settings, monkeypatch
 ):
-    from dreams.managed.tasks import sync_agent_sessions
+    from dreams.tasks import sync_agent_sessions
 
     monkeypatch.delenv("REVERIE_TEST_MANAGED_KEY")
     sync_agent_sessions(managed_link.pk)
@@ -154,7 +154,7 @@ def test_the_periodic_task_syncs_every_link_and_advances_hosted_dreams(
     from config.celery import app
     from dreams.managed import hosted
     from dreams.managed.models import HostedDream
-    from dreams.managed.tasks import sync_all
+    from dreams.tasks import sync_all
 
     assert "dreams.managed.sync_all" in app.tasks
     fake_managed.add_session(
@@ -211,7 +211,7 @@ def test_hosted_dreams_start_on_schedule_for_opted_in_links(
     managed_link, fake_managed, django_capture_on_commit_callbacks
 ):
     from dreams.managed.models import HostedDream
-    from dreams.managed.tasks import sync_all
+    from dreams.tasks import sync_all
 
     fake_managed.add_session(
         agent_id=managed_link.managed_agent_id,

@@ -192,15 +192,3 @@ def test_an_experiment_can_be_cancelled_and_rerun_through_the_api(
     experiment.refresh_from_db()
     assert experiment.status == Experiment.Status.COMPLETED, experiment.error
     assert reviewer_api.post(f"/api/v1/experiments/{experiment.pk}/rerun").status_code == 409
-
-
-def test_the_sweepers_are_in_the_beat_schedule(db):
-    from django_celery_beat.models import PeriodicTask
-
-    tasks = set(PeriodicTask.objects.values_list("task", flat=True))
-    assert {"dreams.resume_stale_cycles", "dreams.resume_stale_experiments"} <= tasks
-
-
-def test_canary_checks_are_routed_to_their_own_queue():
-    for name in ("reviews.check_rollouts", "reviews.evaluate_rollout"):
-        assert celery_app.amqp.router.route({}, name)["queue"].name == "canary"

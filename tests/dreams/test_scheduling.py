@@ -4,7 +4,6 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
-from django_celery_beat.models import PeriodicTask
 
 from agents.models import Run
 from dreams import scheduling
@@ -171,9 +170,3 @@ def test_enqueue_due_cycles_starts_only_due_agents(agent: Any) -> None:
     assert cycle.agent == agent
     assert cycle.trigger == DreamCycle.Trigger.SCHEDULE
     assert not DreamCycle.objects.filter(agent=paused).exists()
-
-
-def test_the_beat_schedules_exist_after_migrate(db: Any) -> None:
-    tasks = set(PeriodicTask.objects.values_list("task", flat=True))
-
-    assert {"dreams.enqueue_due_cycles", "dreams.resume_stale_cycles"} <= tasks

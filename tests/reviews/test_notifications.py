@@ -315,13 +315,6 @@ def test_no_digest_when_nothing_happened(agent: Any, owner: Any) -> None:
     assert mail.outbox == []
 
 
-def test_the_digest_and_webhook_schedules_exist(db: Any) -> None:
-    from django_celery_beat.models import PeriodicTask
-
-    tasks = set(PeriodicTask.objects.values_list("task", flat=True))
-    assert {"reviews.send_daily_digest", "reviews.resume_webhooks"} <= tasks
-
-
 def test_redirects_are_not_followed(hooked_agent: Any, receiver: Receiver) -> None:
     receiver.statuses = [302]
     delivery = notifications.notify_cycle_finished(cycle_id=finished_cycle(hooked_agent).pk)

@@ -5,8 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import Agent
-from dreams import cycles
-from dreams.models import DreamCycle
+from dreams import cycles, demo
 
 
 class Command(BaseCommand):
@@ -22,23 +21,11 @@ class Command(BaseCommand):
         agent = Agent.objects.filter(slug=options["agent"]).select_related("workspace").first()
         if agent is None:
             raise CommandError(f"No agent {options['agent']!r}; run seed_demo first.")
-        done = DreamCycle.objects.filter(agent=agent, status=DreamCycle.Status.SUCCEEDED)
-        if done.exists() and not options["force"]:
-            self.stdout.write(f"Agent {agent.slug} already has a finished dream cycle; skipping.")
-            return
         try:
-            cycle = cycles.start_cycle(
-                agent=agent, trigger=DreamCycle.Trigger.MANUAL, enqueue=False
-            )
+            cycle = demo.dream_once(agent, force=options["force"])
         except cycles.CycleNotStarted as exc:
             raise CommandError(str(exc)) from exc
-        cycles.run_cycle(cycle_id=cycle.pk)
-        cycle.refresh_from_db()
-        report = cycle.report or {}
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Dream cycle {cycle.pk}: {cycle.status}; "
-                f"{len(report.get('patterns', []))} patterns, "
-                f"{len(report.get('suggestions', []))} proposals, {cycle.tokens_used:,} tokens."
-            )
-        )
+        if cycle is None:
+            self.stdout.write(f"Agent {agent.slug} already has a finished dream cycle; skipping.")
+            return
+        self.stdout.write(self.style.SUCCESS(demo.summary(cycle)))

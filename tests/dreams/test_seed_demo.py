@@ -1,4 +1,5 @@
-"""`manage.py seed_demo` builds the demo once, with three recurring failure modes to dream about."""
+"""`manage.py seed_demo` builds the demo once, with three recurring failure modes to dream about,
+and ends with one dream cycle, so a fresh demo's queue holds real, replayed proposals."""
 
 from collections import Counter
 from datetime import timedelta
@@ -11,6 +12,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AuditEvent, ConfigVersion, Feedback, Membership, Run, Workspace
 from agents.transcripts import iter_tool_calls
+from dreams.models import DreamCycle, Proposal
 
 pytestmark = pytest.mark.django_db
 
@@ -87,3 +89,22 @@ def test_an_unverified_refund_refunds_without_looking_the_order_up(seeded):
 
     assert "issue_refund" in names
     assert "lookup_order" not in names[: names.index("issue_refund")]
+
+
+def test_seed_demo_dreams_once_and_leaves_replayed_proposals_in_the_queue(
+    django_capture_on_commit_callbacks,
+):
+    # The replays are enqueued after commit, as on a real server.
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo", "--runs", "160", stdout=StringIO())
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo", "--runs", "160", stdout=StringIO())  # no second cycle
+
+    cycle = DreamCycle.objects.get()
+    assert cycle.status == DreamCycle.Status.SUCCEEDED
+    ready = Proposal.objects.filter(cycle=cycle, status=Proposal.Status.READY)
+    assert ready.exists()
+    for proposal in ready:
+        stats = proposal.latest_experiment.stats
+        assert stats["fidelity"] >= 0.9
+        assert stats["target"]["n"] > 0

@@ -3,13 +3,14 @@
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from agents import demo, services
 from agents.ingest import ingest_runs
 from agents.models import Agent, Membership, Run, Workspace
+from dreams.cycles import CycleNotStarted
+from dreams.demo import dream_once, summary
 
 DEMO_USERS = [
     ("demo", "reverie-demo", Membership.Role.ADMIN),
@@ -98,5 +99,11 @@ class Command(BaseCommand):
             )
         )
         if not options["no_dream"]:
-            # By command name: `agents` sits below `dreams` and never imports it.
-            call_command("dream_demo", stdout=self.stdout)
+            try:
+                cycle = dream_once(agent)
+            except CycleNotStarted as exc:
+                raise CommandError(str(exc)) from exc
+            if cycle is None:
+                self.stdout.write(f"Agent {agent.slug} already has a finished dream cycle.")
+            else:
+                self.stdout.write(self.style.SUCCESS(summary(cycle)))

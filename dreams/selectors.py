@@ -1,49 +1,18 @@
-"""Reads for the agent page and the dreams pages: versions, cycles, pass rate by version, spend."""
+"""Reads for the dreams pages and the agent page's dreams panels: cycles, harness check, spend."""
 
 import json
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
-from agents.models import Agent, ConfigVersion, Run, Workspace
-from dreams.cycles import start_cycle
+from agents.models import Agent, Run, Workspace
 from dreams.llm.base import FREE_BACKENDS
 from dreams.models import DreamCycle, Experiment, ModelCall, Proposal
 
 SPEND_DAYS = 30
-
-
-PASS_RATE_WINDOW = 1000
-PASS_RATE_VERSIONS = 12
-
-
-def version_pass_rates(
-    *, agent: Agent, window: int = PASS_RATE_WINDOW, versions: int = PASS_RATE_VERSIONS
-) -> list[dict[str, Any]]:
-    """Production pass rate of each recent config version (oldest first) over its latest `window`
-    graded runs: one index range scan per version, so the cost does not grow with history."""
-    current = agent.stable_version.number if agent.stable_version else None
-    recent = list(
-        ConfigVersion.objects.filter(agent=agent)
-        .order_by("-number")
-        .values_list("id", "number")[:versions]
-    )
-    points = []
-    for version_id, number in reversed(recent):
-        latest = (
-            Run.objects.filter(agent=agent, config_version_id=version_id)
-            .exclude(status=Run.Status.UNKNOWN)
-            .order_by("-started_at")
-            .values("pk")[:window]
-        )
-        counts = Run.objects.filter(pk__in=Subquery(latest)).aggregate(
-            n=Count("id"), passed=Count("id", filter=Q(status=Run.Status.SUCCESS))
-        )
-        points.append({"number": number, "current": number == current, **counts})
-    return points
 
 
 def spend(*, agent: Agent, days: int = SPEND_DAYS) -> dict[str, Any]:
@@ -86,19 +55,6 @@ def cycles_for(
     if workspace is not None:
         cycles = cycles.filter(agent__workspace=workspace)
     return cycles.order_by("-created_at", "-id")
-
-
-def get_cycle_for(*, workspace: Workspace, pk: int) -> DreamCycle:
-    from django.http import Http404
-
-    cycle = (
-        DreamCycle.objects.filter(agent__workspace=workspace, pk=pk)
-        .select_related("agent", "created_by")
-        .first()
-    )
-    if cycle is None:
-        raise Http404("No such dream cycle in this workspace.")
-    return cycle
 
 
 def cycle_detail(*, cycle: DreamCycle) -> dict[str, Any]:
@@ -145,51 +101,18 @@ def report_sections(report: dict[str, Any], *, max_columns: int = 8) -> list[dic
     return sections
 
 
-def cycle_markdown(*, cycle: DreamCycle) -> str:
-    """The report as Markdown: the dreamer's own text when it wrote one, else built from the rows."""
-    report = cycle.report or {}
-    if isinstance(report.get("markdown"), str) and report["markdown"].strip():
-        return report["markdown"]
-    detail = cycle_detail(cycle=cycle)
-    lines = [
-        f"# Dream cycle {cycle.pk} — {cycle.agent.name}",
-        "",
-        f"- Status: {cycle.get_status_display()}",
-        f"- Trigger: {cycle.get_trigger_display()}",
-        f"- Started: {cycle.started_at or '—'}",
-        f"- Finished: {cycle.finished_at or '—'}",
-        f"- Tokens: {cycle.tokens_used}  ·  cost: ${cycle.cost_usd}",
-        "",
-        "## Failure patterns",
-        "",
-    ]
-    for pattern in detail["patterns"]:
-        lines.append(f"- **{pattern.title}** ({pattern.count} runs): {pattern.description}")
-    lines += ["", "## Proposals", ""]
-    for proposal in detail["proposals"]:
-        lines.append(f"- #{proposal.pk} {proposal.title} — {proposal.get_status_display()}")
-    return "\n".join(lines) + "\n"
-
-
-def agent_overview(*, agent: Agent) -> dict[str, Any]:
-    versions = list(
-        ConfigVersion.objects.filter(agent=agent)
-        .select_related("author")
-        .defer("system_prompt", "memory_documents", "tools")
-        .order_by("-number")
-    )
+def agent_panels(*, agent: Agent) -> dict[str, Any]:
+    """The agent page's dreams sections: open proposals and the latest cycles."""
+    cycles = list(cycles_for(agent=agent)[:10])
     return {
         "agent": agent,
-        "versions": versions,
-        "cycles": list(cycles_for(agent=agent)[:10]),
-        "pass_rates": version_pass_rates(agent=agent),
+        "cycles": cycles,
+        "polling": any(c.is_active for c in cycles),
         "open_proposals": list(
             Proposal.objects.filter(agent=agent, status__in=Proposal.OPEN).order_by(
                 "-expected_value"
             )[:10]
         ),
-        "can_dream": not agent.is_paused,
-        **latest_harness_check(agent=agent),
     }
 
 
@@ -206,8 +129,3 @@ def latest_harness_check(*, agent: Agent) -> dict[str, Any]:
                 "harness_proposal": experiment.proposal_id,
             }
     return {"harness_check": None, "harness_proposal": None}
-
-
-def start_dream(*, agent: Agent, user: Any) -> DreamCycle:
-    """The "Dream now" button: a manual cycle (refused for a paused agent or one already dreaming)."""
-    return start_cycle(agent=agent, trigger=DreamCycle.Trigger.MANUAL, actor=user)
