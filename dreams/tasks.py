@@ -22,11 +22,7 @@ def run_experiment_task(experiment_id: int) -> None:
 
 @shared_task(name="dreams.resume_stale_experiments", ignore_result=True)
 def resume_stale_experiments() -> None:
-    """Beat's sweeper: experiments whose messages were lost or whose worker died run again;
-    budget reservations that no longer count are deleted."""
-    from dreams.llm.budget import BudgetGuard
-
-    BudgetGuard.sweep()
+    """Beat's sweeper: experiments whose messages were lost or whose worker died run again."""
     for experiment_id in experiments.stale_experiments():
         run_experiment_task.delay(experiment_id)
 
