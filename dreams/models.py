@@ -355,30 +355,6 @@ class ReplayBatch(models.Model):
         return f"batch {self.anthropic_id} of experiment {self.experiment_id} (step {self.step})"
 
 
-class TokenReservation(models.Model):
-    """A model call's claim on its agent's budgets and concurrency, shared by every worker.
-
-    Made (in one transaction holding the agent's row) before the call with the call's estimate;
-    settled to the real tokens when its ModelCall row is written, then kept a few seconds until
-    every process's cached spend includes that row. An unsettled reservation past `expires_at`
-    belongs to a dead worker and no longer counts.
-    """
-
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="reservations")
-    cycle_id = models.BigIntegerField(null=True, blank=True, help_text="the cycle it spends from")
-    purpose = models.CharField(max_length=20)
-    tokens = models.PositiveBigIntegerField()
-    settled = models.BooleanField(default=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField()
-
-    class Meta:
-        indexes = [models.Index(fields=["agent", "expires_at"], name="reservation_agent_live")]
-
-    def __str__(self) -> str:
-        return f"{self.tokens} tokens of {self.agent_id} ({self.purpose})"
-
-
 class ModelCall(models.Model):
     """Accounting row for every model call the gateway makes."""
 

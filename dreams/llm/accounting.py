@@ -44,8 +44,7 @@ class Accountant:
         discount: Decimal | None = None,
         release: int = 0,
     ) -> ModelCall:
-        """Store the call now, then settle its reservation (`release`: the reservation id)."""
-        call = None
+        """Store the call now (and free its reservation once the spend is in the database)."""
         try:
             call = self.build(
                 context,
@@ -59,7 +58,7 @@ class Accountant:
             return call
         finally:
             if release:
-                self.guard.release(release, tokens=call.total_tokens if call else None)
+                self.guard.release(context, estimate=release)
 
     def build(
         self,
@@ -94,11 +93,11 @@ class Accountant:
             error=error[:2000],
         )
 
-    def queue(self, context: CallContext, call: ModelCall, *, reservation: int) -> None:
+    def queue(self, context: CallContext, call: ModelCall, *, estimate: int) -> None:
         """Queue a row from the event loop; it is written with others in one insert."""
         loop = asyncio.get_running_loop()
         buffer = self._buffers.setdefault(loop, [])
-        buffer.append((context, call, reservation))
+        buffer.append((context, call, estimate))
         if len(buffer) >= RECORD_BATCH_SIZE:
             self._schedule_flush(loop)
 
@@ -125,8 +124,8 @@ class Accountant:
         try:
             self._persist([(context, call) for context, call, _ in batch])
         finally:
-            for _, call, reservation in batch:
-                self.guard.release(reservation, tokens=call.total_tokens)
+            for context, _, estimate in batch:
+                self.guard.release(context, estimate=estimate)
 
     def _persist(self, items: list[tuple[CallContext, ModelCall]]) -> None:
         """Insert calls in one statement, then count them in the guard's view of spend."""

@@ -1,42 +1,23 @@
-"""The budget guard: refuse a call that would take an agent over its cycle or monthly budget,
-and hold replays to the agent's concurrency limit, across every worker process.
+"""The budget guard: refuse a call that would take an agent over its cycle or monthly budget.
 
-Each call first makes a `TokenReservation` row (its estimate) in one transaction that holds
-the agent's row (PostgreSQL) or the write lock (SQLite, the row is inserted first) and counts
-the ModelCall spend plus every live reservation of every worker: concurrent calls anywhere
-cannot all slip under the limit at once, and no more than `Agent.replay_concurrency` replay
-calls are in flight at once. ModelCall spend is cached per process for SPEND_REFRESH_SECONDS;
-a reservation settled to its real tokens stays counted for SETTLED_SECONDS, longer than that
-cache can lag, so spend is never undercounted.
+Spend is read from ModelCall rows at most every SPEND_REFRESH_SECONDS and this process's own
+calls are added as they are recorded; calls in flight hold a reservation (their estimate), so
+concurrent replays cannot all slip under the limit at once.
 """
 
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
-from django.db import transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from agents.models import Agent
 from dreams.llm.base import BudgetExceeded, CallContext, NeedsDatabase
-from dreams.models import Experiment, ModelCall, TokenReservation
+from dreams.models import Experiment, ModelCall
 
 SPEND_REFRESH_SECONDS = 2.0
-SETTLED_SECONDS = SPEND_REFRESH_SECONDS + 2.0
-
-
-class AtCapacity(Exception):
-    """The agent already has `replay_concurrency` replay calls in flight (in any worker)."""
-
-
-def in_flight_expiry() -> datetime:
-    """When an unsettled reservation stops counting: longer than a call with all its retries."""
-    seconds = settings.REVERIE_MODEL_TIMEOUT * (settings.REVERIE_MODEL_MAX_RETRIES + 1) + 60
-    return timezone.now() + timedelta(seconds=seconds)
-
 
 _TOKENS = F("input_tokens") + F("output_tokens") + F("cache_read_tokens") + F("cache_write_tokens")
 
@@ -58,111 +39,48 @@ def month_start() -> datetime:
 
 class BudgetGuard:
     def __init__(self) -> None:
+        self._reserved: dict[int, int] = {}
         self._spend_cache: dict[tuple[Any, ...], tuple[int, float]] = {}
         self._experiment_cycles: dict[int, int | None] = {}
         self._lock = threading.RLock()
 
-    def reserve(self, context: CallContext, *, estimate: int) -> int:
-        """Check the budgets counting every worker's calls in flight, then hold `estimate` (a
-        TokenReservation row) until `release`; returns the reservation's id. Raises
-        BudgetExceeded, or AtCapacity for a replay call over the agent's concurrency."""
-        agent = context.agent
-        cycle_id = self.cycle_id(context)
-        now = timezone.now()
-        with transaction.atomic():
-            # PostgreSQL: one reservation per agent at a time. SQLite: the insert below takes
-            # the database's write lock first, which serializes the same way.
-            Agent.objects.select_for_update().filter(pk=agent.pk).values_list("pk").first()
-            reservation = TokenReservation.objects.create(
-                agent=agent,
-                cycle_id=cycle_id,
-                purpose=context.purpose,
-                tokens=estimate,
-                expires_at=in_flight_expiry(),
-            )
-            live = TokenReservation.objects.filter(agent=agent, expires_at__gt=now)
-            if context.purpose == "replay":
-                flying = live.filter(purpose="replay", settled=False).count()
-                if flying > max(1, agent.replay_concurrency):
-                    transaction.set_rollback(True)
-                    raise AtCapacity(agent.slug)
-            held = live.aggregate(n=Sum("tokens"))["n"] or 0
-            held_cycle = 0
-            if cycle_id is not None:
-                held_cycle = live.filter(cycle_id=cycle_id).aggregate(n=Sum("tokens"))["n"] or 0
-            try:
-                self._check(
-                    context,
-                    cycle_id,
-                    held=held - estimate,
-                    held_cycle=held_cycle - estimate,
-                    estimate=estimate,
-                )
-            except BudgetExceeded:
-                transaction.set_rollback(True)
-                raise
-        return reservation.pk
+    def reserve(self, context: CallContext, *, estimate: int, cached_only: bool = False) -> None:
+        """Check the budgets counting calls in flight, then hold `estimate` until `release`.
 
-    def settle(self, reservation_id: int, *, tokens: int) -> None:
-        """The call answered: it no longer counts against the concurrency limit, and holds its
-        real tokens until its ModelCall row is written (`release`)."""
-        if reservation_id:
-            TokenReservation.objects.filter(pk=reservation_id).update(tokens=tokens, settled=True)
+        With `cached_only`, raise NeedsDatabase instead of querying (for the event loop thread).
+        """
+        with self._lock:
+            in_flight = self._reserved.get(context.agent.pk, 0)
+            self.check(context, estimate=estimate + in_flight, cached_only=cached_only)
+            self._reserved[context.agent.pk] = in_flight + estimate
 
-    def release(self, reservation_id: int, *, tokens: int | None = None) -> None:
-        """Settle a reservation to the call's real tokens (None: the call made none)."""
-        if not reservation_id:
-            return
-        TokenReservation.objects.filter(pk=reservation_id).update(
-            tokens=tokens or 0,
-            settled=True,
-            expires_at=timezone.now() + timedelta(seconds=SETTLED_SECONDS),
-        )
+    def release(self, context: CallContext, *, estimate: int) -> None:
+        with self._lock:
+            left = self._reserved.get(context.agent.pk, 0) - estimate
+            if left > 0:
+                self._reserved[context.agent.pk] = left
+            else:
+                self._reserved.pop(context.agent.pk, None)
 
     def in_flight(self, agent: Agent) -> int:
-        """Tokens every worker holds for this agent's calls in flight or just settled."""
-        live = TokenReservation.objects.filter(agent=agent, expires_at__gt=timezone.now())
-        return live.aggregate(n=Sum("tokens"))["n"] or 0
+        return self._reserved.get(agent.pk, 0)
 
-    @staticmethod
-    def sweep() -> int:
-        """Delete reservations that no longer count (beat's housekeeping)."""
-        return TokenReservation.objects.filter(expires_at__lt=timezone.now()).delete()[0]
-
-    def _check(
-        self,
-        context: CallContext,
-        cycle_id: int | None,
-        *,
-        held: int,
-        held_cycle: int,
-        estimate: int,
-    ) -> None:
+    def check(self, context: CallContext, *, estimate: int, cached_only: bool = False) -> None:
         agent = context.agent
-        monthly = self._spent(agent, None) + held
+        monthly = self._spent(agent, None, cached_only=cached_only)
         if monthly + estimate > agent.monthly_token_budget:
             raise BudgetExceeded(
                 f"{agent.slug}: monthly budget {agent.monthly_token_budget} tokens; "
-                f"spent or held {monthly}, this call may need {estimate}"
+                f"spent {monthly}, this call may need {estimate}"
             )
+        cycle_id = self.cycle_id(context, cached_only=cached_only)
         if cycle_id is not None:
-            spent = self._spent(agent, cycle_id) + held_cycle
+            spent = self._spent(agent, cycle_id, cached_only=cached_only)
             if spent + estimate > agent.cycle_token_budget:
                 raise BudgetExceeded(
                     f"{agent.slug}: cycle budget {agent.cycle_token_budget} tokens; "
-                    f"cycle {cycle_id} spent or held {spent}, this call may need {estimate}"
+                    f"cycle {cycle_id} spent {spent}, this call may need {estimate}"
                 )
-
-    def check(self, context: CallContext, *, estimate: int) -> None:
-        """Raise BudgetExceeded if `estimate` more tokens, on top of the spend and every
-        worker's live reservations, would go over a budget (holds nothing: Message Batches)."""
-        cycle_id = self.cycle_id(context)
-        live = TokenReservation.objects.filter(agent=context.agent, expires_at__gt=timezone.now())
-        held = live.aggregate(n=Sum("tokens"))["n"] or 0
-        held_cycle = 0
-        if cycle_id is not None:
-            held_cycle = live.filter(cycle_id=cycle_id).aggregate(n=Sum("tokens"))["n"] or 0
-        self._check(context, cycle_id, held=held, held_cycle=held_cycle, estimate=estimate)
 
     def cycle_id(self, context: CallContext, *, cached_only: bool = False) -> int | None:
         """The dream cycle a call spends from: its own, or its experiment's proposal's."""

@@ -7,7 +7,6 @@ Message Batches. The backend is the real API or the in-process simulated model.
 """
 
 import asyncio
-import contextlib
 import json
 import time
 import weakref
@@ -29,15 +28,15 @@ from dreams.llm.base import (
     ModelError,
     ModelRequestError,
     ModelUnavailable,
+    NeedsDatabase,
     usage_dict,
 )
-from dreams.llm.budget import AtCapacity, BudgetGuard
+from dreams.llm.budget import BudgetGuard
 from dreams.models import DreamCycle, Experiment, ModelCall, Replay
 
 SIMULATED_BASE_URL = "http://simulated.reverie.local"
 RECORDED_BASE_URL = "http://recorded.reverie.local"
 BATCH_DISCOUNT = Decimal("0.5")
-CAPACITY_WAIT_SECONDS = 0.05
 EPHEMERAL = {"type": "ephemeral"}
 # Replays use REVERIE_REPLAY_MAX_TOKENS (read per call); judges answer briefly; dreams write more.
 DEFAULT_MAX_TOKENS = {"judge": 1024, "dream": 4096, "hosted_dream": 4096}
@@ -218,12 +217,7 @@ class Gateway:
             except anthropic.AnthropicError as exc:
                 raise self._translate(exc) from exc
         estimate = estimate_call_tokens(kwargs)
-        while True:
-            try:
-                reservation = self.budget.reserve(context, estimate=estimate)
-                break
-            except AtCapacity:
-                time.sleep(CAPACITY_WAIT_SECONDS)  # the agent's replay slots are all busy
+        self.budget.reserve(context, estimate=estimate)
         started = time.monotonic()
         try:
             message = self.client.messages.create(**kwargs)
@@ -235,18 +229,18 @@ class Gateway:
                 usage=None,
                 latency_ms=int((time.monotonic() - started) * 1000),
                 error=str(error),
-                release=reservation,
+                release=estimate,
             )
             raise error from exc
         except BaseException:
-            self.budget.release(reservation)
+            self.budget.release(context, estimate=estimate)
             raise
         self.accounting.record(
             context,
             model=message.model or kwargs["model"],
             usage=usage_dict(message),
             latency_ms=int((time.monotonic() - started) * 1000),
-            release=reservation,
+            release=estimate,
         )
         return message
 
@@ -270,12 +264,10 @@ class Gateway:
             except anthropic.AnthropicError as exc:
                 raise self._translate(exc) from exc
         estimate = estimate_call_tokens(kwargs)
-        while True:
-            try:
-                reservation = await sync_to_async(self.budget.reserve)(context, estimate=estimate)
-                break
-            except AtCapacity:
-                await asyncio.sleep(CAPACITY_WAIT_SECONDS)  # every replay slot is busy
+        try:
+            self.budget.reserve(context, estimate=estimate, cached_only=True)
+        except NeedsDatabase:
+            await sync_to_async(self.budget.reserve)(context, estimate=estimate)
         started = time.monotonic()
         try:
             message = await self.async_client().messages.create(**kwargs)
@@ -287,26 +279,20 @@ class Gateway:
                 usage=None,
                 latency_ms=int((time.monotonic() - started) * 1000),
                 error=str(error),
-                release=reservation,
+                release=estimate,
             )
             raise error from exc
         except BaseException:
-            # Broken or cancelled: free it now if we can (else it expires, in_flight_expiry).
-            with contextlib.suppress(BaseException):
-                await sync_to_async(self.budget.release)(reservation)
+            self.budget.release(context, estimate=estimate)
             raise
         # Written in batches in the background; `aclose()` writes what is left and waits.
-        # Until then the reservation holds the call's real tokens (and frees its replay slot).
-        await sync_to_async(self.budget.settle)(
-            reservation, tokens=sum(usage_dict(message).values())
-        )
         call = self.accounting.build(
             context,
             model=message.model or kwargs["model"],
             usage=usage_dict(message),
             latency_ms=int((time.monotonic() - started) * 1000),
         )
-        self.accounting.queue(context, call, reservation=reservation)
+        self.accounting.queue(context, call, estimate=estimate)
         return message
 
     @staticmethod
@@ -402,7 +388,8 @@ class Gateway:
         params = {cid: self._prepare(purpose, kw, cache_prefix) for cid, kw in requests.items()}
         self.budget.check(
             next(iter(contexts.values()), CallContext(agent, purpose)),
-            estimate=sum(estimate_call_tokens(p) for p in params.values()),
+            estimate=sum(estimate_call_tokens(p) for p in params.values())
+            + self.budget.in_flight(agent),
         )
         try:
             batch = self.client.messages.batches.create(
