@@ -26,7 +26,13 @@ from agents.models import Agent, ConfigVersion, Feedback, Run, environment_url_p
 from agents.selectors import agents_for, runs_for, versions_for
 from agents.timestamps import TimestampError, parse_timestamp
 from agents.transcripts import TranscriptError, canonical_tools
-from config.api import ERROR_DOC, DefaultPagination, StrictModelSerializer, error_response
+from config.api import (
+    ERROR_DOC,
+    DefaultPagination,
+    StrictModelSerializer,
+    error_response,
+    query_bool,
+)
 
 
 class WorkspaceMixin:
@@ -412,16 +418,6 @@ INGEST_DESCRIPTION = (
 )
 
 
-def _parse_bool(value: str | None) -> bool | None:
-    if value is None or value == "":
-        return None
-    if value.lower() in ("1", "true", "yes"):
-        return True
-    if value.lower() in ("0", "false", "no"):
-        return False
-    raise ValidationError({"negative_feedback": ["must be true or false"]})
-
-
 class RunCursorPagination(DefaultPagination):
     ordering = ("-started_at", "-id")
 
@@ -462,7 +458,7 @@ class RunListIngest(WorkspaceMixin, generics.ListAPIView):
             status=status_filter,
             since=since,
             until=until,
-            negative_feedback=_parse_bool(params.get("negative_feedback")),
+            negative_feedback=query_bool(params, "negative_feedback"),
             config_version=int(version) if version is not None else None,
         )
 

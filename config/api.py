@@ -50,6 +50,22 @@ class StrictModelSerializer(serializers.ModelSerializer):
     }
 
 
+def query_bool(params: Any, name: str) -> bool | None:
+    """A boolean query parameter (true/false, 1/0, yes/no); absent or empty is None, anything
+    else a 400 naming the parameter (what the schema's `boolean` says)."""
+    values = params.getlist(name) if hasattr(params, "getlist") else [params.get(name)]
+    if len(values) > 1:
+        raise exceptions.ValidationError({name: ["give it once"]})
+    value = values[0] if values else None
+    if value is None or value == "":
+        return None
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise exceptions.ValidationError({name: ["must be true or false"]})
+
+
 class DefaultPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"

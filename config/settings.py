@@ -365,6 +365,9 @@ REVERIE_DREAM_LEASE_SECONDS = env_int("REVERIE_DREAM_LEASE_SECONDS", 900, minimu
 REVERIE_QUEUED_GRACE_SECONDS = env_int("REVERIE_QUEUED_GRACE_SECONDS", 120, minimum=1)
 # A running experiment with no replay finished for this long is resumed (its worker died).
 REVERIE_EXPERIMENT_STALL_SECONDS = env_int("REVERIE_EXPERIMENT_STALL_SECONDS", 3900, minimum=60)
+# A replay slot is claimed just before its model calls; a claim this old (its worker died) is
+# taken over by the next chunk that reaches the slot. Longer than one replay can take.
+REVERIE_REPLAY_CLAIM_SECONDS = env_int("REVERIE_REPLAY_CLAIM_SECONDS", 1800, minimum=60)
 REVERIE_DREAM_SCHEDULE_MINUTES = env_int("REVERIE_DREAM_SCHEDULE_MINUTES", 5, minimum=1)
 # Webhook delivery (reviews/notifications.py) and the daily digest.
 REVERIE_WEBHOOK_MAX_ATTEMPTS = env_int("REVERIE_WEBHOOK_MAX_ATTEMPTS", 6, minimum=1)
@@ -436,6 +439,11 @@ CELERY_BEAT_SCHEDULE = {
     "otel.settle_traces": {
         "task": "otel.settle_traces",
         "schedule": float(max(REVERIE_OTLP_SETTLE_SECONDS, 30)),
+    },
+    # Batch mode: open Message Batches of replays are polled here, never waited on in a task.
+    "dreams.poll_replay_batches": {
+        "task": "dreams.poll_replay_batches",
+        "schedule": max(REVERIE_BATCH_POLL_SECONDS, 1.0),
     },
     "managed-sync-all": {
         "task": "dreams.managed.sync_all",

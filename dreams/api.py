@@ -10,6 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, renderers, serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -178,9 +179,20 @@ class MarkdownRenderer(renderers.BaseRenderer):
         return renderers.JSONRenderer().render(data)  # errors keep their JSON shape
 
 
+class MarkdownOnly(DefaultContentNegotiation):
+    """The report is Markdown whatever `Accept` or `?format=` say: one representation, so the
+    schema lists no `format` parameter (errors are JSON, set in handle_exception)."""
+
+    def select_renderer(
+        self, request: Any, renderers: Any, format_suffix: Any = None
+    ) -> tuple[Any, str]:
+        return renderers[0], renderers[0].media_type
+
+
 class DreamReportMarkdown(WorkspaceMixin, APIView):
     required_scopes = {"GET": "read"}
-    renderer_classes = [MarkdownRenderer, renderers.JSONRenderer]
+    renderer_classes = [MarkdownRenderer]
+    content_negotiation_class = MarkdownOnly
 
     def handle_exception(self, exc: Exception) -> Response:
         # Errors are the API's JSON error shape, so they carry the JSON content type.

@@ -322,6 +322,10 @@ class Replay(models.Model):
     simulated_user_tokens = models.PositiveBigIntegerField(
         default=0, help_text="tokens the simulated user spent on this replay"
     )
+    # Set (in one conditional UPDATE) just before the slot's first model call, so a redelivered
+    # chunk or a resumed experiment skips it; a claim older than REVERIE_REPLAY_CLAIM_SECONDS
+    # belongs to a worker that died and is taken over.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -336,6 +340,36 @@ class Replay(models.Model):
 
     def __str__(self) -> str:
         return f"replay of run {self.run_id} ({self.arm} #{self.replicate})"
+
+
+class ReplayBatch(models.Model):
+    """Replay slots going through the Message Batches API, one step (one batch) at a time.
+
+    The chunk task submits the first step and ends; beat's `dreams.poll_replay_batches` reads
+    open batches, feeds the answers, submits the next step or grades and saves the slots.
+    `answers` keeps every step's model answers per slot, so the replays are rebuilt from them.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="batches")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    anthropic_id = models.CharField(max_length=100, help_text="the current step's Message Batch")
+    step = models.PositiveIntegerField(default=0)
+    slot_ids = models.JSONField(default=list)
+    answers = models.JSONField(default=dict, help_text="replay id → the model's answers so far")
+    submitted_at = models.DateTimeField(help_text="when the current step's batch was created")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status"], name="replay_batch_status")]
+
+    def __str__(self) -> str:
+        return f"batch {self.anthropic_id} of experiment {self.experiment_id} (step {self.step})"
 
 
 class ModelCall(models.Model):

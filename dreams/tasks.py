@@ -27,6 +27,18 @@ def resume_stale_experiments() -> None:
         run_experiment_task.delay(experiment_id)
 
 
+@shared_task(name="dreams.poll_replay_batches", ignore_result=True)
+def poll_replay_batches() -> None:
+    """Beat, every REVERIE_BATCH_POLL_SECONDS: advance each open replay batch (batch mode)."""
+    from dreams.experiments.batches import open_batch_ids, poll_replay_batch
+
+    for batch_id in open_batch_ids():
+        try:
+            poll_replay_batch(batch_id=batch_id)
+        except Exception:  # one unreachable batch must not stop the others; polled again
+            logger.exception("polling replay batch %s failed", batch_id)
+
+
 @shared_task(name="dreams.replay_chunk", acks_late=True, soft_time_limit=3600)
 def replay_chunk_task(experiment_id: int, run_ids: list[int]) -> None:
     experiments.replay_chunk(experiment_id=experiment_id, run_ids=run_ids)

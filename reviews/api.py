@@ -18,7 +18,7 @@ from agents.models import ApiKey
 from agents.run_sets_api import RunSetSerializer
 from agents.scopes import DeclaredScope
 from agents.timestamps import TimestampError, parse_timestamp
-from config.api import ERROR_DOC, DefaultPagination, error_response
+from config.api import ERROR_DOC, DefaultPagination, error_response, query_bool
 from dreams import handwritten, rebase
 from dreams import stats as verdict_stats
 from dreams.api import ExperimentSerializer
@@ -280,7 +280,7 @@ class ProposalList(WorkspaceMixin, generics.ListAPIView):
             flag=flag,
             sort=sort,
             assigned=assigned,
-            stale=params.get("stale") in ("1", "true"),
+            stale=bool(query_bool(params, "stale")),
             verdict=verdict,
         )
         user = self.principal.actor if not isinstance(self.principal.actor, ApiKey) else None

@@ -161,3 +161,41 @@ def test_the_schema_states_the_page_size_bounds_and_nullable_version_fields(sche
     assert page_size["schema"] == {"type": "integer", "minimum": 1, "maximum": 500}
     version = schema["components"]["schemas"]["ConfigVersion"]["properties"]
     assert "null" in str(version["parent"]) and "null" in str(version["author"])
+
+
+@pytest.mark.parametrize("value", ["null", "maybe", "2"])
+def test_a_boolean_filter_that_is_not_a_boolean_is_a_400(api, agent, value):
+    response = api.get("/api/v1/proposals", {"stale": value})
+
+    assert response.status_code == 400
+    assert fields_of(response) == ["stale"]
+    assert fields_of(api.get("/api/v1/runs", {"negative_feedback": value})) == ["negative_feedback"]
+
+
+def test_a_boolean_filter_given_twice_is_a_400(api, agent):
+    response = api.get("/api/v1/proposals?stale=true&stale=false")
+
+    assert response.status_code == 400
+    assert fields_of(response) == ["stale"]
+    assert api.get("/api/v1/proposals", {"stale": "true"}).status_code == 200
+
+
+def test_the_report_is_markdown_whatever_the_format_parameter_says(api, agent, schema):
+    from tests.factories import DreamCycleFactory
+
+    cycle = DreamCycleFactory(agent=agent)
+    operation = schema["paths"]["/api/v1/dreams/{id}/report.md"]["get"]
+    assert "format" not in {p["name"] for p in operation["parameters"]}
+    for query in ("", "?format=", "?format=json"):
+        response = api.get(f"/api/v1/dreams/{cycle.pk}/report.md{query}")
+        assert response.status_code == 200, (query, response.content)
+        assert response["Content-Type"].startswith("text/markdown")
+
+
+def test_an_apply_conflict_is_documented_as_either_the_application_or_the_error(schema):
+    operation = schema["paths"]["/api/v1/managed/proposals/{id}/apply"]["post"]
+    conflict = operation["responses"]["409"]["content"]["application/json"]["schema"]
+    component = schema["components"]["schemas"][conflict["$ref"].rsplit("/", 1)[1]]
+    refs = {option["$ref"].rsplit("/", 1)[1] for option in component["oneOf"]}
+    assert refs == {"MemoryApplication", "Error"}
+    assert "503" in operation["responses"]

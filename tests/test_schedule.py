@@ -11,6 +11,7 @@ PERIODIC = {
     "dreams.enqueue_due_cycles",
     "dreams.resume_stale_cycles",
     "dreams.resume_stale_experiments",
+    "dreams.poll_replay_batches",
     "dreams.managed.sync_all",
     "reviews.send_daily_digest",
     "reviews.resume_webhooks",

@@ -1,19 +1,21 @@
-"""Run an experiment's replay slots: concurrently (AsyncAnthropic, at most
-`Agent.replay_concurrency` at once) or step by step through Message Batches; grade; save."""
+"""Run an experiment's replay slots concurrently (AsyncAnthropic, at most
+`Agent.replay_concurrency` at once), each claimed before its model calls; grade; save.
+Batch mode is batches.py."""
 
 import asyncio
 import logging
-from typing import Any
+from datetime import timedelta
 
 from asgiref.sync import sync_to_async
-from django.db.models import Prefetch
+from django.conf import settings
+from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from agents.models import ConfigVersion, Feedback
-from dreams.grading import Grade, agrade, grade
-from dreams.llm import BudgetExceeded, CallContext, ModelError, get_gateway
+from dreams.grading import Grade, agrade
+from dreams.llm import ModelError, get_gateway
 from dreams.models import Experiment, Replay
-from dreams.replay import REPLAY, ReplayResult, ReplaySession, areplay, new_session
+from dreams.replay import ReplayResult, areplay
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,27 @@ def pending_slots(experiment_id: int, run_ids: list[int]) -> list[Replay]:
         )
         .order_by("run_id", "arm", "replicate")
     )
+
+
+def claim_slot(slot: Replay) -> bool:
+    """Claim a pending slot of a running experiment before its model calls (one conditional
+    UPDATE, atomic on SQLite and PostgreSQL): a redelivered chunk or a resumed experiment that
+    reaches a slot another worker holds skips it instead of replaying and paying for it again.
+    A claim older than REVERIE_REPLAY_CLAIM_SECONDS (its worker died) is taken over."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.REVERIE_REPLAY_CLAIM_SECONDS)
+    claimed = (
+        Replay.objects.filter(
+            pk=slot.pk,
+            status=Replay.Status.PENDING,
+            experiment__status=Experiment.Status.RUNNING,  # a cancelled experiment stops here
+        )
+        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale))
+        .update(claimed_at=now)
+    )
+    if claimed:
+        slot.claimed_at = now
+    return bool(claimed)
 
 
 def _save_slot(slot: Replay, result: ReplayResult | None, graded: Grade | None, error: str) -> None:
@@ -88,6 +111,8 @@ async def replay_slots_async(
         async with semaphore:
             if budget_hit.is_set():
                 return
+            if not await sync_to_async(claim_slot)(slot):
+                return  # another worker holds it (or the experiment was cancelled)
             result = await areplay(
                 slot.run,
                 versions[slot.arm],
@@ -118,64 +143,3 @@ async def replay_slots_async(
     finally:
         await gateway.aclose()
     return not budget_hit.is_set()
-
-
-def replay_slots_batched(slots: list[Replay], versions: dict[str, ConfigVersion]) -> bool:
-    """Replay slots step by step, each step of every open replay in one Message Batch."""
-    gateway = get_gateway()
-    agent = slots[0].run.agent
-    sessions = {str(s.pk): new_session(s.run, versions[s.arm], gateway) for s in slots}
-    by_id = {str(s.pk): s for s in slots}
-    try:
-        return _run_batched(sessions, by_id, gateway, agent)
-    finally:
-        for session in sessions.values():
-            session.close_environment()
-
-
-def _run_batched(
-    sessions: dict[str, ReplaySession], by_id: dict[str, Replay], gateway: Any, agent: Any
-) -> bool:
-    while True:
-        open_ids = [sid for sid, session in sessions.items() if not session.done]
-        if not open_ids:
-            break
-        # Each open session's next call: the agent's turn or its simulated user's (one batch).
-        calls = {sid: sessions[sid].next_call() for sid in open_ids}
-        try:
-            answers = gateway.run_batch(
-                agent=agent,
-                purpose=REPLAY,
-                requests={sid: call.kwargs for sid, call in calls.items()},
-                contexts={
-                    sid: CallContext(agent, call.purpose, None, by_id[sid].experiment, by_id[sid])
-                    for sid, call in calls.items()
-                },
-                cache_prefix=True,
-            )
-        except ModelError as exc:
-            for sid in open_ids:
-                sessions[sid].fail(exc)
-            if isinstance(exc, BudgetExceeded):
-                for sid in open_ids:
-                    _save_slot(by_id[sid], sessions[sid].result, None, sessions[sid].result.error)
-                return False
-            continue
-        for sid in open_ids:
-            answer = answers[sid]
-            if isinstance(answer, ModelError):
-                sessions[sid].fail(answer)
-            else:
-                sessions[sid].feed(answer)
-    for sid, session in sessions.items():
-        slot, result = by_id[sid], session.result
-        graded, error = None, result.error
-        if not error:
-            try:
-                graded = grade(
-                    slot.run, result, gateway=gateway, experiment=slot.experiment, replay_row=slot
-                )
-            except ModelError as exc:
-                error = f"judge: {type(exc).__name__}: {exc}"
-        _save_slot(slot, result, graded, error)
-    return True

@@ -21,15 +21,12 @@ from agents import audit
 from agents.models import Agent, ConfigVersion, Run
 from config.celery import enqueue_on_commit
 from dreams import signals
+from dreams.experiments.batches import submit_replay_batch
 from dreams.experiments.evidence import compute_stats, early_stop_check, planned_looks
-from dreams.experiments.execution import (
-    arm_versions,
-    pending_slots,
-    replay_slots_async,
-    replay_slots_batched,
-)
+from dreams.experiments.execution import arm_versions, pending_slots, replay_slots_async
 from dreams.experiments.sampling import pin_run_sets, sample_regression_runs
 from dreams.harness import check_harness
+from dreams.llm import BudgetExceeded, ModelError
 from dreams.models import Experiment, Proposal, Replay
 from dreams.proposals import transition_proposal
 
@@ -169,7 +166,7 @@ def run_experiment(*, experiment_id: int) -> None:
         Replay.objects.bulk_create(_slots(experiment), ignore_conflicts=True)
         # Failed slots from an earlier attempt are tried again.
         Replay.objects.filter(experiment=experiment, status=Replay.Status.FAILED).update(
-            status=Replay.Status.PENDING, error=""
+            status=Replay.Status.PENDING, error="", claimed_at=None
         )
         experiment.status = E.RUNNING
         experiment.error = ""
@@ -218,9 +215,12 @@ def run_harness_check(*, experiment: Experiment) -> dict[str, Any]:
 
 
 def replay_chunk(*, experiment_id: int, run_ids: list[int]) -> None:
-    """Replay the pending slots of some runs, then check early stop and completion."""
+    """Replay the pending slots of some runs, then check early stop and completion.
+
+    In batch mode the chunk submits its replays' first step as a Message Batch and ends;
+    beat's poller (batches.py) takes the steps after it and settles the chunk."""
     experiment = (
-        Experiment.objects.select_related("baseline_version", "candidate_version")
+        Experiment.objects.select_related("agent", "baseline_version", "candidate_version")
         .filter(pk=experiment_id)
         .first()
     )
@@ -228,17 +228,34 @@ def replay_chunk(*, experiment_id: int, run_ids: list[int]) -> None:
         return
     slots = pending_slots(experiment_id, run_ids)
     if slots:
-        versions = arm_versions(experiment)
         if settings.REVERIE_REPLAY_BATCH_MODE:
-            within_budget = replay_slots_batched(slots, versions)
+            try:
+                batch = submit_replay_batch(experiment=experiment, slots=slots)
+            except BudgetExceeded:
+                within_budget = False
+            except ModelError:
+                within_budget = True  # the slots failed; a re-run tries them again
+            else:
+                if batch is not None and batch.status == batch.Status.OPEN:
+                    return  # beat's poller goes on from here
+                within_budget = True
         else:
             comments = {s.run_id: s.run.negative_comment() for s in slots}
-            within_budget = async_to_sync(replay_slots_async)(slots, versions, comments)
+            within_budget = async_to_sync(replay_slots_async)(
+                slots, arm_versions(experiment), comments
+            )
         if not within_budget:
             fail_experiment(
                 experiment_id=experiment_id, error="Token budget exceeded; replays stopped."
             )
             return
+    settle_chunk(experiment_id=experiment_id)
+
+
+def settle_chunk(*, experiment_id: int) -> None:
+    """After a chunk's replays: stop early when the evidence allows, finish when none is left."""
+    if not Experiment.objects.filter(pk=experiment_id, status=E.RUNNING).exists():
+        return
     stop = early_stop_check(experiment_id=experiment_id)
     if stop["stopped"]:
         finish_experiment(experiment_id=experiment_id, early_stop=stop)

@@ -388,6 +388,90 @@ class Gateway:
 
     # -- batches -------------------------------------------------------------------------------
 
+    def submit_batch(
+        self,
+        *,
+        agent: Agent,
+        purpose: str,
+        requests: dict[str, dict[str, Any]],
+        contexts: dict[str, CallContext] | None = None,
+        cache_prefix: bool = False,
+    ) -> tuple[str, dict[str, dict[str, Any]]]:
+        """Check the budget and create one Message Batch (custom_id → messages.create kwargs);
+        returns its id and the prepared params (their models are needed to account results)."""
+        contexts = contexts or {}
+        params = {cid: self._prepare(purpose, kw, cache_prefix) for cid, kw in requests.items()}
+        self.budget.check(
+            next(iter(contexts.values()), CallContext(agent, purpose)),
+            estimate=sum(estimate_call_tokens(p) for p in params.values())
+            + self.budget.in_flight(agent),
+        )
+        try:
+            batch = self.client.messages.batches.create(
+                requests=[{"custom_id": cid, "params": p} for cid, p in params.items()]
+            )
+        except anthropic.AnthropicError as exc:
+            raise self._translate(exc) from exc
+        return batch.id, params
+
+    def batch_ended(self, batch_id: str) -> bool:
+        """Whether the batch has ended (its results can be read)."""
+        try:
+            return self.client.messages.batches.retrieve(batch_id).processing_status == "ended"
+        except anthropic.AnthropicError as exc:
+            raise self._translate(exc) from exc
+
+    def cancel_batch(self, batch_id: str) -> None:
+        try:
+            self.client.messages.batches.cancel(batch_id)
+        except anthropic.AnthropicError as exc:
+            raise self._translate(exc) from exc
+
+    def collect_batch(
+        self,
+        batch_id: str,
+        *,
+        agent: Agent,
+        purpose: str,
+        models: dict[str, str],
+        contexts: dict[str, CallContext] | None = None,
+        latency_ms: int = 0,
+    ) -> dict[str, Message | ModelError]:
+        """An ended batch's results (custom_id → Message or ModelError), each succeeded request
+        recorded as a ModelCall at the batch price (half the list price)."""
+        contexts = contexts or {}
+        base = CallContext(agent, purpose)
+        try:
+            results = list(self.client.messages.batches.results(batch_id))
+        except anthropic.AnthropicError as exc:
+            raise self._translate(exc) from exc
+        out: dict[str, Message | ModelError] = {}
+        for item in results:
+            context = contexts.get(item.custom_id, base)
+            model = models.get(item.custom_id, "")
+            if item.result.type == "succeeded":
+                message = item.result.message
+                out[item.custom_id] = message
+                self.accounting.record(
+                    context,
+                    model=message.model or model,
+                    usage=usage_dict(message),
+                    latency_ms=latency_ms,
+                    discount=BATCH_DISCOUNT,
+                )
+            else:
+                detail = item.result.type
+                if item.result.type == "errored":
+                    detail = f"errored: {item.result.error.error.type}: {item.result.error.error.message}"
+                error = ModelUnavailable(f"batch request {detail}")
+                out[item.custom_id] = error
+                self.accounting.record(
+                    context, model=model, usage=None, latency_ms=latency_ms, error=str(error)
+                )
+        for cid in models:
+            out.setdefault(cid, ModelUnavailable("batch returned no result for this request"))
+        return out
+
     def run_batch(
         self,
         *,
@@ -399,65 +483,35 @@ class Gateway:
         poll_seconds: float | None = None,
         max_wait_seconds: float | None = None,
     ) -> dict[str, Message | ModelError]:
-        """Send requests (custom_id → messages.create kwargs) as one Message Batch and wait for it.
-
-        Each succeeded request is recorded as a ModelCall at the batch price (half the list price).
-        """
+        """Send one Message Batch and wait for it in this process (short batches; replays
+        submit and let beat poll, see dreams/experiments/batches.py)."""
         poll = settings.REVERIE_BATCH_POLL_SECONDS if poll_seconds is None else poll_seconds
         max_wait = (
             settings.REVERIE_BATCH_MAX_WAIT_SECONDS
             if max_wait_seconds is None
             else max_wait_seconds
         )
-        contexts = contexts or {}
-        base = CallContext(agent, purpose)
-        params = {cid: self._prepare(purpose, kw, cache_prefix) for cid, kw in requests.items()}
-        self.budget.check(
-            next(iter(contexts.values()), base),
-            estimate=sum(estimate_call_tokens(p) for p in params.values())
-            + self.budget.in_flight(agent),
-        )
         started = time.monotonic()
-        try:
-            batch = self.client.messages.batches.create(
-                requests=[{"custom_id": cid, "params": p} for cid, p in params.items()]
-            )
-            while batch.processing_status != "ended":
-                if time.monotonic() - started > max_wait:
-                    self.client.messages.batches.cancel(batch.id)
-                    raise ModelUnavailable(f"batch {batch.id} did not end within {max_wait:.0f}s")
-                time.sleep(poll)
-                batch = self.client.messages.batches.retrieve(batch.id)
-            results = list(self.client.messages.batches.results(batch.id))
-        except anthropic.AnthropicError as exc:
-            raise self._translate(exc) from exc
-        latency = int((time.monotonic() - started) * 1000)
-        out: dict[str, Message | ModelError] = {}
-        for item in results:
-            context = contexts.get(item.custom_id, base)
-            model = params.get(item.custom_id, {}).get("model", "")
-            if item.result.type == "succeeded":
-                message = item.result.message
-                out[item.custom_id] = message
-                self.accounting.record(
-                    context,
-                    model=message.model or model,
-                    usage=usage_dict(message),
-                    latency_ms=latency,
-                    discount=BATCH_DISCOUNT,
-                )
-            else:
-                detail = item.result.type
-                if item.result.type == "errored":
-                    detail = f"errored: {item.result.error.error.type}: {item.result.error.error.message}"
-                error = ModelUnavailable(f"batch request {detail}")
-                out[item.custom_id] = error
-                self.accounting.record(
-                    context, model=model, usage=None, latency_ms=latency, error=str(error)
-                )
-        for cid in params:
-            out.setdefault(cid, ModelUnavailable("batch returned no result for this request"))
-        return out
+        batch_id, params = self.submit_batch(
+            agent=agent,
+            purpose=purpose,
+            requests=requests,
+            contexts=contexts,
+            cache_prefix=cache_prefix,
+        )
+        while not self.batch_ended(batch_id):
+            if time.monotonic() - started > max_wait:
+                self.cancel_batch(batch_id)
+                raise ModelUnavailable(f"batch {batch_id} did not end within {max_wait:.0f}s")
+            time.sleep(poll)
+        return self.collect_batch(
+            batch_id,
+            agent=agent,
+            purpose=purpose,
+            models={cid: p.get("model", "") for cid, p in params.items()},
+            contexts=contexts,
+            latency_ms=int((time.monotonic() - started) * 1000),
+        )
 
 
 _gateways: dict[tuple[Any, ...], Gateway] = {}

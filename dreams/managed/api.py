@@ -5,7 +5,7 @@ from typing import Any
 import anthropic
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.permissions import AllowAny
@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from agents.access import get_agent_for
 from agents.api import WorkspaceMixin
-from config.api import error_response
+from config.api import ERROR_DOC, error_response
 from dreams.managed import apply, hosted, services, webhooks
 from dreams.managed.client import ManagedNotConfigured, api_key_configured, configured_key_names
 from dreams.managed.models import HostedDream, ManagedAgentLink, MemoryApplication
@@ -237,7 +237,18 @@ class MemoryApply(WorkspaceMixin, APIView):
         return Response(MemoryApplicationSerializer(applications, many=True).data)
 
     @extend_schema(
-        request=None, responses={200: MemoryApplicationSerializer, 409: MemoryApplicationSerializer}
+        request=None,
+        responses={
+            200: MemoryApplicationSerializer,
+            # A conflict recorded while writing (the application row), or a proposal that
+            # cannot be applied at all (the error shape).
+            409: PolymorphicProxySerializer(
+                component_name="MemoryApplicationConflict",
+                serializers=[MemoryApplicationSerializer, ERROR_DOC],
+                resource_type_field_name=None,
+            ),
+            503: ERROR_DOC,
+        },
     )
     def post(self, request: Request, pk: int) -> Response:
         if not self.principal.can_review:

@@ -9,10 +9,10 @@ from agents import services
 from agents.models import Agent, Run
 from dreams import signals
 from dreams.experiments import sample_regression_runs, start_experiment
-from dreams.models import Experiment, ModelCall, Proposal, Replay
+from dreams.models import Experiment, ModelCall, Proposal, Replay, ReplayBatch
 from dreams.proposals import create_proposal
 from dreams.simulated.transport import answer
-from dreams.tasks import run_experiment_task
+from dreams.tasks import poll_replay_batches, run_experiment_task
 from tests.factories import runs_tagged
 from tests.fake_anthropic import FakeAnthropic, text
 
@@ -137,13 +137,14 @@ def test_rerunning_an_interrupted_experiment_replays_only_the_missing_slots(
         regression_runs=runs_tagged(demo_agent, "ok", 3),
     )
     assert experiment.status == "completed"
-    # A crash half-way: the experiment is still running, one slot never created, one left pending.
+    # A crash half-way: the experiment is still running, one slot never created, one left
+    # pending (never claimed: the chunk died before reaching it).
     Experiment.objects.filter(pk=experiment.pk).update(status="running")
     lost = Replay.objects.filter(experiment=experiment, arm="candidate").order_by("id")
     lost_run_id = lost[0].run_id
     lost[0].delete()
     pending = lost[1]
-    Replay.objects.filter(pk=pending.pk).update(status="pending", verdict="")
+    Replay.objects.filter(pk=pending.pk).update(status="pending", verdict="", claimed_at=None)
     calls_before = set(ModelCall.objects.values_list("pk", flat=True))
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -225,6 +226,14 @@ def test_batch_mode_replays_through_message_batches(
         regression_runs=runs_tagged(demo_agent, "ok", 4),
     )
 
+    # The chunk submitted its first step and ended; beat's poller takes it from there.
+    assert experiment.status == "running"
+    for _ in range(20):
+        if not ReplayBatch.objects.filter(experiment=experiment, status="open").exists():
+            break
+        with django_capture_on_commit_callbacks(execute=True):
+            poll_replay_batches.apply()
+    experiment.refresh_from_db()
     assert experiment.status == "completed", experiment.error
     assert experiment.stats["target"]["fixes"] == 4
     batch_posts = [r for r in fake_gateway_settings.requests if r.path == "/v1/messages/batches"]
