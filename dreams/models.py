@@ -128,6 +128,7 @@ class Proposal(models.Model):
         ROLLING_OUT = "rolling_out", "Rolling out"
         ROLLED_OUT = "rolled_out", "Rolled out"
         ROLLED_BACK = "rolled_back", "Rolled back"
+        HALTED = "halted", "Rollout halted"
         SUPERSEDED = "superseded", "Superseded"
 
     class Source(models.TextChoices):

@@ -26,7 +26,10 @@ ALLOWED_TRANSITIONS: dict[str, set[str]] = {
     S.READY: {S.APPROVED, S.REJECTED, S.CHANGES_REQUESTED, S.REPLAYING, S.SUPERSEDED},
     S.CHANGES_REQUESTED: {S.REPLAYING, S.REJECTED, S.SUPERSEDED},
     S.APPROVED: {S.ROLLING_OUT, S.CHANGES_REQUESTED, S.SUPERSEDED},
-    S.ROLLING_OUT: {S.ROLLED_OUT, S.ROLLED_BACK},
+    S.ROLLING_OUT: {S.ROLLED_OUT, S.ROLLED_BACK, S.HALTED},
+    # A halted rollout's proposal can be approved again (the rollout restarts at stage 1),
+    # sent back for changes, or replaced by a revision.
+    S.HALTED: {S.APPROVED, S.CHANGES_REQUESTED, S.SUPERSEDED},
     S.REJECTED: set(),
     S.ROLLED_OUT: set(),
     S.ROLLED_BACK: set(),

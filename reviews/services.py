@@ -9,11 +9,11 @@ import re
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from agents import audit
-from agents.models import Membership, Run
+from agents.models import AuditEvent, Membership, Run
 from agents.services import create_config_version
 from dreams import stats
 from dreams.experiments import start_proposal_experiment
@@ -81,6 +81,21 @@ def approvals_needed(*, proposal: Proposal) -> int:
     return max(1, proposal.agent.required_approvals)
 
 
+def current_approvals(proposal: Proposal) -> QuerySet[Decision]:
+    """The approvals that count now: after a halted rollout only the ones given since the halt
+    (restarting the rollout needs a new approval)."""
+    approvals = proposal.decisions.filter(kind=Decision.Kind.APPROVE)
+    halted = (
+        AuditEvent.objects.filter(
+            target_type="proposal", target_id=str(proposal.pk), action="proposal.halt"
+        )
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return approvals.filter(created_at__gt=halted) if halted else approvals
+
+
 def approve_proposal(
     *,
     proposal_id: int,
@@ -98,7 +113,7 @@ def approve_proposal(
             proposal_id=proposal_id, expected_lock_version=expected_lock_version, to=S.APPROVED
         )
         _check_reviewer(proposal=proposal, reviewer=reviewer)
-        if proposal.status != S.READY:
+        if proposal.status not in (S.READY, S.HALTED):
             raise InvalidTransition(proposal, S.APPROVED)
         if is_stale(proposal):
             raise DecisionRefused(
@@ -112,7 +127,8 @@ def approve_proposal(
                 "You edited this proposal; with two approvals required, another reviewer must approve it.",
                 code="self_approval",
             )
-        if proposal.decisions.filter(kind=Decision.Kind.APPROVE, reviewer=reviewer).exists():
+        approvals = current_approvals(proposal)
+        if approvals.filter(reviewer=reviewer).exists():
             raise DecisionRefused("You have already approved this proposal.", code="duplicate")
         verdict, why = latest_verdict(proposal_id=proposal.pk)
         if verdict in stats.NEEDS_ACKNOWLEDGEMENT:
@@ -130,14 +146,18 @@ def approve_proposal(
                 after={"verdict": verdict, "reason": why},
                 comment=comment,
             )
-        Decision.objects.create(
+        # One decision per reviewer: an approval from before a halt is given anew.
+        Decision.objects.update_or_create(
             proposal=proposal,
             reviewer=reviewer,
-            kind=Decision.Kind.APPROVE,
-            comment=comment,
-            lock_version=proposal.lock_version,
+            defaults={
+                "kind": Decision.Kind.APPROVE,
+                "comment": comment,
+                "lock_version": proposal.lock_version,
+                "created_at": timezone.now(),
+            },
         )
-        count = proposal.decisions.filter(kind=Decision.Kind.APPROVE).count()
+        count = approvals.count()
         if count >= needed:
             proposal = transition_proposal(
                 proposal_id=proposal.pk,

@@ -255,11 +255,13 @@ def _halt(
     rollout.save(
         update_fields=["status", "halt_reason", "halted_automatically", "ended_at", "updated_at"]
     )
+    # Halted and rolled back are distinct outcomes: a halted proposal may be approved again.
     transition_proposal(
         proposal_id=rollout.proposal_id,
-        to=Proposal.Status.ROLLED_BACK,
+        to=Proposal.Status.HALTED if status == R.HALTED else Proposal.Status.ROLLED_BACK,
         actor=actor,
         comment=reason,
+        action="proposal.halt" if status == R.HALTED else "proposal.roll_back",
     )
     audit.record(
         workspace=agent.workspace,

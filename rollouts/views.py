@@ -69,6 +69,10 @@ def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def _act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     rollout = get_rollout_for(principal_for(request), pk, write=True)
     reason = request.POST.get("reason", "").strip()[:500]
+    if action in ("halt", "roll_back") and not (reason and request.POST.get("confirm")):
+        # The page's form asks for both; a bare POST changes nothing.
+        messages.error(request, "Give a reason and confirm to halt or roll back.")
+        return redirect("rollout-detail", pk=rollout.pk)
     try:
         if action == "approve":
             result = services.approve_stage(rollout_id=rollout.pk, actor=request.user)
@@ -117,8 +121,12 @@ def agent_split_fragment(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def proposal_actions(request: HttpRequest | None, context: dict[str, Any]) -> str:
-    """The proposal page's "Start staged rollout" button, or the link to its rollout."""
-    return render_to_string("rollouts/_proposal_actions.html", context, request=request)
+    """The proposal page's "Start staged rollout" button, the link to its latest rollout, and
+    after a halt the new approval that restarts it from stage 1."""
+    rollout = Rollout.objects.filter(proposal=context["proposal"]).order_by("-id").first()
+    return render_to_string(
+        "rollouts/_proposal_actions.html", {**context, "rollout": rollout}, request=request
+    )
 
 
 def agent_split_panel(request: HttpRequest | None, context: dict[str, Any]) -> str:

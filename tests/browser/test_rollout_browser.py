@@ -55,9 +55,24 @@ def test_a_rollout_from_approval_to_stage_two_and_halt(
     assert any("v2" in r and "25%" in r for r in rows), rows
 
     page.goto(f"{live_server.url}/rollouts/{rollout.pk}/")
-    page.get_by_role("button", name="Halt").click()
+    page.click("#halt-open")  # Halt… opens the form: a reason and a confirmation
+    page.click("#halt-submit")  # neither given: the browser refuses to send it
+    assert Rollout.objects.get(pk=rollout.pk).status == Rollout.Status.RUNNING
+    page.fill("#halt-reason", "error spike on the canary")
+    page.click("#halt-submit")  # still not confirmed
+    assert Rollout.objects.get(pk=rollout.pk).status == Rollout.Status.RUNNING
+    shot("rollout-halt-confirm")
+    page.check("#halt-check")
+    page.click("#halt-submit")
     page.wait_for_load_state()
     assert page.get_by_test_id("rollout-status").inner_text() == "Halted"
+    assert "error spike on the canary" in page.content()
+    rollout.refresh_from_db()
+    assert rollout.halt_reason == "error spike on the canary"
+    page.click("#rollout-proposal")  # the rollout links its proposal, and back
+    page.wait_for_url(f"{live_server.url}/proposals/{proposal.pk}/")
+    assert page.locator("#proposal-rollout a").get_attribute("href") == f"/rollouts/{rollout.pk}/"
+    assert page.locator("#reapprove-button").is_visible()
     rows = agent_page_split(page, live_server, agent)
     assert len(rows) == 1 and "v1" in rows[0] and "100%" in rows[0]
     agent.refresh_from_db()

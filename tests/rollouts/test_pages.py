@@ -69,7 +69,7 @@ def test_posting_approve_too_early_leaves_the_stage_and_shows_why(client, review
 
 def test_halt_from_the_page_returns_traffic_to_stable(client, reviewer, rollout, agent):
     client.force_login(reviewer)
-    client.post(f"/rollouts/{rollout.pk}/halt/", {"reason": "halted by hand"})
+    client.post(f"/rollouts/{rollout.pk}/halt/", {"reason": "halted by hand", "confirm": "1"})
     agent.refresh_from_db()
     assert agent.canary_version_id is None
     page = client.get(f"/rollouts/{rollout.pk}/").content.decode()
@@ -125,3 +125,24 @@ def test_the_agent_page_loads_the_traffic_split_through_its_slot(client, reviewe
     client.force_login(reviewer)
     page = client.get(f"/agents/{agent.slug}/").content.decode()
     assert f'hx-get="/rollouts/agents/{agent.slug}/split/"' in page
+
+
+def test_halt_and_roll_back_ask_for_a_reason_and_a_confirmation(client, reviewer, rollout, agent):
+    from agents.models import AuditEvent
+
+    client.force_login(reviewer)
+    page = client.get(f"/rollouts/{rollout.pk}/").content.decode()
+    assert 'id="halt-reason"' in page and 'id="halt-check"' in page and "required" in page
+    assert f'href="/proposals/{rollout.proposal_id}/"' in page  # the rollout links its proposal
+
+    client.post(f"/rollouts/{rollout.pk}/halt/", {"reason": "spike"})  # not confirmed
+    client.post(f"/rollouts/{rollout.pk}/roll-back/", {"confirm": "1"})  # no reason
+    assert Rollout.objects.get(pk=rollout.pk).status == Rollout.Status.RUNNING
+
+    client.post(f"/rollouts/{rollout.pk}/halt/", {"reason": "error spike", "confirm": "1"})
+    rollout.refresh_from_db()
+    assert rollout.status == Rollout.Status.HALTED and rollout.halt_reason == "error spike"
+    assert AuditEvent.objects.get(action="rollout.halt").comment == "error spike"
+    proposal_page = client.get(f"/proposals/{rollout.proposal_id}/").content.decode()
+    assert f'href="/rollouts/{rollout.pk}/"' in proposal_page  # and the proposal its rollout
+    assert 'id="reapprove-button"' in proposal_page

@@ -68,7 +68,7 @@ def assert_consistent(rollout_id):
         assert halts == 1 and not running
         assert agent.canary_version_id is None and agent.canary_percent == 0
         assert stages[rollout.current_stage].status == RolloutStage.Status.HALTED
-        assert Proposal.objects.get(pk=rollout.proposal_id).status == Proposal.Status.ROLLED_BACK
+        assert Proposal.objects.get(pk=rollout.proposal_id).status == Proposal.Status.HALTED
     else:
         assert halts == 0 and [s.index for s in running] == [rollout.current_stage]
         assert agent.canary_version_id == rollout.to_version_id

@@ -137,7 +137,7 @@ def test_halting_returns_all_traffic_to_stable_at_once(agent, owner):
     assert agent.stable_version_id == rollout.from_version_id
     stages = {s.index: s.status for s in rollout.stages.all()}
     assert stages == {0: "halted", 1: "skipped", 2: "skipped"}
-    assert Proposal.objects.get(pk=rollout.proposal_id).status == Proposal.Status.ROLLED_BACK
+    assert Proposal.objects.get(pk=rollout.proposal_id).status == Proposal.Status.HALTED
     event = AuditEvent.objects.get(action="rollout.halt")
     assert event.comment == "looks off" and event.after["canary_percent"] == 0
     with pytest.raises(services.InvalidRolloutState):
@@ -197,3 +197,40 @@ def test_a_proposal_drafted_on_an_older_stable_cannot_roll_out(agent, owner):
     with pytest.raises(services.RolloutError, match="not the proposal's base"):
         services.start_rollout(proposal_id=stale.pk, actor=owner)
     assert Proposal.objects.get(pk=stale.pk).status == Proposal.Status.APPROVED
+
+
+def test_halted_and_rolled_back_are_distinct_outcomes_on_the_proposal(agent, owner):
+    halted = start(agent, owner)
+    services.halt_rollout(rollout_id=halted.pk, actor=owner, reason="error spike")
+    assert Proposal.objects.get(pk=halted.proposal_id).status == Proposal.Status.HALTED
+
+    rolled = start(agent, owner)
+    services.roll_back(rollout_id=rolled.pk, actor=owner, reason="wrong tone")
+    assert Proposal.objects.get(pk=rolled.proposal_id).status == Proposal.Status.ROLLED_BACK
+    with pytest.raises(InvalidTransition):  # a rolled-back proposal stays closed
+        from reviews.services import approve_proposal
+
+        approve_proposal(proposal_id=rolled.proposal_id, reviewer=owner)
+
+
+def test_a_halted_rollout_restarts_from_stage_one_after_a_new_approval(agent, owner):
+    from reviews.models import Decision
+    from reviews.services import approve_proposal
+
+    first = start(agent, owner)
+    proposal = Proposal.objects.get(pk=first.proposal_id)
+    Decision.objects.create(
+        proposal=proposal, reviewer=owner, kind=Decision.Kind.APPROVE, lock_version=0
+    )
+    services.halt_rollout(rollout_id=first.pk, actor=owner, reason="error spike")
+    with pytest.raises(InvalidTransition):
+        services.start_rollout(proposal_id=proposal.pk, actor=owner)  # no new approval yet
+
+    # The approval given before the halt does not count: the same reviewer approves again.
+    approved = approve_proposal(proposal_id=proposal.pk, reviewer=owner, comment="fixed the tool")
+    assert approved.status == Proposal.Status.APPROVED
+    again = services.start_rollout(proposal_id=proposal.pk, actor=owner)
+
+    assert again.pk != first.pk and again.current_stage == 0
+    assert [s.status for s in again.stages.order_by("index")] == ["running", "pending", "pending"]
+    assert set(proposal.rollouts.values_list("status", flat=True)) == {"halted", "running"}
