@@ -22,7 +22,7 @@ recorded outcome. Prints `name: value unit` lines:
   graded verdict with the environment and the simulated user, beside the same share without them.
 
     .venv/bin/python tests/bench/multiturn.py            # 500 runs
-    .venv/bin/python tests/bench/multiturn.py --smoke    # 40 runs, a few seconds
+    .venv/bin/python tests/bench/multiturn.py --smoke    # 40 runs, about half a minute
 """
 
 import argparse
@@ -409,7 +409,7 @@ def desk_figures(runs: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="40 runs, a few seconds")
+    parser.add_argument("--smoke", action="store_true", help="40 runs, about half a minute")
     args = parser.parse_args()
     from django.test.utils import setup_databases, teardown_databases
 
