@@ -116,6 +116,9 @@ def test_the_admin_page_saves_the_widgets_through_the_audited_service(admin_clie
         tooled,
         write_tools=["issue_refund"],
         rollout_stages="10, 50, 100",
+        # The admin's fieldsets also show the replay settings the form's own list leaves out.
+        simulated_user="on",
+        pure_tools="[]",
         **{
             "versions-TOTAL_FORMS": "0",
             "versions-INITIAL_FORMS": "0",

@@ -209,7 +209,7 @@ def test_simulated_user_turns_and_the_simulator_check_are_shown(
     row = page.locator(f"details.replay-row[data-run='{replay.run_id}']")
     expect(row.locator("summary")).to_contain_text("sim. user")
     row.locator("summary").click()
-    marked = row.locator(".traj-candidate .is-simulated-user")
+    marked = row.locator("[data-column='candidate'] .is-simulated-user")
     expect(marked).to_have_count(1)
     expect(marked).to_contain_text("simulated user")
     expect(marked).to_contain_text("Yes, go ahead.")

@@ -252,6 +252,15 @@ def test_batch_mode_replays_run_in_the_environment_past_the_divergence(
             target_runs=[r for r in runs if r.status == "failure"],
             regression_runs=[r for r in runs if r.status == "success"][:3],
         )
+    # The chunk submitted its first step and ended; beat's poller takes it from there.
+    from dreams.models import ReplayBatch
+    from dreams.tasks import poll_replay_batches
+
+    for _ in range(40):
+        if not ReplayBatch.objects.filter(experiment=experiment, status="open").exists():
+            break
+        with django_capture_on_commit_callbacks(execute=True):
+            poll_replay_batches.apply()
     experiment.refresh_from_db()
 
     assert experiment.status == "completed", experiment.error

@@ -5,6 +5,7 @@ turn, tool-call ids reused within the run (as some vendors' agents do), a long a
 result, and a run cut at a step limit; in OpenAI and Anthropic formats.
 """
 
+import copy
 import json
 import re
 
@@ -226,9 +227,21 @@ def test_the_replay_page_marks_each_divergence_on_the_right_message(client, owne
     messages = to_canonical(openai_run())["messages"]
     experiment = ExperimentFactory(proposal__agent=agent)
     run = RunFactory(agent=agent, messages=messages)
-    ReplayFactory(experiment=experiment, run=run, messages=messages, divergence_step=4)
+
+    def reworded_at(step: int) -> list:
+        # The replay leaves the recording at this step: its assistant message there differs.
+        changed = copy.deepcopy(messages)
+        at = message_index_of_step(changed, step)
+        changed[at]["content"] = [*changed[at]["content"], {"type": "text", "text": "Reworded."}]
+        return changed
+
+    ReplayFactory(experiment=experiment, run=run, messages=reworded_at(4), divergence_step=4)
     ReplayFactory(
-        experiment=experiment, run=run, arm="baseline", messages=messages, divergence_step=2
+        experiment=experiment,
+        run=run,
+        arm="baseline",
+        messages=reworded_at(2),
+        divergence_step=2,
     )
     client.force_login(owner)
 

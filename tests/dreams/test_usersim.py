@@ -420,6 +420,15 @@ def test_batched_replays_send_the_simulated_users_calls_in_the_same_batches(
             regression_runs=[],
             replicates=1,
         )
+    # The chunk submitted its first step and ended; beat's poller takes it from there.
+    from dreams.models import ReplayBatch
+    from dreams.tasks import poll_replay_batches
+
+    for _ in range(40):
+        if not ReplayBatch.objects.filter(experiment=experiment, status="open").exists():
+            break
+        with django_capture_on_commit_callbacks(execute=True):
+            poll_replay_batches.apply()
 
     replays = list(Replay.objects.filter(experiment=experiment))
     assert [len(r.simulated_turns) for r in replays] == [3, 3]
