@@ -25,6 +25,7 @@ def test_a_rollout_from_approval_to_stage_two_and_halt(
     page, login, shot, live_server, owner, agent, settings
 ):
     settings.REVERIE_ROLLOUT_MIN_RUNS = 10
+    settings.REVERIE_CANARY_MIN_SAMPLE = 10  # a stage needs at least the canary's sample
     settings.REVERIE_ROLLOUT_MIN_MINUTES = 1
     proposal = approved_proposal(agent, actor=owner)  # drafted → ready → approved
 
