@@ -15,7 +15,7 @@ from agents.access import get_agent_for
 from agents.api import RunSummarySerializer, WorkspaceMixin
 from agents.models import Agent, Run, RunSet
 from agents.timestamps import TimestampError, parse_timestamp
-from config.api import ERROR_DOC, DefaultPagination
+from config.api import ERROR_DOC, DefaultPagination, StrictBooleanField, StrictCharField
 
 
 class RunSetSerializer(serializers.ModelSerializer):
@@ -43,23 +43,21 @@ class RunSetSerializer(serializers.ModelSerializer):
 
 class RunFilterIn(serializers.Serializer):
     status = serializers.ChoiceField(choices=Run.Status.values, required=False)
-    since = serializers.CharField(required=False, help_text="runs started at or after")
-    until = serializers.CharField(required=False, help_text="runs started before")
-    negative_feedback = serializers.BooleanField(required=False, allow_null=True, default=None)
+    since = StrictCharField(required=False, help_text="runs started at or after")
+    until = StrictCharField(required=False, help_text="runs started before")
+    negative_feedback = StrictBooleanField(required=False, allow_null=True, default=None)
     config_version = serializers.IntegerField(required=False, min_value=1)
 
 
 class RunsIn(serializers.Serializer):
     run_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
-    external_ids = serializers.ListField(
-        child=serializers.CharField(max_length=255), required=False
-    )
+    external_ids = serializers.ListField(child=StrictCharField(max_length=255), required=False)
 
 
 class RunSetIn(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
-    pinned = serializers.BooleanField(required=False, default=False)
+    name = StrictCharField(max_length=100)
+    description = StrictCharField(required=False, allow_blank=True, default="")
+    pinned = StrictBooleanField(required=False, default=False)
     runs = RunsIn(required=False, help_text="members by run id or external id")
     filter = RunFilterIn(
         required=False,
@@ -68,9 +66,9 @@ class RunSetIn(serializers.Serializer):
 
 
 class RunSetUpdateIn(serializers.Serializer):
-    name = serializers.CharField(max_length=100, required=False)
-    description = serializers.CharField(required=False, allow_blank=True)
-    pinned = serializers.BooleanField(required=False)
+    name = StrictCharField(max_length=100, required=False)
+    description = StrictCharField(required=False, allow_blank=True)
+    pinned = StrictBooleanField(required=False)
 
 
 class MembersIn(serializers.Serializer):

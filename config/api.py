@@ -40,6 +40,15 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A boolean field that takes only JSON true and false (not 0, 1 or "yes")."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class StrictModelSerializer(serializers.ModelSerializer):
     """A ModelSerializer whose text columns accept only JSON strings (what the schema says)."""
 

@@ -142,3 +142,15 @@ def test_other_workspaces_and_viewers_cannot_touch_a_run_set(agent, reviewer, vi
     assert session(viewer).get(url).status_code == 200
     refused = session(viewer).patch(url, {"pinned": True}, format="json")
     assert refused.status_code == 403 and refused.json()["error"]["code"]
+
+
+def test_json_types_are_strict_as_the_schema_says(agent, reviewer):
+    """Found by schemathesis: 0 for a boolean and a number for an external id were accepted."""
+    client = session(reviewer)
+    made = client.post(f"/api/v1/agents/{agent.slug}/run-sets", {"name": "S"}, format="json").json()
+    url = f"/api/v1/agents/{agent.slug}/run-sets/{made['id']}"
+    not_bool = client.patch(url, {"pinned": 0}, format="json")
+    assert not_bool.status_code == 400 and "pinned" in not_bool.json()["error"]["fields"]
+    not_text = client.post(url + "/runs", {"remove": {"external_ids": [0]}}, format="json")
+    assert not_text.status_code == 400
+    assert client.get(url).json()["pinned"] is False
