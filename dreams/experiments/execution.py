@@ -1,5 +1,6 @@
 """Run an experiment's replay slots concurrently (AsyncAnthropic, at most
-`Agent.replay_concurrency` at once), each claimed before its model calls; grade; save.
+`Agent.replay_concurrency` at once across every worker), each claimed before its model calls;
+grade; save.
 Batch mode is batches.py."""
 
 import asyncio
@@ -11,9 +12,10 @@ from django.conf import settings
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
-from agents.models import ConfigVersion, Feedback
+from agents.models import Agent, ConfigVersion, Feedback
 from dreams.grading import Grade, agrade
 from dreams.llm import ModelError, get_gateway
+from dreams.llm.gateway import Gateway
 from dreams.models import Experiment, Replay
 from dreams.replay import ReplayResult, areplay
 
@@ -91,13 +93,64 @@ def arm_versions(experiment: Experiment) -> dict[str, ConfigVersion]:
     }
 
 
+class SharedSlots:
+    """The agent's replay slots as one chunk sees them: at most `Agent.replay_concurrency`
+    replays at once across every worker (taken from the database, `BudgetGuard.take_slot`).
+    A slot a finished replay frees goes to this chunk's next replay without the database while
+    any are still waiting; the rest go back at once, so other workers can have them."""
+
+    def __init__(self, gateway: Gateway, agent: Agent, waiting: int) -> None:
+        self.guard = gateway.budget
+        self.agent = agent
+        self.local = asyncio.Semaphore(max(1, agent.replay_concurrency))
+        self.waiting = waiting
+        self.idle = 0
+
+    async def acquire(self, stop: asyncio.Event) -> bool:
+        """Wait for a slot; False (and no slot) once `stop` is set."""
+        await self.local.acquire()
+        self.waiting -= 1
+        if stop.is_set():
+            self.local.release()
+            await self._trim()
+            return False
+        if self.idle:
+            self.idle -= 1
+            return True
+        delay = 0.02
+        while not await sync_to_async(self.guard.take_slot)(self.agent):
+            if stop.is_set():
+                self.local.release()
+                return False
+            await asyncio.sleep(delay)  # another worker holds them all: poll, backing off
+            delay = min(delay * 2, 1.0)
+        return True
+
+    async def release(self) -> None:
+        if self.waiting > 0:
+            self.idle += 1
+        else:
+            await sync_to_async(self.guard.give_slot)(self.agent)
+        self.local.release()
+
+    async def _trim(self) -> None:
+        """Give back idle slots no waiting replay will use."""
+        while self.idle > self.waiting:
+            self.idle -= 1
+            await sync_to_async(self.guard.give_slot)(self.agent)
+
+    async def close(self) -> None:
+        self.waiting = 0
+        await self._trim()
+
+
 async def replay_slots_async(
     slots: list[Replay], versions: dict[str, ConfigVersion], comments: dict[int, str]
 ) -> bool:
     """Replay and grade slots concurrently; returns False when the budget ran out."""
     gateway = get_gateway()
     agent = slots[0].run.agent
-    semaphore = asyncio.Semaphore(max(1, agent.replay_concurrency))
+    shared = SharedSlots(gateway, agent, waiting=len(slots))
     budget_hit = asyncio.Event()
 
     async def one(slot: Replay) -> None:
@@ -108,9 +161,9 @@ async def replay_slots_async(
             await sync_to_async(_save_slot)(slot, None, None, f"{type(exc).__name__}: {exc}")
 
     async def replay_and_grade(slot: Replay) -> None:
-        async with semaphore:
-            if budget_hit.is_set():
-                return
+        if not await shared.acquire(budget_hit):
+            return
+        try:
             if not await sync_to_async(claim_slot)(slot):
                 return  # another worker holds it (or the experiment was cancelled)
             result = await areplay(
@@ -135,11 +188,14 @@ async def replay_slots_async(
                     error = f"judge: {type(exc).__name__}: {exc}"
             if "BudgetExceeded" in error:
                 budget_hit.set()
-        # Saved outside the semaphore: waiting for the database must not hold a model slot.
+        finally:
+            await shared.release()
+        # Saved outside the slot: waiting for the database must not hold a model slot.
         await sync_to_async(_save_slot)(slot, result, graded, error)
 
     try:
         await asyncio.gather(*(one(s) for s in slots))
     finally:
+        await shared.close()
         await gateway.aclose()
     return not budget_hit.is_set()
