@@ -104,7 +104,8 @@ class SharedSlots:
         self.agent = agent
         self.local = asyncio.Semaphore(max(1, agent.replay_concurrency))
         self.waiting = waiting
-        self.idle = 0
+        self.idle = 0  # taken from the database, not replaying now
+        self.held = 0  # taken from the database, not given back yet
 
     async def acquire(self, stop: asyncio.Event) -> bool:
         """Wait for a slot; False (and no slot) once `stop` is set."""
@@ -124,24 +125,32 @@ class SharedSlots:
                 return False
             await asyncio.sleep(delay)  # another worker holds them all: poll, backing off
             delay = min(delay * 2, 1.0)
+        self.held += 1
         return True
 
     async def release(self) -> None:
         if self.waiting > 0:
             self.idle += 1
         else:
-            await sync_to_async(self.guard.give_slot)(self.agent)
+            await self._give_one()
         self.local.release()
+
+    async def _give_one(self) -> None:
+        self.held -= 1
+        await sync_to_async(self.guard.give_slot)(self.agent)
 
     async def _trim(self) -> None:
         """Give back idle slots no waiting replay will use."""
         while self.idle > self.waiting:
             self.idle -= 1
-            await sync_to_async(self.guard.give_slot)(self.agent)
+            await self._give_one()
 
     async def close(self) -> None:
-        self.waiting = 0
-        await self._trim()
+        """Every replay has ended: give back all this chunk took (also a replay's that was
+        interrupted before it could), so a live worker never keeps a slot it does not use."""
+        self.idle = self.waiting = 0
+        while self.held > 0:
+            await self._give_one()
 
 
 async def replay_slots_async(

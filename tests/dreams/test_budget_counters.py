@@ -21,6 +21,7 @@ from dreams.llm.accounting import Accountant
 from dreams.llm.budget import MONTH, BudgetGuard, lease_seconds, sweep_leases
 from dreams.models import BudgetCounter, BudgetLease, ModelCall
 from dreams.tasks import resume_stale_experiments
+from tests.dreams.test_recovery import _experiment, seeded  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -235,3 +236,48 @@ def test_a_killed_worker_process_s_hold_is_reclaimed(capped):
     assert _held(capped) == (0, 0, 0)
     BudgetGuard().reserve(CallContext(capped, "replay"), estimate=900)
     assert BudgetGuard().take_slot(capped)
+
+
+# -- a chunk's replays share the agent's slots with other workers ----------------------------
+
+
+def test_a_chunk_waits_for_a_slot_another_worker_holds_and_gives_back_what_it_took(capped):
+    import asyncio
+
+    from asgiref.sync import async_to_sync, sync_to_async
+
+    from dreams.experiments.execution import SharedSlots
+    from dreams.llm import get_gateway
+
+    other = BudgetGuard()
+    assert other.take_slot(capped) and other.take_slot(capped)  # both of the agent's 2 slots
+    stop = asyncio.Event()
+
+    async def run() -> tuple[bool, bool, int, int]:
+        shared = SharedSlots(get_gateway(), capped, waiting=1)
+        waiting = asyncio.ensure_future(shared.acquire(stop))
+        await asyncio.sleep(0.2)
+        blocked = not waiting.done()
+        await sync_to_async(other.give_slot)(capped)
+        got = await asyncio.wait_for(waiting, timeout=60)
+        during = (await sync_to_async(_held)(capped))[2]
+        await shared.close()  # the replay was interrupted before its release: close gives it back
+        return blocked, got, during, shared.held
+
+    blocked, got, during, left = async_to_sync(run)()
+    assert blocked and got
+    assert during == 2  # the other worker's one and this chunk's one, never more
+    assert left == 0 and _held(capped)[2] == 1  # only the other worker's slot is still taken
+
+
+def test_after_an_experiment_nothing_is_held_and_every_recorded_token_is_counted(
+    seeded,  # noqa: F811
+    django_capture_on_commit_callbacks,
+):
+    experiment = _experiment(seeded, django_capture_on_commit_callbacks, execute=True)
+    assert experiment.status == "completed", experiment.error
+    spent = sum(c.total_tokens for c in ModelCall.objects.filter(agent=seeded))
+    assert spent > 0
+    reserved, recorded, slots = _held(seeded)
+    assert (reserved, slots) == (0, 0)
+    assert recorded == spent
