@@ -216,6 +216,9 @@ class BudgetGuard:
                 grant = self._grants.setdefault(key, _Grant())
                 grant.granted += taken
                 grant.renewed = time.monotonic()
+                if grant.granted - grant.used >= estimate:
+                    grant.used += estimate
+                    return
         raise self._refusal(agent, cycle_id, limit, estimate)  # others kept taking the chunks
 
     def _take(self, agent: Agent, cycle_id: int, limit: int, amount: int, worker: str) -> int:
