@@ -104,9 +104,8 @@ class SandboxServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.sandboxes = Sandboxes()
-        app = build_server(self.sandboxes).streamable_http_app(
-            streamable_http_path=PATH, json_response=True, host=host
-        )
+        self.mcp = build_server(self.sandboxes)
+        app = self.mcp.streamable_http_app(streamable_http_path=PATH, json_response=True, host=host)
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         )
@@ -116,6 +115,10 @@ class SandboxServer:
     @property
     def port(self) -> int:
         return self._server.servers[0].sockets[0].getsockname()[1]
+
+    def open_sessions(self) -> int:
+        """MCP sessions the server holds now (a client that closes its session ends it)."""
+        return len(self.mcp.session_manager._server_instances)  # noqa: SLF001 - no public count
 
     @property
     def url(self) -> str:

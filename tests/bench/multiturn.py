@@ -26,10 +26,13 @@ recorded outcome. Prints `name: value unit` lines:
 """
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import re
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -327,20 +330,58 @@ def main(runs: int) -> None:
 SANDBOX_PORT = 18660  # the desk's MCP sandbox, on loopback for the benchmark's length
 
 
+class SandboxProcess:
+    """`python -m dreams.demo_desk.sandbox` in a process of its own (as an operator runs it):
+    the server gets its own interpreter, as a staging environment would."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/mcp"
+        self._process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "SandboxProcess":
+        root = Path(__file__).resolve().parents[2]
+        self._process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+            [sys.executable, "-m", "dreams.demo_desk.sandbox", "--port", str(self.port)],
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError("the access sandbox exited")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("the access sandbox did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+
+
 def _graded_share(sample, version, gateway, *, environment: bool) -> tuple[float, float]:
     """Share of replays that end and get pass/fail; and the simulated user's token share."""
     graded = replay_tokens = user_tokens = 0
     for run in sample:
         if not environment:  # today's behaviour: tools from the recording, no simulated user
             run.agent.environment_url = ""
-            if hasattr(run.agent, "simulated_user"):
-                run.agent.simulated_user = False
+            run.agent.simulated_user = False
         result = replay(run, version, gateway=gateway)
         verdict = grade(run, result, gateway=gateway, comment="")
         graded += result.stop_reason == "end_turn" and verdict.verdict in ("pass", "fail")
-        replay_tokens += result.total_tokens + getattr(result, "simulated_user_tokens", 0)
-        user_tokens += getattr(result, "simulated_user_tokens", 0)
+        replay_tokens += result.total_tokens + result.simulated_user_tokens
+        user_tokens += result.simulated_user_tokens
     return graded / len(sample), (user_tokens / replay_tokens if replay_tokens else 0.0)
+
+
+def _same_check(a: dict, b: dict) -> bool:
+    """Whether two harness checks say the same (everything but their timing)."""
+    timing = ("seconds", "runs_per_second", "concurrency")
+    return {k: v for k, v in a.items() if k not in timing} == {
+        k: v for k, v in b.items() if k not in timing
+    }
 
 
 def desk_figures(runs: int) -> None:
@@ -348,11 +389,10 @@ def desk_figures(runs: int) -> None:
 
     from agents.ingest import ingest_runs
     from dreams.demo_desk import runs as desk
-    from dreams.demo_desk.sandbox import SandboxServer
 
     workspace = Workspace.objects.create(name="Bench access desk", slug="bench-access-desk")
     with (
-        SandboxServer(port=SANDBOX_PORT) as sandbox,
+        SandboxProcess(port=SANDBOX_PORT) as sandbox,
         override_settings(REVERIE_ENVIRONMENT_ALLOWED_HOSTS=["127.0.0.1"]),
     ):
         agent = services.create_agent(
@@ -387,24 +427,38 @@ def desk_figures(runs: int) -> None:
         ingest_runs(workspace=workspace, items=payloads)
         recorded = list(Run.objects.filter(agent=agent).select_related("agent").order_by("id"))
 
-        check = check_harness(runs=recorded, version=stable)
+        # Same-run baseline: one replay (one MCP session) after another, as before.
+        for run in recorded:
+            run.agent.replay_concurrency = 1
+        sequential = check_harness(runs=recorded, version=stable)
+        recorded = list(Run.objects.filter(agent=agent).select_related("agent").order_by("id"))
+        check = check_harness(runs=recorded, version=stable)  # the agent's concurrency: 8
         drift = check["environment_drift"]
         print(f"desk_runs: {len(recorded)} runs")
         print(f"desk_harness_fidelity_with_environment: {check['fidelity'] * 100:.1f} %")
-        print(f"desk_harness_speed_with_environment: {check['runs_per_second']:.1f} runs/s")
         print(f"desk_environment_drift: {drift['calls']} calls in {drift['runs']} runs")
+        print(f"harness_speed_environment: {check['runs_per_second']:.1f} runs/s")
+        print(f"harness_concurrency_environment: {check['concurrency']} sessions")
+        print(f"harness_speed_environment_sequential: {sequential['runs_per_second']:.1f} runs/s")
+        print(f"harness_same_verdicts_concurrent_vs_sequential: {_same_check(check, sequential)}")
 
         gateway = get_gateway()
-        sample = recorded[: min(len(recorded), 200)]
         started = time.monotonic()
-        with_both, user_share = _graded_share(sample, candidate, gateway, environment=True)
+        with_both, user_share = _graded_share(recorded, candidate, gateway, environment=True)
         elapsed = time.monotonic() - started
-        fresh = list(Run.objects.filter(pk__in=[r.pk for r in sample]).select_related("agent"))
+        fresh = list(Run.objects.filter(agent=agent).select_related("agent").order_by("id"))
+        started = time.monotonic()
         without, _ = _graded_share(fresh, candidate, gateway, environment=False)
+        elapsed_without = time.monotonic() - started
+    print(f"desk_candidate_replays: {len(recorded)} runs")
     print(f"graded_verdict_share_with_environment_and_simulated_user: {with_both * 100:.1f} %")
     print(f"graded_verdict_share_without_environment_or_simulated_user: {without * 100:.1f} %")
     print(f"desk_simulated_user_token_share: {user_share * 100:.1f} %")
-    print(f"desk_candidate_replay_speed_with_environment: {len(sample) / elapsed:.1f} runs/s")
+    print(f"desk_candidate_replay_speed_with_environment: {len(recorded) / elapsed:.1f} runs/s")
+    print(
+        "desk_candidate_replay_speed_without_environment: "
+        f"{len(fresh) / elapsed_without:.1f} runs/s"
+    )
 
 
 if __name__ == "__main__":
