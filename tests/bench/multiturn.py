@@ -16,10 +16,16 @@ recorded outcome. Prints `name: value unit` lines:
 * simulated-user tokens as a share of all replay tokens (agent + simulated user), with
   tokens estimated at four characters a token on both sides.
 * on a generated IT access desk set (dreams/demo_desk, the same number of runs; the decisive
-  write four or five user turns in), with the desk's MCP sandbox on loopback: the harness check
-  through the environment (fidelity, drift, speed) and the share of candidate replays (the
-  desk's proposal: read the access policy first, an extra call before a user turn) reaching a
-  graded verdict with the environment and the simulated user, beside the same share without them.
+  write four or five user turns in), with the desk's MCP sandbox on loopback (started as
+  `python -m dreams.demo_desk.sandbox` in a process of its own): the harness check through the
+  environment (fidelity, drift; speed with the agent's replay concurrency, 8 MCP sessions at
+  once, beside one after another in the same run, and whether both say the same), and, over
+  every run of the set, the share of candidate replays (the desk's proposal: read the access
+  policy first, an extra call before a user turn) reaching a graded verdict with the
+  environment and the simulated user, beside the same share without them, and the simulated
+  user's token share;
+* full size only: the demo's access desk seeded as `make demo` does, and the simulated user's
+  share of its proposal experiment's replay tokens (both arms).
 
     .venv/bin/python tests/bench/multiturn.py            # 500 runs
     .venv/bin/python tests/bench/multiturn.py --smoke    # 40 runs, about half a minute
@@ -311,7 +317,7 @@ def candidate_figures(agent, version, runs: list[Run]) -> None:
     print(f"candidate_replay_speed: {shares[True][1]:.1f} runs/s")
 
 
-def main(runs: int) -> None:
+def main(runs: int, *, smoke: bool = False) -> None:
     agent = setup(runs)
     version = agent.stable_version
     recorded = list(Run.objects.filter(agent=agent).select_related("agent").order_by("id"))
@@ -325,6 +331,8 @@ def main(runs: int) -> None:
         print(f"grader_agreement_{name}: {g['agreement'] * 100:.1f} %")
     candidate_figures(agent, version, recorded)
     desk_figures(runs)
+    if not smoke:
+        demo_figures()
 
 
 SANDBOX_PORT = 18660  # the desk's MCP sandbox, on loopback for the benchmark's length
@@ -461,6 +469,27 @@ def desk_figures(runs: int) -> None:
     )
 
 
+def demo_figures() -> None:
+    """The demo's access desk as `make demo` seeds it (48 runs, its proposal's experiment in
+    the sandbox, both arms): the simulated user's share of that experiment's replay tokens, as
+    its proposal page shows it."""
+    from django.test import override_settings
+
+    from dreams.demo_desk.seed import seed_access_desk
+    from dreams.models import Experiment
+
+    workspace = Workspace.objects.create(name="Bench demo desk", slug="bench-demo-desk")
+    with (
+        SandboxProcess(port=SANDBOX_PORT + 1) as sandbox,
+        override_settings(REVERIE_ENVIRONMENT_ALLOWED_HOSTS=["127.0.0.1"]),
+    ):
+        seed_access_desk(workspace=workspace, sandbox_url=sandbox.url)
+    experiment = Experiment.objects.filter(agent__workspace=workspace).latest("id")
+    check = experiment.stats["simulated_user"]
+    print(f"demo_desk_verdict: {experiment.stats['verdict']}")
+    print(f"demo_desk_simulated_user_token_share: {check['tokens_share'] * 100:.1f} %")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="40 runs, about half a minute")
@@ -469,6 +498,6 @@ if __name__ == "__main__":
 
     old_config = setup_databases(verbosity=0, interactive=False)
     try:
-        main(40 if args.smoke else int(os.environ.get("BENCH_RUNS", "500")))
+        main(40 if args.smoke else int(os.environ.get("BENCH_RUNS", "500")), smoke=args.smoke)
     finally:
         teardown_databases(old_config, verbosity=0)
