@@ -342,15 +342,20 @@ class SandboxProcess:
     """`python -m dreams.demo_desk.sandbox` in a process of its own (as an operator runs it):
     the server gets its own interpreter, as a staging environment would."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, latency_ms: float = 0) -> None:
         self.port = port
+        self.latency_ms = latency_ms
         self.url = f"http://127.0.0.1:{port}/mcp"
         self._process: subprocess.Popen | None = None
 
     def __enter__(self) -> "SandboxProcess":
         root = Path(__file__).resolve().parents[2]
         self._process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            [sys.executable, "-m", "dreams.demo_desk.sandbox", "--port", str(self.port)],
+            [
+                sys.executable,
+                *("-m", "dreams.demo_desk.sandbox", "--port", str(self.port)),
+                *("--latency-ms", str(self.latency_ms)),
+            ],
             cwd=root,
             stdout=subprocess.DEVNULL,
         )
@@ -390,6 +395,34 @@ def _same_check(a: dict, b: dict) -> bool:
     return {k: v for k, v in a.items() if k not in timing} == {
         k: v for k, v in b.items() if k not in timing
     }
+
+
+REMOTE_LATENCY_MS = 20  # a staging host a network hop away answers each request this late
+REMOTE_RUNS = 100
+
+
+def remote_figures(agent, version) -> None:
+    """The harness check against the same sandbox answering every request 20 ms late (a
+    staging host, not one in this machine's memory), on the set's first 100 runs: one replay
+    after another, then the agent's replay concurrency."""
+    speeds = {}
+    with SandboxProcess(port=SANDBOX_PORT + 2, latency_ms=REMOTE_LATENCY_MS) as remote:
+        for concurrency in (1, agent.replay_concurrency):
+            runs = list(
+                Run.objects.filter(agent=agent).select_related("agent").order_by("id")[:REMOTE_RUNS]
+            )
+            for run in runs:
+                run.agent.environment_url = remote.url
+                run.agent.replay_concurrency = concurrency
+            check = check_harness(runs=runs, version=version)
+            speeds[concurrency] = check
+    sequential, concurrent = speeds[1], speeds[agent.replay_concurrency]
+    print(f"remote_environment_latency: {REMOTE_LATENCY_MS} ms a request")
+    print(f"harness_speed_remote_environment: {concurrent['runs_per_second']:.1f} runs/s")
+    print(
+        f"harness_speed_remote_environment_sequential: {sequential['runs_per_second']:.1f} runs/s"
+    )
+    print(f"harness_same_verdicts_remote: {_same_check(concurrent, sequential)}")
 
 
 def desk_figures(runs: int) -> None:
@@ -449,6 +482,7 @@ def desk_figures(runs: int) -> None:
         print(f"harness_concurrency_environment: {check['concurrency']} sessions")
         print(f"harness_speed_environment_sequential: {sequential['runs_per_second']:.1f} runs/s")
         print(f"harness_same_verdicts_concurrent_vs_sequential: {_same_check(check, sequential)}")
+        remote_figures(agent, stable)
 
         gateway = get_gateway()
         started = time.monotonic()

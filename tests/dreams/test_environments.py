@@ -297,3 +297,28 @@ def test_the_harness_check_replays_concurrently_with_the_same_verdicts(desk_agen
         runs
     )  # one fresh session a replay
     assert access_sandbox.open_sessions() == 0  # every replay closed its session (DELETE)
+
+
+def test_the_sandbox_can_answer_late_like_a_staging_host_a_hop_away():
+    import time
+
+    import anyio
+
+    from dreams.demo_desk.sandbox import with_latency
+
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((scope["type"], time.monotonic()))
+
+    delayed = with_latency(app, 0.05)
+
+    async def main():
+        started = time.monotonic()
+        await delayed({"type": "lifespan"}, None, None)
+        await delayed({"type": "http"}, None, None)
+        return started
+
+    started = anyio.run(main)
+    assert [kind for kind, _ in seen] == ["lifespan", "http"]
+    assert seen[1][1] - started >= 0.05  # a lower bound only: never a speed assumption
