@@ -12,6 +12,10 @@ harness can judge this agent at all.
   differs from the recording (the staging copy is not the system the run saw) — and the runs
   whose replay found the environment unavailable (not checked).
 
+With an environment the replays run concurrently (`replay.replay_many`: up to the agent's
+`replay_concurrency` MCP sessions at once, one fresh session a replay) and are graded in order
+afterwards, so the check says the same as one replay after another, only sooner.
+
 Model judges (rubric, feedback) run only on a backend that costs nothing; otherwise those runs
 are counted as not checked. Below REVERIE_HARNESS_FIDELITY_THRESHOLD the experiment reports
 that the harness cannot judge the agent instead of a verdict.

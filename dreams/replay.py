@@ -34,7 +34,9 @@ With the agent's sandbox environment (`Agent.environment_url`, dreams/environmen
 tool call is executed there instead, matched or not, so the environment's final state is the
 replay's own; a matched call keeps its recorded result beside the environment's, and a
 difference is *environment drift*. The session is opened (and reset with the run's snapshot)
-at the first call, asked for its final-state check when the replay ends, and closed.
+at the first call, asked for its final-state check when the replay ends, and closed. Many
+replays at once (`replay_many`, the experiments' async path) share one event loop for their MCP
+clients through an anyio portal; each still has its own session.
 """
 
 import asyncio
