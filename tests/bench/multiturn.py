@@ -528,8 +528,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="40 runs, about half a minute")
     args = parser.parse_args()
+    from django.db import connections
     from django.test.utils import setup_databases, teardown_databases
 
+    default = connections["default"].settings_dict
+    if default["ENGINE"].endswith("sqlite3"):
+        # A test database of its own: pytest in the same work tree must not drop it under us.
+        default["TEST"] = {**default.get("TEST", {}), "NAME": f"{default['NAME']}.bench-multiturn"}
     old_config = setup_databases(verbosity=0, interactive=False)
     try:
         main(40 if args.smoke else int(os.environ.get("BENCH_RUNS", "500")), smoke=args.smoke)
