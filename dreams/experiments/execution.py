@@ -7,6 +7,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from anyio.from_thread import BlockingPortal
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Prefetch, Q
@@ -181,6 +182,7 @@ async def replay_slots_async(
                 gateway=gateway,
                 experiment=slot.experiment,
                 replay_row=slot,
+                portal=portal,
             )
             graded, error = None, result.error
             if not error:
@@ -203,7 +205,10 @@ async def replay_slots_async(
         await sync_to_async(_save_slot)(slot, result, graded, error)
 
     try:
-        await asyncio.gather(*(one(s) for s in slots))
+        # Environment sessions' MCP clients run on this loop (one session a replay, each
+        # opened and closed by its replay), not on an event loop thread of their own each.
+        async with BlockingPortal() as portal:
+            await asyncio.gather(*(one(s) for s in slots))
     finally:
         await shared.close()
         await gateway.aclose()
