@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
+from django_htmx.http import HttpResponseClientRedirect, reselect, reswap, retarget
 
 from agents.access import get_agent_for, principal_for
 from agents.charts import pass_rate_chart
@@ -127,7 +127,10 @@ def proposal_page(request: HttpRequest, pk: int) -> HttpResponse:
     template = "reviews/proposal.html"
     if request.htmx and request.htmx.target == "replay-progress":
         if proposal.status != "replaying":
-            return HttpResponseClientRefresh()  # replays finished: show the evidence
+            # Replays finished: swap the whole page body in (numbers, verdict, decision bar),
+            # with no reload.
+            response = render(request, template, context)
+            return reselect(retarget(reswap(response, "outerHTML"), "main.page"), "main.page")
         template += "#replay-progress"
     elif request.htmx and request.htmx.target == "replay-list":
         template += "#replay-list"
