@@ -53,7 +53,9 @@ def test_saving_an_edit_with_htmx_redirects_the_client(client, reviewer, agent):
     assert response.status_code == 200 and response["HX-Redirect"] == f"/proposals/{new.pk}/"
 
 
-def test_a_replaying_proposal_shows_progress_and_refreshes_when_done(client, reviewer, agent):
+def test_a_replaying_proposal_shows_progress_and_swaps_the_page_in_when_done(
+    client, reviewer, agent
+):
     proposal = reviewable_proposal(agent=agent, runs=2)
     Proposal.objects.filter(pk=proposal.pk).update(status="replaying")
     Experiment.objects.filter(proposal=proposal).update(status="running")
@@ -70,7 +72,9 @@ def test_a_replaying_proposal_shows_progress_and_refreshes_when_done(client, rev
     done = client.get(
         f"/proposals/{proposal.pk}/", headers={"HX-Request": "true", "HX-Target": "replay-progress"}
     )
-    assert done["HX-Refresh"] == "true"
+    # No reload: the finished page's body replaces the old one (htmx retarget + reselect).
+    assert "HX-Refresh" not in done
+    assert (done["HX-Retarget"], done["HX-Reselect"]) == ("main.page", "main.page")
 
 
 def test_dream_now_says_the_cycle_finished_when_it_did(client, reviewer, agent, monkeypatch):
