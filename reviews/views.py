@@ -126,9 +126,10 @@ def proposal_page(request: HttpRequest, pk: int) -> HttpResponse:
     context = _proposal_context(request, proposal)
     template = "reviews/proposal.html"
     if request.htmx and request.htmx.target == "replay-progress":
-        if proposal.status != "replaying":
-            # Replays finished: swap the whole page body in (numbers, verdict, decision bar),
-            # with no reload.
+        experiment = context.get("experiment")
+        if proposal.status != "replaying" or (experiment and experiment.status == "failed"):
+            # Replays finished (or stopped): swap the whole page body in (numbers, verdict,
+            # decision bar), with no reload.
             response = render(request, template, context)
             return reselect(retarget(reswap(response, "outerHTML"), "main.page"), "main.page")
         template += "#replay-progress"
