@@ -116,6 +116,14 @@ def probe_environment(
         if isinstance(leaf, TimeoutError):
             return Probe(url, ok=False, error=f"No answer within {limit:g} s.")
         text = str(leaf) or type(leaf).__name__
+        if isinstance(leaf, httpx2.ConnectError):
+            where = urlsplit(url).netloc.rsplit("@", 1)[-1]
+            return Probe(
+                url,
+                ok=False,
+                error=f"Nothing answers at {where}: is the server running and the port right? "
+                f"(ConnectError: {text})"[:500],
+            )
         return Probe(
             url, ok=False, error=f"Cannot open an MCP session: {type(leaf).__name__}: {text}"[:500]
         )

@@ -148,7 +148,9 @@ class EnvironmentUrlWidget(forms.URLInput):
         js = ["agents/environment_check.js"]
 
     def __init__(self, *, agent_id: int | None = None, attrs: dict[str, Any] | None = None):
-        super().__init__(attrs={"size": 60, **(attrs or {})})
+        super().__init__(
+            attrs={"size": 60, "style": "max-width:100%;box-sizing:border-box", **(attrs or {})}
+        )
         self.agent_id = agent_id
 
     def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> str:
