@@ -115,6 +115,23 @@ PAGES: dict[str, Page] = {
     "rollout-detail": lambda w: f"/rollouts/{w.rollout.pk}/",
     "agent-split": lambda w: f"/rollouts/agents/{w.agent.slug}/split/",
 }
+# The fragments htmx swaps in (same URL, a partial chosen by the request's headers).
+FRAGMENTS: dict[str, tuple[Page, dict[str, str]]] = {
+    "home#queue-results": (lambda w: "/?sort=agent", {"HX-Request": "true"}),
+    "proposal-detail#replay-list": (
+        lambda w: f"/proposals/{w.proposal.pk}/?outcome=fixed",
+        {"HX-Request": "true", "HX-Target": "replay-list"},
+    ),
+    "replay-detail#replay-trajectory": (
+        lambda w: f"/proposals/{w.proposal.pk}/replays/{w.replay_run_id}/",
+        {"HX-Request": "true"},
+    ),
+    "runs#fragment": (lambda w: "/runs/?status=failure", {"HX-Request": "true"}),
+    "rollout-detail#rollout-live": (
+        lambda w: f"/rollouts/{w.rollout.pk}/",
+        {"HX-Request": "true"},
+    ),
+}
 # GET routes that are not pages: actions (POST only) and redirects.
 NOT_PAGES = {
     "run-feedback",
@@ -136,10 +153,10 @@ NOT_PAGES = {
 APPS = ("agents", "dreams", "reviews", "rollouts")
 
 
-def _count(client: Any, url: str) -> int:
-    client.get(url)  # warm up: sessions, caches filled on first use
+def _count(client: Any, url: str, headers: dict[str, str] | None = None) -> int:
+    client.get(url, headers=headers)  # warm up: sessions, caches filled on first use
     with CaptureQueriesContext(connection) as ctx:
-        response = client.get(url)
+        response = client.get(url, headers=headers)
     assert response.status_code == 200, (url, response.status_code)
     return len(ctx.captured_queries)
 
@@ -150,19 +167,20 @@ def no_stage_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("rollouts.services.minimum_stage_runs", lambda: 0)
 
 
-@pytest.mark.parametrize("name", sorted(PAGES))
+@pytest.mark.parametrize("name", sorted(PAGES) + sorted(FRAGMENTS))
 def test_the_page_makes_as_many_queries_with_grown_data(name, client, owner, agent, workspace):
+    page, headers = FRAGMENTS.get(name) or (PAGES[name], None)
     small = build(agent, owner, size=1)
     client.force_login(owner)
-    before = _count(client, PAGES[name](small))
+    before = _count(client, page(small), headers)
 
     big_agent = AgentFactory(workspace=workspace, slug="big", name="Big")
     big_agent.stable_version = ConfigVersionFactory(agent=big_agent, number=1)
     big_agent.save(update_fields=["stable_version"])
     big = build(big_agent, owner, size=3)
-    after = _count(client, PAGES[name](big))
+    after = _count(client, page(big), headers)
     assert after == before, f"{name}: {before} queries with small data, {after} with grown data"
-    if name == "rollout-detail":
+    if name.startswith("rollout-detail"):
         assert after <= ROLLOUT_CEILING
 
 
