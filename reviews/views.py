@@ -130,6 +130,12 @@ def proposal_page(request: HttpRequest, pk: int) -> HttpResponse:
         if proposal.status != "replaying" or (experiment and experiment.status == "failed"):
             # Replays finished (or stopped): swap the whole page body in (numbers, verdict,
             # decision bar), with no reload.
+            if proposal.status == "replaying":
+                messages.error(request, "Replays stopped before they finished; see below.")
+            else:
+                label = context.get("verdict_label", "")
+                finished = "Replays finished" + (f": {label.lower()}" if label else "")
+                messages.success(request, f"{finished}. The numbers below are the new ones.")
             response = render(request, template, context)
             return reselect(retarget(reswap(response, "outerHTML"), "main.page"), "main.page")
         template += "#replay-progress"

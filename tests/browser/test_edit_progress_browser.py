@@ -60,5 +60,6 @@ def test_saving_an_edit_returns_at_once_shows_progress_then_the_new_numbers(
         if block["n"]:
             expect(metrics).to_contain_text(f"{block['passed']}/{block['n']}")
     expect(page.locator("#verdict")).to_be_visible()
+    expect(page.locator(".flashes")).to_contain_text("Replays finished")
     assert page.evaluate("window.__samePage") == "yes"
     shot("edit-progress-done")

@@ -57,6 +57,7 @@ def test_with_the_embedded_worker_an_edit_returns_while_its_replays_wait(
     assert done.headers["HX-Reselect"] == "main.page"
     assert done.headers["HX-Reswap"] == "outerHTML"
     assert b'class="table metrics"' in done.content and b'id="replay-progress"' not in done.content
+    assert b"Replays finished" in done.content  # the flash says what just happened
 
 
 def test_without_the_worker_the_edit_replays_inside_the_request(client, reviewer, agent):
