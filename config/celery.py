@@ -89,7 +89,7 @@ class EmbeddedWorker:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        from django.db import connections
+        from django.db import close_old_connections, connections
 
         app.set_current()
         try:
@@ -103,6 +103,7 @@ class EmbeddedWorker:
                 except Exception:  # a task's failure is its own; the next task still runs
                     logger.exception("embedded worker: task %r failed", signature)
                 finally:
+                    close_old_connections()  # as a worker does between tasks
                     self._queue.task_done()
         finally:
             connections.close_all()  # this thread's database connections
