@@ -1,12 +1,16 @@
 from typing import Any
 
 from django.contrib import admin, messages
-from django.http import HttpRequest
-from django.urls import reverse
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from agents import services
-from agents.forms import AgentAdminForm
+from agents.environment_probe import probe_environment
+from agents.forms import AgentAdminForm, tool_names
 from agents.models import (
     Agent,
     ApiKey,
@@ -160,6 +164,33 @@ class AgentAdmin(admin.ModelAdmin):
             },
         ),
     ]
+
+    def get_urls(self) -> list[Any]:
+        check = self.admin_site.admin_view(require_POST(self.environment_check))
+        return [
+            path("environment-check/", check, name="agents_agent_environment_check"),
+            *super().get_urls(),
+        ]
+
+    def environment_check(self, request: HttpRequest) -> HttpResponse:
+        """ "Test connection": probe the environment URL as typed (checked like every environment
+        URL), and compare its tools with the agent's when the agent exists."""
+        if not (self.has_change_permission(request) or self.has_add_permission(request)):
+            raise PermissionDenied
+        agent = None
+        agent_id = request.POST.get("agent", "")
+        if agent_id.isdigit():
+            agent = (
+                self.get_queryset(request)
+                .select_related("stable_version")
+                .filter(pk=agent_id)
+                .first()
+            )
+        probe = probe_environment(
+            request.POST.get("environment_url", ""),
+            agent_tools=tool_names(agent) if agent else None,
+        )
+        return render(request, "agents/environment_check.html", {"probe": probe, "agent": agent})
 
     @admin.display(description="Config")
     def new_version_link(self, obj: Agent) -> str:

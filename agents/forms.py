@@ -6,6 +6,8 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.module_loading import import_string
 
 from agents.models import Agent
@@ -138,6 +140,43 @@ class SandboxToolsField(_TextBackedField):
         return result
 
 
+class EnvironmentUrlWidget(forms.URLInput):
+    """The environment URL with a "Test connection" button: it posts the URL as typed (saved or
+    not) to the admin's probe, which answers with the tools served or the reason it failed."""
+
+    class Media:
+        js = ["agents/environment_check.js"]
+
+    def __init__(self, *, agent_id: int | None = None, attrs: dict[str, Any] | None = None):
+        super().__init__(
+            attrs={"size": 60, "style": "max-width:100%;box-sizing:border-box", **(attrs or {})}
+        )
+        self.agent_id = agent_id
+
+    def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> str:
+        field = super().render(name, value, attrs, renderer)
+        return format_html(
+            '<div class="environment-field" style="flex:1 1 auto;min-width:0">'
+            '<span class="environment-url" style="display:flex;gap:8px;align-items:center;'
+            'flex-wrap:wrap">{}<button type="button" class="button" data-environment-check="{}" '
+            'data-agent="{}">Test connection</button></span>'
+            '<div class="environment-check-result" aria-live="polite"></div></div>',
+            field,
+            reverse("admin:agents_agent_environment_check"),
+            self.agent_id or "",
+        )
+
+
+ENVIRONMENT_HELP = (
+    "An MCP server (streamable HTTP) on staging that executes every tool call of a replay "
+    "against a sandbox copy of your systems, one session a replay; empty: tools answer from the "
+    "recording. If it offers reverie_reset, each replay starts from the run's recorded snapshot; "
+    "if it offers reverie_check, that tool grades the replay on the sandbox's final state. "
+    "Private or loopback hosts need REVERIE_ENVIRONMENT_ALLOWED_HOSTS. “Test connection” opens a "
+    "session and lists the tools, without saving."
+)
+
+
 class AgentAdminForm(forms.ModelForm):
     protected_sections = LinesField(
         required=False,
@@ -202,6 +241,10 @@ class AgentAdminForm(forms.ModelForm):
         else:
             # No tools known yet (a new agent, or no stable version): names one per line.
             self.fields["write_tools"] = LinesField(required=False, help_text=field.help_text)
+        if "environment_url" in self.fields:
+            url_field = self.fields["environment_url"]
+            url_field.widget = EnvironmentUrlWidget(agent_id=self.instance.pk)
+            url_field.help_text = ENVIRONMENT_HELP
 
     def clean_sandbox_tools(self) -> dict[str, str]:
         value: dict[str, str] = self.cleaned_data.get("sandbox_tools") or {}

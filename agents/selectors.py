@@ -1,10 +1,8 @@
 """Reads for the capture API and pages, always scoped to one workspace."""
 
-import heapq
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from agents.models import Agent, AuditEvent, ConfigVersion, Feedback, Run, Workspace
@@ -80,7 +78,7 @@ def recent_runs(
 
     Sorting a whole workspace by time would sort every run; instead each agent contributes
     its newest `offset + limit` rows through the (agent, status?, -started_at) indexes and
-    a UNION ALL picks the page. Two queries whatever the table size.
+    a UNION ALL picks the page. Three queries whatever the table size or the number of agents.
     """
     agents = Agent.objects.filter(workspace=workspace)
     if agent_slug:
@@ -90,21 +88,16 @@ def recent_runs(
         return []
     per_agent = []
     for agent_id in agent_ids:
-        runs = Run.objects.filter(agent_id=agent_id)
+        newest = Run.objects.filter(agent_id=agent_id)
         if status:
-            runs = runs.filter(status=status)
+            newest = newest.filter(status=status)
+        newest = newest.order_by("-started_at", "-id").values("pk")[: offset + limit]
+        # The slice sits inside the subquery, so the UNION works on SQLite and PostgreSQL alike.
         per_agent.append(
-            runs.order_by("-started_at", "-id").values_list("id", "started_at")[: offset + limit]
+            Run.objects.filter(pk__in=Subquery(newest)).order_by().values_list("id", "started_at")
         )
-    if len(per_agent) > 1 and connection.features.supports_slicing_ordering_in_compound:
-        combined = per_agent[0].union(*per_agent[1:], all=True)
-        ids = [pk for pk, _ in combined.order_by("-started_at", "-id")[offset : offset + limit]]
-    else:
-        # SQLite cannot slice inside a UNION: merge the per-agent lists here instead.
-        merged = heapq.merge(
-            *(list(q) for q in per_agent), key=lambda r: (r[1], r[0]), reverse=True
-        )
-        ids = [pk for pk, _ in list(merged)[offset : offset + limit]]
+    combined = per_agent[0].union(*per_agent[1:], all=True) if len(per_agent) > 1 else per_agent[0]
+    ids = [pk for pk, _ in combined.order_by("-started_at", "-id")[offset : offset + limit]]
     rows = Run.objects.filter(pk__in=ids).select_related("agent", "config_version")
     by_id = {
         run.pk: run for run in rows.defer("messages", "system", "tools", "metadata", "expectations")
@@ -147,18 +140,36 @@ def version_pass_rates(
         .order_by("-number")
         .values_list("id", "number")[:versions]
     )
-    points = []
-    for version_id, number in reversed(recent):
+    parts = []
+    for version_id, _ in recent:
         latest = (
             Run.objects.filter(agent=agent, config_version_id=version_id)
             .exclude(status=Run.Status.UNKNOWN)
             .order_by("-started_at")
             .values("pk")[:window]
         )
-        counts = Run.objects.filter(pk__in=Subquery(latest)).aggregate(
-            n=Count("id"), passed=Count("id", filter=Q(status=Run.Status.SUCCESS))
+        parts.append(
+            Run.objects.filter(pk__in=Subquery(latest))
+            .order_by()
+            .values("config_version_id")
+            .annotate(n=Count("id"), passed=Count("id", filter=Q(status=Run.Status.SUCCESS)))
         )
-        points.append({"number": number, "current": number == current, **counts})
+    # One query for every version: a UNION ALL of the per-version range scans.
+    counts: dict[int, dict[str, int]] = {}
+    if parts:
+        rows = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+        counts = {row["config_version_id"]: row for row in rows}
+    points = []
+    for version_id, number in reversed(recent):
+        row = counts.get(version_id) or {}
+        points.append(
+            {
+                "number": number,
+                "current": number == current,
+                "n": row.get("n", 0),
+                "passed": row.get("passed", 0),
+            }
+        )
     return points
 
 

@@ -25,13 +25,10 @@ or drops the connection raises `EnvironmentUnavailable`.
 """
 
 import contextlib
-import functools
 import json
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -40,10 +37,9 @@ from django.conf import settings
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from agents.targets import TargetRefused, pinned_url, resolve_target
+from agents.environment_probe import CHECK_TOOL, RESET_TOOL, pinned_http_client
+from agents.targets import TargetRefused
 
-RESET_TOOL = "reverie_reset"
-CHECK_TOOL = "reverie_check"
 RESERVED = (RESET_TOOL, CHECK_TOOL)
 CLIENT_NAME = "reverie-replay"
 
@@ -124,41 +120,12 @@ def final_check(result: Any) -> FinalCheck | None:
     return FinalCheck(verdict, str(data.get("reason", ""))[:2000])
 
 
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """httpx2's default verifying context, built once: building it costs ~25 ms a session."""
-    return httpx2.create_ssl_context(trust_env=False)
-
-
 def _pinned_http_client(url: str, timeout: float) -> tuple[str, httpx2.AsyncClient]:
-    """The URL to request (host replaced by the checked address) and a client that sends the
-    original Host header and TLS server name; no proxies (they would resolve the host again)."""
+    """The pinned URL and client (`agents.environment_probe`), or EnvironmentUnavailable."""
     try:
-        _, address, _ = resolve_target(
-            url,
-            what="environment",
-            allowed_hosts=settings.REVERIE_ENVIRONMENT_ALLOWED_HOSTS,
-            hint="add the host to REVERIE_ENVIRONMENT_ALLOWED_HOSTS to allow it",
-        )
+        return pinned_http_client(url, timeout)
     except (TargetRefused, ConnectionError) as exc:
         raise EnvironmentUnavailable(f"environment URL refused: {exc}") from exc
-    pinned, host = pinned_url(url, address)
-    hostname = urlsplit(url).hostname or ""
-    https = urlsplit(url).scheme == "https"
-
-    async def name_the_server(request: httpx2.Request) -> None:
-        if https:
-            request.extensions["sni_hostname"] = hostname
-
-    client = httpx2.AsyncClient(
-        timeout=httpx2.Timeout(timeout),
-        verify=_ssl_context(),
-        headers={"host": host},
-        trust_env=False,
-        follow_redirects=False,
-        event_hooks={"request": [name_the_server]},
-    )
-    return pinned, client
 
 
 class EnvironmentSession:

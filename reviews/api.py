@@ -4,6 +4,7 @@ rebase, and proposing a change by hand. Same services and rules as the pages."""
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -18,7 +19,13 @@ from agents.models import ApiKey
 from agents.run_sets_api import RunSetSerializer
 from agents.scopes import DeclaredScope
 from agents.timestamps import TimestampError, parse_timestamp
-from config.api import ERROR_DOC, DefaultPagination, error_response, query_bool
+from config.api import (
+    ERROR_DOC,
+    DefaultPagination,
+    StrictBooleanField,
+    error_response,
+    query_bool,
+)
 from dreams import handwritten, rebase
 from dreams import stats as verdict_stats
 from dreams.api import ExperimentSerializer
@@ -442,6 +449,53 @@ class ProposalComments(WorkspaceMixin, generics.ListAPIView):
         except services.DecisionRefused as exc:
             return _refused(exc)
         return Response(CommentSerializer(comment).data, status=status.HTTP_201_CREATED)
+
+
+class ThreadResolutionIn(serializers.Serializer):
+    resolved = StrictBooleanField(help_text="true resolves the thread; false reopens it")
+
+
+class ThreadOut(CommentSerializer):
+    resolved_by = serializers.CharField(
+        source="resolved_by.get_username", read_only=True, allow_null=True, default=None
+    )
+
+    class Meta(CommentSerializer.Meta):
+        fields = [*CommentSerializer.Meta.fields, "resolved_by"]
+        read_only_fields = fields
+
+
+class ProposalThreadResolution(WorkspaceMixin, APIView):
+    required_scopes = {"POST": "admin"}
+    permission_classes = [DeclaredScope, CanReview]
+
+    @extend_schema(
+        request=ThreadResolutionIn,
+        responses={200: ThreadOut, 400: ERROR_DOC, 403: ERROR_DOC, 404: ERROR_DOC},
+        description="Resolve (`resolved: true`) or reopen (`resolved: false`) a review thread, "
+        "named by the id of its first comment, as the page's Resolve and Reopen buttons do: "
+        "reviewers and admins only, recorded in the audit log. A reply to the thread also "
+        "reopens it. 400 names the field: a non-boolean `resolved`, or `comment_id` when the "
+        "comment is a reply rather than a thread's first comment.",
+    )
+    def post(self, request: Request, pk: int, comment_id: int) -> Response:
+        proposal = get_proposal_for(self.principal, pk, write=True)
+        if not proposal.comments.filter(pk=comment_id).exists():
+            raise Http404("No such thread on this proposal.")
+        body = ThreadResolutionIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            thread = services.resolve_thread(
+                comment_id=comment_id,
+                actor=person_for(self.principal),
+                resolved=body.validated_data["resolved"],
+            )
+        except services.DecisionRefused as exc:
+            if exc.code == "anchor":
+                raise ValidationError({"comment_id": [str(exc)]}) from exc
+            return _refused(exc)
+        thread = ReviewComment.objects.select_related("author", "resolved_by").get(pk=thread.pk)
+        return Response(ThreadOut(thread).data)
 
 
 class AssignmentIn(serializers.Serializer):

@@ -9,6 +9,11 @@ urlpatterns = [
     path("proposals/<int:pk>", api.ProposalRead.as_view(), name="api-proposal"),
     path("proposals/<int:pk>/decisions", api.ProposalDecision.as_view(), name="api-decisions"),
     path("proposals/<int:pk>/comments", api.ProposalComments.as_view(), name="api-comments"),
+    path(
+        "proposals/<int:pk>/comments/<int:comment_id>/resolution",
+        api.ProposalThreadResolution.as_view(),
+        name="api-thread-resolution",
+    ),
     path("proposals/<int:pk>/assignment", api.ProposalAssignment.as_view(), name="api-assignment"),
     path("proposals/<int:pk>/rebase", api.ProposalRebase.as_view(), name="api-rebase"),
     path(

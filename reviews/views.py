@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
+from django_htmx.http import HttpResponseClientRedirect, reselect, reswap, retarget
 
 from agents.access import get_agent_for, principal_for
 from agents.charts import pass_rate_chart
@@ -137,8 +137,18 @@ def proposal_page(request: HttpRequest, pk: int) -> HttpResponse:
     context = _proposal_context(request, proposal)
     template = "reviews/proposal.html"
     if request.htmx and request.htmx.target == "replay-progress":
-        if proposal.status != "replaying":
-            return HttpResponseClientRefresh()  # replays finished: show the evidence
+        experiment = context.get("experiment")
+        if proposal.status != "replaying" or (experiment and experiment.status == "failed"):
+            # Replays finished (or stopped): swap the whole page body in (numbers, verdict,
+            # decision bar), with no reload.
+            if proposal.status == "replaying":
+                messages.error(request, "Replays stopped before they finished; see below.")
+            else:
+                label = context.get("verdict_label", "")
+                finished = "Replays finished" + (f": {label.lower()}" if label else "")
+                messages.success(request, f"{finished}. The numbers below are the new ones.")
+            response = render(request, template, context)
+            return reselect(retarget(reswap(response, "outerHTML"), "main.page"), "main.page")
         template += "#replay-progress"
     elif request.htmx and request.htmx.target == "replay-list":
         template += "#replay-list"

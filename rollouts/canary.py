@@ -170,14 +170,17 @@ def _p95(values: list[int]) -> float | None:
     return float(values[rank - 1])
 
 
-def _arm_metrics(
-    *, agent_id: int, version_id: int, number: int | None, since: datetime | None, until: datetime
-) -> ArmMetrics:
+def _arm_runs(*, agent_id: int, version_id: int, since: datetime | None, until: datetime) -> Any:
     runs = Run.objects.filter(
         agent_id=agent_id, config_version_id=version_id, started_at__lte=until
     )
     if since is not None:
         runs = runs.filter(started_at__gte=since)
+    return runs
+
+
+def _arm_counts(runs: Any) -> tuple[ArmCounts, dict[str, Any]]:
+    """The arm's counts (and the raw aggregate, for the mean tokens): one query."""
     negative = Exists(Feedback.objects.filter(run=OuterRef("pk"), rating=Feedback.Rating.NEGATIVE))
     agg = runs.annotate(has_negative=negative).aggregate(
         n=Count("pk"),
@@ -199,6 +202,14 @@ def _arm_metrics(
         errors=agg["errors"],
         negative=agg["negative"],
     )
+    return counts, agg
+
+
+def _arm_metrics(
+    *, agent_id: int, version_id: int, number: int | None, since: datetime | None, until: datetime
+) -> ArmMetrics:
+    runs = _arm_runs(agent_id=agent_id, version_id=version_id, since=since, until=until)
+    counts, agg = _arm_counts(runs)
     latencies = list(runs.exclude(latency_ms=None).values_list("latency_ms", flat=True))
     metrics = ArmMetrics(version=number, counts=counts)
     if counts.labelled:
@@ -307,10 +318,11 @@ def analyse_stage(*, rollout: Rollout, stage: RolloutStage) -> StageAnalysis:
             .values_list("started_at", flat=True)[look[1] - 1 : look[1]]
             .get()
         )
-        for arm, (vid, num) in arms.items():
-            look_counts[arm] = _arm_metrics(
-                agent_id=rollout.agent_id, version_id=vid, number=num, since=since, until=look_end
-            ).counts
+        for arm, (vid, _) in arms.items():
+            # The look needs counts only (no latencies): one query an arm.
+            look_counts[arm] = _arm_counts(
+                _arm_runs(agent_id=rollout.agent_id, version_id=vid, since=since, until=look_end)
+            )[0]
     comparison = sequential_comparison(
         full_canary=full["canary"].counts,
         look_stable=look_counts["stable"],

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import ports
+
 ROOT = Path(__file__).resolve().parent.parent
 PROCFILE = ROOT / "config" / "deploy" / "Procfile"
 
@@ -25,11 +27,12 @@ def procfile_command(process: str) -> list[str]:
 
 def free_port() -> int:
     # The session's port range (18500-18599); pick one nobody listens on.
-    for port in range(18560, 18600):
+    first = ports.port(18560)
+    for port in range(first, first + 40):
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) != 0:
                 return port
-    raise RuntimeError("no free port in 18560-18599")
+    raise RuntimeError(f"no free port in {first}-{first + 39}")
 
 
 def get(port: int, path: str, timeout: float = 10) -> tuple[int, float]:

@@ -8,6 +8,7 @@ from django.core.management import call_command
 
 from agents.models import Agent
 from tests.fake_anthropic import fake_anthropic, fake_gateway_settings  # noqa: F401
+from tests.ports import port
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def sandbox_port(offset: int = 0) -> int:
     import os
 
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return 18640 + 4 * int(worker.removeprefix("gw") or 0) + offset
+    return port(18640 + 4 * int(worker.removeprefix("gw") or 0) + offset)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from dreams.harness import check_harness
 from dreams.llm import Gateway
 from dreams.replay import Stop, replay
 from tests.dreams.conftest import sandbox_port
+from tests.ports import port
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +27,7 @@ SNAPSHOT = {
     },
     "request": {"employee_id": "E-7", "group": "prod-db-admin"},
 }
-CLOSED_PORT = 18699  # nothing listens there: an unreachable environment
+CLOSED_PORT = port(18699)  # nothing listens there: an unreachable environment
 
 
 @pytest.fixture
@@ -167,7 +168,7 @@ def test_an_unreachable_environment_marks_the_replay_unavailable_never_pass_or_f
 
 
 def test_the_harness_port_helper_stays_in_range():
-    assert 18640 <= sandbox_port() < 18660
+    assert port(18640) <= sandbox_port() < port(18660)
 
 
 def test_an_experiments_replays_run_in_the_environment_on_the_async_path(

@@ -53,7 +53,9 @@ def test_saving_an_edit_with_htmx_redirects_the_client(client, reviewer, agent):
     assert response.status_code == 200 and response["HX-Redirect"] == f"/proposals/{new.pk}/"
 
 
-def test_a_replaying_proposal_shows_progress_and_refreshes_when_done(client, reviewer, agent):
+def test_a_replaying_proposal_shows_progress_and_swaps_the_page_in_when_done(
+    client, reviewer, agent
+):
     proposal = reviewable_proposal(agent=agent, runs=2)
     Proposal.objects.filter(pk=proposal.pk).update(status="replaying")
     Experiment.objects.filter(proposal=proposal).update(status="running")
@@ -70,7 +72,9 @@ def test_a_replaying_proposal_shows_progress_and_refreshes_when_done(client, rev
     done = client.get(
         f"/proposals/{proposal.pk}/", headers={"HX-Request": "true", "HX-Target": "replay-progress"}
     )
-    assert done["HX-Refresh"] == "true"
+    # No reload: the finished page's body replaces the old one (htmx retarget + reselect).
+    assert "HX-Refresh" not in done
+    assert (done["HX-Retarget"], done["HX-Reselect"]) == ("main.page", "main.page")
 
 
 def test_dream_now_says_the_cycle_finished_when_it_did(client, reviewer, agent, monkeypatch):
@@ -94,3 +98,21 @@ def test_pages_have_a_favicon(client, reviewer):
     assert 'rel="icon" href="/static/favicon.svg"' in client.get("/").content.decode()
     response = client.get("/favicon.ico")
     assert response.status_code == 301 and response["Location"].endswith("favicon.svg")
+
+
+def test_replays_that_stopped_say_so_and_stop_polling(client, reviewer, agent):
+    proposal = reviewable_proposal(agent=agent, runs=2)
+    Proposal.objects.filter(pk=proposal.pk).update(status="replaying")
+    Experiment.objects.filter(proposal=proposal).update(
+        status="failed", error="Token budget exceeded; replays stopped."
+    )
+    client.force_login(reviewer)
+    page = client.get(f"/proposals/{proposal.pk}/").content.decode()
+    card = page.split('id="replay-progress"')[1].split("</div>")[0]
+    assert "Replays stopped" in card and "Token budget exceeded" in card
+    assert "hx-trigger" not in card and "updates by itself" not in page
+    # A poll already in flight gets the whole page (with the stopped card), not another poll.
+    polled = client.get(
+        f"/proposals/{proposal.pk}/", headers={"HX-Request": "true", "HX-Target": "replay-progress"}
+    )
+    assert polled["HX-Retarget"] == "main.page" and "Replays stopped" in polled.content.decode()

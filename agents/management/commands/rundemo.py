@@ -1,5 +1,5 @@
 """`manage.py rundemo`: the embedded demo with the loop closed — the web server, beat's periodic
-work in-process (eager tasks) and simulated production traffic for the demo agent."""
+work in-process (eager tasks), a background thread for experiments and dream cycles, and simulated production traffic for the demo agent."""
 
 import random
 import threading
@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agents import traffic
 from agents.management.commands.simulate_traffic import in_process_client, local_ingest_key
-from config.celery import start_embedded_beat
+from config.celery import start_embedded_beat, start_embedded_worker
 
 
 class Command(BaseCommand):
@@ -39,6 +39,9 @@ class Command(BaseCommand):
                 "and `celery -A config beat`, and `manage.py simulate_traffic --url … --key …`."
             )
         start_embedded_beat()
+        # Experiments and dream cycles run on a background thread, as a worker would run them:
+        # saving an edit returns at once and its page polls the replays' progress.
+        start_embedded_worker()
         self.stdout.write(
             f"Beat's schedule runs in-process: rollouts are checked every "
             f"{settings.REVERIE_ROLLOUT_CHECK_SECONDS} s; stages need "
