@@ -30,7 +30,7 @@ URL = os.environ.get("REVERIE_LOCAL_MODEL_URL", "")
 
 
 def _adapter_up() -> str:
-    """"" when the adapter answers /healthz, else why these tests are skipped."""
+    """ "" when the adapter answers /healthz, else why these tests are skipped."""
     if not URL:
         return "REVERIE_LOCAL_MODEL_URL is not set (run `make test-local-model`)"
     try:
