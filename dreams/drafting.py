@@ -116,8 +116,11 @@ def validate_draft(
         raise DraftRejected("no edit proposed" + (f": {reason}" if reason else ""))
     if len(edits) > MAX_EDITS:
         raise DraftRejected(f"{len(edits)} edits; at most {MAX_EDITS} per proposal")
+    evidence = answer.get("evidence_run_ids")
     cited = {
-        pk for pk in answer.get("evidence_run_ids") or [] if isinstance(pk, int)
+        pk
+        for pk in (evidence if isinstance(evidence, list) else [])
+        if isinstance(pk, int) and not isinstance(pk, bool)  # `true` is no run id
     } & drafting_run_ids
     if len(cited) < MIN_DRAFTING:
         raise DraftRejected(

@@ -189,7 +189,12 @@ def _ask_merge(*, cycle: DreamCycle, buckets: dict[str, list[Run]]) -> list[dict
     for group in answer.get("groups", []) if isinstance(answer.get("groups"), list) else []:
         if not isinstance(group, dict):
             continue
-        members = [ids[m] for m in group.get("members", []) if m in ids and ids[m] not in taken]
+        listed = group.get("members")
+        members = [
+            ids[m]
+            for m in (listed if isinstance(listed, list) else [])
+            if isinstance(m, str) and m in ids and ids[m] not in taken
+        ]
         if not members:
             continue
         taken.update(members)

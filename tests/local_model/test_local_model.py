@@ -65,7 +65,7 @@ def local_backend(settings: Any) -> None:
     # A small cycle and small experiments: the phase has five minutes on a busy machine.
     settings.REVERIE_DREAM_MAX_DRAFTING_RUNS = 2
     settings.REVERIE_DREAM_DIAGNOSE_PER_PATTERN = 3
-    settings.REVERIE_REGRESSION_SAMPLE_SIZE = 1
+    settings.REVERIE_REGRESSION_SAMPLE_SIZE = 0
     settings.REVERIE_REPLAY_MAX_TOKENS = 96
     settings.REVERIE_SIMULATED_USER_MAX_TOKENS = 48
     settings.REVERIE_SIMULATED_USER_MAX_TURNS = 1
@@ -152,7 +152,7 @@ def test_a_dream_cycle_runs_end_to_end_on_the_local_model(
 def test_an_experiment_on_a_seeded_proposal_runs_end_to_end_on_the_local_model(
     client: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    agent = small_agent(failing=2, passing=2)
+    agent = small_agent(failing=1, passing=1)
     stable = agent.stable_version
     candidate = services.create_config_version(
         agent=agent,
