@@ -276,6 +276,8 @@ REVERIE_MODEL_BACKEND = env_choice(
     "anthropic" if ANTHROPIC_API_KEY else "simulated",
     ("anthropic", "simulated", "local"),
 )
+if REVERIE_MODEL_BACKEND == "local" and not ANTHROPIC_BASE_URL:
+    ANTHROPIC_BASE_URL = "http://127.0.0.1:8766"  # `make local-model-serve`
 REVERIE_DREAM_MODEL = env_str("REVERIE_DREAM_MODEL", "claude-sonnet-5-5")
 REVERIE_REPLAY_MODEL = env_str("REVERIE_REPLAY_MODEL", "claude-sonnet-5-5")
 REVERIE_JUDGE_MODEL = env_str("REVERIE_JUDGE_MODEL", "claude-haiku-5-5")

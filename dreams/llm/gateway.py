@@ -108,7 +108,9 @@ class Gateway:
         elif self.backend == "recorded":
             options.update(api_key="recorded", base_url=RECORDED_BASE_URL, max_retries=0)
         else:
-            options.update(api_key=self.api_key or None, base_url=self.base_url or None)
+            # The local model's adapter takes any key; the SDK wants one.
+            dummy = "local" if self.backend == "local" else None
+            options.update(api_key=self.api_key or dummy, base_url=self.base_url or None)
         return options
 
     @property
