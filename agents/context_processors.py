@@ -5,7 +5,6 @@ from django.http import HttpRequest
 
 from agents.access import current_membership, request_memberships
 
-
 # Backends that are not Claude, as pages name them ("simulated model", "local model").
 FREE_MODEL_LABELS = {"simulated": "simulated model", "local": "local model"}
 

@@ -298,7 +298,9 @@ REVERIE_MODEL_PRICES = {
 # The local model answers one call at a time on one thread: a long dream call takes ~90 s, and a
 # retry of a timed-out call only queues behind it, so it gets a longer timeout and one retry.
 _LOCAL_MODEL = REVERIE_MODEL_BACKEND == "local"
-REVERIE_MODEL_MAX_RETRIES = env_int("REVERIE_MODEL_MAX_RETRIES", 1 if _LOCAL_MODEL else 3, minimum=0)
+REVERIE_MODEL_MAX_RETRIES = env_int(
+    "REVERIE_MODEL_MAX_RETRIES", 1 if _LOCAL_MODEL else 3, minimum=0
+)
 REVERIE_MODEL_TIMEOUT = env_float("REVERIE_MODEL_TIMEOUT", 600.0 if _LOCAL_MODEL else 120.0)
 # cache_control on the shared prefix (system + tools) of replay requests.
 REVERIE_PROMPT_CACHING = env_bool("REVERIE_PROMPT_CACHING", True)
