@@ -160,6 +160,13 @@ def test_structured_output_constrains_the_text_answer():
 
     assert plan.mode == translate.JSON_OUTPUT and chat["json_schema"] == schema
     assert chat["stop"] == ["END"] and chat["temperature"] == 0.2
+    # Schema-constrained answers sample with DRY (SmolLM2 looped in a draft's rationale until
+    # max_tokens without it); plain text does not.
+    assert chat["dry_multiplier"] > 0
+    text_chat, _ = translate.to_chat_request(
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert "dry_multiplier" not in text_chat
 
 
 @pytest.mark.parametrize(

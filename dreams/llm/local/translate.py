@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TEXT, FORCED_TOOL, TOOL_CHOICE, JSON_OUTPUT = "text", "forced_tool", "tool_choice", "json"
+DRY_SAMPLING = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2}
 
 
 class RequestInvalid(ValueError):
@@ -167,6 +168,10 @@ def to_chat_request(
             raise RequestInvalid(f"messages: unknown role {role!r}")
         messages.append({"role": role, "content": _render_content(message.get("content"))})
     chat["messages"] = messages
+    if "json_schema" in chat:
+        # Small models loop inside long JSON strings until max_tokens; DRY sampling breaks
+        # the repetition (llama.cpp's `dry_*` options), the grammar still holds the shape.
+        chat.update(DRY_SAMPLING)
     for key in ("temperature", "top_p", "top_k"):
         if body.get(key) is not None:
             chat[key] = body[key]
