@@ -3,7 +3,10 @@
 It checks the agent's token budgets before a call (budget.py), lets the SDK retry
 408/409/429/5xx/529 and timeouts (REVERIE_MODEL_MAX_RETRIES, REVERIE_MODEL_TIMEOUT), records a
 `ModelCall` per call (accounting.py), marks the shared prefix for prompt caching, and runs
-Message Batches. The backend is the real API or the in-process simulated model.
+Message Batches. The backend is the real API, the local model (dreams/llm/local/: the same
+path as the real API, over ANTHROPIC_BASE_URL, priced at $0) or the in-process simulated model.
+A forced-tool answer that is no usable call (cut off at max_tokens, text instead) is recorded
+with its tokens and the reason, and raises UnusableAnswer.
 """
 
 import asyncio
@@ -161,7 +164,7 @@ class Gateway:
 
     @property
     def priced(self) -> bool:
-        """Whether calls cost money (the simulated and recorded backends cost nothing)."""
+        """Whether calls cost money (the simulated, recorded and local backends cost nothing)."""
         return self.backend not in FREE_BACKENDS
 
     @property
