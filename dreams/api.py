@@ -116,7 +116,7 @@ class SpendShareOut(serializers.Serializer):
     dreaming_cost_usd = serializers.CharField()
     dreaming_calls = serializers.IntegerField()
     dreaming_free_calls = serializers.IntegerField(
-        help_text="calls on the simulated or recorded model: tokens counted, priced at $0"
+        help_text="calls on the simulated, recorded or local model: tokens counted, priced at $0"
     )
     production_tokens = serializers.IntegerField()
     production_cost_usd = serializers.CharField()

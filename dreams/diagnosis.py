@@ -10,6 +10,7 @@ from django.db import transaction
 
 from agents.transcripts import count_steps
 from dreams import dreamer, prompts
+from dreams.llm import UnusableAnswer
 from dreams.models import DreamCycle, FailurePattern, PatternRun
 
 CHUNK = 12
@@ -36,23 +37,31 @@ def diagnose_pattern(*, cycle: DreamCycle, pattern: FailurePattern) -> int:
     for start in range(0, len(pending), CHUNK):
         chunk = pending[start : start + CHUNK]
         summaries = [prompts.run_summary(m.run, comments=m.run.negative_comments()) for m in chunk]
-        answer = dreamer.ask(
-            cycle=cycle,
-            tool_name="diagnose_runs",
-            input_schema=prompts.DIAGNOSE_SCHEMA,
-            system=prompts.DIAGNOSE_SYSTEM,
-            prompt=prompts.diagnose_prompt(pattern.title, summaries),
-        )
+        refused = ""
+        try:
+            answer = dreamer.ask(
+                cycle=cycle,
+                tool_name="diagnose_runs",
+                input_schema=prompts.DIAGNOSE_SCHEMA,
+                system=prompts.DIAGNOSE_SYSTEM,
+                prompt=prompts.diagnose_prompt(pattern.title, summaries),
+            )
+        except UnusableAnswer as exc:
+            refused, answer = str(exc), {}
+            dreamer.note_refusal(cycle=cycle, step=f"diagnose pattern {pattern.pk}", reason=refused)
+        runs_answer = answer.get("runs")
         by_run = {
             item.get("run_id"): item
-            for item in answer.get("runs", []) or []
-            if isinstance(item, dict)
+            for item in (runs_answer if isinstance(runs_answer, list) else [])
+            if isinstance(item, dict) and not isinstance(item.get("run_id"), (list, dict))
         }
         with transaction.atomic():
             for membership in chunk:
                 steps = count_steps(membership.run.messages)
                 item = by_run.get(membership.run_id)
-                if item is None:
+                if refused:
+                    step, explanation = None, f"Diagnosis refused: {refused}"[:500]
+                elif item is None:
                     step, explanation = None, "No diagnosis returned for this run."
                 else:
                     step = validate_step(step=item.get("step"), steps=steps)

@@ -15,6 +15,7 @@ from django.db import transaction
 from agents import services as agent_services
 from agents.models import SYSTEM_PROMPT_DOCUMENT, ConfigVersion
 from dreams import dreamer, patches, prompts
+from dreams.llm import UnusableAnswer
 from dreams.models import DreamCycle, FailurePattern, PatternRun, Proposal
 from dreams.patterns import MIN_DRAFTING
 from dreams.proposals import create_proposal
@@ -115,8 +116,11 @@ def validate_draft(
         raise DraftRejected("no edit proposed" + (f": {reason}" if reason else ""))
     if len(edits) > MAX_EDITS:
         raise DraftRejected(f"{len(edits)} edits; at most {MAX_EDITS} per proposal")
+    evidence = answer.get("evidence_run_ids")
     cited = {
-        pk for pk in answer.get("evidence_run_ids") or [] if isinstance(pk, int)
+        pk
+        for pk in (evidence if isinstance(evidence, list) else [])
+        if isinstance(pk, int) and not isinstance(pk, bool)  # `true` is no run id
     } & drafting_run_ids
     if len(cited) < MIN_DRAFTING:
         raise DraftRejected(
@@ -205,7 +209,25 @@ def _ask_draft(
                 "explanation": membership.divergence_explanation,
             }
         summaries.append(summary)
-    answer = dreamer.ask(
+    try:
+        answer = _draft_answer(cycle=cycle, patterns=patterns, base=base, summaries=summaries)
+    except UnusableAnswer as exc:
+        return {**record, "status": "rejected", "reason": f"unusable answer: {exc}"}
+    try:
+        draft = validate_draft(base=base.documents, answer=answer, drafting_run_ids=drafting_ids)
+    except DraftRejected as exc:
+        return {**record, "status": "rejected", "reason": str(exc)}
+    return {**record, "status": "valid", **draft}
+
+
+def _draft_answer(
+    *,
+    cycle: DreamCycle,
+    patterns: list[FailurePattern],
+    base: ConfigVersion,
+    summaries: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return dreamer.ask(
         cycle=cycle,
         tool_name="draft_edit",
         input_schema=prompts.DRAFT_SCHEMA,
@@ -227,11 +249,6 @@ def _ask_draft(
             tools=[t.get("name", "") for t in base.tools or [] if isinstance(t, dict)],
         ),
     )
-    try:
-        draft = validate_draft(base=base.documents, answer=answer, drafting_run_ids=drafting_ids)
-    except DraftRejected as exc:
-        return {**record, "status": "rejected", "reason": str(exc)}
-    return {**record, "status": "valid", **draft}
 
 
 def overlapping_groups(

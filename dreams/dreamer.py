@@ -7,6 +7,7 @@ month's token caps are checked before each call (the gateway checks its own budg
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 
 from dreams import spend
 from dreams.llm import BudgetExceeded, get_gateway
@@ -16,6 +17,19 @@ from dreams.models import DreamCycle, ModelCall
 def get_dream_gateway() -> Any:
     """The shared model gateway; one seam so tests can watch what the dreamer asks."""
     return get_gateway()
+
+
+def note_refusal(*, cycle: DreamCycle, step: str, reason: str) -> None:
+    """Keep why a step's answer was unusable in the cycle's report (`progress.refused`)."""
+    with transaction.atomic():
+        locked = DreamCycle.objects.select_for_update().get(pk=cycle.pk)
+        report = dict(locked.report or {})
+        progress = dict(report.get("progress", {}))
+        progress["refused"] = [*progress.get("refused", []), {"step": step, "reason": reason}]
+        report["progress"] = progress
+        locked.report = report
+        locked.save(update_fields=["report"])
+    cycle.report = report
 
 
 def ask(

@@ -19,6 +19,7 @@ from django.utils import timezone
 from agents.models import Agent, Feedback, Run
 from agents.transcripts import iter_tool_calls
 from dreams import dreamer, prompts
+from dreams.llm import UnusableAnswer
 from dreams.models import DreamCycle, FailurePattern, PatternRun
 
 MERGE_MAX_GROUPS = 40
@@ -171,19 +172,29 @@ def _ask_merge(*, cycle: DreamCycle, buckets: dict[str, list[Run]]) -> list[dict
         }
         for gid, key in ids.items()
     ]
-    answer = dreamer.ask(
-        cycle=cycle,
-        tool_name="merge_patterns",
-        input_schema=prompts.MERGE_SCHEMA,
-        system=prompts.MERGE_SYSTEM,
-        prompt=prompts.merge_prompt(groups),
-    )
+    try:
+        answer = dreamer.ask(
+            cycle=cycle,
+            tool_name="merge_patterns",
+            input_schema=prompts.MERGE_SCHEMA,
+            system=prompts.MERGE_SYSTEM,
+            prompt=prompts.merge_prompt(groups),
+        )
+    except UnusableAnswer as exc:
+        # Merging only refines the mechanical groups: keep them, and say why in the report.
+        dreamer.note_refusal(cycle=cycle, step="merge", reason=str(exc))
+        answer = {}
     merged: list[dict[str, Any]] = []
     taken: set[str] = set()
     for group in answer.get("groups", []) if isinstance(answer.get("groups"), list) else []:
         if not isinstance(group, dict):
             continue
-        members = [ids[m] for m in group.get("members", []) if m in ids and ids[m] not in taken]
+        listed = group.get("members")
+        members = [
+            ids[m]
+            for m in (listed if isinstance(listed, list) else [])
+            if isinstance(m, str) and m in ids and ids[m] not in taken
+        ]
         if not members:
             continue
         taken.update(members)

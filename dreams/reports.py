@@ -150,6 +150,8 @@ def build_cycle_report(cycle: DreamCycle) -> dict[str, Any]:
         "patterns": [_pattern(p) for p in patterns],
         "suggestions": [_suggestion(p) for p in proposals],
         "not_drafted": _not_drafted(cycle),
+        # Model answers a step could not use (dreamer.note_refusal): the step and the reason.
+        "refused_answers": list(((stored.get("progress") or {}).get("refused")) or []),
         "usage": {
             "tokens": usage["tokens"],
             "cost_usd": f"{usage['cost_usd']:.6f}",
@@ -203,7 +205,7 @@ def render_markdown(report: dict[str, Any], *, agent_name: str) -> str:
             else ""
         )
         + (
-            f"; {share['dreaming_free_calls']} calls on the simulated or recorded model, "
+            f"; {share['dreaming_free_calls']} calls on the simulated, recorded or local model, "
             "priced at $0 (nothing was spent)"
             if share.get("dreaming_free_calls")
             else ""
@@ -278,6 +280,11 @@ def render_markdown(report: dict[str, Any], *, agent_name: str) -> str:
             lines.append(
                 f"- patterns {', '.join(map(str, item['patterns']))}: {item['status']}: {_line(item['reason'])}"
             )
+        lines.append("")
+    if report.get("refused_answers"):
+        lines += ["## Model answers that could not be used", ""]
+        for item in report["refused_answers"]:
+            lines.append(f"- {_line(item.get('step', ''))}: {_line(item.get('reason', ''))}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

@@ -110,7 +110,7 @@ def spend_share(*, dreaming: dict[str, Any], production: dict[str, Any]) -> dict
         "dreaming_tokens": dreaming["tokens"],
         "dreaming_cost_usd": f"{dreaming['cost_usd']:.6f}",
         "dreaming_calls": dreaming.get("calls", 0),
-        # Calls on the simulated or recorded model: their tokens count, their price is $0.
+        # Calls on the simulated, recorded or local model: their tokens count, their price is $0.
         "dreaming_free_calls": dreaming.get("free_calls", 0),
         "production_tokens": production["tokens"],
         "production_cost_usd": f"{production['cost_usd']:.6f}",

@@ -10,6 +10,7 @@ from dreams.llm.base import (
     ModelError,
     ModelRequestError,
     ModelUnavailable,
+    UnusableAnswer,
     usage_dict,
 )
 from dreams.llm.budget import month_start, tokens_spent
@@ -22,6 +23,7 @@ __all__ = [
     "ModelError",
     "ModelRequestError",
     "ModelUnavailable",
+    "UnusableAnswer",
     "estimate_call_tokens",
     "get_gateway",
     "month_start",

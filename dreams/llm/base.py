@@ -7,8 +7,9 @@ from anthropic.types import Message
 from agents.models import Agent
 from dreams.models import DreamCycle, Experiment, Replay
 
-# Backends that spend nothing: their calls are priced at $0 wherever spend is shown.
-FREE_BACKENDS = frozenset({"simulated", "recorded"})
+# Backends that spend nothing: their calls are priced at $0 wherever spend is shown (`local` is
+# the llama.cpp model on this machine, dreams/llm/local/).
+FREE_BACKENDS = frozenset({"simulated", "recorded", "local"})
 
 
 class ModelError(Exception):
@@ -25,6 +26,11 @@ class ModelUnavailable(ModelError):
 
 class ModelRequestError(ModelError):
     """The API refused the request itself (4xx other than 408/409/429); retrying cannot help."""
+
+
+class UnusableAnswer(ModelRequestError):
+    """The model answered, but not in the form asked for (no forced tool call, an answer cut off
+    at max_tokens): its tokens are spent and recorded, the reason is on its ModelCall row."""
 
 
 class NeedsDatabase(Exception):

@@ -3,13 +3,17 @@
 It checks the agent's token budgets before a call (budget.py), lets the SDK retry
 408/409/429/5xx/529 and timeouts (REVERIE_MODEL_MAX_RETRIES, REVERIE_MODEL_TIMEOUT), records a
 `ModelCall` per call (accounting.py), marks the shared prefix for prompt caching, and runs
-Message Batches. The backend is the real API or the in-process simulated model.
+Message Batches. The backend is the real API, the local model (dreams/llm/local/: the same
+path as the real API, over ANTHROPIC_BASE_URL, priced at $0) or the in-process simulated model.
+A forced-tool answer that is no usable call (cut off at max_tokens, text instead) is recorded
+with its tokens and the reason, and raises UnusableAnswer.
 """
 
 import asyncio
 import json
 import time
 import weakref
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +33,7 @@ from dreams.llm.base import (
     ModelRequestError,
     ModelUnavailable,
     NeedsDatabase,
+    UnusableAnswer,
     usage_dict,
 )
 from dreams.llm.budget import BudgetGuard
@@ -106,7 +111,9 @@ class Gateway:
         elif self.backend == "recorded":
             options.update(api_key="recorded", base_url=RECORDED_BASE_URL, max_retries=0)
         else:
-            options.update(api_key=self.api_key or None, base_url=self.base_url or None)
+            # The local model's adapter takes any key; the SDK wants one.
+            dummy = "local" if self.backend == "local" else None
+            options.update(api_key=self.api_key or dummy, base_url=self.base_url or None)
         return options
 
     @property
@@ -158,7 +165,7 @@ class Gateway:
 
     @property
     def priced(self) -> bool:
-        """Whether calls cost money (the simulated and recorded backends cost nothing)."""
+        """Whether calls cost money (the simulated, recorded and local backends cost nothing)."""
         return self.backend not in FREE_BACKENDS
 
     @property
@@ -214,20 +221,25 @@ class Gateway:
         experiment: Experiment | None = None,
         replay: Replay | None = None,
         cache_prefix: bool = False,
+        check: Callable[[Message], str] | None = None,
         **kwargs: Any,
     ) -> Message:
-        """`messages.create` with budget check, retries, accounting; raises ModelError subclasses."""
+        """`messages.create` with budget check, retries, accounting; raises ModelError subclasses.
+
+        `check(message)` names what makes an answer unusable ("" if nothing): such an answer is
+        recorded with its tokens and that reason, and raises UnusableAnswer."""
         context = CallContext(agent, purpose, cycle, experiment, replay)
         kwargs = self._prepare(purpose, kwargs, cache_prefix)
         if self.in_process:
             from dreams.simulated.recorded import in_process_message
 
-            return in_process_message(self.recordings, kwargs)
+            return self._checked(in_process_message(self.recordings, kwargs), check)
         if not self.accounted:
             try:
-                return self.client.messages.create(**kwargs)
+                message = self.client.messages.create(**kwargs)
             except anthropic.AnthropicError as exc:
                 raise self._translate(exc) from exc
+            return self._checked(message, check)
         estimate = estimate_call_tokens(kwargs)
         self.budget.reserve(context, estimate=estimate)
         started = time.monotonic()
@@ -247,13 +259,17 @@ class Gateway:
         except BaseException:
             self.budget.release(context, estimate=estimate)
             raise
+        problem = check(message) if check else ""
         self.accounting.record(
             context,
             model=message.model or kwargs["model"],
             usage=usage_dict(message),
             latency_ms=int((time.monotonic() - started) * 1000),
+            error=problem,
             release=estimate,
         )
+        if problem:
+            raise UnusableAnswer(problem)
         return message
 
     async def acreate_message(
@@ -265,6 +281,7 @@ class Gateway:
         experiment: Experiment | None = None,
         replay: Replay | None = None,
         cache_prefix: bool = False,
+        check: Callable[[Message], str] | None = None,
         **kwargs: Any,
     ) -> Message:
         """Async twin of `create_message`; database work runs through sync_to_async."""
@@ -273,12 +290,13 @@ class Gateway:
         if self.in_process:
             from dreams.simulated.recorded import in_process_message
 
-            return in_process_message(self.recordings, kwargs)
+            return self._checked(in_process_message(self.recordings, kwargs), check)
         if not self.accounted:
             try:
-                return await self.async_client().messages.create(**kwargs)
+                message = await self.async_client().messages.create(**kwargs)
             except anthropic.AnthropicError as exc:
                 raise self._translate(exc) from exc
+            return self._checked(message, check)
         estimate = estimate_call_tokens(kwargs)
         try:
             self.budget.reserve(context, estimate=estimate, cached_only=True)
@@ -303,13 +321,17 @@ class Gateway:
             self.budget.release(context, estimate=estimate, give_back=False)
             raise
         # Written in batches in the background; `aclose()` writes what is left and waits.
+        problem = check(message) if check else ""
         call = self.accounting.build(
             context,
             model=message.model or kwargs["model"],
             usage=usage_dict(message),
             latency_ms=int((time.monotonic() - started) * 1000),
+            error=problem,
         )
         self.accounting.queue(context, call, estimate=estimate)
+        if problem:
+            raise UnusableAnswer(problem)
         return message
 
     @staticmethod
@@ -322,13 +344,42 @@ class Gateway:
         return {"tools": [tool], "tool_choice": {"type": "tool", "name": tool_name}}
 
     @staticmethod
-    def _tool_input(message: Message, tool_name: str) -> dict[str, Any]:
+    def _checked(message: Message, check: Callable[[Message], str] | None) -> Message:
+        problem = check(message) if check else ""
+        if problem:
+            raise UnusableAnswer(problem)
+        return message
+
+    @staticmethod
+    def tool_problem(message: Message, tool_name: str) -> str:
+        """Why `message` is no usable call of the forced tool `tool_name` ("" when it is one)."""
         for block in message.content:
             if block.type == "tool_use" and block.name == tool_name:
                 if not isinstance(block.input, dict):
-                    raise ModelRequestError(f"{tool_name}: the model's input is not an object")
-                return dict(block.input)
-        raise ModelRequestError(f"the model did not call {tool_name}")
+                    return f"{tool_name}: the model's input is not an object"
+                return ""
+        if message.stop_reason == "max_tokens":
+            return (
+                f"the answer was cut off at max_tokens ({message.usage.output_tokens} output "
+                f"tokens) before a complete {tool_name} call"
+            )
+        if message.stop_reason == "refusal":
+            return f"the model refused to call {tool_name}"
+        text = " ".join(
+            block.text for block in message.content if block.type == "text" and block.text.strip()
+        )
+        snippet = " ".join(text.split())[:120]
+        return f"the model did not call {tool_name}" + (
+            f" (it answered in text: {snippet!r})" if snippet else ""
+        )
+
+    @staticmethod
+    def _tool_input(message: Message, tool_name: str) -> dict[str, Any]:
+        return next(
+            dict(block.input)
+            for block in message.content
+            if block.type == "tool_use" and block.name == tool_name
+        )
 
     async def astructured(
         self,
@@ -354,6 +405,7 @@ class Gateway:
             replay=replay,
             system=system,
             messages=messages,
+            check=lambda m: self.tool_problem(m, tool_name),
             **self._structured_kwargs(tool_name, input_schema, description),
             **kwargs,
         )
@@ -383,6 +435,7 @@ class Gateway:
             replay=replay,
             system=system,
             messages=messages,
+            check=lambda m: self.tool_problem(m, tool_name),
             **self._structured_kwargs(tool_name, input_schema, description),
             **kwargs,
         )
