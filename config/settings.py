@@ -265,7 +265,8 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler plus a heartbeat for /healthz (config/beat.py).
+CELERY_BEAT_SCHEDULER = "config.beat:Scheduler"
 CELERY_TIMEZONE = "UTC"
 # A web request that enqueues while the broker is down gives up fast; the row waits for beat.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
