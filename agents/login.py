@@ -1,5 +1,6 @@
 """Sign-in throttling: after REVERIE_LOGIN_MAX_FAILURES wrong passwords for one username from one
-client address, that pair is locked out for REVERIE_LOGIN_LOCKOUT_SECONDS with a clear message.
+client address (agents/proxies.py: X-Forwarded-For only from REVERIE_TRUSTED_PROXIES), that pair
+is locked out for REVERIE_LOGIN_LOCKOUT_SECONDS with a clear message.
 
 Counters live in Django's cache (Redis in production, so every web worker sees them). A lockout
 blocks even the right password until it lapses; other addresses and other usernames are not
@@ -19,14 +20,12 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 
+from agents.proxies import client_address
+
 
 def _key(kind: str, username: str, address: str) -> str:
     digest = hashlib.sha256(f"{username.strip().lower()}\0{address}".encode()).hexdigest()[:32]
     return f"login:{kind}:{digest}"
-
-
-def client_address(request: Any) -> str:
-    return (request.META.get("REMOTE_ADDR") or "unknown") if request is not None else "unknown"
 
 
 def locked_for(*, username: str, address: str) -> int:

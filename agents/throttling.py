@@ -4,7 +4,9 @@ A fixed window counter per API key (signed-in members: per user) in Django's cac
 a request, atomic on Redis, so the limit holds across gunicorn workers and machines when
 `REVERIE_CACHE_URL` / `REDIS_URL` is set; per process in the embedded mode (local memory).
 The config endpoint has its own, much higher budget (`ConfigRateThrottle`), so a busy agent's
-config fetches never use up the budget of its runs and feedback, nor the other way round.
+config fetches never use up the budget of its runs and feedback, nor the other way round; the
+OTLP receiver (plain Django, not DRF) has its own too (`OtlpRateThrottle.allow_key`). Anonymous
+callers are counted per client address (agents/proxies.py: never a forgeable header by default).
 """
 
 import math
@@ -17,10 +19,16 @@ from django.core.cache import cache, caches
 from rest_framework.throttling import SimpleRateThrottle
 
 from agents.models import ApiKey
+from agents.proxies import client_address
 from config.env import parse_rate
 
 # Set on the Django request by the throttle, turned into headers by RateLimitHeadersMiddleware.
 REQUEST_ATTRIBUTE = "reverie_rate_limit"
+
+
+def key_ident(key: ApiKey) -> str:
+    # The hash, not the id: ids are reused after a rollback (tests), hashes never.
+    return f"key:{key.key_hash[:24]}"
 
 
 class ApiKeyRateThrottle(SimpleRateThrottle):
@@ -36,18 +44,27 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     def get_cache_key(self, request: Any, view: Any) -> str | None:
         auth = getattr(request, "auth", None)
         if isinstance(auth, ApiKey):
-            # The hash, not the id: ids are reused after a rollback (tests), hashes never.
-            return f"key:{auth.key_hash[:24]}"
+            return key_ident(auth)
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and user.pk is not None:
             return f"user:{user.pk}"
         return f"ip:{self.get_ident(request)}"
 
+    def get_ident(self, request: Any) -> str:
+        """The client address, X-Forwarded-For only from REVERIE_TRUSTED_PROXIES (DRF's own
+        believes the header from anyone, so an anonymous caller could pick a fresh budget)."""
+        return client_address(getattr(request, "_request", request))
+
     def allow_request(self, request: Any, view: Any) -> bool:
-        if self.num_requests is None or self.duration is None:
-            return True
         ident = self.get_cache_key(request, view)
         if ident is None:
+            return True
+        return self._count(request, ident)
+
+    def _count(self, request: Any, ident: str) -> bool:
+        """Count one request of `ident` in its current window; False when over the limit. The
+        window's figures go on the Django request for RateLimitHeadersMiddleware."""
+        if self.num_requests is None or self.duration is None:
             return True
         now = time.time()
         # Each key's windows start at its own offset, so keys don't all reset at once.
@@ -76,6 +93,17 @@ class ConfigRateThrottle(ApiKeyRateThrottle):
 
     scope = "config"
     setting = "REVERIE_CONFIG_RATE_LIMIT"
+
+
+class OtlpRateThrottle(ApiKeyRateThrottle):
+    """The OTLP trace receiver's own budget per key: REVERIE_OTLP_RATE_LIMIT."""
+
+    scope = "otlp"
+    setting = "REVERIE_OTLP_RATE_LIMIT"
+
+    def allow_key(self, request: Any, key: ApiKey) -> bool:
+        """For views outside DRF: count a request authenticated with `key`."""
+        return self._count(request, key_ident(key))
 
 
 def _increment(bucket: str, *, timeout: int) -> int:

@@ -125,11 +125,20 @@ def stop_embedded_worker() -> None:
         worker.stop()
 
 
+_embedded_beats: list[Any] = []
+
+
+def embedded_beat_running() -> bool:
+    """Whether beat's schedule runs in a thread of this process (`manage.py rundemo`)."""
+    return any(beat.is_alive() for beat in _embedded_beats)
+
+
 def start_embedded_beat() -> Any:
     """Run beat's schedule (django-celery-beat's database schedule, as `celery beat` would) in a
     daemon thread of this process. In the embedded mode tasks are eager, so each due task runs
     in that thread: the demo's canary checks, sweepers and dream schedules, with no worker.
-    Returns the thread; `.stop()` ends it."""
+    Its scheduler records each run's `last_run_at` in the database exactly as `celery beat`
+    does, so /healthz judges its freshness the same way. Returns the thread; `.stop()` ends it."""
     import threading
 
     from celery.beat import Service
@@ -156,7 +165,10 @@ def start_embedded_beat() -> Any:
         def stop(self) -> None:
             self.service.stop(wait=True)
             self.join(timeout=10)
+            if not self.is_alive() and self in _embedded_beats:
+                _embedded_beats.remove(self)
 
     beat = EmbeddedBeat()
     beat.start()
+    _embedded_beats.append(beat)
     return beat

@@ -1,5 +1,6 @@
 """Typed readers for environment variables; a bad value fails loudly at start-up."""
 
+import ipaddress
 import os
 import re
 
@@ -53,6 +54,19 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[str]:
+    """Comma-separated IP addresses or networks (`127.0.0.1,10.0.0.0/8`), each checked."""
+    entries = env_list(name)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"{name} must list IP addresses or networks (127.0.0.1,10.0.0.0/8), got {entry!r}"
+            ) from exc
+    return entries
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:

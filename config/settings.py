@@ -10,7 +10,16 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
-from config.env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str
+from config.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("REVERIE_VAR_DIR", str(BASE_DIR / "var")))
@@ -48,6 +57,10 @@ SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", REVERIE_HTTPS)
 if env_bool("REVERIE_TRUST_X_FORWARDED_PROTO", False):
     # Only behind a proxy that overwrites the header; otherwise clients could claim HTTPS.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Reverse proxies whose X-Forwarded-For is believed (agents/proxies.py): addresses or networks.
+# Empty: the header is ignored and the client is the TCP peer (REMOTE_ADDR), as it must be when
+# clients can reach gunicorn directly. Sign-in lockouts and anonymous API throttling use it.
+REVERIE_TRUSTED_PROXIES = env_networks("REVERIE_TRUSTED_PROXIES")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -240,6 +253,8 @@ REVERIE_HEALTH_BEAT_MAX_AGE_SECONDS = env_int(
 # but the config endpoint shares the first; the config endpoint has its own, high budget.
 REVERIE_API_RATE_LIMIT = env_rate("REVERIE_API_RATE_LIMIT", "1200/min")
 REVERIE_CONFIG_RATE_LIMIT = env_rate("REVERIE_CONFIG_RATE_LIMIT", "60000/min")
+# The OTLP trace receiver's own budget per key (agents/otel/views.py), as high as the runs API's.
+REVERIE_OTLP_RATE_LIMIT = env_rate("REVERIE_OTLP_RATE_LIMIT", "1200/min")
 # Sign-in throttling (agents/login.py): failures per username and client address before a lockout.
 REVERIE_LOGIN_MAX_FAILURES = env_int("REVERIE_LOGIN_MAX_FAILURES", 5, minimum=1)
 REVERIE_LOGIN_LOCKOUT_SECONDS = env_int("REVERIE_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
@@ -250,7 +265,8 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler plus a heartbeat for /healthz (config/beat.py).
+CELERY_BEAT_SCHEDULER = "config.beat:Scheduler"
 CELERY_TIMEZONE = "UTC"
 # A web request that enqueues while the broker is down gives up fast; the row waits for beat.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {

@@ -90,3 +90,47 @@ def test_idle_connections_do_not_stall_requests(web_server: int):
     finally:
         for sock in idle:
             sock.close()
+
+
+def example_env() -> dict[str, str]:
+    lines = (ROOT / "config" / "deploy" / "reverie.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def test_the_example_env_passes_check_deploy_and_lets_the_local_probe_in(settings):
+    """README's clean-machine steps: `check --deploy` clean with the example's settings (a real
+    secret filled in), and the local `curl http://127.0.0.1:8000/healthz` is an allowed host
+    (the example used to allow only the public name: the probe got 400 DisallowedHost)."""
+    env = {**example_env(), "DJANGO_SECRET_KEY": "x" * 30 + "-deploy-check-" + "y" * 30}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "REVERIE_VAR_DIR": str(ROOT / "var"), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+    from django.test import Client
+
+    settings.ALLOWED_HOSTS = env["DJANGO_ALLOWED_HOSTS"].split(",")
+    settings.REDIS_URL = ""
+    assert Client(HTTP_HOST="127.0.0.1:8000").get("/healthz").status_code != 400
+    assert env["REVERIE_TRUSTED_PROXIES"] == "127.0.0.1"  # the proxy on the same machine
+
+
+def test_the_documented_workers_consume_the_canary_queue():
+    """Rollout checks are routed to `canary`: a worker started as documented must consume it,
+    or no rollout advances or halts (README's clean-machine steps once started `-Q celery`)."""
+    steps = (ROOT / "README.md").read_text().split("## Deployment")[1].split("\n## ")[0]
+    block = steps.split("```bash")[1].split("```")[0]  # "From a clean machine"
+    workers = [line for line in block.splitlines() if "celery -A config worker" in line]
+    assert workers
+    for line in workers:
+        queues = shlex.split(line)[shlex.split(line).index("-Q") + 1].split(",")
+        assert "canary" in queues, line
+    for unit in ("Procfile", "reverie-worker.service"):
+        text = (ROOT / "config" / "deploy" / unit).read_text()
+        assert "-Q canary" in text or "-Q celery,canary" in text, unit

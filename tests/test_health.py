@@ -110,3 +110,75 @@ def test_deployment_docs_use_healthz_as_the_liveness_check():
     assert "/healthz" in (deploy / "Procfile").read_text()
     assert "/healthz" in (deploy / "reverie-web.service").read_text()
     assert "/healthz" in (root / "README.md").read_text().split("## Deployment")[1]
+
+
+@pytest.mark.django_db(transaction=True)  # the beat thread has its own database connection
+def test_under_rundemo_the_in_process_beat_is_judged_by_its_recorded_runs(client, settings):
+    """`manage.py rundemo` runs beat's schedule in-process (eager): /healthz must not say "no
+    beat", and its freshness comes from the heartbeat its scheduler records, as beat's does."""
+    import time
+
+    from config.beat import Scheduler, last_heartbeat
+    from config.celery import embedded_beat_running, start_embedded_beat
+
+    settings.REDIS_URL = ""
+    assert client.get("/healthz").json()["checks"]["beat"]["detail"] == (
+        "embedded mode: no beat process"
+    )
+    beat = start_embedded_beat()
+    try:
+        deadline = time.monotonic() + 60
+        while last_heartbeat() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        response = client.get("/healthz")
+        assert embedded_beat_running()
+    finally:
+        beat.stop()
+
+    assert isinstance(beat.service.scheduler, Scheduler)
+    check = response.json()["checks"]["beat"]
+    assert response.status_code == 200, check
+    assert check["ok"] and check["detail"] == "in-process (rundemo)"
+    assert 0 <= check["age_seconds"] < 600
+    assert not embedded_beat_running()
+
+
+@pytest.mark.django_db
+def test_an_in_process_beat_whose_runs_went_quiet_answers_503(client, settings):
+    from config import celery
+
+    settings.REDIS_URL = ""
+    beat_ran(seconds_ago=3600)
+
+    class Alive:
+        def is_alive(self) -> bool:
+            return True
+
+    celery._embedded_beats.append(Alive())
+    try:
+        response = client.get("/healthz")
+    finally:
+        celery._embedded_beats.pop()
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["beat"]["detail"] == "in-process (rundemo)"
+
+
+@pytest.mark.django_db
+def test_beat_s_heartbeat_makes_it_fresh_before_its_first_sync(client, settings):
+    """django-celery-beat writes `last_run_at` only at its syncs (minutes apart): a beat that
+    just started is fresh by its heartbeat, which its scheduler records as it ticks."""
+    from celery.beat import Service
+
+    from config.beat import Scheduler
+    from config.celery import app as celery_app
+
+    settings.REDIS_URL = REFUSED  # production mode's beat check (the broker check fails apart)
+    assert client.get("/healthz").json()["checks"]["beat"]["ok"] is False
+
+    scheduler = Service(celery_app, scheduler_cls=Scheduler).get_scheduler(lazy=True)
+    scheduler.heartbeat()
+
+    check = client.get("/healthz").json()["checks"]["beat"]
+    assert check["ok"] and check["age_seconds"] < 60
+    assert not PeriodicTask.objects.exclude(last_run_at=None).exists()  # nothing synced yet

@@ -2,7 +2,9 @@
 
 Per the OTLP/HTTP spec: 200 with an ExportTraceServiceResponse (partial_success when some
 spans were rejected), 400 malformed, 401 bad key, 403 a key without the `ingest` scope, 413 too large, 415 wrong media type, and
-429 / 503 with Retry-After when shedding load. Error bodies are a google.rpc.Status encoded
+429 / 503 with Retry-After when shedding load. Each key has its own rate limit
+(REVERIE_OTLP_RATE_LIMIT, agents/throttling.py), answered like the API's: 429 with Retry-After
+and the RateLimit-* / X-RateLimit-* headers. Error bodies are a google.rpc.Status encoded
 like the request. Plain Django, not DRF: the body is protobuf, so it is not in the OpenAPI schema.
 """
 
@@ -23,6 +25,7 @@ from rest_framework import exceptions
 from agents.authentication import ApiKeyAuthentication
 from agents.models import ApiKey
 from agents.otel import decode, services
+from agents.throttling import OtlpRateThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +60,16 @@ class _Load:
 LOAD = _Load()
 
 
-def _answer(kind: str, status: int, message: str, *, retry: bool = False) -> HttpResponse:
+def _answer(
+    kind: str, status: int, message: str, *, retry: bool = False, retry_after: int | None = None
+) -> HttpResponse:
     body, content_type = decode.status_body(kind, code=status, message=message)
     response = HttpResponse(body, status=status, content_type=content_type)
-    if retry:
-        response["Retry-After"] = str(settings.REVERIE_OTLP_RETRY_AFTER_SECONDS)
+    if retry or retry_after is not None:
+        seconds = (
+            retry_after if retry_after is not None else settings.REVERIE_OTLP_RETRY_AFTER_SECONDS
+        )
+        response["Retry-After"] = str(seconds)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="reverie"'
     return response
@@ -85,6 +93,14 @@ def traces(request: HttpRequest) -> HttpResponse:
         # Traces are capture: the same `ingest` scope as POST /api/v1/runs (agents/scopes.py).
         return _answer(
             kind, 403, f"This API key has scope {key.scope!r}; this request needs 'ingest'."
+        )
+    throttle = OtlpRateThrottle()
+    if not throttle.allow_key(request, key):
+        return _answer(
+            kind,
+            429,
+            "This API key's trace rate limit is used up; retry later.",
+            retry_after=int(throttle.wait()),
         )
     limit = settings.REVERIE_REQUEST_MAX_BYTES
     if int(request.META.get("CONTENT_LENGTH") or 0) > limit:

@@ -154,3 +154,62 @@ def _redis_keys(prefix: str) -> list[str]:
     import redis
 
     return [k.decode() for k in redis.Redis.from_url(REDIS).keys(f"{prefix}:*")]
+
+
+OTLP = "/api/otel/v1/traces"
+
+
+def otlp_post(client, raw_key: str):
+    """An empty OTLP/JSON export (`{}`: no spans, a valid request the receiver answers 200)."""
+    return client.post(
+        OTLP, b"{}", content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw_key}"
+    )
+
+
+def raw_key(workspace, scope="ingest") -> str:
+    return services.create_api_key(
+        workspace=workspace, name=f"k-{uuid.uuid4().hex[:6]}", scope=scope
+    )[1]
+
+
+def test_otlp_exports_are_limited_per_key_with_the_api_headers(client, workspace, settings):
+    settings.REVERIE_OTLP_RATE_LIMIT = "2/hour"
+    key, other = raw_key(workspace), raw_key(workspace)
+
+    answers = [otlp_post(client, key) for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert [a["RateLimit-Remaining"] for a in answers] == ["1", "0", "0"]
+    assert [a["X-RateLimit-Remaining"] for a in answers] == ["1", "0", "0"]
+    assert answers[0]["RateLimit-Limit"] == answers[0]["X-RateLimit-Limit"] == "2"
+    assert answers[0]["RateLimit-Policy"] == "2;w=3600"
+    refused = answers[2]
+    assert refused["Content-Type"] == "application/json"
+    assert refused.json()["code"] == 429  # a google.rpc.Status, as OTLP/HTTP asks
+    assert 1 <= int(refused["Retry-After"]) <= 3600
+    assert int(refused["Retry-After"]) == int(refused["RateLimit-Reset"])
+    assert otlp_post(client, other).status_code == 200  # each key has its own budget
+
+
+def test_the_otlp_budget_is_separate_from_the_api_budget(client, workspace, settings):
+    settings.REVERIE_OTLP_RATE_LIMIT = "2/hour"  # the API's is 3/hour (small_limits)
+    key = raw_key(workspace)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    for _ in range(3):
+        api.post("/api/v1/feedback", {}, format="json")
+    assert api.post("/api/v1/feedback", {}, format="json").status_code == 429
+
+    assert [otlp_post(client, key).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_otlp_off_means_no_limit_and_refused_keys_are_not_counted(client, workspace, settings):
+    settings.REVERIE_OTLP_RATE_LIMIT = "1/hour"
+    read_only = raw_key(workspace, scope="read")
+    assert [otlp_post(client, read_only).status_code for _ in range(2)] == [403, 403]
+
+    settings.REVERIE_OTLP_RATE_LIMIT = "off"
+    key = raw_key(workspace)
+    answers = [otlp_post(client, key) for _ in range(3)]
+    assert {a.status_code for a in answers} == {200}
+    assert "RateLimit-Limit" not in answers[0]

@@ -8,6 +8,9 @@ with a pool of sticky keys, where clients revalidate with the ETag they got befo
 BENCH_BASELINE_SECONDS on a fresh server with the in-process key and routing caches off, and
 prints the ratio.
 
+The rate-limit counters (agents/throttling.py) live where the server's settings put them:
+REDIS_URL / REVERIE_CACHE_URL in the environment puts them on Redis, as in production.
+
 Env: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/reverie_bench_config),
 BENCH_SECONDS (30), BENCH_BASELINE_SECONDS (10), BENCH_CONNECTIONS (6), BENCH_KEYS (2000),
 BENCH_REVALIDATE (0.8), BENCH_STATUS_SECONDS (5), BENCH_WORKER_CLASS (gthread: keep-alive), BENCH_THREADS (1: one request at a time per worker, the lowest tail on 2 cores), BENCH_PORT (18765).
@@ -268,6 +271,7 @@ def main() -> None:
             status, headers, body = fetch(config_path + key, api_key)
             assert status == 200
             arms[json.loads(body)["arm"]] += 1
+            rate_limit = headers.get("RateLimit-Limit", "off")
             lines.append(f"{key}\t{headers['ETag']}")
         with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as handle:
             handle.write("\n".join(lines) + "\n")
@@ -318,6 +322,11 @@ def main() -> None:
             stop_server(server)
     print(f"config endpoint: gunicorn 2 workers ({WORKER_CLASS}, {THREADS} thread(s)), PostgreSQL,")
     print(f"wrk 1 thread, {CONNECTIONS} keep-alive connections, {SECONDS} s, {KEYS} keys")
+    cache_url = os.environ.get("REVERIE_CACHE_URL", os.environ.get("REDIS_URL", ""))
+    print(
+        f"  rate limit {rate_limit} a window per API key, counted in "
+        + (f"Redis ({cache_url})" if cache_url else "per-process memory (set REDIS_URL for Redis)")
+    )
     print(
         f"  machine load average (1 min) {load_before:.1f} before, {load_after:.1f} after, {os.cpu_count()} cores"
     )
