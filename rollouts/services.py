@@ -2,7 +2,8 @@
 
 Every service is one transaction that locks the rollout row and then the agent row (always
 in that order, so two services never deadlock), changes the agent's routing in the same
-transaction, writes the audit log, and sends webhooks after commit.
+transaction, moves statuses only through `rollouts/states.py`, writes the audit log, and sends
+webhooks after commit.
 """
 
 from dataclasses import dataclass

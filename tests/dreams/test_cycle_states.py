@@ -12,7 +12,7 @@ C = DreamCycle.Status
 PAIRS = [(a, b) for a in C.values for b in C.values]
 
 
-def test_every_status_has_a_row_and_only_known_targets():
+def test_every_cycle_status_has_a_row_and_only_known_targets():
     assert set(CYCLE_TRANSITIONS) == set(C.values)
     assert set().union(*CYCLE_TRANSITIONS.values()) <= set(C.values)
 

@@ -32,7 +32,7 @@ def _rollout(agent, owner) -> Rollout:
     )
 
 
-def test_every_status_has_a_row_and_only_known_targets():
+def test_every_rollout_and_stage_status_has_a_row_and_only_known_targets():
     assert set(ROLLOUT_TRANSITIONS) == set(R.values)
     assert set().union(*ROLLOUT_TRANSITIONS.values()) <= set(R.values)
     assert set(STAGE_TRANSITIONS) == set(St.values)
