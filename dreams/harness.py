@@ -12,6 +12,10 @@ harness can judge this agent at all.
   differs from the recording (the staging copy is not the system the run saw) — and the runs
   whose replay found the environment unavailable (not checked).
 
+With an environment the replays run concurrently (`replay.replay_many`: up to the agent's
+`replay_concurrency` MCP sessions at once, one fresh session a replay) and are graded in order
+afterwards, so the check says the same as one replay after another, only sooner.
+
 Model judges (rubric, feedback) run only on a backend that costs nothing; otherwise those runs
 are counted as not checked. Below REVERIE_HARNESS_FIDELITY_THRESHOLD the experiment reports
 that the harness cannot judge the agent instead of a verdict.
@@ -27,7 +31,7 @@ from agents.models import ConfigVersion, Run
 from agents.transcripts import final_answer, iter_tool_calls
 from dreams.grading import Grade, grade_expectations, plan
 from dreams.llm import Gateway, ModelError, get_gateway
-from dreams.replay import ReplayResult, Stop, replay
+from dreams.replay import ReplayResult, Stop, replay_many
 
 MAX_DISAGREEMENTS = 50
 
@@ -154,13 +158,24 @@ def check_harness(*, runs: list[Run], version: ConfigVersion) -> dict[str, Any]:
     graders: dict[str, dict[str, int]] = {}
     drift = {"runs": 0, "calls": 0, "examples": []}
     environment = any(run.agent.environment_url for run in runs)
+    graded_runs = [run for run in runs if recorded_pass(run) is not None]
+    # Replays first (with an environment, up to the agent's replay concurrency at once, one
+    # MCP session each), then grading in order: the same verdicts as one after another.
+    concurrency = max((run.agent.replay_concurrency or 1 for run in graded_runs), default=1)
+    results = dict(
+        zip(
+            (run.pk for run in graded_runs),
+            replay_many(graded_runs, version, gateway=recorded_model, concurrency=concurrency),
+            strict=True,
+        )
+    )
     for run in runs:
         outcome = recorded_pass(run)
         if outcome is None:
             not_checked.append({"run_id": run.pk, "reason": "no recorded pass/fail outcome"})
             continue
         comment = run.negative_comment()
-        result = replay(run, version, gateway=recorded_model)
+        result = results[run.pk]
         if result.environment_unavailable:
             not_checked.append(
                 {"run_id": run.pk, "reason": f"environment unavailable: {result.environment_error}"}
@@ -237,6 +252,7 @@ def check_harness(*, runs: list[Run], version: ConfigVersion) -> dict[str, Any]:
         + (drift_summary(drift) if environment else ""),
         "tokens": 0,
         "seconds": round(elapsed, 3),
+        "concurrency": concurrency if environment else 1,
         "runs_per_second": round(len(runs) / elapsed, 1) if elapsed > 0 else None,
     }
 

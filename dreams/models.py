@@ -373,6 +373,56 @@ class ReplayBatch(models.Model):
         return f"batch {self.anthropic_id} of experiment {self.experiment_id} (step {self.step})"
 
 
+class BudgetCounter(models.Model):
+    """One of an agent's budgets as every worker process sees it: one row per agent for the
+    monthly budget and the replay concurrency (`cycle_id` 0), one per dream cycle for its cap.
+
+    Workers take tokens (and replay slots) with one conditional UPDATE on this row, in chunks
+    (`dreams.llm.budget`); what each worker holds is mirrored in its `BudgetLease`, so a dead
+    worker's share is handed back by beat's sweeper. `recorded` counts the tokens of every
+    ModelCall row the gateway wrote (bumped in the same transaction), so a worker's cached spend
+    plus the growth of `recorded` is never behind another worker's calls.
+    """
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="budget_counters")
+    cycle_id = models.BigIntegerField(default=0, help_text="0: the agent's monthly budget")
+    reserved = models.BigIntegerField(default=0, help_text="tokens held by workers' calls")
+    recorded = models.BigIntegerField(default=0, help_text="tokens recorded through it, ever")
+    slots = models.IntegerField(default=0, help_text="replays in flight (monthly row)")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "cycle_id"], name="budget_counter_scope")
+        ]
+
+    def __str__(self) -> str:
+        scope = f"cycle {self.cycle_id}" if self.cycle_id else "month"
+        return f"budget of agent {self.agent_id} ({scope}): {self.reserved} held"
+
+
+class BudgetLease(models.Model):
+    """What one worker process holds of a BudgetCounter (same agent and cycle_id); past `expires_at` (renewed while the
+    worker is alive) its tokens and slots go back to the counter (`dreams.llm.budget.sweep`)."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="budget_leases")
+    cycle_id = models.BigIntegerField(default=0, help_text="its counter's scope")
+    worker = models.CharField(max_length=100)
+    tokens = models.BigIntegerField(default=0)
+    slots = models.IntegerField(default=0)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "cycle_id", "worker"], name="budget_lease_worker"
+            )
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="budget_lease_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.worker}: {self.tokens} tokens, {self.slots} slots"
+
+
 class ModelCall(models.Model):
     """Accounting row for every model call the gateway makes."""
 

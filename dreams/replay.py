@@ -34,13 +34,17 @@ With the agent's sandbox environment (`Agent.environment_url`, dreams/environmen
 tool call is executed there instead, matched or not, so the environment's final state is the
 replay's own; a matched call keeps its recorded result beside the environment's, and a
 difference is *environment drift*. The session is opened (and reset with the run's snapshot)
-at the first call, asked for its final-state check when the replay ends, and closed.
+at the first call, asked for its final-state check when the replay ends, and closed. Many
+replays at once (`replay_many`, the experiments' async path) share one event loop for their MCP
+clients through an anyio portal; each still has its own session.
 """
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -278,8 +282,10 @@ class ReplaySession:
         priced: bool = True,
         environment_url: str | None = None,
         simulated_user: bool | None = None,
+        portal: Any = None,
     ) -> None:
         self.run = run
+        self.portal = portal  # an anyio BlockingPortal the environment client runs on, if any
         self.priced = priced  # the simulated and recorded backends cost nothing
         self.agent = agent
         self.recording = Recording.from_run(run)
@@ -356,7 +362,7 @@ class ReplaySession:
     def _open_environment(self) -> EnvironmentSession:
         """The replay's environment session: opened and reset on first use."""
         if self._environment is None:
-            session = EnvironmentSession(self.environment_url)
+            session = EnvironmentSession(self.environment_url, portal=self.portal)
             session.open()
             self._environment = session
             session.reset(snapshot=snapshot_of(self.run.metadata), run_id=self.run.external_id)
@@ -667,7 +673,9 @@ def call_for(gateway: Gateway, session: "ReplaySession") -> NextCall:
     return call
 
 
-def new_session(run: Run, version: ConfigVersion, gateway: Gateway) -> ReplaySession:
+def new_session(
+    run: Run, version: ConfigVersion, gateway: Gateway, *, portal: Any = None
+) -> ReplaySession:
     """A replay session on `gateway`; the recorded backend has no simulated user to call."""
     return ReplaySession(
         run=run,
@@ -675,6 +683,7 @@ def new_session(run: Run, version: ConfigVersion, gateway: Gateway) -> ReplaySes
         agent=run.agent,
         priced=gateway.priced,
         simulated_user=False if gateway.recordings is not None else None,
+        portal=portal,
     )
 
 
@@ -685,10 +694,12 @@ def replay(
     gateway: Gateway | None = None,
     experiment: Any = None,
     replay_row: Any = None,
+    portal: Any = None,
 ) -> ReplayResult:
-    """Replay `run` with `config_version` synchronously (one model call per step)."""
+    """Replay `run` with `config_version` synchronously (one model call per step); with a
+    `portal`, its environment session's client runs on that portal's event loop."""
     gateway = gateway or get_gateway()
-    session = new_session(run, config_version, gateway)
+    session = new_session(run, config_version, gateway, portal=portal)
     try:
         while not session.done:
             call = call_for(gateway, session)
@@ -717,10 +728,15 @@ async def areplay(
     gateway: Gateway | None = None,
     experiment: Any = None,
     replay_row: Any = None,
+    portal: Any = None,
 ) -> ReplayResult:
-    """Async twin of `replay` (AsyncAnthropic), for many replays at once in one task."""
+    """Async twin of `replay` (AsyncAnthropic), for many replays at once in one task.
+
+    `portal`: a BlockingPortal on this event loop; the environment's MCP client then runs on
+    this loop (the blocking tool calls of `feed` wait on it from a worker thread) instead of
+    on an event loop thread of its own per replay."""
     gateway = gateway or get_gateway()
-    session = new_session(run, config_version, gateway)
+    session = new_session(run, config_version, gateway, portal=portal)
     try:
         while not session.done:
             call = call_for(gateway, session)
@@ -745,3 +761,48 @@ async def areplay(
         if session.uses_environment:
             await asyncio.to_thread(session.close_environment)
     return session.result
+
+
+def replay_many(
+    runs: list[Run],
+    config_version: ConfigVersion,
+    *,
+    gateway: Gateway,
+    concurrency: int,
+) -> list[ReplayResult]:
+    """Replay `runs` (results in their order), at most `concurrency` at once when they use a
+    sandbox environment: the replays wait on the network, one MCP session each (opened,
+    reset, used, checked and closed by its replay), every client on one event loop. Without
+    an environment the replays are CPU only and run one after another.
+
+    For backends that need no database (the harness check's in-process recorded model):
+    the replays run in worker threads."""
+    if concurrency <= 1 or not any(run.agent.environment_url for run in runs):
+        return [replay(run, config_version, gateway=gateway) for run in runs]
+
+    async def replay_all() -> list[ReplayResult]:
+        from anyio.from_thread import BlockingPortal
+
+        semaphore = asyncio.Semaphore(concurrency)
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="replay") as pool:
+            async with BlockingPortal() as portal:
+
+                async def one(run: Run) -> ReplayResult:
+                    async with semaphore:
+                        return await loop.run_in_executor(
+                            pool,
+                            functools.partial(
+                                replay, run, config_version, gateway=gateway, portal=portal
+                            ),
+                        )
+
+                return list(await asyncio.gather(*(one(run) for run in runs)))
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(replay_all())
+    # Called from async code (a running loop in this thread): run on a loop of our own.
+    with ThreadPoolExecutor(max_workers=1) as runner:
+        return runner.submit(asyncio.run, replay_all()).result()

@@ -83,15 +83,28 @@ def agent_panels(*, agent: Agent) -> dict[str, Any]:
 
 
 def latest_harness_check(*, agent: Agent) -> dict[str, Any]:
-    """The newest experiment's harness check (a fixed two queries at most)."""
+    """The newest experiment's harness check and its simulated-user check (one query).
+
+    `simulated_user_check` is the newest experiment's `stats["simulated_user"]` when the
+    simulated user could not be trusted there (the agent page says so, with the verdict)."""
+    found: dict[str, Any] = {
+        "harness_check": None,
+        "harness_proposal": None,
+        "simulated_user_check": None,
+        "simulated_user_proposal": None,
+    }
     for experiment in (
         Experiment.objects.filter(agent=agent, proposal__isnull=False)
-        .only("id", "proposal_id", "harness_check")
+        .only("id", "proposal_id", "harness_check", "stats")
         .order_by("-id")[:5]
     ):
+        check = (experiment.stats or {}).get("simulated_user") or {}
+        if found["simulated_user_proposal"] is None and check:
+            found["simulated_user_proposal"] = experiment.proposal_id
+            if check.get("trusted") is False:
+                found["simulated_user_check"] = check
         if experiment.harness_check:
-            return {
-                "harness_check": experiment.harness_check,
-                "harness_proposal": experiment.proposal_id,
-            }
-    return {"harness_check": None, "harness_proposal": None}
+            found["harness_check"] = experiment.harness_check
+            found["harness_proposal"] = experiment.proposal_id
+            break
+    return found

@@ -29,7 +29,10 @@ VERDICT_HELP = {
     REGRESSES: "Significantly more runs broken than fixed, or stopped early for regressions.",
     NO_CHANGE: "No significant difference between baseline and candidate.",
     NOT_MEASURABLE: "No target replay reached a grade: the effect of this change is unknown.",
-    NOISE: "Replay fidelity is too low to tell a real change from replay noise.",
+    NOISE: (
+        "Replay fidelity (of the replays, or of the simulated user that continued them) is too "
+        "low to tell a real change from replay noise."
+    ),
 }
 # Approving one of these needs an explicit acknowledgement, kept in the audit log.
 NEEDS_ACKNOWLEDGEMENT = frozenset({NOT_MEASURABLE, REGRESSES, NOISE})
@@ -299,6 +302,57 @@ def verdict_of(
     return NO_CHANGE, f"{counted}; McNemar p={p if p is not None else 1:.3g} ≥ {alpha:g}."
 
 
+def _untouched_by_simulated_user(pairs: list[RunPair]) -> list[RunPair]:
+    """Runs none of whose replays (either arm, any replicate) needed a simulated user."""
+    return [p for p in pairs if not any(p.baseline.simulated) and not any(p.candidate.simulated)]
+
+
+def simulated_user_verdict(
+    verdict: str,
+    why: str,
+    pairs: list[RunPair],
+    check: dict[str, Any],
+    *,
+    threshold: float,
+    alpha: float,
+) -> tuple[str, str]:
+    """The verdict once the simulated user's own check is in (see `simulated_user_check`).
+
+    When the simulator cannot be trusted (baseline replays it continued disagree with their
+    recorded outcomes beyond the fidelity threshold), simulated turns are no evidence: the
+    verdict is recomputed on the runs no simulated user touched. It stands only if those runs
+    alone give the same improves / regresses / no_change; otherwise it is `noise`, and the
+    reason says the simulated user cannot be trusted for this agent."""
+    if check.get("trusted") is not False or verdict in (NOT_MEASURABLE, NOISE):
+        return verdict, why
+    distrust = (
+        f"The simulated user cannot be trusted for this agent: the baseline replays it "
+        f"continued agree with their recorded outcomes only {check['baseline_agreement']:.0%} "
+        f"of the time ({check['baseline_agree']} of {check['baseline_n']}; threshold "
+        f"{threshold:.0%})"
+    )
+    real = _untouched_by_simulated_user(pairs)
+    if real:
+        targets = [p for p in real if p.run_set == "target"]
+        alone, alone_why = verdict_of(
+            block(real),
+            fidelity_value=fidelity(real),
+            threshold=threshold,
+            alpha=alpha,
+            stopped_for_regression=False,
+            target=block(targets) if any(p.run_set == "target" for p in pairs) else None,
+        )
+        if alone == verdict:
+            return verdict, (
+                f"{alone_why} Counted on the {len(real)} runs no simulated user continued. "
+                f"{distrust}, so the {len(pairs) - len(real)} runs it continued are left out."
+            )
+    return NOISE, (
+        f"{distrust}, and the {len(real)} runs it did not continue do not show "
+        f"'{VERDICTS[verdict]}' on their own."
+    )
+
+
 def experiment_stats(
     pairs: list[RunPair],
     *,
@@ -319,6 +373,19 @@ def experiment_stats(
         and early_stop.get("kind", "regression") == "regression",
         target=target if any(p.run_set == "target" for p in pairs) else None,
     )
+    simulated = simulated_user_check(pairs, threshold=threshold)
+    before = verdict
+    verdict, why = simulated_user_verdict(
+        verdict, why, pairs, simulated, threshold=threshold, alpha=alpha
+    )
+    # The verdict the replays would have given had the simulated user been trusted.
+    simulated["verdict_without_check"] = before if verdict != before else ""
+    simulated["verdict_without_check_label"] = VERDICTS[before] if verdict != before else ""
+    simulated["verdict_on_untouched_runs"] = (
+        simulated["trusted"] is False
+        and verdict == before
+        and verdict not in (NOT_MEASURABLE, NOISE)
+    )
     return {
         "fidelity": fid,
         "verdict": verdict,
@@ -331,7 +398,7 @@ def experiment_stats(
             for key, members in sorted(patterns.items())
         },
         "early_stop": early_stop,
-        "simulated_user": simulated_user_check(pairs, threshold=threshold),
+        "simulated_user": simulated,
         "pass_hat_k": {
             "baseline": pass_hat_k(pairs, "baseline"),
             "candidate": pass_hat_k(pairs, "candidate"),

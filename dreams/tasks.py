@@ -22,7 +22,13 @@ def run_experiment_task(experiment_id: int) -> None:
 
 @shared_task(name="dreams.resume_stale_experiments", ignore_result=True)
 def resume_stale_experiments() -> None:
-    """Beat's sweeper: experiments whose messages were lost or whose worker died run again."""
+    """Beat's sweeper: experiments whose messages were lost or whose worker died run again, and
+    budget tokens and replay slots a dead worker held go back to their agents."""
+    from dreams.llm.budget import sweep_leases
+
+    reclaimed = sweep_leases()
+    if reclaimed:
+        logger.warning("gave back the budget leases of %d dead workers", reclaimed)
     for experiment_id in experiments.stale_experiments():
         run_experiment_task.delay(experiment_id)
 

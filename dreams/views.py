@@ -10,12 +10,14 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from agents.access import get_agent_for, principal_for
-from dreams import cycles, reports, selectors, spend
+from dreams import cycles, experiments, reports, selectors, spend
 from dreams.access import get_cycle_for
-from dreams.models import DreamCycle
+from dreams.models import DreamCycle, Experiment
 
 
 @login_required
@@ -47,8 +49,10 @@ def dreams_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def cycle_page(request: HttpRequest, pk: int) -> HttpResponse:
-    cycle = get_cycle_for(principal_for(request), pk)
-    return render(request, "dreams/cycle.html", selectors.cycle_detail(cycle=cycle))
+    principal = principal_for(request)
+    cycle = get_cycle_for(principal, pk)
+    context = {**selectors.cycle_detail(cycle=cycle), "can_review": principal.can_review}
+    return render(request, "dreams/cycle.html", context)
 
 
 @login_required
@@ -73,6 +77,108 @@ def dream_now(request: HttpRequest, slug: str) -> HttpResponse:
     else:
         _dream_message(request, cycle)
     return redirect("agent-detail", slug=agent.slug)
+
+
+def _go(request: HttpRequest, url: str) -> HttpResponse:
+    """After a control's POST: htmx reloads the page there (its flash shows), a form redirects."""
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _reviewer(request: HttpRequest, what: str) -> Any:
+    principal = principal_for(request)
+    if not principal.can_review:
+        raise PermissionDenied(f"Only reviewers and admins can {what}.")
+    return principal
+
+
+@login_required
+@require_POST
+def cycle_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """The cycle page's Cancel: the API's cancel (`cycles.cancel_cycle`)."""
+    cycle = get_cycle_for(principal_for(request), pk)
+    _reviewer(request, "cancel a dream cycle")
+    if not cycle.is_active:
+        messages.error(request, f"Dream cycle {cycle.pk} is {cycle.status}: nothing to cancel.")
+    else:
+        cycle = cycles.cancel_cycle(cycle=cycle, actor=request.user, reason="Cancelled by hand.")
+        messages.success(
+            request, f"Dream cycle {cycle.pk} cancelled; its runs can be studied again."
+        )
+    return _go(request, reverse("cycle-detail", args=[cycle.pk]))
+
+
+@login_required
+@require_POST
+def cycle_rerun(request: HttpRequest, pk: int) -> HttpResponse:
+    """The cycle page's Re-run: the API's re-run (`cycles.rerun_cycle`), then the new cycle."""
+    cycle = get_cycle_for(principal_for(request), pk)
+    _reviewer(request, "re-run a dream cycle")
+    try:
+        fresh = cycles.rerun_cycle(cycle=cycle, actor=request.user)
+    except cycles.CycleNotStarted as error:
+        messages.error(request, f"Could not re-run dream cycle {cycle.pk}: {error}")
+        return _go(request, reverse("cycle-detail", args=[cycle.pk]))
+    _dream_message(request, fresh)
+    return _go(request, reverse("cycle-detail", args=[fresh.pk]))
+
+
+def _experiment_page(experiment: Experiment) -> str:
+    if experiment.proposal_id:
+        return reverse("proposal-detail", args=[experiment.proposal_id])
+    return reverse("agent-detail", args=[experiment.agent.slug])
+
+
+@login_required
+@require_POST
+def experiment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """The proposal page's Cancel experiment: the API's cancel (`cancel_experiment`)."""
+    experiment = experiments.get_experiment_for(principal_for(request), pk)
+    _reviewer(request, "cancel an experiment")
+    try:
+        experiments.cancel_experiment(experiment_id=experiment.pk, actor=request.user)
+    except ValueError:
+        experiment.refresh_from_db()
+        messages.error(
+            request,
+            f"Experiment {experiment.pk} is {experiment.get_status_display().lower()}: "
+            "nothing to cancel.",
+        )
+    else:
+        messages.success(
+            request,
+            f"Experiment {experiment.pk} cancelled; the replays already done are kept, and "
+            "Re-run experiment replays the rest.",
+        )
+    return _go(request, _experiment_page(experiment))
+
+
+@login_required
+@require_POST
+def experiment_rerun(request: HttpRequest, pk: int) -> HttpResponse:
+    """The proposal page's Re-run experiment: the API's re-run (`rerun_experiment`); the flash
+    says where it got to (eager tasks finish inside the request)."""
+    experiment = experiments.get_experiment_for(principal_for(request), pk)
+    _reviewer(request, "re-run an experiment")
+    try:
+        experiments.rerun_experiment(experiment_id=experiment.pk, actor=request.user)
+    except experiments.ExperimentNotRerun as error:
+        messages.error(request, f"Could not re-run: {error}")
+        return _go(request, _experiment_page(experiment))
+    experiment.refresh_from_db()
+    status = experiment.get_status_display().lower()
+    if experiment.status == Experiment.Status.FAILED:
+        messages.error(
+            request, f"Experiment {experiment.pk} ran again and failed: {experiment.error}"
+        )
+    elif experiment.finished_at is not None:
+        messages.success(request, f"Experiment {experiment.pk} ran again: {status}.")
+    else:
+        messages.success(
+            request,
+            f"Experiment {experiment.pk} queued again ({status}); the replays already done are "
+            "kept, a worker replays the rest.",
+        )
+    return _go(request, _experiment_page(experiment))
 
 
 def _dream_message(request: HttpRequest, cycle: DreamCycle) -> None:

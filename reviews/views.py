@@ -18,7 +18,7 @@ from agents.access import get_agent_for, principal_for
 from agents.charts import pass_rate_chart
 from agents.models import ConfigVersion, Membership
 from agents.run_sets import RunSetInvalid, run_sets_for
-from dreams import handwritten, rebase
+from dreams import experiments, handwritten, rebase
 from dreams import stats as verdict_stats
 from dreams.experiments.evidence import latest_verdict
 from dreams.models import Experiment
@@ -72,6 +72,16 @@ def _verdict_context(stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _experiment_controls(experiment: Any) -> dict[str, bool]:
+    """Which of the experiment's Cancel / Re-run buttons its state allows (the services' rules)."""
+    if experiment is None:
+        return {"experiment_can_cancel": False, "experiment_can_rerun": False}
+    return {
+        "experiment_can_cancel": experiments.can_cancel(experiment),
+        "experiment_can_rerun": experiments.can_rerun(experiment),
+    }
+
+
 def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict[str, Any]:
     outcome = request.GET.get("outcome", "")
     evidence = selectors.proposal_evidence(
@@ -112,6 +122,7 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
         and proposal.status in services.EDITABLE,
         **_verdict_context(stats),
         "stale": rebase.is_stale(proposal),
+        **_experiment_controls(evidence.get("experiment")),
         # One reverse() instead of one per replay row (the list can hold hundreds).
         "replay_prefix": reverse("proposal-detail", args=[proposal.pk]) + "replays/",
         **evidence,

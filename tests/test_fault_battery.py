@@ -15,8 +15,14 @@ from django.utils import timezone
 
 from agents.ingest import ingest_runs
 from agents.models import Run
-from dreams.models import DreamCycle, Experiment
+from dreams.models import BudgetCounter, DreamCycle, Experiment
 from dreams.tasks import resume_stale_cycles, resume_stale_experiments
+from tests.dreams.test_budget_counters import (
+    NEEDS_PG,
+    kill_a_holder,
+    race_for_one_budget,
+    race_for_replay_slots,
+)
 from tests.dreams.test_recovery import (  # noqa: F401
     _experiment,
     broker_back,
@@ -165,3 +171,35 @@ def test_concurrent_overlapping_batches_lose_nothing(agent, workspace):
     stored = Run.objects.filter(agent=agent, external_id__startswith="fb-").count()
     report("20 concurrent overlapping batches", 20, len(failures) + (100 - stored))
     assert failures == [] and stored == 100
+
+
+@NEEDS_PG
+@pytest.mark.django_db(transaction=True)
+def test_two_worker_processes_racing_for_one_budget_never_overspend(agent):
+    races = 3
+    overspent = sum(race_for_one_budget(agent, budget=20_000)[1] > 20_000 for _ in range(races))
+    report("two worker processes racing for one budget (PostgreSQL)", races, overspent)
+    assert overspent == 0
+
+
+@NEEDS_PG
+@pytest.mark.django_db(transaction=True)
+def test_two_worker_processes_racing_for_replay_slots_never_exceed_the_limit(agent):
+    races = 3
+    over = sum(race_for_replay_slots(agent, limit=5) > 5 for _ in range(races))
+    report("two worker processes racing for 5 replay slots (PostgreSQL)", races, over)
+    assert over == 0
+
+
+@NEEDS_PG
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_workers_budget_and_slot_are_reclaimed(agent):
+    tries, leaked = 3, 0
+    for _ in range(tries):
+        held, reclaimed = kill_a_holder(agent, estimate=500)
+        counter = BudgetCounter.objects.get(agent=agent, cycle_id=0)
+        # It held its chunk (at least the call's 500 tokens) and the slot; all of it came back.
+        lost = held[0] < 500 or held[2] != 1 or reclaimed != 1
+        leaked += lost or (counter.reserved, counter.slots) != (0, 0)
+    report("worker killed holding budget and a replay slot, reclaimed by beat", tries, leaked)
+    assert leaked == 0

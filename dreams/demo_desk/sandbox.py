@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent
@@ -104,9 +105,8 @@ class SandboxServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.sandboxes = Sandboxes()
-        app = build_server(self.sandboxes).streamable_http_app(
-            streamable_http_path=PATH, json_response=True, host=host
-        )
+        self.mcp = build_server(self.sandboxes)
+        app = self.mcp.streamable_http_app(streamable_http_path=PATH, json_response=True, host=host)
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         )
@@ -116,6 +116,10 @@ class SandboxServer:
     @property
     def port(self) -> int:
         return self._server.servers[0].sockets[0].getsockname()[1]
+
+    def open_sessions(self) -> int:
+        """MCP sessions the server holds now (a client that closes its session ends it)."""
+        return len(self.mcp.session_manager._server_instances)  # noqa: SLF001 - no public count
 
     @property
     def url(self) -> str:
@@ -141,14 +145,31 @@ class SandboxServer:
         self.stop()
 
 
+def with_latency(app: Any, seconds: float) -> Any:
+    """`app` answering every request `seconds` late, as a staging host a network hop away
+    would (tests/bench/multiturn.py measures replay concurrency against it)."""
+
+    async def delayed(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await anyio.sleep(seconds)
+        await app(scope, receive, send)
+
+    return delayed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--latency-ms", type=float, default=0, help="answer every request this much later"
+    )
     args = parser.parse_args()
     app = build_server().streamable_http_app(
         streamable_http_path=PATH, json_response=True, host=args.host
     )
+    if args.latency_ms > 0:
+        app = with_latency(app, args.latency_ms / 1000)
     print(f"Access sandbox (MCP) at http://{args.host}:{args.port}{PATH}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

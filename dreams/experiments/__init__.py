@@ -7,6 +7,8 @@
 from dreams.experiments.evidence import compute_stats, early_stop_check
 from dreams.experiments.lifecycle import (
     ExperimentNotRerun,
+    can_cancel,
+    can_rerun,
     cancel_experiment,
     fail_experiment,
     finish_experiment,
@@ -23,6 +25,8 @@ from dreams.experiments.sampling import sample_regression_runs
 
 __all__ = [
     "ExperimentNotRerun",
+    "can_cancel",
+    "can_rerun",
     "cancel_experiment",
     "get_experiment_for",
     "stale_experiments",

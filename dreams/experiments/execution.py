@@ -1,19 +1,22 @@
 """Run an experiment's replay slots concurrently (AsyncAnthropic, at most
-`Agent.replay_concurrency` at once), each claimed before its model calls; grade; save.
+`Agent.replay_concurrency` at once across every worker), each claimed before its model calls;
+grade; save.
 Batch mode is batches.py."""
 
 import asyncio
 import logging
 from datetime import timedelta
 
+from anyio.from_thread import BlockingPortal
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
-from agents.models import ConfigVersion, Feedback
+from agents.models import Agent, ConfigVersion, Feedback
 from dreams.grading import Grade, agrade
 from dreams.llm import ModelError, get_gateway
+from dreams.llm.gateway import Gateway
 from dreams.models import Experiment, Replay
 from dreams.replay import ReplayResult, areplay
 
@@ -91,13 +94,73 @@ def arm_versions(experiment: Experiment) -> dict[str, ConfigVersion]:
     }
 
 
+class SharedSlots:
+    """The agent's replay slots as one chunk sees them: at most `Agent.replay_concurrency`
+    replays at once across every worker (taken from the database, `BudgetGuard.take_slot`).
+    A slot a finished replay frees goes to this chunk's next replay without the database while
+    any are still waiting; the rest go back at once, so other workers can have them."""
+
+    def __init__(self, gateway: Gateway, agent: Agent, waiting: int) -> None:
+        self.guard = gateway.budget
+        self.agent = agent
+        self.local = asyncio.Semaphore(max(1, agent.replay_concurrency))
+        self.waiting = waiting
+        self.idle = 0  # taken from the database, not replaying now
+        self.held = 0  # taken from the database, not given back yet
+
+    async def acquire(self, stop: asyncio.Event) -> bool:
+        """Wait for a slot; False (and no slot) once `stop` is set."""
+        await self.local.acquire()
+        self.waiting -= 1
+        if stop.is_set():
+            self.local.release()
+            await self._trim()
+            return False
+        if self.idle:
+            self.idle -= 1
+            return True
+        delay = 0.02
+        while not await sync_to_async(self.guard.take_slot)(self.agent):
+            if stop.is_set():
+                self.local.release()
+                return False
+            await asyncio.sleep(delay)  # another worker holds them all: poll, backing off
+            delay = min(delay * 2, 1.0)
+        self.held += 1
+        return True
+
+    async def release(self) -> None:
+        if self.waiting > 0:
+            self.idle += 1
+        else:
+            await self._give_one()
+        self.local.release()
+
+    async def _give_one(self) -> None:
+        self.held -= 1
+        await sync_to_async(self.guard.give_slot)(self.agent)
+
+    async def _trim(self) -> None:
+        """Give back idle slots no waiting replay will use."""
+        while self.idle > self.waiting:
+            self.idle -= 1
+            await self._give_one()
+
+    async def close(self) -> None:
+        """Every replay has ended: give back all this chunk took (also a replay's that was
+        interrupted before it could), so a live worker never keeps a slot it does not use."""
+        self.idle = self.waiting = 0
+        while self.held > 0:
+            await self._give_one()
+
+
 async def replay_slots_async(
     slots: list[Replay], versions: dict[str, ConfigVersion], comments: dict[int, str]
 ) -> bool:
     """Replay and grade slots concurrently; returns False when the budget ran out."""
     gateway = get_gateway()
     agent = slots[0].run.agent
-    semaphore = asyncio.Semaphore(max(1, agent.replay_concurrency))
+    shared = SharedSlots(gateway, agent, waiting=len(slots))
     budget_hit = asyncio.Event()
 
     async def one(slot: Replay) -> None:
@@ -108,9 +171,9 @@ async def replay_slots_async(
             await sync_to_async(_save_slot)(slot, None, None, f"{type(exc).__name__}: {exc}")
 
     async def replay_and_grade(slot: Replay) -> None:
-        async with semaphore:
-            if budget_hit.is_set():
-                return
+        if not await shared.acquire(budget_hit):
+            return
+        try:
             if not await sync_to_async(claim_slot)(slot):
                 return  # another worker holds it (or the experiment was cancelled)
             result = await areplay(
@@ -119,6 +182,7 @@ async def replay_slots_async(
                 gateway=gateway,
                 experiment=slot.experiment,
                 replay_row=slot,
+                portal=portal,
             )
             graded, error = None, result.error
             if not error:
@@ -135,11 +199,17 @@ async def replay_slots_async(
                     error = f"judge: {type(exc).__name__}: {exc}"
             if "BudgetExceeded" in error:
                 budget_hit.set()
-        # Saved outside the semaphore: waiting for the database must not hold a model slot.
+        finally:
+            await shared.release()
+        # Saved outside the slot: waiting for the database must not hold a model slot.
         await sync_to_async(_save_slot)(slot, result, graded, error)
 
     try:
-        await asyncio.gather(*(one(s) for s in slots))
+        # Environment sessions' MCP clients run on this loop (one session a replay, each
+        # opened and closed by its replay), not on an event loop thread of their own each.
+        async with BlockingPortal() as portal:
+            await asyncio.gather(*(one(s) for s in slots))
     finally:
+        await shared.close()
         await gateway.aclose()
     return not budget_hit.is_set()

@@ -280,7 +280,7 @@ def finish_experiment(*, experiment_id: int, early_stop: dict[str, Any] | None =
         replays = Replay.objects.filter(experiment=experiment)
         failed = replays.filter(status=Replay.Status.FAILED)
         experiment.error = (
-            f"{failed.count()} replays failed; re-run the experiment to retry them."
+            f"{failed.count()} replays failed; {rerun_hint(experiment.pk)}."
             if failed.exists()
             else ""
         )
@@ -296,7 +296,7 @@ def finish_experiment(*, experiment_id: int, early_stop: dict[str, Any] | None =
             experiment.status = E.FAILED
             experiment.error = (
                 f"{failed_count} of {total} replays failed ({failed_count / total:.0%}, over the "
-                f"{limit:.0%} limit), e.g. {first}; re-run the experiment to retry them."
+                f"{limit:.0%} limit), e.g. {first}; {rerun_hint(experiment.pk)}."
             )
         experiment.save(
             update_fields=["stats", "fidelity", "status", "stop_reason", "finished_at", "error"]
@@ -375,7 +375,10 @@ def cancel_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
             raise ValueError(f"experiment {experiment_id} is {experiment.status}, not open")
         experiment.status = E.FAILED
         experiment.stop_reason = "cancelled"
-        experiment.error = "Cancelled; re-run the experiment to resume the replays not done."
+        experiment.error = (
+            'Cancelled; "Re-run experiment" on the proposal page (or POST '
+            f"/api/v1/experiments/{experiment.pk}/rerun) resumes the replays not done."
+        )
         experiment.finished_at = timezone.now()
         experiment.save(update_fields=["status", "stop_reason", "error", "finished_at"])
         audit.record(
@@ -385,6 +388,14 @@ def cancel_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
             target=experiment,
         )
     return experiment
+
+
+def rerun_hint(experiment_id: int) -> str:
+    """Where a message about failed replays sends the reader: the real control, page and API."""
+    return (
+        'use "Re-run experiment" on the proposal page (or POST '
+        f"/api/v1/experiments/{experiment_id}/rerun) to retry them"
+    )
 
 
 # An experiment that has not finished a replay for this long is stuck (its task was lost).
@@ -407,6 +418,16 @@ def is_stuck(experiment: Experiment, *, now: Any = None) -> bool:
     )
     moment = last or experiment.started_at or experiment.created_at
     return (now or timezone.now()) - moment > STUCK_AFTER
+
+
+def can_cancel(experiment: Experiment) -> bool:
+    """What `cancel_experiment` accepts (the pages show its button only then)."""
+    return experiment.status in (E.PENDING, E.RUNNING)
+
+
+def can_rerun(experiment: Experiment) -> bool:
+    """What `rerun_experiment` accepts: failed or cancelled, or stuck."""
+    return experiment.status == E.FAILED or is_stuck(experiment)
 
 
 def rerun_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:

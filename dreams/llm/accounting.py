@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import transaction
 from django.db.models import F
 
 from agents.pricing import cost_of
@@ -44,7 +45,7 @@ class Accountant:
         discount: Decimal | None = None,
         release: int = 0,
     ) -> ModelCall:
-        """Store the call now (and free its reservation once the spend is in the database)."""
+        """Store the call now; its hold (`release` tokens) ends in the same transaction."""
         try:
             call = self.build(
                 context,
@@ -54,11 +55,12 @@ class Accountant:
                 error=error,
                 discount=discount,
             )
-            self._persist([(context, call)])
-            return call
-        finally:
+        except BaseException:
             if release:
                 self.guard.release(context, estimate=release)
+            raise
+        self._persist([(context, call, release)])
+        return call
 
     def build(
         self,
@@ -121,25 +123,31 @@ class Accountant:
         task.add_done_callback(pending.discard)
 
     def _flush(self, batch: list[tuple[CallContext, ModelCall, int]]) -> None:
-        try:
-            self._persist([(context, call) for context, call, _ in batch])
-        finally:
-            for context, _, estimate in batch:
-                self.guard.release(context, estimate=estimate)
+        self._persist(batch)
 
-    def _persist(self, items: list[tuple[CallContext, ModelCall]]) -> None:
-        """Insert calls in one statement, then count them in the guard's view of spend."""
-        ModelCall.objects.bulk_create([call for _, call in items])
-        per_cycle: dict[int, tuple[int, Decimal]] = {}
-        for context, call in items:
-            if call.total_tokens:
-                self.guard.add_spend(
-                    context.agent.pk, self.guard.cycle_id(context), call.total_tokens
+    def _persist(self, items: list[tuple[CallContext, ModelCall, int]]) -> None:
+        """Insert calls (context, row, its hold) in one statement and, in the same transaction,
+        count their tokens in the shared budget counters and end their holds."""
+        try:
+            with transaction.atomic():
+                ModelCall.objects.bulk_create([call for _, call, _ in items])
+                per_cycle: dict[int, tuple[int, Decimal]] = {}
+                for context, call, _ in items:
+                    if context.cycle is not None and call.total_tokens:
+                        tokens, cost = per_cycle.get(context.cycle.pk, (0, Decimal(0)))
+                        per_cycle[context.cycle.pk] = (
+                            tokens + call.total_tokens,
+                            cost + call.cost_usd,
+                        )
+                for cycle_id, (tokens, cost) in per_cycle.items():
+                    DreamCycle.objects.filter(pk=cycle_id).update(
+                        tokens_used=F("tokens_used") + tokens, cost_usd=F("cost_usd") + cost
+                    )
+                self.guard.settle(
+                    [(context, call.total_tokens, estimate) for context, call, estimate in items]
                 )
-            if context.cycle is not None and call.total_tokens:
-                tokens, cost = per_cycle.get(context.cycle.pk, (0, Decimal(0)))
-                per_cycle[context.cycle.pk] = (tokens + call.total_tokens, cost + call.cost_usd)
-        for cycle_id, (tokens, cost) in per_cycle.items():
-            DreamCycle.objects.filter(pk=cycle_id).update(
-                tokens_used=F("tokens_used") + tokens, cost_usd=F("cost_usd") + cost
-            )
+        except BaseException:
+            for context, _, estimate in items:
+                if estimate:
+                    self.guard.release(context, estimate=estimate)
+            raise

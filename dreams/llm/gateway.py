@@ -151,6 +151,7 @@ class Gateway:
     async def aclose(self) -> None:
         """Wait for pending accounting writes, then close this loop's async client."""
         await self.accounting.flush_pending()
+        await sync_to_async(self.budget.return_unused)()
         client = self._async_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.close()
@@ -298,7 +299,8 @@ class Gateway:
             )
             raise error from exc
         except BaseException:
-            self.budget.release(context, estimate=estimate)
+            # On the event loop: the hold ends here, its chunk goes back with the next flush.
+            self.budget.release(context, estimate=estimate, give_back=False)
             raise
         # Written in batches in the background; `aclose()` writes what is left and waits.
         call = self.accounting.build(
@@ -403,8 +405,7 @@ class Gateway:
         params = {cid: self._prepare(purpose, kw, cache_prefix) for cid, kw in requests.items()}
         self.budget.check(
             next(iter(contexts.values()), CallContext(agent, purpose)),
-            estimate=sum(estimate_call_tokens(p) for p in params.values())
-            + self.budget.in_flight(agent),
+            estimate=sum(estimate_call_tokens(p) for p in params.values()),
         )
         try:
             batch = self.client.messages.batches.create(

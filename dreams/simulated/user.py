@@ -1,7 +1,7 @@
 """The simulated model's user simulator (`next_user_turn`): deterministic and honest.
 
 It reads only the fenced data of the request (dreams/usersim.py builds it): the recorded user
-turns and the conversation so far. The user's next message is the next recorded user turn not
+turns and how many of them the user has said. The user's next message is the next recorded user turn not
 yet said (the n-th user message of the conversation is the n-th recorded one); once every
 recorded turn is said, the user is done. It never invents facts the recording lacks.
 """
@@ -34,12 +34,8 @@ def handle_next_user_turn(request: dict[str, Any]) -> dict[str, Any]:
     data = _data(request)
     recorded = [t for t in data.get("recorded_user_turns") or [] if isinstance(t, str)]
     said = data.get("user_turns_so_far")
-    if not isinstance(said, int):
-        said = sum(
-            1
-            for entry in data.get("conversation") or []
-            if isinstance(entry, dict) and entry.get("from") == "user"
-        )
+    if not isinstance(said, int) or said < 0:
+        said = 0
     if said < len(recorded):
         return {"done": False, "message": recorded[said]}
     return {"done": True, "message": ""}

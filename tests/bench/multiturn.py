@@ -16,20 +16,29 @@ recorded outcome. Prints `name: value unit` lines:
 * simulated-user tokens as a share of all replay tokens (agent + simulated user), with
   tokens estimated at four characters a token on both sides.
 * on a generated IT access desk set (dreams/demo_desk, the same number of runs; the decisive
-  write four or five user turns in), with the desk's MCP sandbox on loopback: the harness check
-  through the environment (fidelity, drift, speed) and the share of candidate replays (the
-  desk's proposal: read the access policy first, an extra call before a user turn) reaching a
-  graded verdict with the environment and the simulated user, beside the same share without them.
+  write four or five user turns in), with the desk's MCP sandbox on loopback (started as
+  `python -m dreams.demo_desk.sandbox` in a process of its own): the harness check through the
+  environment (fidelity, drift; speed with the agent's replay concurrency, 8 MCP sessions at
+  once, beside one after another in the same run, and whether both say the same), and, over
+  every run of the set, the share of candidate replays (the desk's proposal: read the access
+  policy first, an extra call before a user turn) reaching a graded verdict with the
+  environment and the simulated user, beside the same share without them, and the simulated
+  user's token share;
+* full size only: the demo's access desk seeded as `make demo` does, and the simulated user's
+  share of its proposal experiment's replay tokens (both arms).
 
     .venv/bin/python tests/bench/multiturn.py            # 500 runs
     .venv/bin/python tests/bench/multiturn.py --smoke    # 40 runs, about half a minute
 """
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import re
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -308,7 +317,7 @@ def candidate_figures(agent, version, runs: list[Run]) -> None:
     print(f"candidate_replay_speed: {shares[True][1]:.1f} runs/s")
 
 
-def main(runs: int) -> None:
+def main(runs: int, *, smoke: bool = False) -> None:
     agent = setup(runs)
     version = agent.stable_version
     recorded = list(Run.objects.filter(agent=agent).select_related("agent").order_by("id"))
@@ -322,9 +331,47 @@ def main(runs: int) -> None:
         print(f"grader_agreement_{name}: {g['agreement'] * 100:.1f} %")
     candidate_figures(agent, version, recorded)
     desk_figures(runs)
+    if not smoke:
+        demo_figures()
 
 
 SANDBOX_PORT = 18660  # the desk's MCP sandbox, on loopback for the benchmark's length
+
+
+class SandboxProcess:
+    """`python -m dreams.demo_desk.sandbox` in a process of its own (as an operator runs it):
+    the server gets its own interpreter, as a staging environment would."""
+
+    def __init__(self, port: int, latency_ms: float = 0) -> None:
+        self.port = port
+        self.latency_ms = latency_ms
+        self.url = f"http://127.0.0.1:{port}/mcp"
+        self._process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "SandboxProcess":
+        root = Path(__file__).resolve().parents[2]
+        self._process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+            [
+                sys.executable,
+                *("-m", "dreams.demo_desk.sandbox", "--port", str(self.port)),
+                *("--latency-ms", str(self.latency_ms)),
+            ],
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError("the access sandbox exited")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("the access sandbox did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
 
 
 def _graded_share(sample, version, gateway, *, environment: bool) -> tuple[float, float]:
@@ -333,14 +380,49 @@ def _graded_share(sample, version, gateway, *, environment: bool) -> tuple[float
     for run in sample:
         if not environment:  # today's behaviour: tools from the recording, no simulated user
             run.agent.environment_url = ""
-            if hasattr(run.agent, "simulated_user"):
-                run.agent.simulated_user = False
+            run.agent.simulated_user = False
         result = replay(run, version, gateway=gateway)
         verdict = grade(run, result, gateway=gateway, comment="")
         graded += result.stop_reason == "end_turn" and verdict.verdict in ("pass", "fail")
-        replay_tokens += result.total_tokens + getattr(result, "simulated_user_tokens", 0)
-        user_tokens += getattr(result, "simulated_user_tokens", 0)
+        replay_tokens += result.total_tokens + result.simulated_user_tokens
+        user_tokens += result.simulated_user_tokens
     return graded / len(sample), (user_tokens / replay_tokens if replay_tokens else 0.0)
+
+
+def _same_check(a: dict, b: dict) -> bool:
+    """Whether two harness checks say the same (everything but their timing)."""
+    timing = ("seconds", "runs_per_second", "concurrency")
+    return {k: v for k, v in a.items() if k not in timing} == {
+        k: v for k, v in b.items() if k not in timing
+    }
+
+
+REMOTE_LATENCY_MS = 20  # a staging host a network hop away answers each request this late
+REMOTE_RUNS = 100
+
+
+def remote_figures(agent, version) -> None:
+    """The harness check against the same sandbox answering every request 20 ms late (a
+    staging host, not one in this machine's memory), on the set's first 100 runs: one replay
+    after another, then the agent's replay concurrency."""
+    speeds = {}
+    with SandboxProcess(port=SANDBOX_PORT + 2, latency_ms=REMOTE_LATENCY_MS) as remote:
+        for concurrency in (1, agent.replay_concurrency):
+            runs = list(
+                Run.objects.filter(agent=agent).select_related("agent").order_by("id")[:REMOTE_RUNS]
+            )
+            for run in runs:
+                run.agent.environment_url = remote.url
+                run.agent.replay_concurrency = concurrency
+            check = check_harness(runs=runs, version=version)
+            speeds[concurrency] = check
+    sequential, concurrent = speeds[1], speeds[agent.replay_concurrency]
+    print(f"remote_environment_latency: {REMOTE_LATENCY_MS} ms a request")
+    print(f"harness_speed_remote_environment: {concurrent['runs_per_second']:.1f} runs/s")
+    print(
+        f"harness_speed_remote_environment_sequential: {sequential['runs_per_second']:.1f} runs/s"
+    )
+    print(f"harness_same_verdicts_remote: {_same_check(concurrent, sequential)}")
 
 
 def desk_figures(runs: int) -> None:
@@ -348,11 +430,10 @@ def desk_figures(runs: int) -> None:
 
     from agents.ingest import ingest_runs
     from dreams.demo_desk import runs as desk
-    from dreams.demo_desk.sandbox import SandboxServer
 
     workspace = Workspace.objects.create(name="Bench access desk", slug="bench-access-desk")
     with (
-        SandboxServer(port=SANDBOX_PORT) as sandbox,
+        SandboxProcess(port=SANDBOX_PORT) as sandbox,
         override_settings(REVERIE_ENVIRONMENT_ALLOWED_HOSTS=["127.0.0.1"]),
     ):
         agent = services.create_agent(
@@ -387,34 +468,75 @@ def desk_figures(runs: int) -> None:
         ingest_runs(workspace=workspace, items=payloads)
         recorded = list(Run.objects.filter(agent=agent).select_related("agent").order_by("id"))
 
-        check = check_harness(runs=recorded, version=stable)
+        # Same-run baseline: one replay (one MCP session) after another, as before.
+        for run in recorded:
+            run.agent.replay_concurrency = 1
+        sequential = check_harness(runs=recorded, version=stable)
+        recorded = list(Run.objects.filter(agent=agent).select_related("agent").order_by("id"))
+        check = check_harness(runs=recorded, version=stable)  # the agent's concurrency: 8
         drift = check["environment_drift"]
         print(f"desk_runs: {len(recorded)} runs")
         print(f"desk_harness_fidelity_with_environment: {check['fidelity'] * 100:.1f} %")
-        print(f"desk_harness_speed_with_environment: {check['runs_per_second']:.1f} runs/s")
         print(f"desk_environment_drift: {drift['calls']} calls in {drift['runs']} runs")
+        print(f"harness_speed_environment: {check['runs_per_second']:.1f} runs/s")
+        print(f"harness_concurrency_environment: {check['concurrency']} sessions")
+        print(f"harness_speed_environment_sequential: {sequential['runs_per_second']:.1f} runs/s")
+        print(f"harness_same_verdicts_concurrent_vs_sequential: {_same_check(check, sequential)}")
+        remote_figures(agent, stable)
 
         gateway = get_gateway()
-        sample = recorded[: min(len(recorded), 200)]
         started = time.monotonic()
-        with_both, user_share = _graded_share(sample, candidate, gateway, environment=True)
+        with_both, user_share = _graded_share(recorded, candidate, gateway, environment=True)
         elapsed = time.monotonic() - started
-        fresh = list(Run.objects.filter(pk__in=[r.pk for r in sample]).select_related("agent"))
+        fresh = list(Run.objects.filter(agent=agent).select_related("agent").order_by("id"))
+        started = time.monotonic()
         without, _ = _graded_share(fresh, candidate, gateway, environment=False)
+        elapsed_without = time.monotonic() - started
+    print(f"desk_candidate_replays: {len(recorded)} runs")
     print(f"graded_verdict_share_with_environment_and_simulated_user: {with_both * 100:.1f} %")
     print(f"graded_verdict_share_without_environment_or_simulated_user: {without * 100:.1f} %")
     print(f"desk_simulated_user_token_share: {user_share * 100:.1f} %")
-    print(f"desk_candidate_replay_speed_with_environment: {len(sample) / elapsed:.1f} runs/s")
+    print(f"desk_candidate_replay_speed_with_environment: {len(recorded) / elapsed:.1f} runs/s")
+    print(
+        "desk_candidate_replay_speed_without_environment: "
+        f"{len(fresh) / elapsed_without:.1f} runs/s"
+    )
+
+
+def demo_figures() -> None:
+    """The demo's access desk as `make demo` seeds it (48 runs, its proposal's experiment in
+    the sandbox, both arms): the simulated user's share of that experiment's replay tokens, as
+    its proposal page shows it."""
+    from django.test import override_settings
+
+    from dreams.demo_desk.seed import seed_access_desk
+    from dreams.models import Experiment
+
+    workspace = Workspace.objects.create(name="Bench demo desk", slug="bench-demo-desk")
+    with (
+        SandboxProcess(port=SANDBOX_PORT + 1) as sandbox,
+        override_settings(REVERIE_ENVIRONMENT_ALLOWED_HOSTS=["127.0.0.1"]),
+    ):
+        seed_access_desk(workspace=workspace, sandbox_url=sandbox.url)
+    experiment = Experiment.objects.filter(agent__workspace=workspace).latest("id")
+    check = experiment.stats["simulated_user"]
+    print(f"demo_desk_verdict: {experiment.stats['verdict']}")
+    print(f"demo_desk_simulated_user_token_share: {check['tokens_share'] * 100:.1f} %")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="40 runs, about half a minute")
     args = parser.parse_args()
+    from django.db import connections
     from django.test.utils import setup_databases, teardown_databases
 
+    default = connections["default"].settings_dict
+    if default["ENGINE"].endswith("sqlite3"):
+        # A test database of its own: pytest in the same work tree must not drop it under us.
+        default["TEST"] = {**default.get("TEST", {}), "NAME": f"{default['NAME']}.bench-multiturn"}
     old_config = setup_databases(verbosity=0, interactive=False)
     try:
-        main(40 if args.smoke else int(os.environ.get("BENCH_RUNS", "500")))
+        main(40 if args.smoke else int(os.environ.get("BENCH_RUNS", "500")), smoke=args.smoke)
     finally:
         teardown_databases(old_config, verbosity=0)

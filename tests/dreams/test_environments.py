@@ -268,3 +268,57 @@ def test_batch_mode_replays_run_in_the_environment_past_the_divergence(
     assert {r.grader for r in candidates} == {"environment"}
     assert all(r.verdict == "pass" and r.simulated_turns for r in candidates)
     assert experiment.stats["target"]["fixes"] == experiment.stats["target"]["n"] > 0
+
+
+def test_the_harness_check_replays_concurrently_with_the_same_verdicts(desk_agent, access_sandbox):
+    """Up to `replay_concurrency` replays at once, each with a fresh MCP session of its own
+    that it closes: the check says exactly what one replay after another says."""
+    runs = _desk_runs(desk_agent, count=16)
+    timing = ("seconds", "runs_per_second", "concurrency")
+
+    def without_timing(check):
+        return {k: v for k, v in check.items() if k not in timing}
+
+    for run in runs:
+        run.agent.replay_concurrency = 1
+    sequential = check_harness(runs=runs, version=desk_agent.stable_version)
+    sessions_before = len(access_sandbox.sandboxes)
+    runs = list(
+        Run.objects.filter(agent=desk_agent).select_related("agent").order_by("external_id")
+    )
+    for run in runs:
+        run.agent.replay_concurrency = 4
+    concurrent = check_harness(runs=runs, version=desk_agent.stable_version)
+
+    assert (sequential["concurrency"], concurrent["concurrency"]) == (1, 4)
+    assert without_timing(concurrent) == without_timing(sequential)
+    assert concurrent["fidelity"] == 1.0 and concurrent["checked"] == len(runs)
+    assert len(access_sandbox.sandboxes) - sessions_before == len(
+        runs
+    )  # one fresh session a replay
+    assert access_sandbox.open_sessions() == 0  # every replay closed its session (DELETE)
+
+
+def test_the_sandbox_can_answer_late_like_a_staging_host_a_hop_away():
+    import time
+
+    import anyio
+
+    from dreams.demo_desk.sandbox import with_latency
+
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((scope["type"], time.monotonic()))
+
+    delayed = with_latency(app, 0.05)
+
+    async def main():
+        started = time.monotonic()
+        await delayed({"type": "lifespan"}, None, None)
+        await delayed({"type": "http"}, None, None)
+        return started
+
+    started = anyio.run(main)
+    assert [kind for kind, _ in seen] == ["lifespan", "http"]
+    assert seen[1][1] - started >= 0.05  # a lower bound only: never a speed assumption

@@ -219,8 +219,11 @@ def test_the_simulated_user_prompt_fences_the_run_and_carries_the_brief(
     assert data["user_brief"] == "Add two checked bags to reservation R7 for user mia_42."
     assert data["recorded_user_turns"] == RECORDED_USER_TURNS
     assert data["user_turns_so_far"] == 1
-    # The user sees text only: no tool calls, no 3000-character reservation record.
-    assert [e["from"] for e in data["conversation"]] == ["user", "agent", "agent"]
+    # The user sees text only: no tool calls, no 3000-character reservation record; of the
+    # conversation, only what the agent said since the user's last message (not the whole
+    # transcript each turn: the recorded turns hold what the user said).
+    assert set(data) == {"user_brief", "recorded_user_turns", "user_turns_so_far", "agent_said"}
+    assert data["agent_said"] == "Let me check.\n\nI could not find you. What is your user id?"
     assert "xxxx" not in prompt
     # Run text (an injection attempt) appears only inside the fence, never as instructions.
     assert INJECTION in body and prompt.count(INJECTION) == 1
@@ -437,3 +440,26 @@ def test_batched_replays_send_the_simulated_users_calls_in_the_same_batches(
     assert calls.count() == 6 and all(c.replay_id for c in calls)
     assert any(r.path == "/v1/messages/batches" for r in fake_gateway_settings.requests)
     assert not [r for r in fake_gateway_settings.message_requests]  # all through batches
+
+
+def test_the_simulated_user_prompt_names_its_own_last_message_only_when_it_was_not_recorded():
+    from dreams.usersim import user_turn_request
+
+    def data(messages):
+        request = user_turn_request(
+            recorded_turns=["Hi.", "It's mia_42."], brief="", messages=messages
+        )
+        (body,) = unfence(request["messages"][0]["content"][0]["text"])
+        return json.loads(body)
+
+    said_as_recorded = [
+        {"role": "user", "content": [{"type": "text", "text": "Hi."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Your id?"}]},
+    ]
+    assert "your_last_message" not in data(said_as_recorded)
+    reworded = [
+        {"role": "user", "content": [{"type": "text", "text": "Hello there."}]},
+        *said_as_recorded[1:],
+    ]
+    assert data(reworded)["your_last_message"] == "Hello there."
+    assert data(reworded)["agent_said"] == "Your id?"
