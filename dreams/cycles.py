@@ -41,6 +41,50 @@ class CycleBusy(Exception):
     """Another worker holds the cycle's lease."""
 
 
+# -- states --------------------------------------------------------------------------------
+
+C = DreamCycle.Status
+
+# A cycle is queued, then claimed by a worker; a queued one can also be cancelled by hand or
+# fail before any worker ran it (a hosted dream Anthropic refused). Resuming a crashed cycle
+# keeps it running; a re-run is a new cycle.
+CYCLE_TRANSITIONS: dict[str, set[str]] = {
+    C.QUEUED: {C.RUNNING, C.FAILED, C.CANCELLED},
+    C.RUNNING: {C.SUCCEEDED, C.FAILED, C.CANCELLED},
+    C.SUCCEEDED: set(),
+    C.FAILED: set(),
+    C.CANCELLED: set(),
+}
+
+
+class InvalidCycleTransition(Exception):
+    """A cycle status change the table does not allow, or one that lost a race."""
+
+    def __init__(self, cycle: DreamCycle, to: str, *, current: str | None = None) -> None:
+        self.cycle = cycle
+        self.current = current if current is not None else cycle.status
+        self.to = to
+        super().__init__(f"Dream cycle {cycle.pk} is {self.current}; it cannot become {to}.")
+
+
+def ensure_cycle_transition(cycle: DreamCycle, *, to: str) -> None:
+    if to not in CYCLE_TRANSITIONS[cycle.status]:
+        raise InvalidCycleTransition(cycle, to)
+
+
+def transition_cycle(cycle: DreamCycle, *, to: str, **fields: Any) -> DreamCycle:
+    """Move `cycle` to `to`, writing `fields` with it, only if its stored status is still the one
+    in memory (a conditional update): of two workers finishing one cycle, the second raises."""
+    ensure_cycle_transition(cycle, to=to)
+    values = {**fields, "status": to}
+    if not DreamCycle.objects.filter(pk=cycle.pk, status=cycle.status).update(**values):
+        current = DreamCycle.objects.filter(pk=cycle.pk).values_list("status", flat=True).first()
+        raise InvalidCycleTransition(cycle, to, current=current)
+    for name, value in values.items():
+        setattr(cycle, name, value)
+    return cycle
+
+
 # -- start ---------------------------------------------------------------------------------
 
 
@@ -115,7 +159,7 @@ def _take_lease(*, cycle_id: int, owner: str) -> DreamCycle | None:
             lease.get("owner") not in (None, owner)
             and until
             and until > now.isoformat()
-            and cycle.status == DreamCycle.Status.RUNNING
+            and cycle.status == C.RUNNING
         ):
             raise CycleBusy(f"cycle {cycle_id} is being run by {lease['owner']}")
         report = dict(cycle.report or {})
@@ -123,13 +167,11 @@ def _take_lease(*, cycle_id: int, owner: str) -> DreamCycle | None:
             "owner": owner,
             "until": (now + timedelta(seconds=_lease_seconds())).isoformat(),
         }
-        cycle.report = report
-        fields = ["report"]
-        if cycle.status == DreamCycle.Status.QUEUED:
-            cycle.status = DreamCycle.Status.RUNNING
-            cycle.started_at = now
-            fields += ["status", "started_at"]
-        cycle.save(update_fields=fields)
+        if cycle.status == C.QUEUED:
+            transition_cycle(cycle, to=C.RUNNING, started_at=now, report=report)
+        else:  # resuming a running cycle whose lease lapsed
+            cycle.report = report
+            cycle.save(update_fields=["report"])
     return cycle
 
 
@@ -168,29 +210,21 @@ def _finish(
         if not locked.is_active:
             return
         spend.refresh_cycle_usage(cycle=locked)
-        locked.status = status
         locked.error = error
         locked.finished_at = timezone.now()
-        report = reports.build_cycle_report(locked)
+        # The report describes the cycle as it ends, so it carries the status it is moving to.
+        report = {**reports.build_cycle_report(locked), "status": status}
         if stop_reason:
             report["stop_reason"] = stop_reason
         report["progress"] = (locked.report or {}).get("progress", {})
-        locked.report = report
-        if status == DreamCycle.Status.SUCCEEDED:
-            locked.stage = "done"
-            locked.progress_done = locked.progress_total = len(STAGES)
-        locked.save(
-            update_fields=[
-                "status",
-                "error",
-                "finished_at",
-                "report",
-                "stage",
-                "progress_done",
-                "progress_total",
-                "tokens_used",
-                "cost_usd",
-            ]
+        done = {"stage": "done", "progress_done": len(STAGES), "progress_total": len(STAGES)}
+        transition_cycle(
+            locked,
+            to=status,
+            error=error,
+            finished_at=locked.finished_at,
+            report=report,
+            **(done if status == C.SUCCEEDED else {}),
         )
         audit.record(
             workspace=locked.agent.workspace,
@@ -204,18 +238,13 @@ def _finish(
         transaction.on_commit(
             lambda: signals.cycle_finished.send(sender=DreamCycle, cycle_id=cycle_id)
         )
-    cycle.status = status
+    cycle.refresh_from_db()
 
 
 def cancel_cycle(*, cycle: DreamCycle, actor: Any = None, reason: str = "Cancelled.") -> DreamCycle:
-    _finish(
-        cycle=cycle,
-        status=DreamCycle.Status.CANCELLED,
-        error=reason,
-        stop_reason="cancelled",
-        actor=actor,
-    )
-    cycle.refresh_from_db()
+    """Cancel a queued or running cycle (a finished one stays as it is)."""
+    _finish(cycle=cycle, status=C.CANCELLED, error=reason, stop_reason="cancelled", actor=actor)
+    cycle.refresh_from_db()  # also when it had finished already
     return cycle
 
 
@@ -298,7 +327,7 @@ def run_cycle(*, cycle_id: int) -> DreamCycle | None:
     if agent.is_paused:
         _finish(
             cycle=cycle,
-            status=DreamCycle.Status.CANCELLED,
+            status=C.CANCELLED,
             error="The agent was paused.",
             stop_reason="paused",
         )
@@ -308,18 +337,16 @@ def run_cycle(*, cycle_id: int) -> DreamCycle | None:
             _enter_stage(cycle=cycle, stage=stage, owner=owner)
             function(cycle=cycle)
         _enter_stage(cycle=cycle, stage="report", owner=owner)
-        _finish(cycle=cycle, status=DreamCycle.Status.SUCCEEDED)
+        _finish(cycle=cycle, status=C.SUCCEEDED)
     except spend.CapReached as exc:
-        _finish(
-            cycle=cycle, status=DreamCycle.Status.CANCELLED, error=exc.message, stop_reason=exc.code
-        )
+        _finish(cycle=cycle, status=C.CANCELLED, error=exc.message, stop_reason=exc.code)
     except CycleBusy:
         raise
     except Exception as exc:
         if is_transient(exc):
             raise  # the task retries; the next run resumes from the database
         logger.exception("dream cycle %s failed", cycle_id)
-        _finish(cycle=cycle, status=DreamCycle.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        _finish(cycle=cycle, status=C.FAILED, error=f"{type(exc).__name__}: {exc}")
     return cycle
 
 
@@ -333,12 +360,12 @@ def stale_cycles(*, now: Any = None) -> list[int]:
     now = now or timezone.now()
     queued_before = now - timedelta(seconds=settings.REVERIE_QUEUED_GRACE_SECONDS)
     ids = list(
-        DreamCycle.objects.filter(
-            status=DreamCycle.Status.QUEUED, created_at__lt=queued_before
-        ).values_list("id", flat=True)
+        DreamCycle.objects.filter(status=C.QUEUED, created_at__lt=queued_before).values_list(
+            "id", flat=True
+        )
     )
     now = now.isoformat()
-    for cycle in DreamCycle.objects.filter(status=DreamCycle.Status.RUNNING).only("id", "report"):
+    for cycle in DreamCycle.objects.filter(status=C.RUNNING).only("id", "report"):
         until = ((cycle.report or {}).get("lease") or {}).get("until")
         if not until or until < now:
             ids.append(cycle.pk)

@@ -131,7 +131,7 @@ class ProposalSummary(serializers.Serializer):
         # The list annotates the count (NULL when there is none): no query per row.
         if hasattr(p, "approvals"):
             return int(p.approvals or 0)
-        return p.decisions.filter(kind=Decision.Kind.APPROVE).count()
+        return p.decisions.current_approvals().count()
 
     def _stats(self, p: Proposal) -> dict[str, Any]:
         if hasattr(p, "stats"):

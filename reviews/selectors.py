@@ -138,7 +138,8 @@ def latest_verdict() -> Subquery:
 
 def approval_count() -> Subquery:
     return Subquery(
-        Decision.objects.filter(proposal=OuterRef("pk"), kind=Decision.Kind.APPROVE)
+        Decision.objects.current_approvals()
+        .filter(proposal=OuterRef("pk"))
         .order_by()
         .values("proposal")
         .annotate(n=Count("id"))
@@ -346,7 +347,9 @@ def proposal_evidence(
     outcome_counts = {key: len(filter_replay_rows(rows, key)) for key, _ in OUTCOMES}
     shown = filter_replay_rows(rows, outcome)
     paginator = Paginator(shown, REPLAY_PAGE_SIZE)
-    decisions = list(Decision.objects.filter(proposal=proposal).select_related("reviewer"))
+    decisions = list(
+        Decision.objects.filter(proposal=proposal).with_current().select_related("reviewer")
+    )
     comments = list(
         ReviewComment.objects.filter(proposal=proposal).select_related("author", "resolved_by")
     )
@@ -375,7 +378,7 @@ def proposal_evidence(
         "outcome": outcome,
         "outcomes": [(key, label, outcome_counts[key]) for key, label in OUTCOMES],
         "decisions": decisions,
-        "approvals": [d for d in decisions if d.kind == Decision.Kind.APPROVE],
+        "approvals": [d for d in decisions if d.is_current_approval],
         "comments": threads,
         "diff_threads": [c for c in threads if c.anchored],
         "open_threads": sum(1 for c in threads if c.anchored and not c.resolved_at),

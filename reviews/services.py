@@ -9,11 +9,11 @@ import re
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F
 from django.utils import timezone
 
 from agents import audit
-from agents.models import AuditEvent, Membership, Run
+from agents.models import Membership, Run
 from agents.services import create_config_version
 from dreams import stats
 from dreams.experiments import start_proposal_experiment
@@ -81,21 +81,6 @@ def approvals_needed(*, proposal: Proposal) -> int:
     return max(1, proposal.agent.required_approvals)
 
 
-def current_approvals(proposal: Proposal) -> QuerySet[Decision]:
-    """The approvals that count now: after a halted rollout only the ones given since the halt
-    (restarting the rollout needs a new approval)."""
-    approvals = proposal.decisions.filter(kind=Decision.Kind.APPROVE)
-    halted = (
-        AuditEvent.objects.filter(
-            target_type="proposal", target_id=str(proposal.pk), action="proposal.halt"
-        )
-        .order_by("-created_at")
-        .values_list("created_at", flat=True)
-        .first()
-    )
-    return approvals.filter(created_at__gt=halted) if halted else approvals
-
-
 def approve_proposal(
     *,
     proposal_id: int,
@@ -127,7 +112,7 @@ def approve_proposal(
                 "You edited this proposal; with two approvals required, another reviewer must approve it.",
                 code="self_approval",
             )
-        approvals = current_approvals(proposal)
+        approvals = proposal.decisions.current_approvals()
         if approvals.filter(reviewer=reviewer).exists():
             raise DecisionRefused("You have already approved this proposal.", code="duplicate")
         verdict, why = latest_verdict(proposal_id=proposal.pk)

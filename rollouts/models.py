@@ -1,7 +1,8 @@
 """Rollouts and their stages: an approved candidate reaches production a stage at a time.
 
 State machine (DESIGN.md, *States*): stage k `running` ↔ stage k `awaiting_approval`
-→ `completed` | `halted` | `rolled_back`. The routing itself lives on the agent.
+→ `completed` | `halted` | `rolled_back`; the tables are in `rollouts/states.py`. The routing
+itself lives on the agent.
 """
 
 from datetime import timedelta

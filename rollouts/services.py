@@ -2,7 +2,8 @@
 
 Every service is one transaction that locks the rollout row and then the agent row (always
 in that order, so two services never deadlock), changes the agent's routing in the same
-transaction, writes the audit log, and sends webhooks after commit.
+transaction, moves statuses only through `rollouts/states.py`, writes the audit log, and sends
+webhooks after commit.
 """
 
 from dataclasses import dataclass
@@ -20,18 +21,16 @@ from dreams.proposals import transition_proposal
 from rollouts.canary import StageAnalysis, analyse_stage
 from rollouts.events import notify_rollout_event
 from rollouts.models import DEFAULT_STAGES, Rollout, RolloutStage
+from rollouts.states import (
+    InvalidRolloutState,
+    RolloutError,
+    transition_rollout,
+    transition_stage,
+    transition_stages,
+)
 
 R = Rollout.Status
-
-
-class RolloutError(Exception):
-    """A rollout action that cannot happen now; views answer 409 with the message."""
-
-    code = "rollout_conflict"
-
-
-class InvalidRolloutState(RolloutError):
-    code = "invalid_rollout_state"
+St = RolloutStage.Status
 
 
 class StageNotReady(RolloutError):
@@ -194,9 +193,7 @@ def start_rollout(
                     percent=percent,
                     min_runs=min_runs,
                     min_duration=min_duration,
-                    status=RolloutStage.Status.RUNNING
-                    if index == 0
-                    else RolloutStage.Status.PENDING,
+                    status=St.RUNNING if index == 0 else St.PENDING,
                     started_at=now if index == 0 else None,
                     approved_at=now if index == 0 else None,
                     approved_by=_user(actor) if index == 0 else None,
@@ -234,26 +231,23 @@ def _halt(
     """Return traffic to stable and end the rollout; the caller holds both row locks."""
     now = timezone.now()
     stage = _current_stage(rollout)
-    stage.status = RolloutStage.Status.HALTED
-    stage.ended_at = now
-    stage.verdict = reason[:200]
-    if analysis is not None:
-        stage.metrics = analysis.as_dict()
-    stage.save(update_fields=["status", "ended_at", "verdict", "metrics"])
-    RolloutStage.objects.filter(rollout=rollout, index__gt=stage.index).update(
-        status=RolloutStage.Status.SKIPPED
+    transition_stage(
+        stage,
+        to=St.HALTED,
+        ended_at=now,
+        verdict=reason[:200],
+        metrics=analysis.as_dict() if analysis is not None else stage.metrics,
+    )
+    transition_stages(
+        RolloutStage.objects.filter(rollout=rollout, index__gt=stage.index), to=St.SKIPPED
     )
     before = _routing(agent)
     if agent.canary_version_id == rollout.to_version_id:
         agent.canary_version = None
         agent.canary_percent = 0
         agent.save(update_fields=["canary_version", "canary_percent", "updated_at"])
-    rollout.status = status
-    rollout.halt_reason = reason
-    rollout.halted_automatically = automatic
-    rollout.ended_at = now
-    rollout.save(
-        update_fields=["status", "halt_reason", "halted_automatically", "ended_at", "updated_at"]
+    transition_rollout(
+        rollout, to=status, halt_reason=reason, halted_automatically=automatic, ended_at=now
     )
     # Halted and rolled back are distinct outcomes: a halted proposal may be approved again.
     transition_proposal(
@@ -297,11 +291,9 @@ def approve_stage(*, rollout_id: int, actor: Any, now: datetime | None = None) -
         if _halt_if_regressed(rollout=rollout, agent=agent, analysis=analysis):
             return rollout
         moment = timezone.now()
-        stage.status = RolloutStage.Status.PASSED
-        stage.ended_at = moment
-        stage.verdict = "passed"
-        stage.metrics = analysis.as_dict()
-        stage.save(update_fields=["status", "ended_at", "verdict", "metrics"])
+        transition_stage(
+            stage, to=St.PASSED, ended_at=moment, verdict="passed", metrics=analysis.as_dict()
+        )
         before = _routing(agent)
         next_stage = RolloutStage.objects.filter(rollout=rollout, index=stage.index + 1).first()
         if next_stage is None:
@@ -311,33 +303,23 @@ def approve_stage(*, rollout_id: int, actor: Any, now: datetime | None = None) -
             agent.save(
                 update_fields=["stable_version", "canary_version", "canary_percent", "updated_at"]
             )
-            rollout.status = R.COMPLETED
-            rollout.ended_at = moment
-            rollout.save(update_fields=["status", "ended_at", "updated_at"])
+            transition_rollout(rollout, to=R.COMPLETED, ended_at=moment)
             transition_proposal(
                 proposal_id=rollout.proposal_id, to=Proposal.Status.ROLLED_OUT, actor=actor
             )
             action, event = "rollout.complete", "rollout.completed"
         else:
-            next_stage.status = RolloutStage.Status.RUNNING
-            next_stage.started_at = moment
-            next_stage.approved_at = moment
-            next_stage.approved_by = _user(actor)
-            next_stage.approved_by_label = _label(actor)
-            next_stage.save(
-                update_fields=[
-                    "status",
-                    "started_at",
-                    "approved_at",
-                    "approved_by",
-                    "approved_by_label",
-                ]
+            transition_stage(
+                next_stage,
+                to=St.RUNNING,
+                started_at=moment,
+                approved_at=moment,
+                approved_by=_user(actor),
+                approved_by_label=_label(actor),
             )
             agent.canary_percent = next_stage.percent
             agent.save(update_fields=["canary_percent", "updated_at"])
-            rollout.current_stage = next_stage.index
-            rollout.status = R.RUNNING
-            rollout.save(update_fields=["current_stage", "status", "updated_at"])
+            transition_rollout(rollout, to=R.RUNNING, current_stage=next_stage.index)
             action, event = "rollout.stage_approve", "rollout.stage_started"
         audit.record(
             workspace=agent.workspace,
@@ -404,10 +386,7 @@ def roll_back(*, rollout_id: int, actor: Any, reason: str = "") -> Rollout:
         before = _routing(agent)
         agent.stable_version_id = rollout.from_version_id
         agent.save(update_fields=["stable_version", "updated_at"])
-        rollout.status = R.ROLLED_BACK
-        rollout.halt_reason = reason
-        rollout.ended_at = timezone.now()
-        rollout.save(update_fields=["status", "halt_reason", "ended_at", "updated_at"])
+        transition_rollout(rollout, to=R.ROLLED_BACK, halt_reason=reason, ended_at=timezone.now())
         audit.record(
             workspace=agent.workspace,
             actor=actor,
@@ -452,8 +431,7 @@ def evaluate_rollout(*, rollout_id: int) -> StageAnalysis | None:
         stage.metrics = analysis.as_dict()
         stage.save(update_fields=["metrics"])
         if rollout.status == R.RUNNING and stage_readiness(rollout=rollout, stage=stage).ready:
-            rollout.status = R.AWAITING_APPROVAL
-            rollout.save(update_fields=["status", "updated_at"])
+            transition_rollout(rollout, to=R.AWAITING_APPROVAL)
             audit.record(
                 workspace=agent.workspace,
                 actor=None,

@@ -1,6 +1,7 @@
 """Imports point one way, in the order of the flow: agents ← dreams ← reviews ← rollouts."""
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,33 @@ def test_an_app_imports_no_app_above_it_in_the_flow(app):
         if _imported_apps(path) & higher
     }
     assert offenders == {}
+
+
+TOP_LEVEL = {
+    "manage.py",
+    "pyproject.toml",
+    "README.md",
+    "Makefile",
+    "config",
+    "agents",
+    "dreams",
+    "reviews",
+    "rollouts",
+    "client",
+    "templates",
+    "static",
+    "tests",
+    ".ci",
+    ".gitignore",
+}
+
+
+def test_the_top_level_holds_only_the_apps_and_the_project_files():
+    """Everything else has an owner: the CI recipe is part of the client (client/)."""
+    try:
+        tracked = subprocess.run(
+            ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("needs a git checkout to tell tracked files from local ones")
+    assert {path.split("/")[0] for path in tracked} - TOP_LEVEL == set()

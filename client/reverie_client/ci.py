@@ -4,7 +4,7 @@ wait for its replay verdict, and fail the job on regressions.
     REVERIE_URL=https://reverie.example.com REVERIE_API_KEY=rv_… \\
       python -m reverie_client.ci refunds-desk prompts/refunds.md --title "PR #12"
 
-Exit codes (as scripts/reverie-propose.sh): 0 no regressions, 1 regressions or a `regresses`
+Exit codes (as client/reverie-propose.sh): 0 no regressions, 1 regressions or a `regresses`
 verdict, 2 usage or API error, 3 timed out waiting for the replays.
 """
 

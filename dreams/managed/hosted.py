@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from agents import audit
 from agents.models import Agent, Run
+from dreams.cycles import transition_cycle
 from dreams.managed import hosted_results
 from dreams.managed.client import ManagedNotConfigured, client_for
 from dreams.managed.models import HostedDream, ManagedAgentLink
@@ -227,9 +228,13 @@ def submit(*, hosted_id: int) -> HostedDream:
         hosted.status = dream.status
         hosted.next_poll_at = now + timedelta(seconds=poll_delay(0))
         hosted.save(update_fields=["dream_id", "status", "next_poll_at"])
-        DreamCycle.objects.filter(pk=hosted.cycle_id).update(
-            status=DreamCycle.Status.RUNNING, started_at=now, external_id=dream.id
-        )
+        cycle = DreamCycle.objects.select_for_update().get(pk=hosted.cycle_id)
+        if cycle.status == DreamCycle.Status.QUEUED:
+            transition_cycle(
+                cycle, to=DreamCycle.Status.RUNNING, started_at=now, external_id=dream.id
+            )
+        else:  # cancelled by hand while submitting: it stays cancelled, the dream id is kept
+            DreamCycle.objects.filter(pk=cycle.pk).update(external_id=dream.id)
     return hosted
 
 

@@ -17,6 +17,7 @@ from agents import audit
 from agents.models import Agent, ConfigVersion
 from agents.pricing import cost_of
 from agents.services import create_config_version
+from dreams.cycles import transition_cycle
 from dreams.guards import flags_for_change
 from dreams.managed.models import HostedDream
 from dreams.models import DreamCycle, ModelCall, Proposal
@@ -117,21 +118,22 @@ def _claim_terminal(hosted_id: int, status: str) -> HostedDream | None:
 def _finish_cycle(
     cycle: DreamCycle, *, status: str, error: str = "", report: dict[str, Any]
 ) -> None:
-    cycle.status = status
-    cycle.error = error
-    cycle.report = {**cycle.report, **report}
-    cycle.finished_at = timezone.now()
-    cycle.progress_done = cycle.progress_total
-    cycle.save(
-        update_fields=[
-            "status",
-            "error",
-            "report",
-            "finished_at",
-            "progress_done",
-            "tokens_used",
-            "cost_usd",
-        ]
+    """End the hosted dream's cycle; one cancelled by hand meanwhile keeps its status (the
+    dream's spend and result are still recorded on it)."""
+    report = {**cycle.report, **report}
+    if not cycle.is_active:
+        cycle.report = report
+        cycle.save(update_fields=["report", "tokens_used", "cost_usd"])
+        return
+    transition_cycle(
+        cycle,
+        to=status,
+        error=error,
+        report=report,
+        finished_at=timezone.now(),
+        progress_done=cycle.progress_total,
+        tokens_used=cycle.tokens_used,
+        cost_usd=cycle.cost_usd,
     )
     transaction.on_commit(lambda: cycle_finished.send(sender=DreamCycle, cycle_id=cycle.pk))
 

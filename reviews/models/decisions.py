@@ -6,10 +6,42 @@ revision (a new Proposal row), so earlier approvals never carry over to edited t
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Cast
 
+from agents.models import AuditEvent
 from dreams.models import Proposal
 
 __all__ = ["Decision", "ReviewComment"]
+
+
+def _halted_since() -> Exists:
+    """Whether the decision's proposal had its rollout halted at or after the decision."""
+    return Exists(
+        AuditEvent.objects.filter(
+            target_type="proposal",
+            target_id=Cast(OuterRef("proposal_id"), models.CharField()),
+            action="proposal.halt",
+            created_at__gte=OuterRef("created_at"),
+        )
+    )
+
+
+class DecisionQuerySet(models.QuerySet["Decision"]):
+    def current_approvals(self) -> "DecisionQuerySet":
+        """The approvals that count now: after a halted rollout only the ones given since the
+        halt (restarting the rollout needs new approvals). Every count shown uses this."""
+        return self.filter(kind=Decision.Kind.APPROVE).filter(~_halted_since())
+
+    def with_current(self) -> "DecisionQuerySet":
+        """Each decision annotated `is_current_approval` (the rule above), for pages that list
+        all decisions and count the current approvals among them."""
+        return self.annotate(
+            is_current_approval=models.ExpressionWrapper(
+                Q(kind=Decision.Kind.APPROVE) & ~_halted_since(),
+                output_field=models.BooleanField(),
+            )
+        )
 
 
 class Decision(models.Model):
@@ -26,6 +58,8 @@ class Decision(models.Model):
     comment = models.TextField(blank=True)
     lock_version = models.PositiveIntegerField(help_text="proposal lock_version decided on")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DecisionQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -1,3 +1,5 @@
+"""Capture pages: agents, runs, the agent page, the audit log (dreams pages: tests/dreams)."""
+
 import json
 
 import pytest
@@ -164,18 +166,6 @@ def test_dream_now_is_offered_for_a_live_agent_and_not_for_a_paused_one(client, 
     assert 'id="dream-now"' not in client.get(url).content.decode()
 
 
-def test_dreams_list_and_cycle_report_with_markdown_download(client, viewer, agent):
-    proposal = reviewable_proposal(agent=agent, runs=1)
-    cycle = proposal.cycle
-    client.force_login(viewer)
-    assert f"#{cycle.pk}" in client.get("/dreams/").content.decode()
-    page = client.get(reverse("cycle-detail", args=[cycle.pk])).content.decode()
-    assert proposal.title in page
-    md = client.get(reverse("cycle-markdown", args=[cycle.pk]))
-    assert md["Content-Disposition"].startswith("attachment")
-    assert proposal.title in md.content.decode()
-
-
 def test_audit_log_filters_by_action(client, reviewer, agent):
     proposal = reviewable_proposal(agent=agent, runs=1)
     from reviews.services import reject_proposal
@@ -186,48 +176,6 @@ def test_audit_log_filters_by_action(client, reviewer, agent):
     assert "proposal.reject" in html and "nope &lt;b&gt;x&lt;/b&gt;" in html
     assert AuditEvent.objects.filter(action="proposal.reject").count() == 1
     assert "No audit events" in client.get("/audit/?action=nothing").content.decode()
-
-
-def test_cycle_page_renders_report_records_escaped(client, viewer, agent):
-    cycle = DreamCycleFactory(
-        agent=agent,
-        report={
-            "runs_studied": 42,
-            "patterns": [{"title": "<b>Unverified refunds</b>", "runs": 7}],
-        },
-    )
-    client.force_login(viewer)
-    html = client.get(reverse("cycle-detail", args=[cycle.pk])).content.decode()
-    assert "runs studied" in html and "42" in html
-    assert "&lt;b&gt;Unverified refunds&lt;/b&gt;" in html and "<th>runs</th>" in html
-
-
-def test_dream_now_queues_a_manual_cycle_and_the_page_polls_it(client, reviewer, agent):
-    client.force_login(reviewer)
-    url = reverse("agent-detail", args=["support"])
-
-    response = client.post(reverse("agent-dream", args=["support"]))
-
-    assert response.status_code == 302
-    cycle = DreamCycle.objects.get(agent=agent)
-    assert (cycle.trigger, cycle.created_by, cycle.status) == ("manual", reviewer, "queued")
-    # While it is queued the cycles table polls for progress.
-    assert 'hx-trigger="every 3s"' in client.get(url).content.decode()
-
-
-def test_dream_now_twice_shows_why_the_second_is_refused(client, reviewer, agent):
-    client.force_login(reviewer)
-    client.post(reverse("agent-dream", args=["support"]))
-
-    page = client.post(reverse("agent-dream", args=["support"]), follow=True).content.decode()
-
-    assert DreamCycle.objects.filter(agent=agent).count() == 1
-    assert "Could not start a dream cycle" in page
-
-
-def test_viewer_cannot_start_a_dream(client, viewer, agent):
-    assert client.force_login(viewer) is None
-    assert client.post(reverse("agent-dream", args=["support"])).status_code == 403
 
 
 def test_runs_list_merges_agents_newest_first_and_pages(client, viewer, agent):

@@ -345,3 +345,21 @@ def test_an_archive_lost_to_an_outage_is_done_by_the_next_sweep(
     assert hosted.archive_decided_outputs() == [dream.pk]
     assert fake_managed.archived(output)
     assert hosted.archive_decided_outputs() == []  # once
+
+
+def test_a_dream_finishing_after_its_cycle_was_cancelled_leaves_the_cycle_cancelled(
+    managed_link, fake_managed, failed_sessions, owner, start
+):
+    from dreams import cycles
+
+    dream = start(managed_link.agent, actor=owner)
+    cycle = DreamCycle.objects.get(pk=dream.cycle_id)
+    cycles.cancel_cycle(cycle=cycle, actor=owner, reason="Cancelled by hand.")
+    fake_managed.dream_failed(dream.dream_id, kind="timeout", message="took too long")
+
+    dream = hosted.wait_for(hosted_id=dream.pk)
+
+    assert dream.status == HostedDream.Status.FAILED  # the hosted dream itself is finished
+    cycle.refresh_from_db()
+    assert (cycle.status, cycle.error) == (DreamCycle.Status.CANCELLED, "Cancelled by hand.")
+    assert cycle.tokens_used == ModelCall.objects.get(cycle=cycle).total_tokens

@@ -1,4 +1,4 @@
-"""The CI recipe (scripts/reverie-propose.sh) against a live server: it posts the prompt file,
+"""The CI recipe (client/reverie-propose.sh) against a live server: it posts the prompt file,
 waits for the verdict and exits non-zero on regressions."""
 
 import io
@@ -15,7 +15,7 @@ from dreams.models import Proposal
 from dreams.simulated.transport import answer
 from tests.fake_anthropic import FakeAnthropic, text
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "reverie-propose.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "client" / "reverie-propose.sh"
 RULE = "\nBefore issuing any refund, always check the refund window with check_refund_policy.\n"
 
 

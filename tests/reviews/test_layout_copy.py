@@ -1,13 +1,11 @@
-"""Copy that says what happened: flash messages after an edit and after "Dream now"; progress
-while replays run; a favicon."""
+"""Copy that says what happened: flash messages after an edit; progress while replays run; a
+favicon. ("Dream now"'s messages are tested with the dreams pages, tests/dreams/test_pages.py.)"""
 
 import pytest
-from django.urls import reverse
 
-from dreams import cycles
-from dreams.models import DreamCycle, Experiment, Proposal
+from dreams.models import Experiment, Proposal
 from reviews import services
-from tests.factories import DreamCycleFactory, ExperimentFactory, reviewable_proposal
+from tests.factories import ExperimentFactory, reviewable_proposal
 
 pytestmark = pytest.mark.django_db
 
@@ -75,22 +73,6 @@ def test_a_replaying_proposal_shows_progress_and_swaps_the_page_in_when_done(
     # No reload: the finished page's body replaces the old one (htmx retarget + reselect).
     assert "HX-Refresh" not in done
     assert (done["HX-Retarget"], done["HX-Reselect"]) == ("main.page", "main.page")
-
-
-def test_dream_now_says_the_cycle_finished_when_it_did(client, reviewer, agent, monkeypatch):
-    finished = DreamCycleFactory(agent=agent, status=DreamCycle.Status.SUCCEEDED)
-    monkeypatch.setattr(cycles, "start_cycle", lambda **kwargs: finished)
-    client.force_login(reviewer)
-    page = client.post(reverse("agent-dream", args=[agent.slug]), follow=True).content.decode()
-    assert f"Dream cycle {finished.pk} finished: 0 proposals drafted." in page
-    assert "queued" not in page.split('class="flashes"')[1].split("</div></div>")[0]
-
-
-def test_dream_now_says_queued_only_while_queued(client, reviewer, agent):
-    client.force_login(reviewer)
-    page = client.post(reverse("agent-dream", args=[agent.slug]), follow=True).content.decode()
-    cycle = DreamCycle.objects.get(agent=agent)
-    assert f"Dream cycle {cycle.pk} queued; a worker will start it." in page
 
 
 def test_pages_have_a_favicon(client, reviewer):

@@ -146,3 +146,34 @@ def test_halt_and_roll_back_ask_for_a_reason_and_a_confirmation(client, reviewer
     proposal_page = client.get(f"/proposals/{rollout.proposal_id}/").content.decode()
     assert f'href="/rollouts/{rollout.pk}/"' in proposal_page  # and the proposal its rollout
     assert 'id="reapprove-button"' in proposal_page
+
+
+def test_approvals_given_before_a_halt_are_not_counted_on_pages_or_the_api(
+    client, api, agent, owner, reviewer
+):
+    """Two approvals required; both were given before the halt, one is given again after."""
+    from dreams.models import Proposal
+    from reviews.models import Decision
+    from reviews.services import approve_proposal
+
+    agent.required_approvals = 2
+    agent.save(update_fields=["required_approvals"])
+    proposal = approved_proposal(agent)  # no author: both may approve
+    for person in (owner, reviewer):
+        Decision.objects.create(
+            proposal=proposal, reviewer=person, kind=Decision.Kind.APPROVE, lock_version=0
+        )
+    rollout = services.start_rollout(proposal_id=proposal.pk, actor=owner, min_runs=0)
+    services.halt_rollout(rollout_id=rollout.pk, actor=owner, reason="error spike")
+    approve_proposal(proposal_id=proposal.pk, reviewer=owner, comment="fixed")
+    assert Proposal.objects.get(pk=proposal.pk).status == Proposal.Status.HALTED  # 1 of 2
+
+    client.force_login(reviewer)
+    page = client.get(f"/proposals/{proposal.pk}/").content.decode()
+    assert "Approvals: <strong>1 of 2</strong> · olive-owner</p>" in page
+    assert "2 of 2" not in page
+    queue = client.get("/?status=all").content.decode()
+    assert "1 of 2 approvals" in queue and "2 of 2" not in queue
+    assert api.get(f"/api/v1/proposals/{proposal.pk}").json()["approvals"] == 1
+    listed = api.get("/api/v1/proposals", {"status": "halted"}).json()["results"]
+    assert [p["approvals"] for p in listed] == [1]

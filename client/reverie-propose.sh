@@ -3,7 +3,7 @@
 # CI job on regressions. Needs curl and python3 (for JSON); nothing else.
 #
 #   REVERIE_URL=https://reverie.example.com REVERIE_API_KEY=rv_… \
-#     scripts/reverie-propose.sh <agent-slug> <prompt-file> [title]
+#     client/reverie-propose.sh <agent-slug> <prompt-file> [title]
 #
 # Optional: REVERIE_DOCUMENT (default system_prompt; or a memory document path),
 # REVERIE_RATIONALE, REVERIE_TIMEOUT seconds (default 1800), REVERIE_POLL seconds (default 10),
