@@ -5,16 +5,20 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from agents.actors import Actor, user_of
 from agents.models import Agent, ApiKey, Membership, Run, Workspace
 
 SESSION_KEY = "workspace_id"
 
 
-def memberships_for(user: Any) -> list[Membership]:
-    if not getattr(user, "is_authenticated", False) or user.pk is None:
+def memberships_for(user: Actor) -> list[Membership]:
+    person = user_of(user)
+    if person is None or person.pk is None:
         return []
     return list(
-        Membership.objects.filter(user=user).select_related("workspace").order_by("workspace__name")
+        Membership.objects.filter(user=person)
+        .select_related("workspace")
+        .order_by("workspace__name")
     )
 
 
@@ -46,7 +50,7 @@ def current_membership(request: Any) -> Membership | None:
 class Principal:
     """The caller of an API request: an API key (role from its scope) or a member with a role."""
 
-    def __init__(self, *, workspace: Workspace, role: str, actor: Any) -> None:
+    def __init__(self, *, workspace: Workspace, role: str, actor: Actor) -> None:
         self.workspace = workspace
         self.role = role
         self.actor = actor

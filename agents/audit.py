@@ -4,10 +4,11 @@ from typing import Any
 
 from django.db import models
 
+from agents.actors import Actor
 from agents.models import ApiKey, AuditEvent, Workspace
 
 
-def actor_fields(actor: Any) -> dict[str, Any]:
+def actor_fields(actor: Actor) -> dict[str, Any]:
     if isinstance(actor, ApiKey):
         return {"actor": None, "actor_label": f"API key {actor.name} ({actor.prefix}…)"}
     if actor is None or not getattr(actor, "is_authenticated", False):
@@ -18,7 +19,7 @@ def actor_fields(actor: Any) -> dict[str, Any]:
 def record(
     *,
     workspace: Workspace,
-    actor: Any,
+    actor: Actor,
     action: str,
     target: models.Model,
     before: dict[str, Any] | None = None,

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
 from agents.access import get_agent_for, principal_for
+from agents.actors import person_of, user_of
 from agents.charts import pass_rate_chart
 from agents.models import ConfigVersion, Membership
 from agents.run_sets import RunSetInvalid, run_sets_for
@@ -46,7 +47,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     principal = principal_for(request)
     filters = selectors.QueueFilters.from_query(request.GET)
     context = selectors.review_queue(
-        workspace=principal.workspace, filters=filters, user=request.user
+        workspace=principal.workspace, filters=filters, user=user_of(request.user)
     )
     context["page_numbers"] = selectors.page_numbers(context["page"])
     template = "reviews/queue.html"
@@ -165,7 +166,7 @@ def decide(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         service(
             proposal_id=proposal.pk,
-            reviewer=request.user,
+            reviewer=person_of(request),
             comment=comment,
             expected_lock_version=_int(request.POST.get("lock_version")),
             **(extra if action == "approve" else {}),
@@ -223,7 +224,7 @@ def edit_page(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             new = services.edit_proposal(
                 proposal_id=proposal.pk,
-                editor=request.user,
+                editor=person_of(request),
                 system_prompt=system_prompt,
                 memory_documents=memory,
                 note=request.POST.get("note", "")[:300],
@@ -325,7 +326,9 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     assignee_id = _int(request.POST.get("assignee"))
     assignee = get_user_model().objects.filter(pk=assignee_id).first() if assignee_id else None
     try:
-        services.assign_proposal(proposal_id=proposal.pk, actor=request.user, assignee=assignee)
+        services.assign_proposal(
+            proposal_id=proposal.pk, actor=person_of(request), assignee=assignee
+        )
     except services.DecisionRefused as refused:
         messages.error(request, str(refused))
     else:
@@ -342,7 +345,7 @@ def comment(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         made = services.comment_on_proposal(
             proposal_id=proposal.pk,
-            author=request.user,
+            author=person_of(request),
             body=request.POST.get("body", ""),
             document=request.POST.get("document", ""),
             line=request.POST.get("line", ""),
@@ -364,7 +367,7 @@ def resolve_thread(request: HttpRequest, pk: int, comment_id: int) -> HttpRespon
         raise Http404("No such thread on this proposal.")
     resolved = request.POST.get("resolved", "1") == "1"
     try:
-        services.resolve_thread(comment_id=comment_id, actor=request.user, resolved=resolved)
+        services.resolve_thread(comment_id=comment_id, actor=person_of(request), resolved=resolved)
     except services.DecisionRefused as refused:
         messages.error(request, str(refused))
     return redirect(reverse("proposal-detail", args=[proposal.pk]) + f"#c-{comment_id}")

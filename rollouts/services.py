@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents import audit
+from agents.actors import Actor, user_of
 from agents.models import Agent, Run
 from dreams.models import Proposal
 from dreams.proposals import transition_proposal
@@ -103,12 +104,7 @@ def stage_readiness(
     return Readiness(canary_runs=canary_runs, elapsed=elapsed, reasons=reasons)
 
 
-def _user(actor: Any) -> Any:
-    """The actor as a user for a foreign key; None for API keys and the system."""
-    return audit.actor_fields(actor)["actor"]
-
-
-def _label(actor: Any) -> str:
+def _label(actor: Actor) -> str:
     return audit.actor_fields(actor)["actor_label"]
 
 
@@ -140,7 +136,7 @@ def _routing(agent: Agent) -> dict[str, Any]:
 def start_rollout(
     *,
     proposal_id: int,
-    actor: Any,
+    actor: Actor,
     stages: list[int] | None = None,
     min_runs: int | None = None,
     min_duration: timedelta | None = None,
@@ -181,7 +177,7 @@ def start_rollout(
                     from_version=agent.stable_version,
                     to_version=proposal.candidate_version,
                     status=R.RUNNING,
-                    created_by=_user(actor),
+                    created_by=user_of(actor),
                     created_by_label=_label(actor),
                 )
         except IntegrityError as exc:  # the partial unique constraint, under a race
@@ -199,7 +195,7 @@ def start_rollout(
                     else RolloutStage.Status.PENDING,
                     started_at=now if index == 0 else None,
                     approved_at=now if index == 0 else None,
-                    approved_by=_user(actor) if index == 0 else None,
+                    approved_by=user_of(actor) if index == 0 else None,
                     approved_by_label=_label(actor) if index == 0 else "",
                 )
                 for index, percent in enumerate(percents)
@@ -225,7 +221,7 @@ def _halt(
     *,
     rollout: Rollout,
     agent: Agent,
-    actor: Any,
+    actor: Actor,
     reason: str,
     automatic: bool,
     status: str,
@@ -279,7 +275,7 @@ def _halt(
     )
 
 
-def approve_stage(*, rollout_id: int, actor: Any, now: datetime | None = None) -> Rollout:
+def approve_stage(*, rollout_id: int, actor: Actor, now: datetime | None = None) -> Rollout:
     """Advance to the next stage (or complete on the last one) once the minimums are met.
 
     The canary analysis runs again under the lock: a regression found at approval time halts
@@ -322,7 +318,7 @@ def approve_stage(*, rollout_id: int, actor: Any, now: datetime | None = None) -
             next_stage.status = RolloutStage.Status.RUNNING
             next_stage.started_at = moment
             next_stage.approved_at = moment
-            next_stage.approved_by = _user(actor)
+            next_stage.approved_by = user_of(actor)
             next_stage.approved_by_label = _label(actor)
             next_stage.save(
                 update_fields=[
@@ -351,7 +347,7 @@ def approve_stage(*, rollout_id: int, actor: Any, now: datetime | None = None) -
     return rollout
 
 
-def complete_rollout(*, rollout_id: int, actor: Any) -> Rollout:
+def complete_rollout(*, rollout_id: int, actor: Actor) -> Rollout:
     """Approve the final stage: the candidate becomes the stable version."""
     rollout = Rollout.objects.get(pk=rollout_id)
     if rollout.stages.filter(index__gt=rollout.current_stage).exists():
@@ -359,7 +355,7 @@ def complete_rollout(*, rollout_id: int, actor: Any) -> Rollout:
     return approve_stage(rollout_id=rollout_id, actor=actor)
 
 
-def halt_rollout(*, rollout_id: int, actor: Any, reason: str, automatic: bool = False) -> Rollout:
+def halt_rollout(*, rollout_id: int, actor: Actor, reason: str, automatic: bool = False) -> Rollout:
     """Stop the rollout now and send all traffic back to the stable version."""
     with transaction.atomic():
         rollout, agent = _lock(rollout_id)
@@ -377,7 +373,7 @@ def halt_rollout(*, rollout_id: int, actor: Any, reason: str, automatic: bool = 
     return rollout
 
 
-def roll_back(*, rollout_id: int, actor: Any, reason: str = "") -> Rollout:
+def roll_back(*, rollout_id: int, actor: Actor, reason: str = "") -> Rollout:
     """Undo a rollout: an active one stops at once; a completed one restores the old stable."""
     reason = reason or "rolled back by hand"
     with transaction.atomic():

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents import audit
+from agents.actors import Actor
 from agents.models import Agent, ConfigVersion, Run
 from config.celery import enqueue_on_commit
 from dreams import signals
@@ -367,7 +368,7 @@ def stale_experiments(*, now: Any = None) -> list[int]:
     return ids
 
 
-def cancel_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
+def cancel_experiment(*, experiment_id: int, actor: Actor = None) -> Experiment:
     """Stop an open experiment: its chunks stop at their next slot; re-running resumes it."""
     with transaction.atomic():
         experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
@@ -409,7 +410,7 @@ def is_stuck(experiment: Experiment, *, now: Any = None) -> bool:
     return (now or timezone.now()) - moment > STUCK_AFTER
 
 
-def rerun_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
+def rerun_experiment(*, experiment_id: int, actor: Actor = None) -> Experiment:
     """Queue a failed, cancelled or stuck experiment again; only the slots not done are replayed."""
     from dreams.tasks import run_experiment_task
 

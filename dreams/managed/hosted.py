@@ -17,6 +17,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from agents import audit
+from agents.actors import Actor, user_of
 from agents.models import Agent, Run
 from dreams.managed import hosted_results
 from dreams.managed.client import ManagedNotConfigured, client_for
@@ -121,7 +122,7 @@ def start_due_hosted_dreams(*, now: datetime | None = None) -> list[int]:
 def start_hosted_dream(
     *,
     agent: Agent,
-    actor: Any = None,
+    actor: Actor = None,
     session_ids: list[str] | None = None,
     model: str = "",
     instructions: str = "",
@@ -163,7 +164,7 @@ def start_hosted_dream(
             cycle = DreamCycle.objects.create(
                 agent=agent,
                 trigger=DreamCycle.Trigger.HOSTED,
-                created_by=actor if getattr(actor, "is_authenticated", False) else None,
+                created_by=user_of(actor),
                 stage="hosted",
                 progress_total=1,
                 report={"trigger": trigger},
