@@ -35,10 +35,8 @@ from config.api import (
 )
 
 
-class WorkspaceMixin:
+class WorkspaceMixin(APIView):
     """Resolves the caller's workspace once; every queryset starts from it."""
-
-    request: Request
 
     @property
     def principal(self) -> Principal:
