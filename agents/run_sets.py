@@ -151,7 +151,7 @@ def create_run_set(
 
 def update_run_set(*, run_set: RunSet, actor: Actor, changes: dict[str, Any]) -> RunSet:
     """Rename, describe, pin or unpin a run set."""
-    fields = [f for f in ("name", "description", "pinned") if f in changes]
+    fields: list[str] = [f for f in ("name", "description", "pinned") if f in changes]
     if "name" in changes:
         changes["name"] = _check_name(changes["name"])
     before = {f: getattr(run_set, f) for f in fields}

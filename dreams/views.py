@@ -13,13 +13,14 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
 from agents.access import get_agent_for, principal_for
+from agents.middleware import HtmxHttpRequest
 from dreams import cycles, reports, selectors, spend
 from dreams.access import get_cycle_for
 from dreams.models import DreamCycle
 
 
 @login_required
-def dreams_list(request: HttpRequest) -> HttpResponse:
+def dreams_list(request: HtmxHttpRequest) -> HttpResponse:
     """Every cycle of the workspace, newest first; `?agent=<slug>` narrows it to one agent (the
     agent page polls that list's table while a cycle runs)."""
     principal = principal_for(request)

@@ -159,7 +159,7 @@ def _flag_filter(flag: str) -> Q:
 
 def queue_scope(
     *, workspace: Workspace, filters: QueueFilters, user: Person | None = None
-) -> QuerySet:
+) -> QuerySet[Proposal]:
     """The workspace's proposals narrowed by the queue's agent, assignee and flag filters."""
     scoped = Proposal.objects.filter(agent__workspace=workspace)
     if filters.agent:
@@ -179,7 +179,7 @@ def queue_scope(
     return scoped
 
 
-def queue_rows(*, scoped: QuerySet, filters: QueueFilters) -> QuerySet:
+def queue_rows(*, scoped: QuerySet[Proposal], filters: QueueFilters) -> QuerySet[Proposal]:
     """The queue's rows in its order, with latest stats, approvals and staleness annotated."""
     rows = scoped if filters.status == "all" else scoped.filter(status=filters.status)
     if filters.stale:
@@ -450,7 +450,7 @@ def assignable_reviewers(*, workspace: Workspace) -> list[Any]:
     )
 
 
-def page_numbers(page: Page) -> list[int | None]:
+def page_numbers(page: Page[Any]) -> list[int | None]:
     """Page links with gaps: 1 … 4 5 [6] 7 8 … 40."""
     total, current = page.paginator.num_pages, page.number
     wanted = {1, total, *range(current - 2, current + 3)}

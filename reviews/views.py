@@ -17,6 +17,7 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefre
 from agents.access import get_agent_for, principal_for
 from agents.actors import person_of, user_of
 from agents.charts import pass_rate_chart
+from agents.middleware import HtmxHttpRequest
 from agents.models import ConfigVersion, Membership
 from agents.run_sets import RunSetInvalid, run_sets_for
 from dreams import handwritten, rebase
@@ -43,7 +44,7 @@ def _int(value: Any, default: int | None = None) -> int | None:
 
 
 @login_required
-def queue(request: HttpRequest) -> HttpResponse:
+def queue(request: HtmxHttpRequest) -> HttpResponse:
     principal = principal_for(request)
     filters = selectors.QueueFilters.from_query(request.GET)
     context = selectors.review_queue(
@@ -122,7 +123,7 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
 
 
 @login_required
-def proposal_page(request: HttpRequest, pk: int) -> HttpResponse:
+def proposal_page(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk)
     context = _proposal_context(request, proposal)
     template = "reviews/proposal.html"
@@ -136,7 +137,7 @@ def proposal_page(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-def replay_detail(request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
+def replay_detail(request: HtmxHttpRequest, pk: int, run_id: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk)
     experiment = Experiment.objects.filter(proposal=proposal).order_by("-id").first()
     if experiment is None or not experiment.replays.filter(run_id=run_id).exists():
@@ -204,7 +205,7 @@ def _refuse(
 
 
 @login_required
-def edit_page(request: HttpRequest, pk: int) -> HttpResponse:
+def edit_page(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk, write=True)
     candidate = proposal.candidate_version
     docs = [

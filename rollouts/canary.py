@@ -199,7 +199,11 @@ def _arm_metrics(
         errors=agg["errors"],
         negative=agg["negative"],
     )
-    latencies = list(runs.exclude(latency_ms=None).values_list("latency_ms", flat=True))
+    latencies = [
+        ms
+        for ms in runs.exclude(latency_ms=None).values_list("latency_ms", flat=True)
+        if ms is not None
+    ]
     metrics = ArmMetrics(version=number, counts=counts)
     if counts.labelled:
         metrics.success_rate = counts.successes / counts.labelled
@@ -228,7 +232,7 @@ def look_for(n: int, min_sample: int) -> tuple[int, int] | None:
 
 def look_alpha(alpha: float, k: int) -> float:
     """α spent at look k: α/2, α/4, … so all looks together spend at most α."""
-    return alpha / 2 ** (k + 1)
+    return alpha / 2.0 ** (k + 1)
 
 
 def sequential_comparison(

@@ -105,7 +105,8 @@ def stage_readiness(
 
 
 def _label(actor: Actor) -> str:
-    return audit.actor_fields(actor)["actor_label"]
+    label: str = audit.actor_fields(actor)["actor_label"]
+    return label
 
 
 def _lock(rollout_id: int) -> tuple[Rollout, Agent]:
@@ -127,8 +128,8 @@ def _current_stage(rollout: Rollout) -> RolloutStage:
 
 def _routing(agent: Agent) -> dict[str, Any]:
     return {
-        "stable_version": agent.stable_version.number if agent.stable_version_id else None,
-        "canary_version": agent.canary_version.number if agent.canary_version_id else None,
+        "stable_version": agent.stable_version.number if agent.stable_version else None,
+        "canary_version": agent.canary_version.number if agent.canary_version else None,
         "canary_percent": agent.canary_percent,
     }
 
@@ -154,7 +155,7 @@ def start_rollout(
             .select_related("workspace", "stable_version")
             .get(pk=proposal.agent_id)
         )
-        if agent.stable_version_id is None:
+        if agent.stable_version is None:
             raise RolloutError("The agent has no stable version to roll out from.")
         if agent.stable_version_id == proposal.candidate_version_id:
             raise RolloutError("The candidate is already the stable version.")
