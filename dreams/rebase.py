@@ -71,8 +71,7 @@ def merge_text(*, base: str, ours: str, theirs: str) -> tuple[str, list[dict[str
     merged: list[str] = []
     conflicts: list[dict[str, str]] = []
     for group in merger.merge_groups():
-        kind = group[0]
-        if kind == "conflict":
+        if group[0] == "conflict":
             _, old, mine, stable = group
             conflicts.append(
                 {"base": "".join(old), "proposal": "".join(mine), "stable": "".join(stable)}

@@ -117,8 +117,10 @@ def approve_proposal(
         if proposal.status not in (S.READY, S.HALTED):
             raise InvalidTransition(proposal, S.APPROVED)
         if is_stale(proposal):
+            stable = proposal.agent.stable_version
+            assert stable is not None  # noqa: S101 - a stale proposal's agent has a stable version
             raise DecisionRefused(
-                f"The stable version is now v{proposal.agent.stable_version.number}, not this "
+                f"The stable version is now v{stable.number}, not this "
                 "proposal's base; rebase it onto the stable version before approving.",
                 code="stale_base",
             )

@@ -129,7 +129,7 @@ def judging_runs(proposal: Proposal) -> list[Run]:
     named = meta.get("heldout_run_ids") or meta.get("target_run_ids")
     if named:
         return list(Run.objects.filter(agent=proposal.agent, pk__in=named).order_by("id"))
-    if proposal.cycle_id:
+    if proposal.cycle:
         return list(proposal.cycle.runs.order_by("id"))
     return []
 
@@ -276,7 +276,7 @@ def finish_experiment(*, experiment_id: int, early_stop: dict[str, Any] | None =
         experiment.stats = compute_stats(experiment, early_stop=early_stop)
         experiment.fidelity = experiment.stats["fidelity"]
         experiment.status = E.STOPPED_EARLY if stopped else E.COMPLETED
-        experiment.stop_reason = early_stop["reason"] if stopped else ""
+        experiment.stop_reason = early_stop["reason"] if stopped and early_stop else ""
         experiment.finished_at = timezone.now()
         replays = Replay.objects.filter(experiment=experiment)
         failed = replays.filter(status=Replay.Status.FAILED)

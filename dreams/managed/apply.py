@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import anthropic
+from anthropic.types.beta.memory_stores import BetaManagedAgentsMemory as Memory
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -59,7 +60,7 @@ def _live_state(client: anthropic.Anthropic, store_id: str) -> dict[str, tuple[s
     return {
         m.path: (m.id, m.content_sha256)
         for m in client.beta.memory_stores.memories.list(store_id, limit=100)
-        if getattr(m, "type", "") == "memory"
+        if getattr(m, "type", "") == "memory" and isinstance(m, Memory)
     }
 
 

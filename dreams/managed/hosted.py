@@ -35,7 +35,8 @@ class HostedDreamError(Exception):
 
 def poll_delay(poll_count: int) -> int:
     """Seconds before the next poll: 10, 20, 40, … capped at 5 minutes."""
-    return min(300, 10 * 2 ** min(poll_count, 5))
+    delay: int = 10 * 2 ** min(poll_count, 5)
+    return min(300, delay)
 
 
 def monthly_tokens_used(*, agent: Agent) -> int:
@@ -69,7 +70,7 @@ def failed_session_runs(*, agent: Agent, limit: int = MAX_SESSIONS) -> list[Run]
     )
 
 
-FREQUENCY = {
+FREQUENCY: dict[str, timedelta] = {
     Agent.Frequency.HOURLY: timedelta(hours=1),
     Agent.Frequency.DAILY: timedelta(days=1),
     Agent.Frequency.WEEKLY: timedelta(weeks=1),
@@ -257,7 +258,7 @@ def poll(*, hosted_id: int) -> HostedDream:
     elapsed_ms = None
     if dream.ended_at and dream.created_at:
         elapsed_ms = int((dream.ended_at - dream.created_at).total_seconds() * 1000)
-    if dream.status != HostedDream.Status.COMPLETED:
+    if dream.status != HostedDream.Status.COMPLETED.value:
         error = dream.error
         hosted_results.finish_without_output(
             hosted_id=hosted_id,
