@@ -32,9 +32,8 @@ def request_memberships(request: Any) -> list[Membership]:
 
 def current_membership(request: Any) -> Membership | None:
     """The membership for the workspace chosen in the session (or the user's first)."""
-    cached = getattr(request, "_reverie_membership", False)
-    if cached is not False:
-        return cached
+    if hasattr(request, "_reverie_membership"):
+        return request._reverie_membership
     memberships = request_memberships(request)
     chosen = None
     wanted = request.session.get(SESSION_KEY) if hasattr(request, "session") else None

@@ -37,7 +37,7 @@ def fence(data: Any) -> str:
 
 def unfence(text: str) -> list[str]:
     """Every fenced body in `text` (the simulated model and the tests read prompts with it)."""
-    bodies = []
+    bodies: list[str] = []
     start = 0
     while True:
         open_at = text.find("<<<RUN_DATA ", start)

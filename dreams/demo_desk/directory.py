@@ -8,6 +8,7 @@ the ticket's employee holds the requested group within its policy, and no grant 
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
 GROUPS: dict[str, dict[str, Any]] = {
@@ -73,7 +74,7 @@ class Directory:
 
     def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
         """Dispatch a tool call by name (unknown tools and bad arguments are tool errors)."""
-        tool = {
+        tool: Callable[..., tuple[str, bool]] | None = {
             "lookup_employee": self.lookup_employee,
             "get_access_policy": self.get_access_policy,
             "grant_access": self.grant_access,
