@@ -200,7 +200,7 @@ def diagnose_prompt(pattern_title: str, summaries: list[dict[str, Any]]) -> str:
 
 def draft_prompt(
     *,
-    pattern: dict[str, Any],
+    pattern: dict[str, Any] | list[dict[str, Any]],
     summaries: list[dict[str, Any]],
     documents: dict[str, str],
     tools: list[str],

@@ -93,7 +93,8 @@ class ProposalSummary(serializers.Serializer):
     agent = serializers.CharField(source="agent.slug")
     title = serializers.CharField()
     status = serializers.CharField()
-    source = serializers.CharField(help_text="dream | hosted_dream | human (written by a person)")
+    # DRF's metaclass takes declared fields off the class; the stubs see Field.source.
+    source = serializers.CharField(help_text="dream | hosted_dream | human (written by a person)")  # type: ignore[assignment]
     revision = serializers.IntegerField()
     base_version = serializers.IntegerField(source="base_version.number")
     candidate_version = serializers.IntegerField(source="candidate_version.number")
@@ -625,7 +626,8 @@ def _run_choice(data: dict[str, Any] | None) -> handwritten.RunChoice:
         config_version=data.get("config_version"),
         negative_feedback=data.get("negative_feedback"),
         use_filter=True,
-        **times,
+        since=times.get("since"),
+        until=times.get("until"),
     )
 
 

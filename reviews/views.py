@@ -142,7 +142,7 @@ def replay_detail(request: HtmxHttpRequest, pk: int, run_id: int) -> HttpRespons
     experiment = Experiment.objects.filter(proposal=proposal).order_by("-id").first()
     if experiment is None or not experiment.replays.filter(run_id=run_id).exists():
         raise Http404("No replay of that run in this proposal's experiment.")
-    context = {"proposal": proposal, "experiment": experiment}
+    context: dict[str, Any] = {"proposal": proposal, "experiment": experiment}
     context.update(selectors.replay_pair(experiment=experiment, run_id=run_id))
     context["arm_heads"] = [
         ("baseline", context["baseline"], experiment.baseline_version.number),

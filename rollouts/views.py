@@ -52,7 +52,8 @@ def rollout_start(request: HttpRequest, proposal_id: int) -> HttpResponse:
     except (services.RolloutError, InvalidTransition) as exc:
         messages.error(request, str(exc))
         return redirect("rollout-list")
-    messages.success(request, f"Rollout started at {rollout.stages.first().percent}%.")
+    first = rollout.stages.first()
+    messages.success(request, f"Rollout started at {first.percent if first else 0}%.")
     return redirect("rollout-detail", pk=rollout.pk)
 
 

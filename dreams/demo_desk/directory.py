@@ -74,11 +74,12 @@ class Directory:
 
     def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
         """Dispatch a tool call by name (unknown tools and bad arguments are tool errors)."""
-        tool: Callable[..., tuple[str, bool]] | None = {
+        tools: dict[str, Callable[..., tuple[str, bool]]] = {
             "lookup_employee": self.lookup_employee,
             "get_access_policy": self.get_access_policy,
             "grant_access": self.grant_access,
-        }.get(name)
+        }
+        tool = tools.get(name)
         if tool is None:
             return dumps({"error": f"unknown tool {name}"}), True
         try:
