@@ -52,7 +52,7 @@ def replay_chunk_task(experiment_id: int, run_ids: list[int]) -> None:
     max_retries=5,
     soft_time_limit=1800,
 )
-def run_dream_cycle(self, cycle_id: int) -> None:  # type: ignore[no-untyped-def]
+def run_dream_cycle(self: Task[[int], None], cycle_id: int) -> None:
     try:
         cycles.run_cycle(cycle_id=cycle_id)  # idempotent: safe to run twice
     except Exception as exc:
