@@ -162,12 +162,12 @@ def compare_arms(
     return Comparison(verdict="ok", p_values=p_values, alpha=alpha, min_sample=min_sample)
 
 
-def _p95(values: list[int]) -> float | None:
-    if not values:
+def _p95(values: list[int | None]) -> float | None:
+    ordered = sorted(v for v in values if v is not None)
+    if not ordered:
         return None
-    values = sorted(values)
-    rank = max(1, math.ceil(0.95 * len(values)))  # nearest-rank percentile
-    return float(values[rank - 1])
+    rank = max(1, math.ceil(0.95 * len(ordered)))  # nearest-rank percentile
+    return float(ordered[rank - 1])
 
 
 def _arm_metrics(
@@ -199,11 +199,7 @@ def _arm_metrics(
         errors=agg["errors"],
         negative=agg["negative"],
     )
-    latencies = [
-        ms
-        for ms in runs.exclude(latency_ms=None).values_list("latency_ms", flat=True)
-        if ms is not None
-    ]
+    latencies = list(runs.exclude(latency_ms=None).values_list("latency_ms", flat=True))
     metrics = ArmMetrics(version=number, counts=counts)
     if counts.labelled:
         metrics.success_rate = counts.successes / counts.labelled

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents import audit
-from agents.actors import Actor, user_of
+from agents.actors import Actor, Person, user_of
 from agents.models import Agent, Run
 from dreams.models import Proposal
 from dreams.proposals import transition_proposal
@@ -104,6 +104,11 @@ def stage_readiness(
     return Readiness(canary_runs=canary_runs, elapsed=elapsed, reasons=reasons)
 
 
+def _user(actor: Actor) -> "Person | None":
+    """The actor as a user for a foreign key; None for API keys and the system."""
+    return user_of(actor)
+
+
 def _label(actor: Actor) -> str:
     label: str = audit.actor_fields(actor)["actor_label"]
     return label
@@ -178,7 +183,7 @@ def start_rollout(
                     from_version=agent.stable_version,
                     to_version=proposal.candidate_version,
                     status=R.RUNNING,
-                    created_by=user_of(actor),
+                    created_by=_user(actor),
                     created_by_label=_label(actor),
                 )
         except IntegrityError as exc:  # the partial unique constraint, under a race
@@ -196,7 +201,7 @@ def start_rollout(
                     else RolloutStage.Status.PENDING,
                     started_at=now if index == 0 else None,
                     approved_at=now if index == 0 else None,
-                    approved_by=user_of(actor) if index == 0 else None,
+                    approved_by=_user(actor) if index == 0 else None,
                     approved_by_label=_label(actor) if index == 0 else "",
                 )
                 for index, percent in enumerate(percents)
@@ -319,7 +324,7 @@ def approve_stage(*, rollout_id: int, actor: Actor, now: datetime | None = None)
             next_stage.status = RolloutStage.Status.RUNNING
             next_stage.started_at = moment
             next_stage.approved_at = moment
-            next_stage.approved_by = user_of(actor)
+            next_stage.approved_by = _user(actor)
             next_stage.approved_by_label = _label(actor)
             next_stage.save(
                 update_fields=[
