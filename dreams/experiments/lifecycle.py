@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents import audit
+from agents.access import Principal
 from agents.actors import Actor
 from agents.models import Agent, ConfigVersion, Run
 from config.celery import enqueue_on_commit
@@ -443,7 +444,7 @@ def rerun_experiment(*, experiment_id: int, actor: Actor = None) -> Experiment:
     return experiment
 
 
-def get_experiment_for(principal: Any, pk: int) -> Experiment:
+def get_experiment_for(principal: Principal, pk: int) -> Experiment:
     """The experiment, scoped to the caller's workspace (404 otherwise)."""
     from django.http import Http404
 
