@@ -5,16 +5,20 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from agents.actors import Actor, user_of
 from agents.models import Agent, ApiKey, Membership, Run, Workspace
 
 SESSION_KEY = "workspace_id"
 
 
-def memberships_for(user: Any) -> list[Membership]:
-    if not getattr(user, "is_authenticated", False) or user.pk is None:
+def memberships_for(user: Actor) -> list[Membership]:
+    person = user_of(user)
+    if person is None or person.pk is None:
         return []
     return list(
-        Membership.objects.filter(user=user).select_related("workspace").order_by("workspace__name")
+        Membership.objects.filter(user=person)
+        .select_related("workspace")
+        .order_by("workspace__name")
     )
 
 
@@ -28,9 +32,8 @@ def request_memberships(request: Any) -> list[Membership]:
 
 def current_membership(request: Any) -> Membership | None:
     """The membership for the workspace chosen in the session (or the user's first)."""
-    cached = getattr(request, "_reverie_membership", False)
-    if cached is not False:
-        return cached
+    if hasattr(request, "_reverie_membership"):
+        return request._reverie_membership
     memberships = request_memberships(request)
     chosen = None
     wanted = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
@@ -46,7 +49,7 @@ def current_membership(request: Any) -> Membership | None:
 class Principal:
     """The caller of an API request: an API key (role from its scope) or a member with a role."""
 
-    def __init__(self, *, workspace: Workspace, role: str, actor: Any) -> None:
+    def __init__(self, *, workspace: Workspace, role: str, actor: Actor) -> None:
         self.workspace = workspace
         self.role = role
         self.actor = actor

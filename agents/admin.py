@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -93,7 +93,15 @@ class ConfigVersionInline(admin.TabularInline):
     fk_name = "agent"
     extra = 0
     can_delete = False
-    fields = ["number", "source", "model", "author", "note", "created_at", "content_hash"]
+    fields: ClassVar[tuple[str, ...]] = (
+        "number",
+        "source",
+        "model",
+        "author",
+        "note",
+        "created_at",
+        "content_hash",
+    )
     readonly_fields = fields
     show_change_link = True
 
@@ -214,7 +222,14 @@ class AgentAdmin(admin.ModelAdmin):
 class ConfigVersionAdmin(admin.ModelAdmin):
     list_display = ["agent", "number", "source", "model", "author", "created_at"]
     list_filter = ["source", "agent"]
-    fields = ["agent", "system_prompt", "memory_documents", "tools", "model", "note"]
+    fields: ClassVar[tuple[str, ...]] = (
+        "agent",
+        "system_prompt",
+        "memory_documents",
+        "tools",
+        "model",
+        "note",
+    )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [*self.fields, "number", "source", "parent", "content_hash"] if obj else []

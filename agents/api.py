@@ -35,10 +35,8 @@ from config.api import (
 )
 
 
-class WorkspaceMixin:
+class WorkspaceMixin(APIView):
     """Resolves the caller's workspace once; every queryset starts from it."""
-
-    request: Request
 
     @property
     def principal(self) -> Principal:
@@ -51,8 +49,11 @@ class WorkspaceMixin:
 
 
 class ConfigVersionSerializer(StrictModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True)
-    author = serializers.StringRelatedField(allow_null=True)
+    # DRF's metaclass takes declared fields off the class; the stubs see Field.parent.
+    parent: "serializers.SlugRelatedField[ConfigVersion]" = serializers.SlugRelatedField(  # type: ignore[assignment]
+        slug_field="number", read_only=True, allow_null=True
+    )
+    author: "serializers.StringRelatedField[Any]" = serializers.StringRelatedField(allow_null=True)
 
     class Meta:
         model = ConfigVersion
@@ -177,7 +178,7 @@ class AgentListCreate(WorkspaceMixin, generics.ListCreateAPIView):
     def get_queryset(self) -> Any:
         return agents_for(self.principal.workspace)
 
-    def perform_create(self, serializer: AgentSerializer) -> None:
+    def perform_create(self, serializer: serializers.BaseSerializer[Agent]) -> None:
         if not self.principal.is_admin:
             from rest_framework.exceptions import PermissionDenied
 
@@ -306,7 +307,7 @@ class RunSummarySerializer(serializers.ModelSerializer):
 
 
 class FeedbackSerializer(serializers.ModelSerializer):
-    author = serializers.StringRelatedField()
+    author: "serializers.StringRelatedField[Any]" = serializers.StringRelatedField()
 
     class Meta:
         model = Feedback
@@ -381,7 +382,7 @@ RUN_IN_DOC = inline_serializer(
         ),
     },
 )
-RUN_RESULT_FIELDS = {
+RUN_RESULT_FIELDS: "dict[str, serializers.Field[Any, Any, Any, Any]]" = {
     "id": serializers.IntegerField(),
     "external_id": serializers.CharField(),
     "agent": serializers.CharField(),
@@ -596,6 +597,7 @@ class FeedbackCreate(WorkspaceMixin, APIView):
         data_in = FeedbackIn(data=request.data)
         data_in.is_valid(raise_exception=True)
         data = data_in.validated_data
+        run: Run | None
         if "run_id" in data:
             run = get_run_for(self.principal, data["run_id"])
         else:

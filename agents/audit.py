@@ -4,21 +4,23 @@ from typing import Any
 
 from django.db import models
 
+from agents.actors import Actor, user_of
 from agents.models import ApiKey, AuditEvent, Workspace
 
 
-def actor_fields(actor: Any) -> dict[str, Any]:
+def actor_fields(actor: Actor) -> dict[str, Any]:
     if isinstance(actor, ApiKey):
         return {"actor": None, "actor_label": f"API key {actor.name} ({actor.prefix}…)"}
-    if actor is None or not getattr(actor, "is_authenticated", False):
+    if actor is None or not actor.is_authenticated:
         return {"actor": None, "actor_label": "system"}
-    return {"actor": actor, "actor_label": actor.get_username()}
+    # A key's principal (DRF's request.user) is named but, not being a user, never stored.
+    return {"actor": user_of(actor), "actor_label": actor.get_username()}
 
 
 def record(
     *,
     workspace: Workspace,
-    actor: Any,
+    actor: Actor,
     action: str,
     target: models.Model,
     before: dict[str, Any] | None = None,

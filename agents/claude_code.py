@@ -61,8 +61,10 @@ def _chain(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry["uuid"] in on_chain or message.get("id") in response_ids
         ):
             kept.append(entry)
-            call_ids |= {b.get("id") for b in _blocks(message) if b.get("type") == "tool_use"} - {
-                None
+            call_ids |= {
+                b["id"]
+                for b in _blocks(message)
+                if b.get("type") == "tool_use" and b.get("id") is not None
             }
         elif entry.get("type") == "user" and (
             entry["uuid"] in on_chain

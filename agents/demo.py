@@ -256,6 +256,7 @@ def build_run(rng: random.Random, kind: str, index: int, started_at: datetime) -
     messages: list[dict[str, Any]] = [
         {"role": "user", "content": [{"type": "text", "text": s["text"]}]}
     ]
+    expectations: dict[str, Any]
     status, outcome_reason, expectations = "success", "", {}
     comment, rating = "", None
 

@@ -55,7 +55,7 @@ class LinesField(_TextBackedField):
     def to_text(self, value: Any) -> str:
         return "\n".join(str(v) for v in value or [])
 
-    def to_python(self, value: Any) -> list[str]:
+    def to_python(self, value: Any) -> Any:  # list[str] (Any like django-stubs' JSONField)
         text = (value or "").strip()
         if text.startswith("["):
             import json
@@ -76,7 +76,7 @@ class StagesField(_TextBackedField):
     def to_text(self, value: Any) -> str:
         return ", ".join(str(v) for v in value or [])
 
-    def to_python(self, value: Any) -> list[int]:
+    def to_python(self, value: Any) -> Any:  # list[int]
         text = (value or "").strip().strip("[]")
         if not text:
             return []
@@ -105,7 +105,7 @@ class SandboxToolsField(_TextBackedField):
     def to_text(self, value: Any) -> str:
         return "\n".join(f"{k} = {v}" for k, v in sorted((value or {}).items()))
 
-    def to_python(self, value: Any) -> dict[str, str]:
+    def to_python(self, value: Any) -> Any:  # dict[str, str]
         text = (value or "").strip()
         if text.startswith("{"):
             import json

@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from django.conf import settings
@@ -430,11 +430,13 @@ def insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     if connection.vendor != "postgresql":
-        objs = model.objects.bulk_create([model(**row) for row in rows], batch_size=500)
+        objs = model._default_manager.bulk_create([model(**row) for row in rows], batch_size=500)
         for row, obj in zip(rows, objs, strict=True):
             row["id"] = obj.pk
             if obj.pk is None:  # backends without RETURNING
-                row["id"] = model.objects.get(**{f: row[f] for f in _natural_key(model)}).pk
+                row["id"] = model._default_manager.get(
+                    **{f: row[f] for f in _natural_key(model)}
+                ).pk
         return
     table = model._meta.db_table
     fields = [f for f in model._meta.concrete_fields if f.attname != "id"]
@@ -449,9 +451,9 @@ def insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
         )
         for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
             row["id"] = pk
-        columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        columns = ", ".join(connection.ops.quote_name(cast(str, f.column)) for f in fields)
         sql = f"COPY {connection.ops.quote_name(table)} (id, {columns}) FROM STDIN"
-        with connection.wrap_database_errors, cursor.copy(sql) as copy:  # type: ignore[attr-defined]
+        with connection.wrap_database_errors, cursor.copy(sql) as copy:
             for row in rows:
                 copy.write_row(
                     [row["id"]]
@@ -469,7 +471,7 @@ def _auto_now(field: models.Field) -> bool:
 def _natural_key(model: type[models.Model]) -> list[str]:
     for constraint in model._meta.constraints:
         if isinstance(constraint, models.UniqueConstraint) and constraint.condition is None:
-            return [model._meta.get_field(f).attname for f in constraint.fields]
+            return [cast(models.Field, model._meta.get_field(f)).attname for f in constraint.fields]
     raise LookupError(f"{model.__name__} has no unique constraint to read ids back by")
 
 

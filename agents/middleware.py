@@ -1,11 +1,18 @@
-"""Attach the current workspace membership to each request (lazily)."""
+"""Attach the current workspace membership to each request (lazily); the request type views take."""
 
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
+from django_htmx.middleware import HtmxDetails
 
 from agents.access import current_membership
+
+
+class HtmxHttpRequest(HttpRequest):
+    """A page's request: django-htmx's middleware sets `htmx` (django-htmx's typing advice)."""
+
+    htmx: HtmxDetails
 
 
 class CurrentWorkspaceMiddleware:

@@ -9,7 +9,8 @@ import hashlib
 import json
 import threading
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection
@@ -19,7 +20,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.renderers import JSONRenderer
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -157,13 +159,14 @@ def _etag_matches(header: str, etag: str) -> bool:
 class JsonOnlyNegotiation(BaseContentNegotiation):
     """The endpoint only speaks JSON: skip parsing the Accept header on the hot path."""
 
-    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
-        return parsers[0] if parsers else None
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> Any:
+        return next(iter(parsers), None)
 
     def select_renderer(
-        self, request: Request, renderers: list[Any], format_suffix: str | None = None
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[Any, str]:
-        return renderers[0], renderers[0].media_type
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 class AgentConfig(APIView):
@@ -175,7 +178,7 @@ class AgentConfig(APIView):
 
     @extend_schema(
         # Same bearer scheme as every other endpoint; the class differs only by its cache.
-        auth=[{"apiKey": []}],
+        auth=[{"apiKey": []}],  # type: ignore[list-item]  # a security requirement; hinted as names
         summary="Resolve the config version a production agent should run",
         description=(
             "Sticky routing between the agent's stable and canary versions. `key` is any stable "
@@ -228,7 +231,7 @@ class AgentConfig(APIView):
         },
     )
     def get(self, request: Request, slug: str) -> HttpResponse | Response:
-        key = request.auth
+        key = cast(ApiKey, request.auth)  # CachedApiKeyAuthentication's
         row = routing_row(workspace_id=key.workspace_id, slug=slug)
         if row is None:
             return error_response("not_found", "No such agent in this workspace.", status_code=404)
@@ -245,7 +248,7 @@ class AgentConfig(APIView):
             canary_number,
         ) = row
         if is_paused:
-            response = error_response(
+            response: HttpResponse | Response = error_response(
                 "agent_paused",
                 "This agent is paused by its operators; stop serving it and retry later.",
                 status_code=423,

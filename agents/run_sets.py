@@ -15,6 +15,7 @@ from django.http import Http404
 
 from agents import audit
 from agents.access import Principal
+from agents.actors import Actor, user_of
 from agents.models import Agent, Run, RunSet, RunSetMember
 from agents.selectors import runs_for
 
@@ -108,7 +109,7 @@ def _check_size(run_set: RunSet, adding: int) -> None:
 def create_run_set(
     *,
     agent: Agent,
-    actor: Any,
+    actor: Actor,
     name: str,
     external_ids: Iterable[str] = (),
     description: str = "",
@@ -117,8 +118,6 @@ def create_run_set(
     origin_detail: dict[str, Any] | None = None,
 ) -> RunSet:
     """Create a named set of the agent's runs (by external id); a taken name is a 400."""
-    from agents.services import _user_or_none
-
     name = _check_name(name)
     members = list(dict.fromkeys(e for e in external_ids if e))
     if len(members) > RunSet.MAX_RUNS:
@@ -132,7 +131,7 @@ def create_run_set(
                 pinned=pinned,
                 origin=origin,
                 origin_detail=origin_detail or {},
-                created_by=_user_or_none(actor),
+                created_by=user_of(actor),
             )
             RunSetMember.objects.bulk_create(
                 [RunSetMember(run_set=run_set, external_id=e) for e in members]
@@ -150,9 +149,9 @@ def create_run_set(
     return run_set
 
 
-def update_run_set(*, run_set: RunSet, actor: Any, changes: dict[str, Any]) -> RunSet:
+def update_run_set(*, run_set: RunSet, actor: Actor, changes: dict[str, Any]) -> RunSet:
     """Rename, describe, pin or unpin a run set."""
-    fields = [f for f in ("name", "description", "pinned") if f in changes]
+    fields: list[str] = [f for f in ("name", "description", "pinned") if f in changes]
     if "name" in changes:
         changes["name"] = _check_name(changes["name"])
     before = {f: getattr(run_set, f) for f in fields}
@@ -175,7 +174,7 @@ def update_run_set(*, run_set: RunSet, actor: Any, changes: dict[str, Any]) -> R
 
 
 def change_members(
-    *, run_set: RunSet, actor: Any, add: Iterable[str] = (), remove: Iterable[str] = ()
+    *, run_set: RunSet, actor: Actor, add: Iterable[str] = (), remove: Iterable[str] = ()
 ) -> RunSet:
     """Add and remove members by external id (adding one twice keeps one)."""
     adding = [e for e in dict.fromkeys(add) if e]
@@ -201,7 +200,7 @@ def change_members(
     return run_set
 
 
-def delete_run_set(*, run_set: RunSet, actor: Any) -> None:
+def delete_run_set(*, run_set: RunSet, actor: Actor) -> None:
     """Delete a run set; experiments that replayed it keep their own record of its runs."""
     with transaction.atomic():
         audit.record(

@@ -21,7 +21,9 @@ from config.api import ERROR_DOC, DefaultPagination, StrictBooleanField, StrictC
 class RunSetSerializer(serializers.ModelSerializer):
     agent = serializers.CharField(source="agent.slug", read_only=True)
     runs = serializers.IntegerField(source="member_count", read_only=True, help_text="members")
-    created_by = serializers.StringRelatedField(read_only=True, allow_null=True)
+    created_by: "serializers.StringRelatedField[Any]" = serializers.StringRelatedField(
+        read_only=True, allow_null=True
+    )
 
     class Meta:
         model = RunSet

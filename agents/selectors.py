@@ -123,9 +123,10 @@ def agents_with_recent_counts(workspace: Workspace, *, days: int = 7) -> list[Ag
     }
     agents = list(agents_for(workspace))
     for agent in agents:
-        row = counts.get(agent.pk, {})
-        agent.run_count = row.get("n", 0)
-        agent.failure_count = row.get("failures", 0)
+        row = counts.get(agent.pk)
+        # Counts set on plain instances (django-stubs types only `annotate()`'s attributes).
+        agent.run_count = row["n"] if row else 0  # type: ignore[attr-defined]
+        agent.failure_count = row["failures"] if row else 0  # type: ignore[attr-defined]
     return agents
 
 

@@ -2,12 +2,12 @@
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from agents import audit
+from agents.actors import Actor, user_of
 from agents.models import Agent, ApiKey, ConfigVersion, Feedback, Run, Workspace, hash_api_key
 from agents.transcripts import count_steps
 
@@ -38,11 +38,6 @@ AGENT_SETTING_FIELDS = (
 SECRET_FIELDS = {"webhook_secret"}
 
 
-def _user_or_none(actor: Any) -> Any:
-    """The Django user behind an actor, or None for API keys, the system and anonymous callers."""
-    return actor if isinstance(actor, get_user_model()) and actor.is_authenticated else None
-
-
 def _settings_snapshot(agent: Agent, fields: list[str]) -> dict[str, Any]:
     out = {}
     for field in fields:
@@ -56,7 +51,7 @@ def _settings_snapshot(agent: Agent, fields: list[str]) -> dict[str, Any]:
 
 
 def create_api_key(
-    *, workspace: Workspace, name: str, created_by: Any = None, scope: str = ApiKey.Scope.INGEST
+    *, workspace: Workspace, name: str, created_by: Actor = None, scope: str = ApiKey.Scope.INGEST
 ) -> tuple[ApiKey, str]:
     """Create a key; the raw key is returned once and only its hash is kept."""
     raw = ApiKey.generate_raw_key()
@@ -66,7 +61,7 @@ def create_api_key(
             name=name,
             prefix=raw[:10],
             key_hash=hash_api_key(raw),
-            created_by=created_by,
+            created_by=user_of(created_by),
             scope=scope,
         )
         audit.record(
@@ -79,7 +74,7 @@ def create_api_key(
     return key, raw
 
 
-def revoke_api_key(*, key: ApiKey, actor: Any = None) -> ApiKey:
+def revoke_api_key(*, key: ApiKey, actor: Actor = None) -> ApiKey:
     with transaction.atomic():
         if key.revoked_at is None:
             key.revoked_at = timezone.now()
@@ -88,7 +83,7 @@ def revoke_api_key(*, key: ApiKey, actor: Any = None) -> ApiKey:
     return key
 
 
-def create_agent(*, workspace: Workspace, actor: Any = None, **fields: Any) -> Agent:
+def create_agent(*, workspace: Workspace, actor: Actor = None, **fields: Any) -> Agent:
     with transaction.atomic():
         agent = Agent(workspace=workspace, **fields)
         agent.full_clean(exclude=["stable_version", "canary_version"], validate_unique=False)
@@ -103,7 +98,7 @@ def create_agent(*, workspace: Workspace, actor: Any = None, **fields: Any) -> A
     return agent
 
 
-def update_agent_settings(*, agent: Agent, actor: Any = None, changes: dict[str, Any]) -> Agent:
+def update_agent_settings(*, agent: Agent, actor: Actor = None, changes: dict[str, Any]) -> Agent:
     """Change agent settings (not routing state); the audit row holds before and after."""
     unknown = set(changes) - set(AGENT_SETTING_FIELDS)
     if unknown:
@@ -138,9 +133,9 @@ def create_config_version(
     model: str = "",
     parent: ConfigVersion | None = None,
     source: str = ConfigVersion.Source.HUMAN,
-    author: Any = None,
+    author: Actor = None,
     note: str = "",
-    actor: Any = None,
+    actor: Actor = None,
 ) -> ConfigVersion:
     """Append a new immutable version with the next number (the agent row serialises numbering)."""
     with transaction.atomic():
@@ -157,7 +152,7 @@ def create_config_version(
             model=model or agent.model,
             parent=parent,
             source=source,
-            author=_user_or_none(author),
+            author=user_of(author),
             note=note,
         )
         audit.record(
@@ -170,7 +165,7 @@ def create_config_version(
     return version
 
 
-def set_stable_version(*, agent: Agent, version: ConfigVersion, actor: Any = None) -> Agent:
+def set_stable_version(*, agent: Agent, version: ConfigVersion, actor: Actor = None) -> Agent:
     if version.agent_id != agent.pk:
         raise ValueError("version belongs to another agent")
     with transaction.atomic():
@@ -196,7 +191,7 @@ def add_feedback(
     score: float | None = None,
     comment: str = "",
     source: str = Feedback.Source.API,
-    author: Any = None,
+    author: Actor = None,
 ) -> Feedback:
     return Feedback.objects.create(
         run=run,
@@ -204,7 +199,7 @@ def add_feedback(
         score=score,
         comment=comment,
         source=source,
-        author=_user_or_none(author),
+        author=user_of(author),
     )
 
 

@@ -65,7 +65,7 @@ def resolve_target(
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise ConnectionError(f"cannot resolve {parts.hostname}: {exc}") from exc
-    addresses = sorted({info[4][0] for info in infos})
+    addresses = sorted({str(info[4][0]) for info in infos})
     allowed_hosts = list(allowed_hosts)
     if not allow_private:
         refused = [

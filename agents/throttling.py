@@ -39,6 +39,8 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
 
     def __init__(self) -> None:
         limit = parse_rate(self.setting, getattr(settings, self.setting))
+        self.num_requests: int | None
+        self.duration: int | None
         self.num_requests, self.duration = limit if limit else (None, None)
 
     def get_cache_key(self, request: Any, view: Any) -> str | None:

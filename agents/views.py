@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from agents import run_sets
 from agents.access import SESSION_KEY, get_agent_for, get_run_for, memberships_for, principal_for
 from agents.charts import version_pass_rate_chart
+from agents.middleware import HtmxHttpRequest
 from agents.models import Feedback, Run, RunSet
 from agents.selectors import (
     agent_page_context,
@@ -51,7 +52,7 @@ def agent_page(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-def runs_page(request: HttpRequest) -> HttpResponse:
+def runs_page(request: HtmxHttpRequest) -> HttpResponse:
     """Newest runs first; paged without a COUNT (tables reach millions of rows)."""
     principal = principal_for(request)
     agent = request.GET.get("agent", "")[:80]
@@ -174,7 +175,8 @@ def run_sets_page(request: HttpRequest, slug: str) -> HttpResponse:
             error = str(invalid)
         else:
             messages.success(
-                request, f"Saved {run_set.member_count} runs as run set “{run_set.name}”."
+                request,
+                f"Saved {run_set.member_count} runs as run set “{run_set.name}”.",  # type: ignore[attr-defined]
             )
             return redirect("agent-run-sets", slug=agent.slug)
     context = {
@@ -214,7 +216,7 @@ def run_set_action(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 
 @login_required
-def audit_page(request: HttpRequest) -> HttpResponse:
+def audit_page(request: HtmxHttpRequest) -> HttpResponse:
     principal = principal_for(request)
     action = request.GET.get("action", "")[:64]
     actor = request.GET.get("actor", "")[:100]

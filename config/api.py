@@ -79,7 +79,7 @@ class DefaultPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
-    ordering = "-id"
+    ordering: str | tuple[str, ...] = "-id"
 
     def get_page_size(self, request: Any) -> int:
         """The page size asked for; a value that is not 1…max_page_size is a 400, never ignored."""

@@ -149,7 +149,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "reverie.sqlite3",
+            "NAME": str(VAR_DIR / "reverie.sqlite3"),
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
             # A file, not SQLite's shared in-memory default, so tests see the same locking
             # (writers wait, never "table is locked") as the embedded install.

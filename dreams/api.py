@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.access import get_agent_for
+from agents.access import Principal, get_agent_for
 from agents.api import WorkspaceMixin
 from config.api import ERROR_DOC, error_response
 from dreams import cycles, experiments, reports, selectors, spend
@@ -259,7 +259,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
         return {str(k): int(v) for k, v in counts.items()}
 
 
-def _require_reviewer(principal: Any, what: str) -> None:
+def _require_reviewer(principal: Principal, what: str) -> None:
     if not principal.can_review:
         raise PermissionDenied(f"Only reviewers and admins can {what}.")
 

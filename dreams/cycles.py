@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents import audit
+from agents.actors import Actor, user_of
 from agents.models import Agent, Run
 from config.celery import enqueue_on_commit
 from dreams import diagnosis, drafting, guards, patterns, reports, signals, spend
@@ -89,7 +90,7 @@ def transition_cycle(cycle: DreamCycle, *, to: str, **fields: Any) -> DreamCycle
 
 
 def start_cycle(
-    *, agent: Agent, trigger: str, actor: Any = None, enqueue: bool = True
+    *, agent: Agent, trigger: str, actor: Actor = None, enqueue: bool = True
 ) -> DreamCycle:
     """Queue a cycle; the partial unique constraint makes concurrent starts yield one cycle."""
     from dreams.tasks import run_dream_cycle
@@ -107,7 +108,7 @@ def start_cycle(
             cycle = DreamCycle.objects.create(
                 agent=locked,
                 trigger=trigger,
-                created_by=actor if getattr(actor, "is_authenticated", False) else None,
+                created_by=user_of(actor),
             )
             audit.record(
                 workspace=locked.workspace,
@@ -127,7 +128,7 @@ def start_cycle(
     return cycle
 
 
-def rerun_cycle(*, cycle: DreamCycle, actor: Any = None) -> DreamCycle:
+def rerun_cycle(*, cycle: DreamCycle, actor: Actor = None) -> DreamCycle:
     """A new cycle for the agent of a finished one (failed or cancelled runs are selectable)."""
     if cycle.is_active:
         raise CycleNotStarted(f"Cycle {cycle.pk} is still {cycle.status}.", active=cycle)
@@ -199,7 +200,7 @@ def _enter_stage(*, cycle: DreamCycle, stage: str, owner: str) -> None:
 
 
 def _finish(
-    *, cycle: DreamCycle, status: str, error: str = "", stop_reason: str = "", actor: Any = None
+    *, cycle: DreamCycle, status: str, error: str = "", stop_reason: str = "", actor: Actor = None
 ) -> None:
     with transaction.atomic():
         locked = (
@@ -241,7 +242,9 @@ def _finish(
     cycle.refresh_from_db()
 
 
-def cancel_cycle(*, cycle: DreamCycle, actor: Any = None, reason: str = "Cancelled.") -> DreamCycle:
+def cancel_cycle(
+    *, cycle: DreamCycle, actor: Actor = None, reason: str = "Cancelled."
+) -> DreamCycle:
     """Cancel a queued or running cycle (a finished one stays as it is)."""
     _finish(cycle=cycle, status=C.CANCELLED, error=reason, stop_reason="cancelled", actor=actor)
     cycle.refresh_from_db()  # also when it had finished already

@@ -113,7 +113,7 @@ def recorded_outcome_holds(run: Run, result: ReplayResult) -> tuple[bool, str]:
     return True, ""
 
 
-INHERITED = {
+INHERITED: dict[str, str] = {
     Run.GradedOn.ACTIONS: "Same tool calls as the recording; recorded outcome kept.",
     Run.GradedOn.ANSWER: "Equivalent final answer to the recording; recorded outcome kept.",
     Run.GradedOn.BOTH: "Same tool calls and an equivalent final answer; recorded outcome kept.",

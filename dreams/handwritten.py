@@ -7,11 +7,11 @@ failures matching a filter, chosen run ids, or by default the failures no dream 
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
+from agents.actors import Actor
 from agents.models import SYSTEM_PROMPT_DOCUMENT, Agent, ApiKey, ConfigVersion, Run, RunSet
 from agents.selectors import runs_for
 from agents.services import create_config_version
@@ -133,7 +133,7 @@ def judging_runs(*, agent: Agent, choice: RunChoice) -> list[Run]:
 def propose_change(
     *,
     agent: Agent,
-    actor: Any,
+    actor: Actor,
     title: str,
     rationale: str = "",
     documents: dict[str, str | None] | None = None,
@@ -182,7 +182,7 @@ def propose_change(
     return proposal
 
 
-def _label(actor: Any) -> str:
+def _label(actor: Actor) -> str:
     if isinstance(actor, ApiKey):
         return f"API key {actor.name} ({actor.prefix}…)"
-    return actor.get_username() if getattr(actor, "is_authenticated", False) else "system"
+    return actor.get_username() if actor is not None and actor.is_authenticated else "system"

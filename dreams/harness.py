@@ -156,7 +156,7 @@ def check_harness(*, runs: list[Run], version: ConfigVersion) -> dict[str, Any]:
     not_checked: list[dict[str, Any]] = []
     disagreements: list[dict[str, Any]] = []
     graders: dict[str, dict[str, int]] = {}
-    drift = {"runs": 0, "calls": 0, "examples": []}
+    drift: dict[str, Any] = {"runs": 0, "calls": 0, "examples": []}
     environment = any(run.agent.environment_url for run in runs)
     graded_runs = [run for run in runs if recorded_pass(run) is not None]
     # Replays first (with an environment, up to the agent's replay concurrency at once, one

@@ -37,7 +37,7 @@ def fence(data: Any) -> str:
 
 def unfence(text: str) -> list[str]:
     """Every fenced body in `text` (the simulated model and the tests read prompts with it)."""
-    bodies = []
+    bodies: list[str] = []
     start = 0
     while True:
         open_at = text.find("<<<RUN_DATA ", start)
@@ -200,7 +200,7 @@ def diagnose_prompt(pattern_title: str, summaries: list[dict[str, Any]]) -> str:
 
 def draft_prompt(
     *,
-    pattern: dict[str, Any],
+    pattern: dict[str, Any] | list[dict[str, Any]],
     summaries: list[dict[str, Any]],
     documents: dict[str, str],
     tools: list[str],

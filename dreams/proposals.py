@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents import audit
+from agents.actors import Actor, user_of
 from agents.models import Agent, ConfigVersion
 from dreams import signals
 from dreams.models import DreamCycle, FailurePattern, Proposal
@@ -58,7 +59,7 @@ def transition_proposal(
     *,
     proposal_id: int,
     to: str,
-    actor: Any = None,
+    actor: Actor = None,
     comment: str = "",
     expected_lock_version: int | None = None,
     action: str | None = None,
@@ -114,7 +115,7 @@ def create_proposal(
     patterns: list[FailurePattern] | None = None,
     flags: list[dict[str, str]] | None = None,
     source: str = Proposal.Source.DREAM,
-    author: Any = None,
+    author: Actor = None,
     revision_of: Proposal | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Proposal:
@@ -129,7 +130,7 @@ def create_proposal(
             rationale=rationale,
             flags=flags or [],
             source=source,
-            author=author if getattr(author, "is_authenticated", False) else None,
+            author=user_of(author),
             revision_of=revision_of,
             revision=(revision_of.revision + 1) if revision_of else 1,
             metadata=metadata or {},

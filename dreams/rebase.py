@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from merge3 import Merge3
 
+from agents.actors import Actor
 from agents.models import SYSTEM_PROMPT_DOCUMENT, ConfigVersion
 from agents.services import create_config_version
 from dreams.experiments import judging_runs, start_proposal_experiment
@@ -70,8 +71,7 @@ def merge_text(*, base: str, ours: str, theirs: str) -> tuple[str, list[dict[str
     merged: list[str] = []
     conflicts: list[dict[str, str]] = []
     for group in merger.merge_groups():
-        kind = group[0]
-        if kind == "conflict":
+        if group[0] == "conflict":
             _, old, mine, stable = group
             conflicts.append(
                 {"base": "".join(old), "proposal": "".join(mine), "stable": "".join(stable)}
@@ -114,7 +114,7 @@ def merge_documents(
     return merged, conflicts
 
 
-def rebase_proposal(*, proposal_id: int, actor: Any) -> Proposal:
+def rebase_proposal(*, proposal_id: int, actor: Actor) -> Proposal:
     """Rebase a stale proposal onto the stable version; returns the new revision or, on a
     conflict, the same proposal in changes requested."""
     with transaction.atomic():
@@ -164,7 +164,7 @@ def _revise_onto(
     old: Proposal,
     stable: ConfigVersion,
     merged: dict[str, str],
-    actor: Any,
+    actor: Actor,
     how: str = "Rebased",
 ) -> Proposal:
     """The merged documents as a new revision on `stable`; the old one is superseded and the
@@ -228,7 +228,7 @@ def has_markers(text: str) -> bool:
 
 
 def resolve_rebase_conflict(
-    *, proposal_id: int, actor: Any, documents: dict[str, str | None]
+    *, proposal_id: int, actor: Actor, documents: dict[str, str | None]
 ) -> Proposal:
     """Finish a conflicted rebase with the author's text for each conflicting document: the
     clean parts of the merge plus these texts become a new revision on the stable version,

@@ -12,7 +12,7 @@ from agents.models import Agent
 from dreams import spend
 from dreams.models import DreamCycle
 
-PERIODS = {
+PERIODS: dict[str, timedelta] = {
     Agent.Frequency.HOURLY: timedelta(hours=1),
     Agent.Frequency.DAILY: timedelta(days=1),
     Agent.Frequency.WEEKLY: timedelta(weeks=1),

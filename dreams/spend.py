@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import DecimalField, F, QuerySet, Sum, Value
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -33,7 +34,7 @@ class CapReached(Exception):
 
 def _token_sum(prefix: str = "") -> Any:
     fields = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
-    total = F(prefix + fields[0])
+    total: F | CombinedExpression = F(prefix + fields[0])
     for field in fields[1:]:
         total = total + F(prefix + field)
     return Coalesce(Sum(total), 0)

@@ -5,7 +5,8 @@ Thin wrappers that take ids and call a service; found by autodiscovery."""
 import logging
 
 import anthropic
-from celery import shared_task
+from celery import Task, shared_task
+from celery.contrib.django.task import DjangoTask
 
 from dreams import cycles, experiments, scheduling
 from dreams.managed import apply, hosted, sync, webhooks
@@ -57,7 +58,7 @@ def replay_chunk_task(experiment_id: int, run_ids: list[int]) -> None:
     max_retries=5,
     soft_time_limit=1800,
 )
-def run_dream_cycle(self, cycle_id: int) -> None:  # type: ignore[no-untyped-def]
+def run_dream_cycle(self: Task[[int], None], cycle_id: int) -> None:
     try:
         cycles.run_cycle(cycle_id=cycle_id)  # idempotent: safe to run twice
     except Exception as exc:
@@ -94,7 +95,7 @@ def sync_all() -> None:
     hosted.archive_decided_outputs()
 
 
-@shared_task(name="dreams.managed.sync_agent", acks_late=True, soft_time_limit=900)
+@shared_task(name="dreams.managed.sync_agent", acks_late=True, soft_time_limit=900, base=DjangoTask)
 def sync_agent_sessions(link_id: int) -> None:
     if not ManagedAgentLink.objects.filter(pk=link_id).exists():
         logger.info("link %s is gone; nothing to sync", link_id)
@@ -109,12 +110,12 @@ def sync_agent_sessions(link_id: int) -> None:
         sync.record_sync_error(link_id=link_id, message=f"{type(exc).__name__}: {exc}")
 
 
-@shared_task(name="dreams.managed.sync_webhook_session", acks_late=True)
+@shared_task(name="dreams.managed.sync_webhook_session", acks_late=True, base=DjangoTask)
 def sync_webhook_session(event_pk: int) -> None:
     webhooks.sync_webhook_session(event_pk=event_pk)
 
 
-@shared_task(name="dreams.managed.submit_hosted_dream", acks_late=True)
+@shared_task(name="dreams.managed.submit_hosted_dream", acks_late=True, base=DjangoTask)
 def submit_hosted_dream(hosted_id: int) -> None:
     dream = hosted.submit(hosted_id=hosted_id)
     if dream.dream_id and not dream.is_terminal:
@@ -122,7 +123,7 @@ def submit_hosted_dream(hosted_id: int) -> None:
 
 
 @shared_task(name="dreams.managed.poll_hosted_dream", bind=True, acks_late=True)
-def poll_hosted_dream(self, hosted_id: int) -> None:  # noqa: ANN001 - bound task
+def poll_hosted_dream(self: Task[[int], None], hosted_id: int) -> None:
     if not HostedDream.objects.filter(pk=hosted_id).exists():
         return
     dream = hosted.poll(hosted_id=hosted_id)
@@ -138,7 +139,7 @@ def _schedule_poll(dream: HostedDream) -> None:
     poll_hosted_dream.apply_async((dream.pk,), countdown=hosted.poll_delay(dream.poll_count))
 
 
-@shared_task(name="dreams.managed.apply_memory", acks_late=True)
+@shared_task(name="dreams.managed.apply_memory", acks_late=True, base=DjangoTask)
 def apply_memory(proposal_id: int, user_id: int | None = None) -> None:
     from django.contrib.auth import get_user_model
 

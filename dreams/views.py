@@ -15,13 +15,14 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from agents.access import get_agent_for, principal_for
+from agents.middleware import HtmxHttpRequest
 from dreams import cycles, experiments, reports, selectors, spend
 from dreams.access import get_cycle_for
 from dreams.models import DreamCycle, Experiment
 
 
 @login_required
-def dreams_list(request: HttpRequest) -> HttpResponse:
+def dreams_list(request: HtmxHttpRequest) -> HttpResponse:
     """Every cycle of the workspace, newest first; `?agent=<slug>` narrows it to one agent (the
     agent page polls that list's table while a cycle runs)."""
     principal = principal_for(request)

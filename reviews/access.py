@@ -1,25 +1,25 @@
 """Who may see and decide on a proposal. Every proposal page and action resolves through here."""
 
-from typing import Any
-
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
 from django.http import Http404
 
 from agents.access import Principal
+from agents.actors import Actor, user_of
 from agents.models import Membership
 from dreams.models import Proposal
 
 
-def get_proposal_for_user(user: Any, pk: int, *, write: bool = False) -> Proposal:
+def get_proposal_for_user(user: Actor, pk: int, *, write: bool = False) -> Proposal:
     """The proposal if `user` is a member of its workspace (else 404); `write` needs a reviewer role (else 403).
 
     One query; the caller's role is attached as `proposal.viewer_role`.
     """
-    if not getattr(user, "is_authenticated", False):
+    person = user_of(user)
+    if person is None:
         raise Http404("No such proposal.")
     proposal = (
-        Proposal.objects.filter(pk=pk, agent__workspace__memberships__user=user)
+        Proposal.objects.filter(pk=pk, agent__workspace__memberships__user=person)
         .select_related(
             "agent",
             "agent__workspace",

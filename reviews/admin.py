@@ -1,6 +1,6 @@
 """Read-only admin views of webhook deliveries: state changes go through the services."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib import admin
 from django.http import HttpRequest
@@ -23,14 +23,14 @@ class WebhookAttemptInline(admin.TabularInline):
     model = WebhookAttempt
     extra = 0
     can_delete = False
-    readonly_fields = [
+    readonly_fields: ClassVar[tuple[str, ...]] = (
         "number",
         "started_at",
         "duration_ms",
         "status_code",
         "error",
         "response_excerpt",
-    ]
+    )
     fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

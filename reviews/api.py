@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from agents import run_sets
 from agents.access import Principal, get_agent_for, principal_for
+from agents.actors import Person, user_of
 from agents.api import WorkspaceMixin
 from agents.models import ApiKey
 from agents.run_sets_api import RunSetSerializer
@@ -61,17 +62,16 @@ class CanReview(permissions.BasePermission):
         return principal_for(request).can_review
 
 
-def person_for(principal: Principal) -> Any:
+def person_for(principal: Principal) -> Person:
     """Who decides: the signed-in member, or the member who created the API key."""
     actor = principal.actor
-    if isinstance(actor, ApiKey):
-        if actor.created_by is None:
-            raise PermissionDenied(
-                "This API key acts for no person; decisions, comments and assignments are "
-                "made by a member (use a key created by one, or a session)."
-            )
-        return actor.created_by
-    return actor
+    person = actor.created_by if isinstance(actor, ApiKey) else user_of(actor)
+    if person is None:
+        raise PermissionDenied(
+            "This API key acts for no person; decisions, comments and assignments are "
+            "made by a member (use a key created by one, or a session)."
+        )
+    return person
 
 
 def _refused(exc: services.DecisionRefused) -> Response:
@@ -100,7 +100,8 @@ class ProposalSummary(serializers.Serializer):
     agent = serializers.CharField(source="agent.slug")
     title = serializers.CharField()
     status = serializers.CharField()
-    source = serializers.CharField(help_text="dream | hosted_dream | human (written by a person)")
+    # DRF's metaclass takes declared fields off the class; the stubs see Field.source.
+    source = serializers.CharField(help_text="dream | hosted_dream | human (written by a person)")  # type: ignore[assignment]
     revision = serializers.IntegerField()
     base_version = serializers.IntegerField(source="base_version.number")
     candidate_version = serializers.IntegerField(source="candidate_version.number")
@@ -125,7 +126,7 @@ class ProposalSummary(serializers.Serializer):
         return bool(value) if value is not None else rebase.is_stale(p)
 
     def get_assignee(self, p: Proposal) -> str | None:
-        return p.assignee.get_username() if p.assignee_id else None
+        return p.assignee.get_username() if p.assignee else None
 
     def get_approvals(self, p: Proposal) -> int:
         # The list annotates the count (NULL when there is none): no query per row.
@@ -166,7 +167,7 @@ class ProposalDetail(ProposalSummary):
     )
 
     def get_author(self, p: Proposal) -> str | None:
-        return p.author.get_username() if p.author_id else None
+        return p.author.get_username() if p.author else None
 
     def get_written_by(self, p: Proposal) -> str:
         return str(p.metadata.get("written_by") or (self.get_author(p) or p.source))
@@ -290,7 +291,7 @@ class ProposalList(WorkspaceMixin, generics.ListAPIView):
             stale=bool(query_bool(params, "stale")),
             verdict=verdict,
         )
-        user = self.principal.actor if not isinstance(self.principal.actor, ApiKey) else None
+        user = user_of(self.principal.actor)
         if assigned == "me" and user is None:
             raise ValidationError({"assigned": ["an API key has no assignments"]})
         scoped = selectors.queue_scope(
@@ -679,7 +680,8 @@ def _run_choice(data: dict[str, Any] | None) -> handwritten.RunChoice:
         config_version=data.get("config_version"),
         negative_feedback=data.get("negative_feedback"),
         use_filter=True,
-        **times,
+        since=times.get("since"),
+        until=times.get("until"),
     )
 
 

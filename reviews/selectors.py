@@ -19,6 +19,7 @@ from django.db.models import (
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
+from agents.actors import Actor, Person, user_of
 from agents.models import Agent, Run, Workspace
 from agents.transcripts import message_index_of_step
 from dreams import stats as verdicts
@@ -157,7 +158,9 @@ def _flag_filter(flag: str) -> Q:
     return Q(flags_text__contains=f'"{flag}"')
 
 
-def queue_scope(*, workspace: Workspace, filters: QueueFilters, user: Any = None) -> QuerySet:
+def queue_scope(
+    *, workspace: Workspace, filters: QueueFilters, user: Person | None = None
+) -> QuerySet[Proposal]:
     """The workspace's proposals narrowed by the queue's agent, assignee and flag filters."""
     scoped = Proposal.objects.filter(agent__workspace=workspace)
     if filters.agent:
@@ -177,7 +180,7 @@ def queue_scope(*, workspace: Workspace, filters: QueueFilters, user: Any = None
     return scoped
 
 
-def queue_rows(*, scoped: QuerySet, filters: QueueFilters) -> QuerySet:
+def queue_rows(*, scoped: QuerySet[Proposal], filters: QueueFilters) -> QuerySet[Proposal]:
     """The queue's rows in its order, with latest stats, approvals and staleness annotated."""
     rows = scoped if filters.status == "all" else scoped.filter(status=filters.status)
     if filters.stale:
@@ -198,7 +201,7 @@ def queue_rows(*, scoped: QuerySet, filters: QueueFilters) -> QuerySet:
 
 
 def review_queue(
-    *, workspace: Workspace, filters: QueueFilters, user: Any = None
+    *, workspace: Workspace, filters: QueueFilters, user: Person | None = None
 ) -> dict[str, Any]:
     """The queue page: one page of proposals with their latest stats, plus counts per status."""
     scoped = queue_scope(workspace=workspace, filters=filters, user=user)
@@ -450,7 +453,7 @@ def assignable_reviewers(*, workspace: Workspace) -> list[Any]:
     )
 
 
-def page_numbers(page: Page) -> list[int | None]:
+def page_numbers(page: Page[Any]) -> list[int | None]:
     """Page links with gaps: 1 … 4 5 [6] 7 8 … 40."""
     total, current = page.paginator.num_pages, page.number
     wanted = {1, total, *range(current - 2, current + 3)}
@@ -476,7 +479,7 @@ def queue_neighbours(*, proposal: Proposal) -> dict[str, int | None]:
     return {"previous": preceding.first(), "next": following.first()}
 
 
-def last_reviewed_revision(*, proposal: Proposal, user: Any) -> Proposal | None:
+def last_reviewed_revision(*, proposal: Proposal, user: Actor) -> Proposal | None:
     """The latest earlier revision of this proposal that `user` decided or commented on."""
     chain: list[int] = []
     current = proposal.revision_of_id
@@ -485,14 +488,15 @@ def last_reviewed_revision(*, proposal: Proposal, user: Any) -> Proposal | None:
         current = (
             Proposal.objects.filter(pk=current).values_list("revision_of_id", flat=True).first()
         )
-    if not chain or user is None or not user.is_authenticated:
+    person = user_of(user)
+    if not chain or person is None:
         return None
     touched = set(
-        Decision.objects.filter(proposal_id__in=chain, reviewer=user).values_list(
+        Decision.objects.filter(proposal_id__in=chain, reviewer=person).values_list(
             "proposal_id", flat=True
         )
     ) | set(
-        ReviewComment.objects.filter(proposal_id__in=chain, author=user).values_list(
+        ReviewComment.objects.filter(proposal_id__in=chain, author=person).values_list(
             "proposal_id", flat=True
         )
     )

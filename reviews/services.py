@@ -13,6 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agents import audit
+from agents.actors import Actor, Person
 from agents.models import Membership, Run
 from agents.services import create_config_version
 from dreams import stats
@@ -42,7 +43,7 @@ class StaleProposal(InvalidTransition):
     """Someone decided or edited since the caller loaded the page."""
 
 
-def _role(*, proposal: Proposal, user: Any) -> str | None:
+def _role(*, proposal: Proposal, user: Person) -> str | None:
     return (
         Membership.objects.filter(workspace_id=proposal.agent.workspace_id, user=user)
         .values_list("role", flat=True)
@@ -61,7 +62,7 @@ def _lock(*, proposal_id: int, expected_lock_version: int | None, to: str) -> Pr
     return proposal
 
 
-def _check_reviewer(*, proposal: Proposal, reviewer: Any) -> str:
+def _check_reviewer(*, proposal: Proposal, reviewer: Person) -> str:
     role = _role(proposal=proposal, user=reviewer)
     if role not in (Membership.Role.REVIEWER, Membership.Role.ADMIN):
         raise DecisionRefused("Only reviewers and admins can decide on proposals.", code="role")
@@ -84,7 +85,7 @@ def approvals_needed(*, proposal: Proposal) -> int:
 def approve_proposal(
     *,
     proposal_id: int,
-    reviewer: Any,
+    reviewer: Person,
     comment: str = "",
     expected_lock_version: int | None = None,
     acknowledge_verdict: bool = False,
@@ -101,8 +102,10 @@ def approve_proposal(
         if proposal.status not in (S.READY, S.HALTED):
             raise InvalidTransition(proposal, S.APPROVED)
         if is_stale(proposal):
+            stable = proposal.agent.stable_version
+            assert stable is not None  # noqa: S101 - a stale proposal's agent has a stable version
             raise DecisionRefused(
-                f"The stable version is now v{proposal.agent.stable_version.number}, not this "
+                f"The stable version is now v{stable.number}, not this "
                 "proposal's base; rebase it onto the stable version before approving.",
                 code="stale_base",
             )
@@ -170,7 +173,7 @@ def approve_proposal(
 def _decide_with_comment(
     *,
     proposal_id: int,
-    reviewer: Any,
+    reviewer: Person,
     comment: str,
     expected_lock_version: int | None,
     to: str,
@@ -201,7 +204,7 @@ def _decide_with_comment(
 
 
 def reject_proposal(
-    *, proposal_id: int, reviewer: Any, comment: str, expected_lock_version: int | None = None
+    *, proposal_id: int, reviewer: Person, comment: str, expected_lock_version: int | None = None
 ) -> Proposal:
     """Reject for good; a comment is required."""
     return _decide_with_comment(
@@ -216,7 +219,7 @@ def reject_proposal(
 
 
 def request_changes(
-    *, proposal_id: int, reviewer: Any, comment: str, expected_lock_version: int | None = None
+    *, proposal_id: int, reviewer: Person, comment: str, expected_lock_version: int | None = None
 ) -> Proposal:
     """Send the proposal back with a required comment; an edit then makes a new revision."""
     return _decide_with_comment(
@@ -236,7 +239,7 @@ EDITABLE = (S.DRAFTED, S.READY, S.CHANGES_REQUESTED)
 def edit_proposal(
     *,
     proposal_id: int,
-    editor: Any,
+    editor: Person,
     system_prompt: str,
     memory_documents: dict[str, str],
     note: str = "",
@@ -310,7 +313,7 @@ def edit_proposal(
     return new
 
 
-def assign_proposal(*, proposal_id: int, actor: Any, assignee: Any | None) -> Proposal:
+def assign_proposal(*, proposal_id: int, actor: Person, assignee: Person | None) -> Proposal:
     """Give the proposal to one reviewer (or nobody); the assignee must be able to review."""
     with transaction.atomic():
         proposal = _lock(proposal_id=proposal_id, expected_lock_version=None, to="assign")
@@ -343,7 +346,7 @@ def assign_proposal(*, proposal_id: int, actor: Any, assignee: Any | None) -> Pr
 def comment_on_proposal(
     *,
     proposal_id: int,
-    author: Any,
+    author: Person,
     body: str,
     document: str = "",
     line: str = "",
@@ -397,7 +400,7 @@ def comment_on_proposal(
 
 
 def save_replays_as_run_set(
-    *, proposal: Proposal, actor: Any, name: str, outcome: str = "", pinned: bool = False
+    *, proposal: Proposal, actor: Actor, name: str, outcome: str = "", pinned: bool = False
 ) -> Any:
     """A run set of the runs the proposal's latest experiment replayed (all, or one outcome
     such as `regressed`), so they can be pinned for every later experiment."""
@@ -424,7 +427,7 @@ def save_replays_as_run_set(
     )
 
 
-def resolve_thread(*, comment_id: int, actor: Any, resolved: bool = True) -> Any:
+def resolve_thread(*, comment_id: int, actor: Person, resolved: bool = True) -> Any:
     """Resolve (or reopen) a diff comment thread; reviewers and admins only."""
     from reviews.models import ReviewComment
 

@@ -3,21 +3,24 @@
 import logging
 
 from celery import shared_task
+from celery.contrib.django.task import DjangoTask
 
 from reviews import digest, notifications
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, name="reviews.deliver_webhook", acks_late=True, max_retries=None)
-def deliver_webhook(self, delivery_id: int) -> str:  # type: ignore[no-untyped-def]
+@shared_task(
+    bind=True, name="reviews.deliver_webhook", acks_late=True, max_retries=None, base=DjangoTask
+)
+def deliver_webhook(self: DjangoTask[[int], str], delivery_id: int) -> str:
     outcome = notifications.deliver(delivery_id=delivery_id)
     if outcome.retry_in is not None and not self.request.is_eager:
         # Attempts are capped by REVERIE_WEBHOOK_MAX_ATTEMPTS inside `deliver`.
         raise self.retry(countdown=outcome.retry_in)
     if outcome.retry_in is not None:
         # Eager mode (embedded, tests): no broker to wait on, so try again at once.
-        return deliver_webhook.run(delivery_id)
+        return self.run(delivery_id)
     return outcome.status
 
 

@@ -125,13 +125,13 @@ def align(
             if step >= len(groups):
                 cells[name] = None
                 continue
-            messages = [(i, columns[name][i]) for i in groups[step]]
+            numbered = [(i, columns[name][i]) for i in groups[step]]
             same = name == "recorded" or all(
-                recorded_at.get(i) == _comparable(m) for i, m in messages
+                recorded_at.get(i) == _comparable(m) for i, m in numbered
             )
             at = divergence.get(name)
             cells[name] = Cell(
-                messages=messages,
+                messages=numbered,
                 divergence=at if at is not None and at in groups[step] else None,
                 same_as_recorded=same,
             )

@@ -15,7 +15,9 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect, reselect, reswap, retarget
 
 from agents.access import get_agent_for, principal_for
+from agents.actors import person_of, user_of
 from agents.charts import pass_rate_chart
+from agents.middleware import HtmxHttpRequest
 from agents.models import ConfigVersion, Membership
 from agents.run_sets import RunSetInvalid, run_sets_for
 from dreams import experiments, handwritten, rebase
@@ -42,11 +44,11 @@ def _int(value: Any, default: int | None = None) -> int | None:
 
 
 @login_required
-def queue(request: HttpRequest) -> HttpResponse:
+def queue(request: HtmxHttpRequest) -> HttpResponse:
     principal = principal_for(request)
     filters = selectors.QueueFilters.from_query(request.GET)
     context = selectors.review_queue(
-        workspace=principal.workspace, filters=filters, user=request.user
+        workspace=principal.workspace, filters=filters, user=user_of(request.user)
     )
     context["page_numbers"] = selectors.page_numbers(context["page"])
     template = "reviews/queue.html"
@@ -132,7 +134,7 @@ def _proposal_context(request: HttpRequest, proposal: Any, **extra: Any) -> dict
 
 
 @login_required
-def proposal_page(request: HttpRequest, pk: int) -> HttpResponse:
+def proposal_page(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk)
     context = _proposal_context(request, proposal)
     template = "reviews/proposal.html"
@@ -156,12 +158,12 @@ def proposal_page(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-def replay_detail(request: HttpRequest, pk: int, run_id: int) -> HttpResponse:
+def replay_detail(request: HtmxHttpRequest, pk: int, run_id: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk)
     experiment = Experiment.objects.filter(proposal=proposal).order_by("-id").first()
     if experiment is None or not experiment.replays.filter(run_id=run_id).exists():
         raise Http404("No replay of that run in this proposal's experiment.")
-    context = {"proposal": proposal, "experiment": experiment}
+    context: dict[str, Any] = {"proposal": proposal, "experiment": experiment}
     context.update(selectors.replay_pair(experiment=experiment, run_id=run_id))
     context["arm_heads"] = [
         ("baseline", context["baseline"], experiment.baseline_version.number),
@@ -186,7 +188,7 @@ def decide(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         service(
             proposal_id=proposal.pk,
-            reviewer=request.user,
+            reviewer=person_of(request),
             comment=comment,
             expected_lock_version=_int(request.POST.get("lock_version")),
             **(extra if action == "approve" else {}),
@@ -224,7 +226,7 @@ def _refuse(
 
 
 @login_required
-def edit_page(request: HttpRequest, pk: int) -> HttpResponse:
+def edit_page(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     proposal = get_proposal_for_user(request.user, pk, write=True)
     candidate = proposal.candidate_version
     docs = [
@@ -244,7 +246,7 @@ def edit_page(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             new = services.edit_proposal(
                 proposal_id=proposal.pk,
-                editor=request.user,
+                editor=person_of(request),
                 system_prompt=system_prompt,
                 memory_documents=memory,
                 note=request.POST.get("note", "")[:300],
@@ -346,7 +348,9 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     assignee_id = _int(request.POST.get("assignee"))
     assignee = get_user_model().objects.filter(pk=assignee_id).first() if assignee_id else None
     try:
-        services.assign_proposal(proposal_id=proposal.pk, actor=request.user, assignee=assignee)
+        services.assign_proposal(
+            proposal_id=proposal.pk, actor=person_of(request), assignee=assignee
+        )
     except services.DecisionRefused as refused:
         messages.error(request, str(refused))
     else:
@@ -363,7 +367,7 @@ def comment(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         made = services.comment_on_proposal(
             proposal_id=proposal.pk,
-            author=request.user,
+            author=person_of(request),
             body=request.POST.get("body", ""),
             document=request.POST.get("document", ""),
             line=request.POST.get("line", ""),
@@ -385,7 +389,7 @@ def resolve_thread(request: HttpRequest, pk: int, comment_id: int) -> HttpRespon
         raise Http404("No such thread on this proposal.")
     resolved = request.POST.get("resolved", "1") == "1"
     try:
-        services.resolve_thread(comment_id=comment_id, actor=request.user, resolved=resolved)
+        services.resolve_thread(comment_id=comment_id, actor=person_of(request), resolved=resolved)
     except services.DecisionRefused as refused:
         messages.error(request, str(refused))
     return redirect(reverse("proposal-detail", args=[proposal.pk]) + f"#c-{comment_id}")

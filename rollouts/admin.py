@@ -1,6 +1,6 @@
 """Read-only admin views of rollouts and their stages: state changes go through the services."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib import admin
 from django.http import HttpRequest
@@ -13,7 +13,7 @@ class RolloutStageInline(admin.TabularInline):
     model = RolloutStage
     extra = 0
     can_delete = False
-    fields = [
+    fields: ClassVar[tuple[str, ...]] = (
         "index",
         "percent",
         "status",
@@ -24,7 +24,7 @@ class RolloutStageInline(admin.TabularInline):
         "started_at",
         "ended_at",
         "verdict",
-    ]
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

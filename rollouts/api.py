@@ -50,12 +50,18 @@ class RolloutStageSerializer(serializers.ModelSerializer):
 
 
 class RolloutSerializer(serializers.ModelSerializer):
-    agent = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    agent: "serializers.SlugRelatedField[Any]" = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
     status = serializers.CharField(
         read_only=True, help_text="running | awaiting_approval | completed | halted | rolled_back"
     )
-    from_version = serializers.SlugRelatedField(slug_field="number", read_only=True)
-    to_version = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    from_version: "serializers.SlugRelatedField[Any]" = serializers.SlugRelatedField(
+        slug_field="number", read_only=True
+    )
+    to_version: "serializers.SlugRelatedField[Any]" = serializers.SlugRelatedField(
+        slug_field="number", read_only=True
+    )
     created_by = serializers.CharField(source="created_by_label", read_only=True)
     stage = serializers.SerializerMethodField(help_text="current stage number, from 1")
     stages = RolloutStageSerializer(many=True, read_only=True)

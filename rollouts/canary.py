@@ -162,12 +162,12 @@ def compare_arms(
     return Comparison(verdict="ok", p_values=p_values, alpha=alpha, min_sample=min_sample)
 
 
-def _p95(values: list[int]) -> float | None:
-    if not values:
+def _p95(values: list[int | None]) -> float | None:
+    ordered = sorted(v for v in values if v is not None)
+    if not ordered:
         return None
-    values = sorted(values)
-    rank = max(1, math.ceil(0.95 * len(values)))  # nearest-rank percentile
-    return float(values[rank - 1])
+    rank = max(1, math.ceil(0.95 * len(ordered)))  # nearest-rank percentile
+    return float(ordered[rank - 1])
 
 
 def _arm_runs(*, agent_id: int, version_id: int, since: datetime | None, until: datetime) -> Any:
@@ -239,7 +239,7 @@ def look_for(n: int, min_sample: int) -> tuple[int, int] | None:
 
 def look_alpha(alpha: float, k: int) -> float:
     """α spent at look k: α/2, α/4, … so all looks together spend at most α."""
-    return alpha / 2 ** (k + 1)
+    return alpha / 2.0 ** (k + 1)
 
 
 def sequential_comparison(

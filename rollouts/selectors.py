@@ -28,8 +28,8 @@ def agent_split(agent: Agent) -> dict[str, Any]:
     canary = agent.canary_percent if agent.canary_version_id else 0
     return {
         "agent": agent,
-        "stable_number": agent.stable_version.number if agent.stable_version_id else None,
-        "canary_number": agent.canary_version.number if agent.canary_version_id else None,
+        "stable_number": agent.stable_version.number if agent.stable_version else None,
+        "canary_number": agent.canary_version.number if agent.canary_version else None,
         "canary_percent": canary,
         "stable_percent": 100 - canary,
         "active_rollout": Rollout.objects.filter(agent=agent, status__in=Rollout.ACTIVE).first(),

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents import audit
+from agents.actors import Actor, Person, user_of
 from agents.models import Agent, Run
 from dreams.models import Proposal
 from dreams.proposals import transition_proposal
@@ -102,13 +103,14 @@ def stage_readiness(
     return Readiness(canary_runs=canary_runs, elapsed=elapsed, reasons=reasons)
 
 
-def _user(actor: Any) -> Any:
+def _user(actor: Actor) -> "Person | None":
     """The actor as a user for a foreign key; None for API keys and the system."""
-    return audit.actor_fields(actor)["actor"]
+    return user_of(actor)
 
 
-def _label(actor: Any) -> str:
-    return audit.actor_fields(actor)["actor_label"]
+def _label(actor: Actor) -> str:
+    label: str = audit.actor_fields(actor)["actor_label"]
+    return label
 
 
 def _lock(rollout_id: int) -> tuple[Rollout, Agent]:
@@ -130,8 +132,8 @@ def _current_stage(rollout: Rollout) -> RolloutStage:
 
 def _routing(agent: Agent) -> dict[str, Any]:
     return {
-        "stable_version": agent.stable_version.number if agent.stable_version_id else None,
-        "canary_version": agent.canary_version.number if agent.canary_version_id else None,
+        "stable_version": agent.stable_version.number if agent.stable_version else None,
+        "canary_version": agent.canary_version.number if agent.canary_version else None,
         "canary_percent": agent.canary_percent,
     }
 
@@ -139,7 +141,7 @@ def _routing(agent: Agent) -> dict[str, Any]:
 def start_rollout(
     *,
     proposal_id: int,
-    actor: Any,
+    actor: Actor,
     stages: list[int] | None = None,
     min_runs: int | None = None,
     min_duration: timedelta | None = None,
@@ -157,7 +159,7 @@ def start_rollout(
             .select_related("workspace", "stable_version")
             .get(pk=proposal.agent_id)
         )
-        if agent.stable_version_id is None:
+        if agent.stable_version is None:
             raise RolloutError("The agent has no stable version to roll out from.")
         if agent.stable_version_id == proposal.candidate_version_id:
             raise RolloutError("The candidate is already the stable version.")
@@ -222,7 +224,7 @@ def _halt(
     *,
     rollout: Rollout,
     agent: Agent,
-    actor: Any,
+    actor: Actor,
     reason: str,
     automatic: bool,
     status: str,
@@ -273,7 +275,7 @@ def _halt(
     )
 
 
-def approve_stage(*, rollout_id: int, actor: Any, now: datetime | None = None) -> Rollout:
+def approve_stage(*, rollout_id: int, actor: Actor, now: datetime | None = None) -> Rollout:
     """Advance to the next stage (or complete on the last one) once the minimums are met.
 
     The canary analysis runs again under the lock: a regression found at approval time halts
@@ -333,7 +335,7 @@ def approve_stage(*, rollout_id: int, actor: Any, now: datetime | None = None) -
     return rollout
 
 
-def complete_rollout(*, rollout_id: int, actor: Any) -> Rollout:
+def complete_rollout(*, rollout_id: int, actor: Actor) -> Rollout:
     """Approve the final stage: the candidate becomes the stable version."""
     rollout = Rollout.objects.get(pk=rollout_id)
     if rollout.stages.filter(index__gt=rollout.current_stage).exists():
@@ -341,7 +343,7 @@ def complete_rollout(*, rollout_id: int, actor: Any) -> Rollout:
     return approve_stage(rollout_id=rollout_id, actor=actor)
 
 
-def halt_rollout(*, rollout_id: int, actor: Any, reason: str, automatic: bool = False) -> Rollout:
+def halt_rollout(*, rollout_id: int, actor: Actor, reason: str, automatic: bool = False) -> Rollout:
     """Stop the rollout now and send all traffic back to the stable version."""
     with transaction.atomic():
         rollout, agent = _lock(rollout_id)
@@ -359,7 +361,7 @@ def halt_rollout(*, rollout_id: int, actor: Any, reason: str, automatic: bool = 
     return rollout
 
 
-def roll_back(*, rollout_id: int, actor: Any, reason: str = "") -> Rollout:
+def roll_back(*, rollout_id: int, actor: Actor, reason: str = "") -> Rollout:
     """Undo a rollout: an active one stops at once; a completed one restores the old stable."""
     reason = reason or "rolled back by hand"
     with transaction.atomic():

@@ -11,6 +11,7 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
 from agents.access import get_agent_for, principal_for
+from agents.middleware import HtmxHttpRequest
 from dreams.models import Proposal
 from dreams.proposals import InvalidTransition
 from rollouts import services
@@ -51,12 +52,13 @@ def rollout_start(request: HttpRequest, proposal_id: int) -> HttpResponse:
     except (services.RolloutError, InvalidTransition) as exc:
         messages.error(request, str(exc))
         return redirect("rollout-list")
-    messages.success(request, f"Rollout started at {rollout.stages.first().percent}%.")
+    first = rollout.stages.first()
+    messages.success(request, f"Rollout started at {first.percent if first else 0}%.")
     return redirect("rollout-detail", pk=rollout.pk)
 
 
 @login_required
-def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def rollout_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     principal = principal_for(request)
     rollout = get_rollout_for(principal, pk)
     context = {**rollout_page(rollout), "can_act": principal.can_review}

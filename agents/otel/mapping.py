@@ -276,7 +276,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
     for tool in _json(value) or []:
         if not isinstance(tool, dict):
             continue
-        function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        function = tool["function"] if isinstance(tool.get("function"), dict) else tool
         if isinstance(function.get("name"), str) and function["name"]:
             entry = {"name": function["name"]}
             if function.get("description"):

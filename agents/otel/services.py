@@ -327,19 +327,19 @@ def _extend_trace(
             row.save(update_fields=["data", "span_ids", "span_count", "received_at"])
         trace.last_received_at = now
         everything = [span for row in buffered.values() for span in orjson.loads(row.data)]
-        row = _run_row(agent=agent, agents=agents, key=key, spans=everything)
+        fields = _run_row(agent=agent, agents=agents, key=key, spans=everything)
         run = trace.run
         if run is None:
             if Run.objects.filter(agent=agent, external_id=key).exists():
                 raise _Rejected(f"{key}: {TAKEN}")
-            run = Run.objects.create(**row)
+            run = Run.objects.create(**fields)
             trace.run = run
         else:
-            if row["status"] == Run.Status.UNKNOWN:
-                row["status"] = run.status  # an outcome sent later through the API stays
-                row["outcome_reason"] = row["outcome_reason"] or run.outcome_reason
+            if fields["status"] == Run.Status.UNKNOWN:
+                fields["status"] = run.status  # an outcome sent later through the API stays
+                fields["outcome_reason"] = fields["outcome_reason"] or run.outcome_reason
             for name in REBUILT_FIELDS:
-                setattr(run, name, row[name])
+                setattr(run, name, fields[name])
             run.save(update_fields=[f.removesuffix("_id") for f in REBUILT_FIELDS])
         trace.save(update_fields=["last_received_at", "run"])
         return run.pk

@@ -8,6 +8,7 @@ the ticket's employee holds the requested group within its policy, and no grant 
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
 GROUPS: dict[str, dict[str, Any]] = {
@@ -73,11 +74,12 @@ class Directory:
 
     def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
         """Dispatch a tool call by name (unknown tools and bad arguments are tool errors)."""
-        tool = {
+        tools: dict[str, Callable[..., tuple[str, bool]]] = {
             "lookup_employee": self.lookup_employee,
             "get_access_policy": self.get_access_policy,
             "grant_access": self.grant_access,
-        }.get(name)
+        }
+        tool = tools.get(name)
         if tool is None:
             return dumps({"error": f"unknown tool {name}"}), True
         try:

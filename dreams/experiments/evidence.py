@@ -138,7 +138,7 @@ def _pattern_members(experiment: Experiment) -> dict[str, set[int]]:
         experiment.regression_runs.values_list("pk", flat=True)
     )
     memberships = PatternRun.objects.filter(run_id__in=run_ids)
-    if experiment.proposal_id:
+    if experiment.proposal:
         pattern_ids = list(experiment.proposal.patterns.values_list("pk", flat=True))
         if pattern_ids:
             memberships = memberships.filter(pattern_id__in=pattern_ids)

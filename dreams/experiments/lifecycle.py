@@ -18,6 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents import audit
+from agents.access import Principal
+from agents.actors import Actor
 from agents.models import Agent, ConfigVersion, Run
 from config.celery import enqueue_on_commit
 from dreams import signals
@@ -128,7 +130,7 @@ def judging_runs(proposal: Proposal) -> list[Run]:
     named = meta.get("heldout_run_ids") or meta.get("target_run_ids")
     if named:
         return list(Run.objects.filter(agent=proposal.agent, pk__in=named).order_by("id"))
-    if proposal.cycle_id:
+    if proposal.cycle:
         return list(proposal.cycle.runs.order_by("id"))
     return []
 
@@ -275,7 +277,7 @@ def finish_experiment(*, experiment_id: int, early_stop: dict[str, Any] | None =
         experiment.stats = compute_stats(experiment, early_stop=early_stop)
         experiment.fidelity = experiment.stats["fidelity"]
         experiment.status = E.STOPPED_EARLY if stopped else E.COMPLETED
-        experiment.stop_reason = early_stop["reason"] if stopped else ""
+        experiment.stop_reason = early_stop["reason"] if stopped and early_stop else ""
         experiment.finished_at = timezone.now()
         replays = Replay.objects.filter(experiment=experiment)
         failed = replays.filter(status=Replay.Status.FAILED)
@@ -367,7 +369,7 @@ def stale_experiments(*, now: Any = None) -> list[int]:
     return ids
 
 
-def cancel_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
+def cancel_experiment(*, experiment_id: int, actor: Actor = None) -> Experiment:
     """Stop an open experiment: its chunks stop at their next slot; re-running resumes it."""
     with transaction.atomic():
         experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
@@ -430,7 +432,7 @@ def can_rerun(experiment: Experiment) -> bool:
     return experiment.status == E.FAILED or is_stuck(experiment)
 
 
-def rerun_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
+def rerun_experiment(*, experiment_id: int, actor: Actor = None) -> Experiment:
     """Queue a failed, cancelled or stuck experiment again; only the slots not done are replayed."""
     from dreams.tasks import run_experiment_task
 
@@ -463,7 +465,7 @@ def rerun_experiment(*, experiment_id: int, actor: Any = None) -> Experiment:
     return experiment
 
 
-def get_experiment_for(principal: Any, pk: int) -> Experiment:
+def get_experiment_for(principal: Principal, pk: int) -> Experiment:
     """The experiment, scoped to the caller's workspace (404 otherwise)."""
     from django.http import Http404
 

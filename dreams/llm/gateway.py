@@ -15,7 +15,7 @@ import time
 import weakref
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anthropic
 import httpx2
@@ -38,6 +38,9 @@ from dreams.llm.base import (
 )
 from dreams.llm.budget import BudgetGuard
 from dreams.models import DreamCycle, Experiment, ModelCall, Replay
+
+if TYPE_CHECKING:
+    from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 
 SIMULATED_BASE_URL = "http://simulated.reverie.local"
 RECORDED_BASE_URL = "http://recorded.reverie.local"
@@ -462,7 +465,10 @@ class Gateway:
         )
         try:
             batch = self.client.messages.batches.create(
-                requests=[{"custom_id": cid, "params": p} for cid, p in params.items()]
+                requests=[
+                    {"custom_id": cid, "params": cast("MessageCreateParamsNonStreaming", p)}
+                    for cid, p in params.items()
+                ]
             )
         except anthropic.AnthropicError as exc:
             raise self._translate(exc) from exc
@@ -514,7 +520,7 @@ class Gateway:
                     discount=BATCH_DISCOUNT,
                 )
             else:
-                detail = item.result.type
+                detail: str = item.result.type
                 if item.result.type == "errored":
                     detail = f"errored: {item.result.error.error.type}: {item.result.error.error.message}"
                 error = ModelUnavailable(f"batch request {detail}")

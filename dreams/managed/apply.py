@@ -15,10 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 import anthropic
+from anthropic.types.beta.memory_stores import BetaManagedAgentsMemory as Memory
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents import audit
+from agents.actors import Actor, user_of
 from agents.services import set_stable_version
 from dreams.managed.client import ManagedNotConfigured, client_for
 from dreams.managed.models import ManagedAgentLink, MemoryApplication
@@ -58,7 +60,7 @@ def _live_state(client: anthropic.Anthropic, store_id: str) -> dict[str, tuple[s
     return {
         m.path: (m.id, m.content_sha256)
         for m in client.beta.memory_stores.memories.list(store_id, limit=100)
-        if getattr(m, "type", "") == "memory"
+        if getattr(m, "type", "") == "memory" and isinstance(m, Memory)
     }
 
 
@@ -157,7 +159,9 @@ def _write_one(
     return {"op": op, "path": path, "memory_id": memory_id, "content_sha256": None}
 
 
-def _start(*, proposal_id: int, actor: Any) -> tuple[MemoryApplication, Proposal, ManagedAgentLink]:
+def _start(
+    *, proposal_id: int, actor: Actor
+) -> tuple[MemoryApplication, Proposal, ManagedAgentLink]:
     with transaction.atomic():
         proposal = (
             Proposal.objects.select_for_update()
@@ -188,7 +192,7 @@ def _start(*, proposal_id: int, actor: Any) -> tuple[MemoryApplication, Proposal
                 proposal=proposal,
                 memory_store_id=store_id,
                 planned=plan_for(proposal),
-                actor=actor if getattr(actor, "is_authenticated", False) else None,
+                actor=user_of(actor),
             )
         except IntegrityError as exc:
             raise ApplyError("This proposal is being applied right now.") from exc
@@ -202,7 +206,7 @@ def _start(*, proposal_id: int, actor: Any) -> tuple[MemoryApplication, Proposal
     return application, proposal, link
 
 
-def apply_approved_memory(*, proposal_id: int, actor: Any = None) -> MemoryApplication:
+def apply_approved_memory(*, proposal_id: int, actor: Actor = None) -> MemoryApplication:
     """Write an approved proposal's memory diff (and prompt change) into the live Managed Agent."""
     application, proposal, link = _start(proposal_id=proposal_id, actor=actor)
     store_id = application.memory_store_id
@@ -374,7 +378,7 @@ def _finish(
     *,
     application: MemoryApplication,
     proposal: Proposal,
-    actor: Any,
+    actor: Actor,
     status: str,
     written: list[dict[str, Any]],
     conflict: dict[str, Any],

@@ -17,6 +17,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from agents import audit
+from agents.actors import Actor, user_of
 from agents.models import Agent, Run
 from dreams.cycles import transition_cycle
 from dreams.managed import hosted_results
@@ -35,7 +36,8 @@ class HostedDreamError(Exception):
 
 def poll_delay(poll_count: int) -> int:
     """Seconds before the next poll: 10, 20, 40, … capped at 5 minutes."""
-    return min(300, 10 * 2 ** min(poll_count, 5))
+    delay: int = 10 * 2 ** min(poll_count, 5)
+    return min(300, delay)
 
 
 def monthly_tokens_used(*, agent: Agent) -> int:
@@ -69,7 +71,7 @@ def failed_session_runs(*, agent: Agent, limit: int = MAX_SESSIONS) -> list[Run]
     )
 
 
-FREQUENCY = {
+FREQUENCY: dict[str, timedelta] = {
     Agent.Frequency.HOURLY: timedelta(hours=1),
     Agent.Frequency.DAILY: timedelta(days=1),
     Agent.Frequency.WEEKLY: timedelta(weeks=1),
@@ -122,7 +124,7 @@ def start_due_hosted_dreams(*, now: datetime | None = None) -> list[int]:
 def start_hosted_dream(
     *,
     agent: Agent,
-    actor: Any = None,
+    actor: Actor = None,
     session_ids: list[str] | None = None,
     model: str = "",
     instructions: str = "",
@@ -164,7 +166,7 @@ def start_hosted_dream(
             cycle = DreamCycle.objects.create(
                 agent=agent,
                 trigger=DreamCycle.Trigger.HOSTED,
-                created_by=actor if getattr(actor, "is_authenticated", False) else None,
+                created_by=user_of(actor),
                 stage="hosted",
                 progress_total=1,
                 report={"trigger": trigger},
@@ -261,7 +263,7 @@ def poll(*, hosted_id: int) -> HostedDream:
     elapsed_ms = None
     if dream.ended_at and dream.created_at:
         elapsed_ms = int((dream.ended_at - dream.created_at).total_seconds() * 1000)
-    if dream.status != HostedDream.Status.COMPLETED:
+    if dream.status != HostedDream.Status.COMPLETED.value:
         error = dream.error
         hosted_results.finish_without_output(
             hosted_id=hosted_id,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+from anthropic.types.beta.memory_stores import BetaManagedAgentsMemory as Memory
 from django.db import transaction
 from django.utils import timezone
 
@@ -26,7 +27,7 @@ from dreams.signals import cycle_finished
 
 logger = logging.getLogger(__name__)
 
-CYCLE_STATUS = {
+CYCLE_STATUS: dict[str, str] = {
     HostedDream.Status.COMPLETED: DreamCycle.Status.SUCCEEDED,
     HostedDream.Status.FAILED: DreamCycle.Status.FAILED,
     HostedDream.Status.CANCELED: DreamCycle.Status.CANCELLED,
@@ -44,7 +45,7 @@ def read_store(client: anthropic.Anthropic, store_id: str) -> dict[str, StoredMe
     """Every memory in a store with its content, by path."""
     memories: dict[str, StoredMemory] = {}
     for item in client.beta.memory_stores.memories.list(store_id, view="full", limit=100):
-        if getattr(item, "type", "") != "memory":
+        if getattr(item, "type", "") != "memory" or not isinstance(item, Memory):
             continue
         content = item.content
         if content is None:

@@ -6,6 +6,7 @@ import anthropic
 from django.db import transaction
 
 from agents import audit
+from agents.actors import Actor
 from agents.models import Agent
 from dreams.managed.client import client_for
 from dreams.managed.models import ManagedAgentLink
@@ -43,7 +44,7 @@ LINK_FIELDS = (
 
 
 def link_agent(
-    *, agent: Agent, actor: Any = None, verify: bool = False, **fields: Any
+    *, agent: Agent, actor: Actor = None, verify: bool = False, **fields: Any
 ) -> ManagedAgentLink:
     """Create or change the agent's link; changing the remote agent restarts the sync cursor.
 
@@ -90,7 +91,7 @@ def link_agent(
     return link
 
 
-def unlink_agent(*, agent: Agent, actor: Any = None) -> None:
+def unlink_agent(*, agent: Agent, actor: Actor = None) -> None:
     with transaction.atomic():
         link = ManagedAgentLink.objects.select_for_update().filter(agent=agent).first()
         if link is None:

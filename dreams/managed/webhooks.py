@@ -41,7 +41,7 @@ def receive_webhook(*, body: bytes, headers: dict[str, str]) -> WebhookReceipt:
     """Verify and record one delivery; a session event queues `dreams.managed.sync_webhook_session`."""
     client = webhook_client()
     try:
-        event = client.beta.webhooks.unwrap(body, headers=headers)
+        event = client.beta.webhooks.unwrap(body.decode(), headers=headers)
     except (WebhookVerificationError, ValueError) as exc:
         raise InvalidWebhook(str(exc)) from exc
     data = event.data

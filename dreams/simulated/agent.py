@@ -263,10 +263,10 @@ def respond(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     if lookup is None:
         if any(cue in lower for cue in URGENT_CUES) and not requires_verification(instructions):
             item = re.search(r"\(([^()]+)\)", user_text)
-            amount = CATALOGUE.get(item.group(1).lower()) if item else None
+            price = CATALOGUE.get(item.group(1).lower()) if item else None
             refund_input: dict[str, Any] = {"order_id": order_id}
-            if amount is not None:
-                refund_input["amount"] = amount
+            if price is not None:
+                refund_input["amount"] = price
             refund_input["reason"] = reason
             return [
                 _text(f"Of course, {name}. I'll process that now."),

@@ -167,11 +167,11 @@ def judge(rubric: str, messages: list[dict[str, Any]]) -> tuple[str, str]:
         if "escalat" in clause:
             handled = True
             limit_match = re.search(r"\$(\d+(?:\.\d+)?)", clause)
-            limit = float(limit_match.group(1)) if limit_match else None
+            cap = float(limit_match.group(1)) if limit_match else None
             escalations = [c for c in calls if "escalat" in c["name"]]
             for call in escalations:
                 amount = facts.get(str(call["input"].get("order_id", "")), {}).get("amount")
-                if limit is None or amount is None or amount < limit:
+                if cap is None or amount is None or amount < cap:
                     failures.append("escalated a request it should have resolved itself")
                     break
             if "resolv" in clause:

@@ -107,6 +107,8 @@ class ReviewComment(models.Model):
         related_name="+",
     )
 
+    thread_replies: list["ReviewComment"]  # set on thread roots by reviews.selectors
+
     class Meta:
         ordering = ["created_at", "id"]
 
