@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.module_loading import import_string
+from django.utils.safestring import SafeString
 
 from agents.models import Agent
 
@@ -153,7 +154,7 @@ class EnvironmentUrlWidget(forms.URLInput):
         )
         self.agent_id = agent_id
 
-    def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> str:
+    def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> SafeString:
         field = super().render(name, value, attrs, renderer)
         return format_html(
             '<div class="environment-field" style="flex:1 1 auto;min-width:0">'

@@ -91,10 +91,12 @@ def recent_runs(
         newest = Run.objects.filter(agent_id=agent_id)
         if status:
             newest = newest.filter(status=status)
-        newest = newest.order_by("-started_at", "-id").values("pk")[: offset + limit]
+        newest_pks = newest.order_by("-started_at", "-id").values("pk")[: offset + limit]
         # The slice sits inside the subquery, so the UNION works on SQLite and PostgreSQL alike.
         per_agent.append(
-            Run.objects.filter(pk__in=Subquery(newest)).order_by().values_list("id", "started_at")
+            Run.objects.filter(pk__in=Subquery(newest_pks))
+            .order_by()
+            .values_list("id", "started_at")
         )
     combined = per_agent[0].union(*per_agent[1:], all=True) if len(per_agent) > 1 else per_agent[0]
     ids = [pk for pk, _ in combined.order_by("-started_at", "-id")[offset : offset + limit]]
@@ -156,7 +158,7 @@ def version_pass_rates(
             .annotate(n=Count("id"), passed=Count("id", filter=Q(status=Run.Status.SUCCESS)))
         )
     # One query for every version: a UNION ALL of the per-version range scans.
-    counts: dict[int, dict[str, int]] = {}
+    counts: dict[int, Any] = {}
     if parts:
         rows = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
         counts = {row["config_version_id"]: row for row in rows}

@@ -797,7 +797,8 @@ def replay_many(
                             ),
                         )
 
-                return list(await asyncio.gather(*(one(run) for run in runs)))
+                results = list(await asyncio.gather(*(one(run) for run in runs)))
+        return results
 
     try:
         asyncio.get_running_loop()

@@ -80,7 +80,7 @@ def dream_now(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("agent-detail", slug=agent.slug)
 
 
-def _go(request: HttpRequest, url: str) -> HttpResponse:
+def _go(request: HtmxHttpRequest, url: str) -> HttpResponse:
     """After a control's POST: htmx reloads the page there (its flash shows), a form redirects."""
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
@@ -94,7 +94,7 @@ def _reviewer(request: HttpRequest, what: str) -> Any:
 
 @login_required
 @require_POST
-def cycle_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+def cycle_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The cycle page's Cancel: the API's cancel (`cycles.cancel_cycle`)."""
     cycle = get_cycle_for(principal_for(request), pk)
     _reviewer(request, "cancel a dream cycle")
@@ -110,7 +110,7 @@ def cycle_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def cycle_rerun(request: HttpRequest, pk: int) -> HttpResponse:
+def cycle_rerun(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The cycle page's Re-run: the API's re-run (`cycles.rerun_cycle`), then the new cycle."""
     cycle = get_cycle_for(principal_for(request), pk)
     _reviewer(request, "re-run a dream cycle")
@@ -131,7 +131,7 @@ def _experiment_page(experiment: Experiment) -> str:
 
 @login_required
 @require_POST
-def experiment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+def experiment_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The proposal page's Cancel experiment: the API's cancel (`cancel_experiment`)."""
     experiment = experiments.get_experiment_for(principal_for(request), pk)
     _reviewer(request, "cancel an experiment")
@@ -155,7 +155,7 @@ def experiment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def experiment_rerun(request: HttpRequest, pk: int) -> HttpResponse:
+def experiment_rerun(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The proposal page's Re-run experiment: the API's re-run (`rerun_experiment`); the flash
     says where it got to (eager tasks finish inside the request)."""
     experiment = experiments.get_experiment_for(principal_for(request), pk)

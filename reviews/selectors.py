@@ -381,7 +381,7 @@ def proposal_evidence(
         "outcome": outcome,
         "outcomes": [(key, label, outcome_counts[key]) for key, label in OUTCOMES],
         "decisions": decisions,
-        "approvals": [d for d in decisions if d.is_current_approval],
+        "approvals": [d for d in decisions if d.is_current_approval],  # type: ignore[attr-defined]
         "comments": threads,
         "diff_threads": [c for c in threads if c.anchored],
         "open_threads": sum(1 for c in threads if c.anchored and not c.resolved_at),

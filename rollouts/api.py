@@ -20,6 +20,7 @@ from rollouts import services
 from rollouts.access import get_rollout_for
 from rollouts.models import Rollout, RolloutStage
 from rollouts.selectors import rollout_page, rollouts_for
+from rollouts.states import RolloutError
 
 
 class RolloutStageSerializer(serializers.ModelSerializer):
@@ -186,7 +187,7 @@ class RolloutListCreate(generics.ListAPIView):
                 actor=principal.actor,
                 stages=data.validated_data.get("stages"),
             )
-        except (services.RolloutError, InvalidTransition) as exc:
+        except (RolloutError, InvalidTransition) as exc:
             return _conflict(exc)
         return _detail(rollout.pk, principal, code=201)
 
@@ -230,6 +231,6 @@ class RolloutAction(APIView):
                 services.halt_rollout(rollout_id=rollout.pk, actor=principal.actor, reason=reason)
             else:
                 services.roll_back(rollout_id=rollout.pk, actor=principal.actor, reason=reason)
-        except (services.RolloutError, InvalidTransition) as exc:
+        except (RolloutError, InvalidTransition) as exc:
             return _conflict(exc)
         return _detail(rollout.pk, principal)

@@ -23,6 +23,7 @@ from rollouts.selectors import (
     rollout_page,
     rollouts_for,
 )
+from rollouts.states import RolloutError
 
 
 @login_required
@@ -49,7 +50,7 @@ def rollout_start(request: HttpRequest, proposal_id: int) -> HttpResponse:
         raise Http404("No such proposal in this workspace.")
     try:
         rollout = services.start_rollout(proposal_id=proposal_id, actor=request.user)
-    except (services.RolloutError, InvalidTransition) as exc:
+    except (RolloutError, InvalidTransition) as exc:
         messages.error(request, str(exc))
         return redirect("rollout-list")
     first = rollout.stages.first()
@@ -90,7 +91,7 @@ def _act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         else:
             services.roll_back(rollout_id=rollout.pk, actor=request.user, reason=reason)
             messages.success(request, "Rolled back: all traffic is on the previous version.")
-    except services.RolloutError as exc:
+    except RolloutError as exc:
         messages.error(request, str(exc))
     return redirect("rollout-detail", pk=rollout.pk)
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 if __package__:
     from dreams.llm.local import translate
 else:  # run as a script (`python dreams/llm/local/server.py`): no Django, no Reverie imports
-    import translate  # type: ignore[no-redef]
+    import translate  # type: ignore[no-redef, import-not-found]
 
 logger = logging.getLogger("reverie.local_model")
 
