@@ -18,6 +18,7 @@ from django.utils import timezone
 from agents import audit
 from agents.actors import Actor, user_of
 from agents.models import Agent, Run
+from agents.states import stored_status, write_status
 from config.celery import enqueue_on_commit
 from dreams import diagnosis, drafting, guards, patterns, reports, signals, spend
 from dreams.experiments import start_proposal_experiment
@@ -77,12 +78,8 @@ def transition_cycle(cycle: DreamCycle, *, to: str, **fields: Any) -> DreamCycle
     """Move `cycle` to `to`, writing `fields` with it, only if its stored status is still the one
     in memory (a conditional update): of two workers finishing one cycle, the second raises."""
     ensure_cycle_transition(cycle, to=to)
-    values = {**fields, "status": to}
-    if not DreamCycle.objects.filter(pk=cycle.pk, status=cycle.status).update(**values):
-        current = DreamCycle.objects.filter(pk=cycle.pk).values_list("status", flat=True).first()
-        raise InvalidCycleTransition(cycle, to, current=current)
-    for name, value in values.items():
-        setattr(cycle, name, value)
+    if not write_status(cycle, {**fields, "status": to}):
+        raise InvalidCycleTransition(cycle, to, current=stored_status(cycle))
     return cycle
 
 

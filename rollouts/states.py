@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from agents.states import stored_status, write_status
 from rollouts.models import Rollout, RolloutStage
 
 R = Rollout.Status
@@ -70,24 +71,16 @@ def ensure_stage_transition(stage: RolloutStage, *, to: str) -> None:
 def transition_rollout(rollout: Rollout, *, to: str, **fields: Any) -> Rollout:
     """Move `rollout` to `to`, writing `fields` with it, only if its stored status is unchanged."""
     ensure_rollout_transition(rollout, to=to)
-    values = {**fields, "status": to, "updated_at": timezone.now()}
-    if not Rollout.objects.filter(pk=rollout.pk, status=rollout.status).update(**values):
-        current = Rollout.objects.filter(pk=rollout.pk).values_list("status", flat=True).first()
-        raise InvalidTransition(rollout, to, current=current)
-    for name, value in values.items():
-        setattr(rollout, name, value)
+    if not write_status(rollout, {**fields, "status": to, "updated_at": timezone.now()}):
+        raise InvalidTransition(rollout, to, current=stored_status(rollout))
     return rollout
 
 
 def transition_stage(stage: RolloutStage, *, to: str, **fields: Any) -> RolloutStage:
     """Move one stage to `to`, writing `fields` with it, only if its stored status is unchanged."""
     ensure_stage_transition(stage, to=to)
-    values = {**fields, "status": to}
-    if not RolloutStage.objects.filter(pk=stage.pk, status=stage.status).update(**values):
-        current = RolloutStage.objects.filter(pk=stage.pk).values_list("status", flat=True).first()
-        raise InvalidTransition(stage, to, current=current)
-    for name, value in values.items():
-        setattr(stage, name, value)
+    if not write_status(stage, {**fields, "status": to}):
+        raise InvalidTransition(stage, to, current=stored_status(stage))
     return stage
 
 
