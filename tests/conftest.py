@@ -1,5 +1,6 @@
 """Shared fixtures: the fixed cast (owner, reviewer, viewer, outsider) and API clients."""
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -29,6 +30,22 @@ def eager_celery() -> Any:
     celery_app.conf.task_eager_propagates = True
     yield
     celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_event_loop(request: Any) -> Any:
+    """Outside the browser tests, no event loop runs in the test's thread, as in a worker or a
+    request: Playwright's sync API (session-scoped in tests/browser) leaves its loop set as
+    running in this thread, and `async_to_sync` in product code then refuses to run."""
+    if request.node.get_closest_marker("browser") or asyncio._get_running_loop() is None:
+        yield
+        return
+    loop = asyncio._get_running_loop()
+    asyncio._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio._set_running_loop(loop)
 
 
 @pytest.fixture(autouse=True)
