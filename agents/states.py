@@ -1,6 +1,6 @@
-"""The write behind every status state machine (proposals' table in `dreams/proposals.py`,
-cycles' in `dreams/cycles.py`, rollouts' and stages' in `rollouts/states.py`): a conditional
-update on the status held in memory, so of two workers moving one row, the second loses."""
+"""The write behind the cycle, rollout and stage state machines (`dreams/cycles.py`,
+`rollouts/states.py`): a conditional update on the status held in memory, so of two workers
+moving one row, the second loses. (Proposals lock their row instead: `dreams/proposals.py`.)"""
 
 from typing import Any
 

@@ -134,3 +134,35 @@ def test_the_documented_workers_consume_the_canary_queue():
     for unit in ("Procfile", "reverie-worker.service"):
         text = (ROOT / "config" / "deploy" / unit).read_text()
         assert "-Q canary" in text or "-Q celery,canary" in text, unit
+
+
+def test_the_worker_liveness_check_pings_the_workers_node_and_restarts_it():
+    """A worker wedged after a broker outage stays alive consuming nothing: the shipped timer
+    pings its node (the worker unit sets no `-n`, so `celery@<hostname>`) and restarts it."""
+    unit = (ROOT / "config" / "deploy" / "reverie-worker-ping.service").read_text()
+    worker = (ROOT / "config" / "deploy" / "reverie-worker.service").read_text()
+    assert " -n " not in worker  # default node name: celery@<hostname>
+    assert 'inspect ping \\\n  --destination "celery@$(hostname)"' in unit
+    assert "systemctl restart reverie-worker.service" in unit
+    assert "EnvironmentFile=/etc/reverie/reverie.env" in unit  # the broker URL
+    timer = (ROOT / "config" / "deploy" / "reverie-worker-ping.timer").read_text()
+    assert "OnUnitActiveSec=" in timer and "WantedBy=timers.target" in timer
+
+
+def test_the_ping_fails_when_no_worker_answers():
+    """The check's command exits non-zero when nothing consumes (what triggers the restart):
+    a real ping over Redis to a node that does not exist."""
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        pytest.skip("needs a broker: REDIS_URL (CI's PostgreSQL + Redis run sets it)")
+    env = {**os.environ, "REDIS_URL": redis_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "config", "inspect", "ping"]
+        + ["--destination", "celery@no-such-worker", "--timeout", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0, done.stdout + done.stderr
