@@ -32,19 +32,25 @@ def cycle_detail(*, cycle: DreamCycle) -> dict[str, Any]:
         ),
         "report": cycle.report or {},
         "runs_studied": cycle.runs.count(),
-        "summary": [
-            (key.replace("_", " "), value)
-            for key, value in (cycle.report or {}).items()
-            if isinstance(value, str | int | float) and key != "markdown"
-        ],
-        "sections": report_sections(cycle.report or {}),
+        "stop_reason": (cycle.report or {}).get("stop_reason", ""),
+        # The header and the curated tables below already show the cycle's fields, patterns and
+        # proposals; the other lists of the report (not drafted, refused answers, …) as tables.
+        "sections": report_sections(cycle.report or {}, skip=SHOWN_ON_THE_CYCLE_PAGE),
     }
 
 
-def report_sections(report: dict[str, Any], *, max_columns: int = 8) -> list[dict[str, Any]]:
-    """Lists of records in a report (e.g. patterns, proposals) as small tables, whatever their keys."""
+SHOWN_ON_THE_CYCLE_PAGE = frozenset({"patterns", "suggestions"})
+
+
+def report_sections(
+    report: dict[str, Any], *, max_columns: int = 8, skip: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
+    """Lists of records in a report (e.g. not drafted, refused answers) as small tables,
+    whatever their keys; column names read as words."""
     sections = []
     for key, value in report.items():
+        if key in skip:
+            continue
         if not (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
             continue
         columns: list[str] = []
@@ -62,7 +68,11 @@ def report_sections(report: dict[str, Any], *, max_columns: int = 8) -> list[dic
             for record in value
         ]
         sections.append(
-            {"title": key.replace("_", " ").capitalize(), "columns": columns, "rows": rows}
+            {
+                "title": key.replace("_", " ").capitalize(),
+                "columns": [c.replace("_", " ").capitalize() for c in columns],
+                "rows": rows,
+            }
         )
     return sections
 

@@ -23,17 +23,24 @@ def test_dreams_list_and_cycle_report_with_markdown_download(client, viewer, age
 
 
 def test_cycle_page_renders_report_records_escaped(client, viewer, agent):
+    """The report's lists the page does not already show (refused answers, not drafted) come as
+    tables with readable, escaped cells; its scalar fields and its patterns are not dumped again
+    beside the header and the curated pattern table."""
     cycle = DreamCycleFactory(
         agent=agent,
         report={
             "runs_studied": 42,
-            "patterns": [{"title": "<b>Unverified refunds</b>", "runs": 7}],
+            "created_at": "2026-12-02T06:24:42.875770+00:00",
+            "patterns": [{"title": "Unverified refunds", "grouping_reason": "raw"}],
+            "refused_answers": [{"step": "<b>merge</b>", "reason": "cut off at max_tokens"}],
         },
     )
     client.force_login(viewer)
     html = client.get(reverse("cycle-detail", args=[cycle.pk])).content.decode()
-    assert "runs studied" in html and "42" in html
-    assert "&lt;b&gt;Unverified refunds&lt;/b&gt;" in html and "<th>runs</th>" in html
+    assert "&lt;b&gt;merge&lt;/b&gt;" in html and "<b>merge</b>" not in html
+    assert "<h2>Refused answers</h2>" in html and "<th>Step</th>" in html
+    assert "2026-12-02T06:24:42" not in html  # no raw summary of the report's fields
+    assert "grouping_reason" not in html and "<h2>Patterns</h2>" not in html
 
 
 def test_dream_now_queues_a_manual_cycle_and_the_page_polls_it(client, reviewer, agent):
