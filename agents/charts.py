@@ -126,23 +126,26 @@ def version_pass_rate_chart(points: Sequence[dict[str, Any]]) -> SafeString:
     if not points:
         return SafeString("")
     bar_w, gap, top, chart_h = 34, 14, 16, 120
-    width = 36 + len(points) * (bar_w + gap)
+    axis = 40  # room for the "100%" tick label left of the axis
+    width = axis + 6 + len(points) * (bar_w + gap)
     parts: list[SafeString] = []
     for tick in (0, 0.5, 1):
         y = top + chart_h - tick * chart_h
         parts.append(
             format_html(
-                '<line x1="30" y1="{}" x2="{}" y2="{}" class="grid"/><text x="26" y="{}" class="tick" text-anchor="end">{}</text>',
+                '<line x1="{}" y1="{}" x2="{}" y2="{}" class="grid"/><text x="{}" y="{}" class="tick" text-anchor="end">{}</text>',
+                axis,
                 y,
                 width,
                 y,
+                axis - 4,
                 y + 4,
                 _pct(tick),
             )
         )
     for index, point in enumerate(points):
         rate = point["passed"] / point["n"]
-        x = 36 + index * (bar_w + gap)
+        x = axis + 6 + index * (bar_w + gap)
         h = max(rate * chart_h, 1)
         color = CAND_COLOR if point.get("current") else BASE_COLOR
         parts.append(
